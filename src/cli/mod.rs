@@ -1,0 +1,195 @@
+//! The command line: clap definitions, and dispatch to the session layer. Exit codes: 0
+//! success, 1 the script or the system refused (diagnostic printed), 2 usage error.
+
+mod exec;
+mod report;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::diag::{self, Diag};
+use crate::session::{self, Mode, Outcome, Target};
+
+const ABOUT: &str = "Build AWS-style virtual private clouds on one Linux host from network namespaces, \
+veth pairs, bridges and routes, described as Rhai scripts.";
+
+const AFTER_HELP: &str = "\
+Examples:
+  vpcsh --sandbox demo scripts/demo.rhai     build the demo inside a sandbox (no host changes)
+  vpcsh --sandbox demo list                  what is there
+  vpcsh --sandbox demo exec prod/w1 -- ip addr
+  vpcsh --sandbox demo destroy               remove the sandbox and everything in it
+
+A script declares VPCs, subnets and hosts; nothing changes until `apply()` or the script's end.
+`check` validates, `plan` prints the kernel operations an apply would do, `apply` does them.";
+
+#[derive(Parser, Debug)]
+#[command(name = "vpcsh", version, about = ABOUT, after_help = AFTER_HELP)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// A script to apply (same as `vpcsh apply SCRIPT`).
+    script: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct Global {
+    /// Work inside a sandbox namespace NAME that plays the machine, with a simulated
+    /// internet at 198.51.100.1; every namespace it makes starts with NAME.
+    #[arg(long, global = true, value_name = "NAME")]
+    sandbox: Option<String>,
+    /// Where vpcsh records what it owns (a sandbox keeps its own state below it).
+    #[arg(long, global = true, value_name = "DIR", default_value = crate::state::DEFAULT_DIR)]
+    state_dir: PathBuf,
+    /// More log output (-v info, -vv debug: every kernel operation).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a script and make reality match it.
+    Apply {
+        script: PathBuf,
+        /// Print what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print every kernel operation an apply would do (or `no changes`); change nothing.
+    Plan { script: PathBuf },
+    /// Validate a script: diagnostics only, no changes, no root needed.
+    Check { script: PathBuf },
+    /// Remove the named VPCs, or everything vpcsh owns here (a sandbox included).
+    Destroy { vpcs: Vec<String> },
+    /// Every owned object, read from the kernel: ok, missing or drifted; processes.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// VPCs, subnets, hosts and addresses.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command inside a host (VPC/HOST), a VPC router (VPC) or `internet`; exits
+    /// with the command's status.
+    Exec {
+        target: String,
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// The built-in HTTP server, run by vpcsh inside a namespace.
+    #[command(name = "__serve", hide = true)]
+    Serve {
+        #[arg(long)]
+        netns: String,
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        body: String,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    init_logging(&cli.global);
+    let target = Target {
+        state_dir: cli.global.state_dir.clone(),
+        sandbox: cli.global.sandbox.clone(),
+    };
+    let result = match (cli.command, cli.script) {
+        (Some(command), _) => run(command, &target),
+        (None, Some(script)) => run(
+            Command::Apply {
+                script,
+                dry_run: false,
+            },
+            &target,
+        ),
+        (None, None) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            if std::io::stdin().is_terminal() {
+                eprintln!("vpcsh: the REPL is not built yet; pass a script or a command\n");
+            }
+            let _ = cmd.print_help();
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(diags) => {
+            diag::eprint(&diags);
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(global: &Global) {
+    let level = match (global.quiet, global.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VPCSH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("vpcsh={level}")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(diag::color())
+        .without_time()
+        .try_init();
+}
+
+fn run(command: Command, target: &Target) -> Result<ExitCode, Vec<Diag>> {
+    match command {
+        Command::Apply { script, dry_run } => {
+            let mode = if dry_run { Mode::DryRun } else { Mode::Apply };
+            match session::run_script(target, &script, mode)? {
+                Outcome::Applied(summary) => println!("{summary}"),
+                Outcome::Planned(plan) => {
+                    print!("{plan}");
+                    println!("dry run: {}", plan.summary());
+                }
+                Outcome::Checked { .. } => unreachable!("apply does not only check"),
+            }
+        }
+        Command::Plan { script } => match session::run_script(target, &script, Mode::Plan)? {
+            Outcome::Planned(plan) => print!("{plan}"),
+            other => unreachable!("plan returned {other:?}"),
+        },
+        Command::Check { script } => match session::run_script(target, &script, Mode::Check)? {
+            Outcome::Checked { vpcs, subnets, hosts } => {
+                println!(
+                    "{}: ok ({vpcs} VPCs, {subnets} subnets, {hosts} hosts)",
+                    script.display()
+                )
+            }
+            other => unreachable!("check returned {other:?}"),
+        },
+        Command::Destroy { vpcs } => println!("{}", session::destroy(target, &vpcs)?),
+        Command::Status { json } => return report::status(target, json),
+        Command::List { json } => report::list(target, json)?,
+        Command::Exec { target: who, command } => return exec::run(target, &who, &command),
+        Command::Serve { netns, port, body } => {
+            if let Err(e) = crate::httpd::serve(&netns, port, &body) {
+                return Err(vec![Diag::plain(format!("http server in {netns}: {e}"), None)]);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,144 @@
+//! `status` and `list`: what vpcsh owns, as text or JSON.
+
+use std::process::ExitCode;
+
+use serde_json::{Value, json};
+
+use crate::diag::Diag;
+use crate::plan::{Op, Plan};
+use crate::session::{self, Target};
+use crate::state;
+
+/// Status of one model object: `ok`, `missing` (its namespace or bridge is gone) or
+/// `drifted` (there, but different), with the operations that would repair it.
+fn object_status(plan: &Plan, owner: &str) -> (&'static str, Vec<String>) {
+    let steps: Vec<_> = plan.steps.iter().filter(|s| s.owner == owner).collect();
+    let missing = steps
+        .iter()
+        .any(|s| matches!(s.op, Op::CreateNetns { .. } | Op::CreateBridge { .. }));
+    let status = if steps.is_empty() {
+        "ok"
+    } else if missing {
+        "missing"
+    } else {
+        "drifted"
+    };
+    (status, steps.iter().map(|s| s.op.to_string()).collect())
+}
+
+pub fn status(target: &Target, json: bool) -> Result<ExitCode, Vec<Diag>> {
+    let (runner, plan) = session::status_plan(target)?;
+    let network = runner.network();
+    let mut owners: Vec<String> = Vec::new();
+    if runner.naming().sandbox && !runner.state().namespaces.is_empty() {
+        owners.extend(["sandbox".to_string(), "internet".to_string()]);
+    }
+    for vpc in &network.vpcs {
+        owners.push(format!("vpc {}", vpc.name));
+        for subnet in &vpc.subnets {
+            owners.push(format!("subnet {}/{}", vpc.name, subnet.name));
+            owners.extend(
+                subnet
+                    .hosts
+                    .iter()
+                    .map(|h| format!("host {}/{}", vpc.name, h.name)),
+            );
+        }
+    }
+    let objects: Vec<(String, &str, Vec<String>)> = owners
+        .into_iter()
+        .map(|o| {
+            let (status, repairs) = object_status(&plan, &o);
+            (o, status, repairs)
+        })
+        .collect();
+    let processes = runner.state().processes.clone();
+    let healthy = objects.iter().all(|(_, s, _)| *s == "ok");
+    if json {
+        let value = json!({
+            "objects": objects.iter().map(|(o, s, r)| json!({"object": o, "status": s, "repairs": r})).collect::<Vec<_>>(),
+            "processes": processes.iter().map(|p| json!({
+                "netns": p.ns, "pid": p.pid, "alive": p.alive(), "argv": p.argv, "log": p.log,
+            })).collect::<Vec<_>>(),
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).expect("json serialises")
+        );
+    } else if objects.is_empty() {
+        println!("nothing is applied here");
+    } else {
+        for (object, status, repairs) in &objects {
+            println!("{status:<8} {object}");
+            for r in repairs {
+                println!("           needs: {r}");
+            }
+        }
+        for p in &processes {
+            let what = p
+                .server
+                .as_ref()
+                .map_or_else(|| p.argv.join(" "), |s| format!("http server :{}", s.port));
+            println!(
+                "{:<8} process {} in {} (pid {})",
+                if p.alive() { "alive" } else { "dead" },
+                what,
+                p.ns,
+                p.pid
+            );
+        }
+    }
+    Ok(if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+pub fn list(target: &Target, json: bool) -> Result<(), Vec<Diag>> {
+    target.check().map_err(|d| vec![d])?;
+    let network = state::peek(&target.dir()).map(|s| s.network).unwrap_or_default();
+    let naming = target.naming();
+    if json {
+        let vpcs: Vec<Value> = network
+            .vpcs
+            .iter()
+            .map(|v| {
+                json!({
+                    "name": v.name, "cidr": v.cidr.to_string(), "netns": naming.router_ns(&v.name),
+                    "subnets": v.subnets.iter().map(|s| json!({
+                        "name": s.name, "cidr": s.cidr.to_string(), "public": s.public,
+                        "gateway": s.gateway.to_string(),
+                        "hosts": s.hosts.iter().map(|h| json!({
+                            "name": h.name, "ip": h.ip.to_string(), "netns": naming.host_ns(&v.name, &h.name),
+                        })).collect::<Vec<_>>(),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "vpcs": vpcs, "peerings": [] })).expect("json serialises")
+        );
+        return Ok(());
+    }
+    if network.vpcs.is_empty() {
+        println!("no VPCs");
+    }
+    for v in &network.vpcs {
+        println!("vpc {} {} (netns {})", v.name, v.cidr, naming.router_ns(&v.name));
+        for s in &v.subnets {
+            let kind = if s.public { "public" } else { "private" };
+            println!("  subnet {} {} {kind}, gateway {}", s.name, s.cidr, s.gateway);
+            for h in &s.hosts {
+                println!(
+                    "    host {} {} (netns {})",
+                    h.name,
+                    h.ip,
+                    naming.host_ns(&v.name, &h.name)
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! Diagnostics: script errors and validation problems rendered with miette, underlining the
+//! script text at fault; system errors with what to do about them.
+
+use std::io::IsTerminal;
+
+use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource};
+
+use crate::model::{Problem, Span};
+use crate::script::{Fault, ScriptError, Source};
+
+/// One renderable diagnostic.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Diag {
+    pub message: String,
+    src: Option<Box<NamedSource<String>>>,
+    labels: Vec<LabeledSpan>,
+    help: Option<String>,
+}
+
+impl Diagnostic for Diag {
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        self.src.as_deref().map(|s| s as &dyn miette::SourceCode)
+    }
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        (!self.labels.is_empty())
+            .then(|| Box::new(self.labels.iter().cloned()) as Box<dyn Iterator<Item = LabeledSpan>>)
+    }
+    fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        self.help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn std::fmt::Display>)
+    }
+}
+
+impl Diag {
+    /// A diagnostic with no script text to point at.
+    pub fn plain(message: impl Into<String>, help: Option<String>) -> Self {
+        Self {
+            message: message.into(),
+            src: None,
+            labels: Vec::new(),
+            help,
+        }
+    }
+
+    fn at(message: String, sources: &[Source], primary: (Span, String), others: Vec<(Span, String)>) -> Self {
+        let (span, label) = primary;
+        let mut notes = Vec::new();
+        let src = sources.get(span.source as usize);
+        let mut labels = vec![LabeledSpan::new_primary_with_span(
+            Some(label),
+            (span.start, span.len),
+        )];
+        for (other, label) in others {
+            if other.source == span.source {
+                labels.push(LabeledSpan::new_with_span(Some(label), (other.start, other.len)));
+            } else if let Some(s) = sources.get(other.source as usize) {
+                let (line, col) = line_col(&s.text, other.start);
+                notes.push(format!("{label} at {}:{line}:{col}", s.name));
+            }
+        }
+        Self {
+            message,
+            src: src.map(|s| Box::new(NamedSource::new(&s.name, s.text.clone()))),
+            labels,
+            help: None,
+        }
+        .with_notes(notes)
+    }
+
+    fn with_notes(mut self, notes: Vec<String>) -> Self {
+        if !notes.is_empty() {
+            let joined = notes.join("\n");
+            self.help = Some(match self.help.take() {
+                Some(h) => format!("{h}\n{joined}"),
+                None => joined,
+            });
+        }
+        self
+    }
+}
+
+/// 1-based line and character column of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+pub fn from_problem(p: &Problem, sources: &[Source]) -> Diag {
+    let mut d = Diag::at(
+        p.message.clone(),
+        sources,
+        (p.span, p.label.clone()),
+        p.related.clone(),
+    );
+    d.help = match (p.help.clone(), d.help.take()) {
+        (Some(h), Some(notes)) => Some(format!("{h}\n{notes}")),
+        (h, n) => h.or(n),
+    };
+    d
+}
+
+pub fn from_fault(f: &Fault, sources: &[Source]) -> Diag {
+    let chain = f
+        .chain
+        .iter()
+        .map(|(name, span)| (*span, format!("in call to `{name}`")))
+        .collect();
+    let mut d = Diag::at(f.message.clone(), sources, (f.span, f.label.clone()), chain);
+    let extra = d.help.take();
+    d.help = f.help.clone();
+    d.with_notes(f.notes.clone().into_iter().chain(extra).collect())
+}
+
+pub fn from_script_error(e: &ScriptError, sources: &[Source]) -> Vec<Diag> {
+    match e {
+        ScriptError::Invalid(problems) => problems.iter().map(|p| from_problem(p, sources)).collect(),
+        ScriptError::Fault(f) => vec![from_fault(f, sources)],
+    }
+}
+
+/// Whether to colour output on stderr: a terminal, and `NO_COLOR` unset.
+pub fn color() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// Renders a diagnostic as text (coloured when `color`).
+pub fn render(d: &Diag, color: bool) -> String {
+    let theme = if color {
+        GraphicalTheme::unicode()
+    } else {
+        GraphicalTheme::unicode_nocolor()
+    };
+    let handler = GraphicalReportHandler::new_themed(theme)
+        .with_context_lines(1)
+        .with_width(100);
+    let mut out = String::new();
+    if handler.render_report(&mut out, d).is_err() {
+        out = format!("error: {}\n", d.message);
+    }
+    out
+}
+
+/// Prints diagnostics to stderr.
+pub fn eprint(diags: &[Diag]) {
+    let color = color();
+    for d in diags {
+        eprint!("{}", render(d, color));
+    }
+}

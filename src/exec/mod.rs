@@ -1,0 +1,128 @@
+//! Execution: applying planned operations to the kernel, and observing what is there.
+//!
+//! `Backend` is the seam: `Netlink` speaks to the kernel, `Recording` only remembers (for
+//! planner and apply tests without root). `apply` runs a plan and, when a step fails,
+//! undoes every step this run made, in reverse, collecting every error on the way.
+
+pub mod faults;
+pub mod netlink;
+pub mod netns;
+pub mod process;
+pub mod recording;
+
+use std::collections::BTreeSet;
+use std::io;
+
+use crate::plan::kernel::KernelState;
+use crate::plan::{Op, Plan, Summary};
+
+/// What a backend must do: observe the named namespaces and apply single operations.
+pub trait Backend {
+    /// The kernel state of those of `namespaces` that exist.
+    fn observe(&mut self, namespaces: &BTreeSet<String>) -> Result<KernelState, OpError>;
+    fn apply(&mut self, op: &Op) -> Result<(), OpError>;
+    /// The processes started in namespaces, alive or not, for state to record.
+    fn processes(&self) -> Vec<process::ProcessRecord>;
+}
+
+/// A kernel error with the errno it carried, when there was one.
+#[derive(Debug)]
+pub struct KernelError {
+    pub errno: Option<i32>,
+    pub message: String,
+}
+
+impl KernelError {
+    pub fn from_io(e: &io::Error) -> Self {
+        Self {
+            errno: e.raw_os_error(),
+            message: e.to_string(),
+        }
+    }
+
+    /// What the user can do about it.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self.errno? {
+            libc_errno::EPERM | libc_errno::EACCES => {
+                Some("vpcsh needs root or CAP_NET_ADMIN (and CAP_SYS_ADMIN for namespaces): run it with sudo")
+            }
+            libc_errno::EEXIST => Some(
+                "an object of that name already exists; if vpcsh did not make it, remove or rename it; \
+                 `vpcsh status` shows what vpcsh owns",
+            ),
+            libc_errno::EOPNOTSUPP | libc_errno::EAFNOSUPPORT => {
+                Some("this kernel lacks a needed feature (network namespaces, veth or bridge support)")
+            }
+            libc_errno::EROFS => Some("/run/netns is read-only here: vpcsh needs a writable /run"),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for KernelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Errno values vpcsh gives advice for.
+pub mod libc_errno {
+    use nix::errno::Errno;
+    pub const EPERM: i32 = Errno::EPERM as i32;
+    pub const EACCES: i32 = Errno::EACCES as i32;
+    pub const EEXIST: i32 = Errno::EEXIST as i32;
+    pub const ENOENT: i32 = Errno::ENOENT as i32;
+    pub const EOPNOTSUPP: i32 = Errno::EOPNOTSUPP as i32;
+    pub const EAFNOSUPPORT: i32 = Errno::EAFNOSUPPORT as i32;
+    pub const EROFS: i32 = Errno::EROFS as i32;
+}
+
+/// An operation that failed: what vpcsh was doing, and what the kernel said.
+#[derive(Debug, thiserror::Error)]
+#[error("{doing}: {cause}")]
+pub struct OpError {
+    pub doing: String,
+    pub cause: KernelError,
+}
+
+impl OpError {
+    pub fn new(doing: impl Into<String>, cause: &io::Error) -> Self {
+        Self {
+            doing: doing.into(),
+            cause: KernelError::from_io(cause),
+        }
+    }
+}
+
+/// A failed apply: the step that failed, and any undo steps that failed after it.
+#[derive(Debug)]
+pub struct ApplyError {
+    pub failed: OpError,
+    pub rollback_failures: Vec<OpError>,
+    /// How many completed steps were undone.
+    pub undone: usize,
+}
+
+/// Applies a plan in order. On failure, undoes the completed steps that can be undone, in
+/// reverse, and reports every error.
+pub fn apply(backend: &mut dyn Backend, plan: &Plan) -> Result<Summary, ApplyError> {
+    for (i, step) in plan.steps.iter().enumerate() {
+        if let Err(failed) = backend.apply(&step.op) {
+            let mut rollback_failures = Vec::new();
+            let mut undone = 0;
+            for done in plan.steps[..i].iter().rev() {
+                let Some(undo) = &done.undo else { continue };
+                match backend.apply(undo) {
+                    Ok(()) => undone += 1,
+                    Err(e) => rollback_failures.push(e),
+                }
+            }
+            return Err(ApplyError {
+                failed,
+                rollback_failures,
+                undone,
+            });
+        }
+    }
+    Ok(plan.summary())
+}

@@ -1,0 +1,478 @@
+//! The real backend: netlink over sockets opened inside each namespace, namespaces mounted
+//! in-process, servers started as vpcsh processes.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::path::PathBuf;
+
+use futures::TryStreamExt;
+use ipnetwork::Ipv4Network;
+use netlink_packet_route::AddressFamily;
+use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol};
+use netlink_sys::{Socket, TokioSocket, protocols::NETLINK_ROUTE};
+use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
+
+use super::process::{self, ProcessRecord};
+use super::{Backend, OpError, netns};
+use crate::plan::Op;
+use crate::plan::kernel::{Addr, KernelState, Link, LinkKind, Netns, Route};
+
+/// A namespace vpcsh is talking to: its fd (to put veth peers into it) and a socket in it.
+struct Space {
+    fd: OwnedFd,
+    handle: Handle,
+    forwarding: bool,
+    index: HashMap<String, u32>,
+    /// Made by this run: every link in it is known, so new links get their index chosen
+    /// here (saving a lookup per link); otherwise indexes are looked up by name.
+    fresh: bool,
+}
+
+impl Space {
+    /// The index to request for a new link, when this namespace is fresh.
+    fn claim_index(&mut self, name: &str) -> Option<u32> {
+        if !self.fresh {
+            return None;
+        }
+        let next = self.index.values().max().map_or(1, |m| m + 1);
+        self.index.insert(name.into(), next);
+        Some(next)
+    }
+}
+
+pub struct Netlink {
+    rt: tokio::runtime::Runtime,
+    spaces: HashMap<String, Space>,
+    netns_dir_ready: bool,
+    log_dir: PathBuf,
+    /// Processes vpcsh started, alive or not; kept in state between runs.
+    processes: Vec<ProcessRecord>,
+}
+
+fn io_err(e: rtnetlink::Error) -> io::Error {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.to_io(),
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+impl Netlink {
+    pub fn new(log_dir: PathBuf, processes: Vec<ProcessRecord>) -> io::Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()?;
+        Ok(Self {
+            rt,
+            spaces: HashMap::new(),
+            netns_dir_ready: false,
+            log_dir,
+            processes,
+        })
+    }
+
+    /// Wraps a netlink socket opened inside a namespace into an rtnetlink handle.
+    fn connect(&self, socket: Socket) -> Handle {
+        let _guard = self.rt.enter();
+        // SAFETY: the fd comes straight from a socket we own and give up here.
+        let socket = unsafe { TokioSocket::from_raw_fd(socket.into_raw_fd()) };
+        let (conn, handle, _) = rtnetlink::from_socket(socket);
+        self.rt.spawn(conn);
+        handle
+    }
+
+    fn space(&mut self, ns: &str) -> io::Result<&mut Space> {
+        if !self.spaces.contains_key(ns) {
+            let fd = netns::open(ns)?;
+            let (socket, forwarding) =
+                netns::run_in(&fd, || Ok((Socket::new(NETLINK_ROUTE)?, netns::forwarding()?)))?;
+            let handle = self.connect(socket);
+            self.spaces.insert(
+                ns.into(),
+                Space {
+                    fd,
+                    handle,
+                    forwarding,
+                    index: HashMap::new(),
+                    fresh: false,
+                },
+            );
+        }
+        Ok(self.spaces.get_mut(ns).expect("inserted above"))
+    }
+
+    fn index(&mut self, ns: &str, name: &str) -> io::Result<u32> {
+        let space = self.space(ns)?;
+        if let Some(i) = space.index.get(name) {
+            return Ok(*i);
+        }
+        let handle = space.handle.clone();
+        let found = self.rt.block_on(async {
+            let mut links = handle.link().get().match_name(name.to_string()).execute();
+            links.try_next().await
+        });
+        let msg = found
+            .map_err(io_err)?
+            .ok_or_else(|| io::Error::other(format!("no link {name} in {ns}")))?;
+        let space = self.space(ns)?;
+        space.index.insert(name.into(), msg.header.index);
+        Ok(msg.header.index)
+    }
+
+    fn create_netns(&mut self, ns: &str, forwarding: bool) -> io::Result<()> {
+        if !self.netns_dir_ready {
+            netns::prepare_dir()?;
+            self.netns_dir_ready = true;
+        }
+        let socket = netns::create(ns, move || {
+            if forwarding {
+                netns::set_forwarding(true)?;
+            }
+            Socket::new(NETLINK_ROUTE)
+        })?;
+        let handle = self.connect(socket);
+        let fd = netns::open(ns)?;
+        // A fresh namespace has only `lo`, always index 1.
+        let lo_up = LinkUnspec::new_with_index(1).up().build();
+        self.rt
+            .block_on(handle.link().set(lo_up).execute())
+            .map_err(io_err)?;
+        let index = HashMap::from([("lo".to_string(), 1)]);
+        self.spaces.insert(
+            ns.into(),
+            Space {
+                fd,
+                handle,
+                forwarding,
+                index,
+                fresh: true,
+            },
+        );
+        Ok(())
+    }
+
+    fn delete_netns(&mut self, ns: &str) -> io::Result<()> {
+        // A process inside keeps the namespace alive: stop ours first.
+        for record in self.processes.iter().filter(|p| p.ns == ns) {
+            process::stop(record);
+        }
+        self.processes.retain(|p| p.ns != ns);
+        self.spaces.remove(ns);
+        netns::remove(ns)
+    }
+
+    fn create_veth(
+        &mut self,
+        ns: &str,
+        name: &str,
+        master: Option<&str>,
+        peer_ns: &str,
+        peer: &str,
+    ) -> io::Result<()> {
+        let master = master.map(|m| self.index(ns, m)).transpose()?;
+        let peer_space = self.space(peer_ns)?;
+        let peer_fd = peer_space.fd.as_raw_fd();
+        let peer_index = peer_space.claim_index(peer);
+        let peer_handle = peer_space.handle.clone();
+        let mut peer_builder = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(peer.to_string())
+            .setns_by_fd(peer_fd)
+            .link_group(crate::plan::kernel::LINK_GROUP);
+        if let Some(i) = peer_index {
+            peer_builder = peer_builder.index(i);
+        }
+        let mut builder = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
+            .name(name.to_string())
+            .link_group(crate::plan::kernel::LINK_GROUP)
+            .up()
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_builder.build())));
+        if let Some(m) = master {
+            builder = builder.controller(m);
+        }
+        if let Some(i) = self.space(ns)?.claim_index(name) {
+            builder = builder.index(i);
+        }
+        let handle = self.space(ns)?.handle.clone();
+        self.rt
+            .block_on(handle.link().add(builder.build()).execute())
+            .map_err(io_err)?;
+        // The kernel cannot bring the peer up while creating it (it is not paired yet):
+        // one more request, addressed by name so no lookup is needed.
+        let up = LinkUnspec::new_with_name(peer).up().build();
+        self.rt
+            .block_on(peer_handle.link().set(up).execute())
+            .map_err(io_err)
+    }
+
+    fn apply_op(&mut self, op: &Op) -> io::Result<()> {
+        match op {
+            Op::CreateNetns { ns, forwarding } => self.create_netns(ns, *forwarding),
+            Op::DeleteNetns { ns } => self.delete_netns(ns),
+            Op::SetForwarding { ns, on } => {
+                let on = *on;
+                let space = self.space(ns)?;
+                netns::run_in(&space.fd, move || netns::set_forwarding(on))?;
+                space.forwarding = on;
+                Ok(())
+            }
+            Op::CreateBridge { ns, name } => {
+                let mut builder = LinkBridge::new(name)
+                    .link_group(crate::plan::kernel::LINK_GROUP)
+                    .up();
+                if let Some(i) = self.space(ns)?.claim_index(name) {
+                    builder = builder.index(i);
+                }
+                let msg = builder.build();
+                let handle = self.space(ns)?.handle.clone();
+                self.rt.block_on(handle.link().add(msg).execute()).map_err(io_err)
+            }
+            Op::CreateVeth {
+                ns,
+                name,
+                master,
+                peer_ns,
+                peer,
+            } => self.create_veth(ns, name, master.as_deref(), peer_ns, peer),
+            Op::SetLink { ns, name, up, master } => {
+                let index = self.index(ns, name)?;
+                let mut b = LinkUnspec::new_with_index(index);
+                b = if *up { b.up() } else { b.down() };
+                b = match master {
+                    Some(m) => b.controller(self.index(ns, m)?),
+                    None => b.nocontroller(),
+                };
+                let handle = self.space(ns)?.handle.clone();
+                self.rt
+                    .block_on(handle.link().set(b.build()).execute())
+                    .map_err(io_err)
+            }
+            Op::DeleteLink { ns, name } => {
+                let index = self.index(ns, name)?;
+                let space = self.space(ns)?;
+                space.index.remove(name);
+                space.fresh = false;
+                let handle = space.handle.clone();
+                self.rt
+                    .block_on(handle.link().del(index).execute())
+                    .map_err(io_err)
+            }
+            Op::AddAddr { ns, addr } => {
+                let index = self.index(ns, &addr.dev)?;
+                let handle = self.space(ns)?.handle.clone();
+                let req = handle
+                    .address()
+                    .add(index, IpAddr::V4(addr.net.ip()), addr.net.prefix());
+                self.rt.block_on(req.execute()).map_err(io_err)
+            }
+            Op::DelAddr { ns, addr } => {
+                let index = self.index(ns, &addr.dev)?;
+                let handle = self.space(ns)?.handle.clone();
+                self.rt.block_on(async {
+                    let mut msgs = handle.address().get().set_link_index_filter(index).execute();
+                    while let Some(msg) = msgs.try_next().await.map_err(io_err)? {
+                        let ip = msg.attributes.iter().find_map(|a| match a {
+                            AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
+                            _ => None,
+                        });
+                        if ip == Some(addr.net.ip()) && msg.header.prefix_len == addr.net.prefix() {
+                            return handle.address().del(msg).execute().await.map_err(io_err);
+                        }
+                    }
+                    Ok(())
+                })
+            }
+            Op::AddRoute { ns, route } | Op::ReplaceRoute { ns, route } => {
+                let handle = self.space(ns)?.handle.clone();
+                let mut req = handle.route().add(route_message(route));
+                if matches!(op, Op::ReplaceRoute { .. }) {
+                    req = req.replace();
+                }
+                self.rt.block_on(req.execute()).map_err(io_err)
+            }
+            Op::DelRoute { ns, route } => {
+                let handle = self.space(ns)?.handle.clone();
+                self.rt
+                    .block_on(handle.route().del(route_message(route)).execute())
+                    .map_err(io_err)
+            }
+            Op::StartServer { ns, server } => {
+                let record = process::start_server(ns, server, &self.log_dir)?;
+                self.processes.push(record);
+                Ok(())
+            }
+            Op::StopServer { ns, server } => {
+                let (stop, keep) = std::mem::take(&mut self.processes)
+                    .into_iter()
+                    .partition(|p| &p.ns == ns && p.server.as_ref() == Some(server));
+                self.processes = keep;
+                stop.iter().for_each(process::stop);
+                Ok(())
+            }
+        }
+    }
+
+    fn observe_ns(&mut self, ns: &str) -> io::Result<Netns> {
+        let space = self.space(ns)?;
+        let handle = space.handle.clone();
+        let forwarding = space.forwarding;
+        let (links, addrs, routes) = self
+            .rt
+            .block_on(async {
+                let links: Vec<LinkMessage> = handle.link().get().execute().try_collect().await?;
+                let addrs: Vec<_> = handle.address().get().execute().try_collect().await?;
+                let routes: Vec<RouteMessage> = handle
+                    .route()
+                    .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+                    .execute()
+                    .try_collect()
+                    .await?;
+                Ok::<_, rtnetlink::Error>((links, addrs, routes))
+            })
+            .map_err(io_err)?;
+
+        let mut out = Netns {
+            forwarding,
+            ..Netns::default()
+        };
+        let names: HashMap<u32, String> = links
+            .iter()
+            .filter_map(|l| Some((l.header.index, link_name(l)?)))
+            .collect();
+        for l in &links {
+            let Some(name) = names.get(&l.header.index) else {
+                continue;
+            };
+            let mut group = 0;
+            let mut master = None;
+            let mut kind = if l.header.flags.contains(LinkFlags::Loopback) {
+                LinkKind::Loopback
+            } else {
+                LinkKind::Other(String::new())
+            };
+            for attr in &l.attributes {
+                match attr {
+                    LinkAttribute::Group(g) => group = *g,
+                    LinkAttribute::Controller(i) => master = names.get(i).cloned(),
+                    LinkAttribute::LinkInfo(infos) => {
+                        for info in infos {
+                            if let LinkInfo::Kind(k) = info {
+                                kind = match k {
+                                    InfoKind::Bridge => LinkKind::Bridge,
+                                    InfoKind::Veth => LinkKind::VethPeer,
+                                    other => LinkKind::Other(other.to_string()),
+                                };
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let up = l.header.flags.contains(LinkFlags::Up);
+            let ours = group == crate::plan::kernel::LINK_GROUP;
+            out.links.insert(
+                name.clone(),
+                Link {
+                    kind,
+                    master,
+                    up,
+                    owner: String::new(),
+                    ours,
+                },
+            );
+        }
+        for a in &addrs {
+            let Some(dev) = names.get(&a.header.index) else {
+                continue;
+            };
+            let ip = a.attributes.iter().find_map(|attr| match attr {
+                AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
+                _ => None,
+            });
+            if let Some(net) = ip.and_then(|ip| Ipv4Network::new(ip, a.header.prefix_len).ok())
+                && a.header.family == AddressFamily::Inet
+            {
+                out.addrs.insert(Addr {
+                    dev: dev.clone(),
+                    net,
+                });
+            }
+        }
+        for r in &routes {
+            if r.header.table != RouteHeader::RT_TABLE_MAIN || r.header.protocol != RouteProtocol::Static {
+                continue;
+            }
+            let mut dst = Ipv4Addr::UNSPECIFIED;
+            let mut via = None;
+            for attr in &r.attributes {
+                match attr {
+                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = *ip,
+                    RouteAttribute::Gateway(RouteAddress::Inet(ip)) => via = Some(*ip),
+                    _ => {}
+                }
+            }
+            if let (Some(via), Ok(dst)) = (via, Ipv4Network::new(dst, r.header.destination_prefix_length)) {
+                out.routes.insert(Route { dst, via });
+            }
+        }
+        for p in self.processes.iter().filter(|p| p.ns == ns && p.alive()) {
+            if let Some(server) = &p.server {
+                out.servers.insert(server.clone());
+            }
+        }
+        let space = self.space(ns)?;
+        space.index = names.into_iter().map(|(i, n)| (n, i)).collect();
+        Ok(out)
+    }
+}
+
+fn link_name(l: &LinkMessage) -> Option<String> {
+    l.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.clone()),
+        _ => None,
+    })
+}
+
+fn route_message(route: &Route) -> RouteMessage {
+    RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(route.dst.ip(), route.dst.prefix())
+        .gateway(route.via)
+        .build()
+}
+
+impl Backend for Netlink {
+    fn observe(&mut self, namespaces: &BTreeSet<String>) -> Result<KernelState, OpError> {
+        let mut state = KernelState::default();
+        for ns in namespaces {
+            if !netns::exists(ns) {
+                self.spaces.remove(ns);
+                continue;
+            }
+            let observed = self
+                .observe_ns(ns)
+                .map_err(|e| OpError::new(format!("observing netns {ns}"), &e))?;
+            state.namespaces.insert(ns.clone(), observed);
+        }
+        Ok(state)
+    }
+
+    fn apply(&mut self, op: &Op) -> Result<(), OpError> {
+        tracing::debug!("{op}");
+        self.apply_op(op).map_err(|e| OpError::new(op.to_string(), &e))
+    }
+
+    fn processes(&self) -> Vec<ProcessRecord> {
+        self.processes.clone()
+    }
+}
+
+impl Drop for Netlink {
+    fn drop(&mut self) {
+        self.spaces.clear();
+    }
+}

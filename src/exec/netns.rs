@@ -1,0 +1,132 @@
+//! Named network namespaces, made and entered in-process.
+//!
+//! `setns` changes only the calling thread, so every "inside a namespace" action runs on a
+//! short-lived thread of its own, never on a runtime worker that another task would reuse.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, setns, unshare};
+
+pub const NETNS_DIR: &str = "/run/netns";
+
+pub fn path(name: &str) -> PathBuf {
+    Path::new(NETNS_DIR).join(name)
+}
+
+pub fn exists(name: &str) -> bool {
+    path(name).exists()
+}
+
+/// Names of all namespaces under `/run/netns`.
+pub fn list() -> io::Result<Vec<String>> {
+    match fs::read_dir(NETNS_DIR) {
+        Ok(dir) => Ok(dir
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn open(name: &str) -> io::Result<OwnedFd> {
+    File::open(path(name)).map(OwnedFd::from)
+}
+
+/// Makes `/run/netns` a shared mount point, as `ip netns add` does, so namespace mounts
+/// made here are seen by every mount namespace.
+pub fn prepare_dir() -> io::Result<()> {
+    fs::create_dir_all(NETNS_DIR)?;
+    let shared = || {
+        mount(
+            None::<&str>,
+            NETNS_DIR,
+            Some("none"),
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        )
+    };
+    match shared() {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EINVAL) => {
+            mount(
+                Some(NETNS_DIR),
+                NETNS_DIR,
+                Some("none"),
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )?;
+            Ok(shared()?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Runs `f` on a fresh thread that has entered the namespace behind `ns`.
+pub fn run_in<T: Send + 'static>(
+    ns: &OwnedFd,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    let ns = ns.try_clone()?;
+    std::thread::spawn(move || {
+        setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)?;
+        f()
+    })
+    .join()
+    .map_err(|_| io::Error::other("namespace thread panicked"))?
+}
+
+/// Creates the namespace `name` and runs `f` inside it, on the thread that made it.
+/// On any failure the half-made namespace is removed again.
+pub fn create<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    let target = path(name);
+    std::thread::spawn(move || {
+        unshare(CloneFlags::CLONE_NEWNET)?;
+        File::create_new(&target)?;
+        let made = mount(
+            Some("/proc/thread-self/ns/net"),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(io::Error::from)
+        .and_then(|()| f());
+        if made.is_err() {
+            let _ = umount2(&target, MntFlags::MNT_DETACH);
+            let _ = fs::remove_file(&target);
+        }
+        made
+    })
+    .join()
+    .map_err(|_| io::Error::other("namespace thread panicked"))?
+}
+
+/// Removes a namespace's name; the kernel destroys it, with its devices, once nothing
+/// (process or open fd) holds it any more.
+pub fn remove(name: &str) -> io::Result<()> {
+    let target = path(name);
+    match umount2(&target, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => return Err(e.into()),
+    }
+    match fs::remove_file(&target) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Reads or writes `net.ipv4.ip_forward` of the calling thread's namespace.
+pub fn forwarding() -> io::Result<bool> {
+    Ok(fs::read_to_string("/proc/sys/net/ipv4/ip_forward")?.trim() == "1")
+}
+
+pub fn set_forwarding(on: bool) -> io::Result<()> {
+    fs::write("/proc/sys/net/ipv4/ip_forward", if on { "1" } else { "0" })
+}

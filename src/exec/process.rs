@@ -1,0 +1,146 @@
+//! Processes vpcsh starts inside namespaces: started detached, recorded with pid and start
+//! time (so a reused pid is never signalled), stopped TERM-then-KILL.
+
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use crate::plan::kernel::Server;
+
+/// How long a stopped process gets between TERM and KILL.
+const GRACE: Duration = Duration::from_secs(2);
+/// How long a new server gets to start listening.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The line the built-in server logs once it listens.
+pub const READY_LINE: &str = "listening on";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessRecord {
+    pub ns: String,
+    pub pid: i32,
+    /// Start time in clock ticks since boot (`/proc/PID/stat` field 22).
+    pub start_time: u64,
+    pub argv: Vec<String>,
+    pub log: PathBuf,
+    /// Set for vpcsh's built-in HTTP server.
+    pub server: Option<Server>,
+}
+
+impl ProcessRecord {
+    /// Whether this very process (not a later one with the same pid) still runs.
+    pub fn alive(&self) -> bool {
+        proc_stat(self.pid)
+            .is_some_and(|(state, start)| start == self.start_time && state != 'Z' && state != 'X')
+    }
+}
+
+/// State letter and start time of a process, if it exists.
+fn proc_stat(pid: i32) -> Option<(char, u64)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces or parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some((fields.first()?.chars().next()?, fields.get(19)?.parse().ok()?))
+}
+
+/// Starts vpcsh's HTTP server in `ns`, logging to a file in `log_dir`, and waits until it
+/// listens.
+pub fn start_server(ns: &str, server: &Server, log_dir: &Path) -> io::Result<ProcessRecord> {
+    let exe = std::env::current_exe()?;
+    let argv = vec![
+        exe.display().to_string(),
+        "__serve".into(),
+        "--netns".into(),
+        ns.into(),
+        "--port".into(),
+        server.port.to_string(),
+        "--body".into(),
+        server.body.clone(),
+    ];
+    fs::create_dir_all(log_dir)?;
+    let log = log_dir.join(format!("{ns}-http-{}.log", server.port));
+    let mut record = spawn(ns, argv, &log)?;
+    record.server = Some(server.clone());
+    wait_ready(&record)?;
+    Ok(record)
+}
+
+fn spawn(ns: &str, argv: Vec<String>, log: &Path) -> io::Result<ProcessRecord> {
+    let out = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(log)?;
+    let child = {
+        use std::os::unix::process::CommandExt;
+        Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .process_group(0)
+            .spawn()?
+    };
+    let pid = child.id() as i32;
+    let (_, start_time) = proc_stat(pid)
+        .ok_or_else(|| io::Error::other(format!("process {pid} ended at once; see {}", log.display())))?;
+    Ok(ProcessRecord {
+        ns: ns.into(),
+        pid,
+        start_time,
+        argv,
+        log: log.into(),
+        server: None,
+    })
+}
+
+fn wait_ready(record: &ProcessRecord) -> io::Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if fs::read_to_string(&record.log).is_ok_and(|l| l.contains(READY_LINE)) {
+            return Ok(());
+        }
+        if !record.alive() || Instant::now() > deadline {
+            let log = fs::read_to_string(&record.log).unwrap_or_default();
+            stop(record);
+            return Err(io::Error::other(format!("server did not start: {}", log.trim())));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Stops a recorded process: TERM, then KILL after a grace period. Reaps it if it is our
+/// child, so no zombie stays behind.
+pub fn stop(record: &ProcessRecord) {
+    let pid = Pid::from_raw(record.pid);
+    if !record.alive() {
+        reap(pid);
+        return;
+    }
+    let _ = kill(pid, Signal::SIGTERM);
+    let deadline = Instant::now() + GRACE;
+    while record.alive() && Instant::now() < deadline {
+        reap(pid);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if record.alive() {
+        let _ = kill(pid, Signal::SIGKILL);
+        let deadline = Instant::now() + GRACE;
+        while record.alive() && Instant::now() < deadline {
+            reap(pid);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    reap(pid);
+}
+
+fn reap(pid: Pid) {
+    let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
+}

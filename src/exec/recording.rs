@@ -1,0 +1,132 @@
+//! A backend that changes nothing: it applies operations to an in-memory kernel state and
+//! records them, so planning and apply logic can be tested without root.
+
+use std::collections::BTreeSet;
+
+use super::{Backend, KernelError, OpError};
+use crate::plan::Op;
+use crate::plan::kernel::{KernelState, Link, LinkKind, Netns};
+
+#[derive(Default)]
+pub struct Recording {
+    pub state: KernelState,
+    pub applied: Vec<Op>,
+    /// Fail the operation with this index (counting every `apply` call), to test rollback.
+    pub fail_at: Option<usize>,
+}
+
+impl Backend for Recording {
+    fn observe(&mut self, namespaces: &BTreeSet<String>) -> Result<KernelState, OpError> {
+        let mut out = KernelState::default();
+        for ns in namespaces {
+            if let Some(n) = self.state.namespaces.get(ns) {
+                out.namespaces.insert(ns.clone(), n.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    fn apply(&mut self, op: &Op) -> Result<(), OpError> {
+        if self.fail_at == Some(self.applied.len()) {
+            self.applied.push(op.clone());
+            let cause = KernelError {
+                errno: Some(super::libc_errno::EEXIST),
+                message: "injected failure".into(),
+            };
+            return Err(OpError {
+                doing: op.to_string(),
+                cause,
+            });
+        }
+        self.applied.push(op.clone());
+        let missing = || OpError {
+            doing: op.to_string(),
+            cause: KernelError {
+                errno: Some(super::libc_errno::ENOENT),
+                message: "no such namespace".into(),
+            },
+        };
+        let link = |kind| Link {
+            kind,
+            master: None,
+            up: true,
+            owner: String::new(),
+            ours: true,
+        };
+        match op {
+            Op::CreateNetns { ns, forwarding } => {
+                let mut n = Netns {
+                    forwarding: *forwarding,
+                    ..Netns::default()
+                };
+                n.links.insert(
+                    "lo".into(),
+                    Link {
+                        ours: false,
+                        ..link(LinkKind::Loopback)
+                    },
+                );
+                self.state.namespaces.insert(ns.clone(), n);
+            }
+            Op::DeleteNetns { ns } => {
+                self.state.namespaces.remove(ns);
+            }
+            _ => {
+                let n = self.state.namespaces.get_mut(op.ns()).ok_or_else(missing)?;
+                match op {
+                    Op::SetForwarding { on, .. } => n.forwarding = *on,
+                    Op::CreateBridge { name, .. } => {
+                        n.links.insert(name.clone(), link(LinkKind::Bridge));
+                    }
+                    Op::SetLink { name, up, master, .. } => {
+                        if let Some(l) = n.links.get_mut(name) {
+                            l.up = *up;
+                            l.master = master.clone();
+                        }
+                    }
+                    Op::DeleteLink { name, .. } => {
+                        n.links.remove(name);
+                    }
+                    Op::AddAddr { addr, .. } => {
+                        n.addrs.insert(addr.clone());
+                    }
+                    Op::DelAddr { addr, .. } => {
+                        n.addrs.remove(addr);
+                    }
+                    Op::AddRoute { route, .. } | Op::ReplaceRoute { route, .. } => {
+                        n.routes.retain(|r| r.dst != route.dst);
+                        n.routes.insert(route.clone());
+                    }
+                    Op::DelRoute { route, .. } => {
+                        n.routes.remove(route);
+                    }
+                    Op::StartServer { server, .. } => {
+                        n.servers.insert(server.clone());
+                    }
+                    Op::StopServer { server, .. } => {
+                        n.servers.remove(server);
+                    }
+                    Op::CreateVeth {
+                        name,
+                        master,
+                        peer_ns,
+                        peer,
+                        ..
+                    } => {
+                        let mut near = link(LinkKind::VethPeer);
+                        near.master = master.clone();
+                        n.links.insert(name.clone(), near);
+                        let far = self.state.namespaces.get_mut(peer_ns).ok_or_else(missing)?;
+                        far.links.insert(peer.clone(), link(LinkKind::VethPeer));
+                    }
+                    Op::CreateNetns { .. } | Op::DeleteNetns { .. } => unreachable!("handled above"),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn processes(&self) -> Vec<super::process::ProcessRecord> {
+        Vec::new()
+    }
+}

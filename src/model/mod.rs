@@ -1,0 +1,171 @@
+//! The topology as plain data: what scripts declare, and the validated network it resolves to.
+//!
+//! `Declarations` is the arena the script layer fills, one entry per call, each with the span
+//! of the call that made it. `validate` turns it into a `Network` (or every problem found).
+//! Nothing here knows about Rhai or netlink.
+
+pub mod ipam;
+pub mod names;
+mod validate;
+
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+use serde::{Deserialize, Serialize};
+
+pub use validate::{Problem, validate};
+
+/// Where a declaration came from: a byte range in one loaded source.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    pub source: u32,
+    pub start: usize,
+    pub len: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VpcId(pub usize);
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubnetId(pub usize);
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HostId(pub usize);
+
+/// A CIDR as the user wrote it; `net` is `None` when it did not parse (already reported).
+#[derive(Clone, Debug)]
+pub struct Cidr {
+    pub text: String,
+    pub net: Option<Ipv4Network>,
+}
+
+#[derive(Clone, Debug)]
+pub struct VpcDecl {
+    pub name: String,
+    pub cidr: Cidr,
+    pub span: Span,
+    /// Set by `destroy(vpc)`: the VPC and everything in it is no longer wanted.
+    pub removed: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct SubnetDecl {
+    pub vpc: VpcId,
+    pub name: String,
+    pub cidr: Cidr,
+    pub public: bool,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug)]
+pub struct HostDecl {
+    pub subnet: SubnetId,
+    pub name: String,
+    /// The address: fixed by the script, or allocated when declared. `None` when the
+    /// subnet was full or invalid (reported as a problem).
+    pub ip: Option<Ipv4Addr>,
+    pub fixed: bool,
+    pub span: Span,
+}
+
+/// Everything a script declared, in declaration order, with problems found while declaring.
+#[derive(Clone, Debug, Default)]
+pub struct Declarations {
+    pub vpcs: Vec<VpcDecl>,
+    pub subnets: Vec<SubnetDecl>,
+    pub hosts: Vec<HostDecl>,
+    /// Problems that could only be seen at the call (an unparsable CIDR, a full subnet).
+    pub problems: Vec<Problem>,
+}
+
+impl Declarations {
+    pub fn vpc(&self, id: VpcId) -> &VpcDecl {
+        &self.vpcs[id.0]
+    }
+    pub fn subnet(&self, id: SubnetId) -> &SubnetDecl {
+        &self.subnets[id.0]
+    }
+    pub fn host(&self, id: HostId) -> &HostDecl {
+        &self.hosts[id.0]
+    }
+
+    pub fn live_vpcs(&self) -> impl Iterator<Item = (VpcId, &VpcDecl)> {
+        self.vpcs
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| !v.removed)
+            .map(|(i, v)| (VpcId(i), v))
+    }
+
+    pub fn subnets_of(&self, vpc: VpcId) -> impl Iterator<Item = (SubnetId, &SubnetDecl)> {
+        self.subnets
+            .iter()
+            .enumerate()
+            .filter(move |(_, s)| s.vpc == vpc)
+            .map(|(i, s)| (SubnetId(i), s))
+    }
+
+    pub fn hosts_of(&self, subnet: SubnetId) -> impl Iterator<Item = (HostId, &HostDecl)> {
+        self.hosts
+            .iter()
+            .enumerate()
+            .filter(move |(_, h)| h.subnet == subnet)
+            .map(|(i, h)| (HostId(i), h))
+    }
+
+    pub fn vpc_by_name(&self, name: &str) -> Option<VpcId> {
+        self.live_vpcs().find(|(_, v)| v.name == name).map(|(id, _)| id)
+    }
+
+    /// Addresses already given to hosts of a subnet.
+    pub fn taken_in(&self, subnet: SubnetId) -> Vec<Ipv4Addr> {
+        self.hosts_of(subnet).filter_map(|(_, h)| h.ip).collect()
+    }
+}
+
+/// A validated topology: what the kernel should look like, and what state records.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    pub vpcs: Vec<Vpc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vpc {
+    pub name: String,
+    pub cidr: Ipv4Network,
+    pub subnets: Vec<Subnet>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subnet {
+    pub name: String,
+    pub cidr: Ipv4Network,
+    pub public: bool,
+    pub gateway: Ipv4Addr,
+    pub hosts: Vec<Host>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Host {
+    pub name: String,
+    pub ip: Ipv4Addr,
+}
+
+impl Network {
+    pub fn vpc(&self, name: &str) -> Option<&Vpc> {
+        self.vpcs.iter().find(|v| v.name == name)
+    }
+
+    /// The address a host had in this network, for keeping automatic addresses stable.
+    pub fn host_ip(&self, vpc: &str, subnet: &str, host: &str) -> Option<Ipv4Addr> {
+        let subnet = self.vpc(vpc)?.subnets.iter().find(|s| s.name == subnet)?;
+        subnet.hosts.iter().find(|h| h.name == host).map(|h| h.ip)
+    }
+
+    /// Every host with its VPC and subnet.
+    pub fn hosts(&self) -> impl Iterator<Item = (&Vpc, &Subnet, &Host)> {
+        self.vpcs.iter().flat_map(|v| {
+            v.subnets
+                .iter()
+                .flat_map(move |s| s.hosts.iter().map(move |h| (v, s, h)))
+        })
+    }
+}

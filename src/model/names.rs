@@ -1,0 +1,97 @@
+//! The naming rule for VPCs, subnets, hosts and sandboxes.
+//!
+//! A name is 1 to 32 characters of lowercase letters, digits and `-`, starting with a
+//! letter or digit and not ending with `-`. The rule keeps every kernel name derived from
+//! it (namespaces `PREFIX.vpc.host`, interfaces) unambiguous: `.` never appears in a name.
+
+pub const MAX_NAME_LEN: usize = 32;
+
+/// VPC names that would collide with vpcsh's own namespaces or CLI targets.
+pub const RESERVED_VPC_NAMES: &[&str] = &["internet"];
+
+/// Why `name` breaks the naming rule, if it does.
+pub fn name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("a name cannot be empty".into());
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Some(format!(
+            "`{name}` is {} characters long; names have at most {MAX_NAME_LEN}",
+            name.len()
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        return Some(format!(
+            "`{name}` contains {c:?}; names use lowercase letters, digits and `-`"
+        ));
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return Some(format!("`{name}` starts or ends with `-`"));
+    }
+    None
+}
+
+pub const NAME_RULE_HELP: &str =
+    "names are 1-32 characters: lowercase letters, digits and `-`, not starting or ending with `-`";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_good_names() {
+        for n in ["prod", "web-1", "a", "0db", &"x".repeat(32)] {
+            assert_eq!(name_problem(n), None, "{n}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_names() {
+        for n in ["", "Prod", "web_1", "a.b", "-a", "a-", "héllo", &"x".repeat(33)] {
+            assert!(name_problem(n).is_some(), "{n}");
+        }
+    }
+}
+
+/// A deterministic interface name of at most 15 bytes: `prefix` + `name` when it fits,
+/// else `prefix` + the name's start + `.` + a hash of the whole name. Names never contain
+/// `.`, so a shortened name cannot equal a short one.
+pub fn ifname(prefix: &str, name: &str) -> String {
+    const IFNAMSIZ: usize = 15;
+    let full = format!("{prefix}{name}");
+    if full.len() <= IFNAMSIZ {
+        return full;
+    }
+    let hash = fnv1a(name.as_bytes());
+    let keep = IFNAMSIZ - prefix.len() - 8;
+    format!("{prefix}{}.{:07x}", &name[..keep], hash & 0x0fff_ffff)
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod ifname_tests {
+    use super::*;
+
+    #[test]
+    fn short_names_are_kept() {
+        assert_eq!(ifname("b-", "web"), "b-web");
+        assert_eq!(ifname("b-", "abcdefghijklm"), "b-abcdefghijklm");
+    }
+
+    #[test]
+    fn long_names_are_shortened_deterministically() {
+        let a = ifname("b-", "a-very-long-subnet-name");
+        assert_eq!(a.len(), 15);
+        assert!(a.starts_with("b-a-ver."));
+        assert_eq!(a, ifname("b-", "a-very-long-subnet-name"));
+        assert_ne!(a, ifname("b-", "a-very-long-subnet-name2"));
+    }
+}

@@ -1,0 +1,311 @@
+//! Validation: every problem in the declarations, or the resolved `Network`.
+
+use std::collections::HashMap;
+
+use super::{Declarations, Host, Network, Span, Subnet, SubnetId, Vpc, ipam, names};
+
+/// Smallest and largest VPC prefix, as in AWS.
+pub const VPC_PREFIX_RANGE: (u8, u8) = (16, 28);
+
+/// One thing wrong with the declarations, pointing at the declaring call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub message: String,
+    pub span: Span,
+    pub label: String,
+    /// Other declarations involved (the first of a duplicate, the other of an overlap).
+    pub related: Vec<(Span, String)>,
+    pub help: Option<String>,
+}
+
+impl Problem {
+    pub fn new(message: impl Into<String>, span: Span, label: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            span,
+            label: label.into(),
+            related: Vec::new(),
+            help: None,
+        }
+    }
+    pub fn related(mut self, span: Span, label: impl Into<String>) -> Self {
+        self.related.push((span, label.into()));
+        self
+    }
+    pub fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+/// Checks everything and resolves the topology, or returns every problem found.
+pub fn validate(decls: &Declarations) -> Result<Network, Vec<Problem>> {
+    let mut problems = decls.problems.clone();
+    let mut network = Network::default();
+    let mut vpc_names: HashMap<&str, Span> = HashMap::new();
+
+    for (vpc_id, vpc) in decls.live_vpcs() {
+        check_name(&mut problems, &vpc.name, vpc.span, "VPC");
+        if names::RESERVED_VPC_NAMES.contains(&vpc.name.as_str()) {
+            problems.push(
+                Problem::new(
+                    format!("`{}` is reserved and cannot name a VPC", vpc.name),
+                    vpc.span,
+                    "reserved name",
+                )
+                .help("`internet` names the simulated internet; choose another name"),
+            );
+        }
+        if let Some(first) = vpc_names.insert(&vpc.name, vpc.span) {
+            problems.push(
+                Problem::new(
+                    format!("a VPC named `{}` is already declared", vpc.name),
+                    vpc.span,
+                    "declared again here",
+                )
+                .related(first, "first declared here")
+                .help("VPC names are unique; rename one of them"),
+            );
+        }
+        let Some(vpc_net) = vpc.cidr.net else { continue };
+        let (lo, hi) = VPC_PREFIX_RANGE;
+        if vpc_net.prefix() < lo || vpc_net.prefix() > hi {
+            problems.push(
+                Problem::new(
+                    format!(
+                        "VPC CIDR {} has a /{} prefix; VPCs are /{lo} to /{hi}",
+                        vpc.cidr.text,
+                        vpc_net.prefix()
+                    ),
+                    vpc.span,
+                    "prefix out of range",
+                )
+                .help(format!(
+                    "use a prefix between /{lo} (65,536 addresses) and /{hi} (16 addresses)"
+                )),
+            );
+        }
+
+        let mut out = Vpc {
+            name: vpc.name.clone(),
+            cidr: vpc_net,
+            subnets: Vec::new(),
+        };
+        let mut subnet_names: HashMap<&str, Span> = HashMap::new();
+        let mut bridge_names: HashMap<String, Span> = HashMap::new();
+        let mut placed: Vec<(ipnetwork::Ipv4Network, Span, &str)> = Vec::new();
+        let mut host_names: HashMap<String, Span> = HashMap::new();
+        let mut veth_names: HashMap<String, Span> = HashMap::new();
+
+        for (subnet_id, subnet) in decls.subnets_of(vpc_id) {
+            check_name(&mut problems, &subnet.name, subnet.span, "subnet");
+            if let Some(first) = subnet_names.insert(&subnet.name, subnet.span) {
+                problems.push(
+                    Problem::new(
+                        format!("VPC `{}` already has a subnet named `{}`", vpc.name, subnet.name),
+                        subnet.span,
+                        "declared again here",
+                    )
+                    .related(first, "first declared here")
+                    .help("subnet names are unique within a VPC"),
+                );
+            } else if let Some(other) = bridge_names.insert(names::ifname("b-", &subnet.name), subnet.span) {
+                problems.push(
+                    Problem::new(
+                        "two subnet names shorten to the same interface name",
+                        subnet.span,
+                        "this subnet",
+                    )
+                    .related(other, "and this one")
+                    .help("make the first 5 characters of long subnet names differ"),
+                );
+            }
+            let Some(net) = subnet.cidr.net else { continue };
+            if !vpc_net.contains(net.network()) || !vpc_net.contains(net.broadcast()) {
+                problems.push(
+                    Problem::new(
+                        format!(
+                            "subnet {} is not inside VPC `{}` ({})",
+                            subnet.cidr.text, vpc.name, vpc.cidr.text
+                        ),
+                        subnet.span,
+                        "outside its VPC",
+                    )
+                    .related(vpc.span, format!("VPC `{}` is {}", vpc.name, vpc.cidr.text))
+                    .help(format!("choose a CIDR inside {}", vpc.cidr.text)),
+                );
+                continue;
+            }
+            if net.prefix() > ipam::MAX_SUBNET_PREFIX {
+                problems.push(
+                    Problem::new(
+                        format!(
+                            "subnet {} is too small: it has no room for a gateway and a host",
+                            subnet.cidr.text
+                        ),
+                        subnet.span,
+                        "too small",
+                    )
+                    .help(format!("subnets are /{} or larger", ipam::MAX_SUBNET_PREFIX)),
+                );
+                continue;
+            }
+            if let Some((other, other_span, other_name)) = placed.iter().find(|(n, ..)| n.overlaps(net)) {
+                problems.push(
+                    Problem::new(
+                        format!(
+                            "subnet `{}` ({net}) overlaps subnet `{other_name}` ({other})",
+                            subnet.name
+                        ),
+                        subnet.span,
+                        "overlaps",
+                    )
+                    .related(*other_span, format!("`{other_name}` is {other}"))
+                    .help("subnets of one VPC must not overlap; pick a free range"),
+                );
+                continue;
+            }
+            placed.push((net, subnet.span, &subnet.name));
+            let hosts = resolve_hosts(decls, subnet_id, net, &mut problems);
+            for (host, span) in &hosts {
+                if let Some(first) = host_names.insert(host.name.clone(), *span) {
+                    problems.push(
+                        Problem::new(
+                            format!("VPC `{}` already has a host named `{}`", vpc.name, host.name),
+                            *span,
+                            "declared again here",
+                        )
+                        .related(first, "first declared here")
+                        .help("host names are unique within a VPC (a subnet with no hosts gets one named after it)"),
+                    );
+                } else if let Some(other) = veth_names.insert(names::ifname("h-", &host.name), *span) {
+                    problems.push(
+                        Problem::new(
+                            "two host names shorten to the same interface name",
+                            *span,
+                            "this host",
+                        )
+                        .related(other, "and this one")
+                        .help("make the first 5 characters of long host names differ"),
+                    );
+                }
+            }
+            out.subnets.push(Subnet {
+                name: subnet.name.clone(),
+                cidr: net,
+                public: subnet.public,
+                gateway: ipam::gateway(net),
+                hosts: hosts.into_iter().map(|(h, _)| h).collect(),
+            });
+        }
+        network.vpcs.push(out);
+    }
+
+    if problems.is_empty() {
+        Ok(network)
+    } else {
+        Err(problems)
+    }
+}
+
+/// The hosts of a subnet (an implicit one named after it when none is declared), checking
+/// names and fixed addresses. Fixed addresses win: an automatic address that a fixed one
+/// claims moves to the next free address.
+fn resolve_hosts(
+    decls: &Declarations,
+    subnet_id: SubnetId,
+    net: ipnetwork::Ipv4Network,
+    problems: &mut Vec<Problem>,
+) -> Vec<(Host, Span)> {
+    let subnet = decls.subnet(subnet_id);
+    let mut by_ip: HashMap<std::net::Ipv4Addr, (Span, &str)> = HashMap::new();
+    let mut ips: HashMap<usize, std::net::Ipv4Addr> = HashMap::new();
+    for (id, host) in decls.hosts_of(subnet_id).filter(|(_, h)| h.fixed) {
+        let Some(ip) = host.ip else { continue };
+        if let Some(reason) = ipam::unusable_reason(net, ip) {
+            let first = std::net::Ipv4Addr::from(u32::from(ipam::gateway(net)) + 1);
+            let last = std::net::Ipv4Addr::from(u32::from(net.broadcast()) - 1);
+            problems.push(
+                Problem::new(
+                    format!("address {ip} {reason} {net}"),
+                    host.span,
+                    format!("{ip} {reason}"),
+                )
+                .related(subnet.span, format!("subnet `{}` is {net}", subnet.name))
+                .help(format!("choose an address from {first} to {last}")),
+            );
+        } else if let Some((first, first_name)) = by_ip.insert(ip, (host.span, &host.name)) {
+            problems.push(
+                Problem::new(
+                    format!(
+                        "address {ip} is taken twice: by `{first_name}` and by `{}`",
+                        host.name
+                    ),
+                    host.span,
+                    "second use",
+                )
+                .related(first, "first use")
+                .help("give one host another address, or leave `ip` out to get the next free one"),
+            );
+        } else {
+            ips.insert(id.0, ip);
+        }
+    }
+    for (id, host) in decls.hosts_of(subnet_id).filter(|(_, h)| !h.fixed) {
+        let Some(ip) = host.ip else { continue };
+        let ip = if by_ip.contains_key(&ip) {
+            let taken: Vec<_> = by_ip.keys().copied().collect();
+            match ipam::next_free(net, &taken, None) {
+                Some(ip) => ip,
+                None => {
+                    problems.push(
+                        Problem::new(
+                            format!("subnet `{}` ({net}) is full", subnet.name),
+                            host.span,
+                            "no free address",
+                        )
+                        .related(subnet.span, "this subnet")
+                        .help("use a larger subnet, or fewer hosts"),
+                    );
+                    continue;
+                }
+            }
+        } else {
+            ip
+        };
+        by_ip.insert(ip, (host.span, &host.name));
+        ips.insert(id.0, ip);
+    }
+    let mut hosts: Vec<(Host, Span)> = decls
+        .hosts_of(subnet_id)
+        .filter_map(|(id, h)| {
+            check_name(problems, &h.name, h.span, "host");
+            Some((
+                Host {
+                    name: h.name.clone(),
+                    ip: *ips.get(&id.0)?,
+                },
+                h.span,
+            ))
+        })
+        .collect();
+    if decls.hosts_of(subnet_id).next().is_none() {
+        let ip = ipam::next_free(net, &[], None).expect("subnets of /30 or larger have a host address");
+        hosts.push((
+            Host {
+                name: subnet.name.clone(),
+                ip,
+            },
+            subnet.span,
+        ));
+    }
+    hosts
+}
+
+fn check_name(problems: &mut Vec<Problem>, name: &str, span: Span, what: &str) {
+    if let Some(why) = names::name_problem(name) {
+        problems.push(
+            Problem::new(format!("invalid {what} name: {why}"), span, "bad name").help(names::NAME_RULE_HELP),
+        );
+    }
+}

@@ -1,0 +1,382 @@
+//! Planning: the ordered kernel operations that turn the observed state into the desired one.
+//!
+//! `plan` is pure and deterministic: creates in dependency order, then changes, then deletes
+//! in reverse dependency order; an unchanged topology plans to nothing. `Display` on `Op` is
+//! what `vpcsh plan` prints.
+
+pub mod desired;
+pub mod kernel;
+pub mod naming;
+mod ops;
+
+use std::collections::BTreeMap;
+
+pub use ops::{Op, OpClass};
+
+use kernel::{KernelState, LinkKind, Netns};
+
+/// One operation and the model object it is for (`prod/web`, `sandbox`, ...).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub op: Op,
+    pub owner: String,
+    /// What puts things back if a later step fails; `None` where nothing can.
+    pub undo: Option<Op>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub created: usize,
+    pub changed: usize,
+    pub deleted: usize,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} created, {} changed, {} deleted",
+            self.created, self.changed, self.deleted
+        )
+    }
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary::default();
+        for step in &self.steps {
+            match step.op.class() {
+                OpClass::Create => s.created += 1,
+                OpClass::Change => s.changed += 1,
+                OpClass::Delete => s.deleted += 1,
+            }
+        }
+        s
+    }
+}
+
+impl std::fmt::Display for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.steps.is_empty() {
+            return writeln!(f, "no changes");
+        }
+        for step in &self.steps {
+            writeln!(f, "{}", step.op)?;
+        }
+        Ok(())
+    }
+}
+
+/// Operations grouped by when they may run.
+#[derive(Default)]
+struct Phases {
+    /// Deletes that must clear a name before it is created again.
+    clear: Vec<Step>,
+    netns: Vec<Step>,
+    bridges: Vec<Step>,
+    veths: Vec<Step>,
+    changes: Vec<Step>,
+    addrs: Vec<Step>,
+    routes: Vec<Step>,
+    servers: Vec<Step>,
+    /// Deletes, run last so a failed create can be rolled back to the old state intact.
+    del_servers: Vec<Step>,
+    del_routes: Vec<Step>,
+    del_addrs: Vec<Step>,
+    del_links: Vec<Step>,
+    del_netns: Vec<Step>,
+}
+
+/// Plans the operations that make `observed` into `desired`. Only namespaces present in
+/// `observed` are ever deleted: the caller observes exactly what it owns.
+pub fn plan(desired: &KernelState, observed: &KernelState) -> Plan {
+    let mut p = Phases::default();
+    let empty = Netns::default();
+    for (name, want) in &desired.namespaces {
+        let have = observed.namespaces.get(name);
+        if have.is_none() {
+            p.netns.push(step(
+                &want.owner,
+                Op::CreateNetns {
+                    ns: name.clone(),
+                    forwarding: want.forwarding,
+                },
+            ));
+        }
+        diff_netns(
+            &mut p,
+            name,
+            want,
+            have.unwrap_or(&empty),
+            have.is_none(),
+            desired,
+            observed,
+        );
+    }
+    for (name, have) in &observed.namespaces {
+        if !desired.namespaces.contains_key(name) {
+            p.del_netns
+                .push(step(&have.owner, Op::DeleteNetns { ns: name.clone() }));
+        }
+    }
+    let steps = [
+        p.clear,
+        p.netns,
+        p.bridges,
+        p.veths,
+        p.changes,
+        p.addrs,
+        p.routes,
+        p.servers,
+        p.del_servers,
+        p.del_routes,
+        p.del_addrs,
+        p.del_links,
+        p.del_netns,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    Plan { steps }
+}
+
+fn step(owner: &str, op: Op) -> Step {
+    Step {
+        undo: op.inverse(),
+        op,
+        owner: owner.to_string(),
+    }
+}
+
+fn change(owner: &str, op: Op, undo: Op) -> Step {
+    Step {
+        op,
+        owner: owner.to_string(),
+        undo: Some(undo),
+    }
+}
+
+fn diff_netns(
+    p: &mut Phases,
+    ns: &str,
+    want: &Netns,
+    have: &Netns,
+    fresh: bool,
+    desired: &KernelState,
+    observed: &KernelState,
+) {
+    if !fresh && want.forwarding != have.forwarding {
+        let undo = Op::SetForwarding {
+            ns: ns.into(),
+            on: have.forwarding,
+        };
+        p.changes.push(change(
+            &want.owner,
+            Op::SetForwarding {
+                ns: ns.into(),
+                on: want.forwarding,
+            },
+            undo,
+        ));
+    }
+    for (name, wl) in &want.links {
+        let hl = have.links.get(name);
+        match &wl.kind {
+            LinkKind::Loopback => {
+                if !fresh && hl.is_some_and(|l| !l.up) {
+                    let op = Op::SetLink {
+                        ns: ns.into(),
+                        name: name.clone(),
+                        up: true,
+                        master: None,
+                    };
+                    let undo = Op::SetLink {
+                        ns: ns.into(),
+                        name: name.clone(),
+                        up: false,
+                        master: None,
+                    };
+                    p.changes.push(change(&wl.owner, op, undo));
+                }
+            }
+            // Made by the other end's `CreateVeth`; its absence shows up there.
+            LinkKind::VethPeer => {}
+            LinkKind::Bridge | LinkKind::Other(_) => match hl {
+                Some(hl) if wl.kind.matches(&hl.kind) => fix_link(p, ns, name, wl, hl),
+                _ => {
+                    if hl.is_some() {
+                        p.clear.push(step(
+                            &wl.owner,
+                            Op::DeleteLink {
+                                ns: ns.into(),
+                                name: name.clone(),
+                            },
+                        ));
+                    }
+                    p.bridges.push(step(
+                        &wl.owner,
+                        Op::CreateBridge {
+                            ns: ns.into(),
+                            name: name.clone(),
+                        },
+                    ));
+                }
+            },
+            LinkKind::Veth { peer_ns, peer } => {
+                let peer_have = observed.namespaces.get(peer_ns).and_then(|n| n.links.get(peer));
+                let near_ok = hl.is_some_and(|l| wl.kind.matches(&l.kind));
+                let far_ok = peer_have.is_some_and(|l| wl.kind.matches(&l.kind));
+                if let (true, true, Some(hl)) = (near_ok, far_ok, hl) {
+                    fix_link(p, ns, name, wl, hl);
+                    continue;
+                }
+                if hl.is_some() {
+                    p.clear.push(step(
+                        &wl.owner,
+                        Op::DeleteLink {
+                            ns: ns.into(),
+                            name: name.clone(),
+                        },
+                    ));
+                }
+                if peer_have.is_some() && desired.namespaces.contains_key(peer_ns) {
+                    p.clear.push(step(
+                        &wl.owner,
+                        Op::DeleteLink {
+                            ns: peer_ns.clone(),
+                            name: peer.clone(),
+                        },
+                    ));
+                }
+                let op = Op::CreateVeth {
+                    ns: ns.into(),
+                    name: name.clone(),
+                    master: wl.master.clone(),
+                    peer_ns: peer_ns.clone(),
+                    peer: peer.clone(),
+                };
+                p.veths.push(step(&wl.owner, op));
+            }
+        }
+    }
+    for (name, hl) in &have.links {
+        if !want.links.contains_key(name) && hl.ours {
+            p.del_links.push(step(
+                &want.owner,
+                Op::DeleteLink {
+                    ns: ns.into(),
+                    name: name.clone(),
+                },
+            ));
+        }
+    }
+    let managed = |dev: &str| want.links.get(dev).is_some_and(|l| l.kind != LinkKind::Loopback);
+    for addr in want.addrs.difference(&have.addrs) {
+        p.addrs.push(step(
+            &owner_of(want, &addr.dev),
+            Op::AddAddr {
+                ns: ns.into(),
+                addr: addr.clone(),
+            },
+        ));
+    }
+    for addr in have.addrs.difference(&want.addrs) {
+        if managed(&addr.dev) {
+            p.del_addrs.push(step(
+                &owner_of(want, &addr.dev),
+                Op::DelAddr {
+                    ns: ns.into(),
+                    addr: addr.clone(),
+                },
+            ));
+        }
+    }
+    // One default route per namespace: a changed gateway is a replace, not add + delete.
+    let mut have_routes: BTreeMap<_, _> = have.routes.iter().map(|r| (r.dst, r)).collect();
+    for route in &want.routes {
+        match have_routes.remove(&route.dst) {
+            Some(old) if old == route => {}
+            Some(old) => {
+                let undo = Op::ReplaceRoute {
+                    ns: ns.into(),
+                    route: old.clone(),
+                };
+                p.changes.push(change(
+                    &want.owner,
+                    Op::ReplaceRoute {
+                        ns: ns.into(),
+                        route: route.clone(),
+                    },
+                    undo,
+                ));
+            }
+            None => p.routes.push(step(
+                &want.owner,
+                Op::AddRoute {
+                    ns: ns.into(),
+                    route: route.clone(),
+                },
+            )),
+        }
+    }
+    for route in have_routes.into_values() {
+        p.del_routes.push(step(
+            &want.owner,
+            Op::DelRoute {
+                ns: ns.into(),
+                route: route.clone(),
+            },
+        ));
+    }
+    for server in want.servers.difference(&have.servers) {
+        p.servers.push(step(
+            &want.owner,
+            Op::StartServer {
+                ns: ns.into(),
+                server: server.clone(),
+            },
+        ));
+    }
+    for server in have.servers.difference(&want.servers) {
+        p.del_servers.push(step(
+            &want.owner,
+            Op::StopServer {
+                ns: ns.into(),
+                server: server.clone(),
+            },
+        ));
+    }
+}
+
+fn fix_link(p: &mut Phases, ns: &str, name: &str, want: &kernel::Link, have: &kernel::Link) {
+    if want.up != have.up || want.master != have.master {
+        let op = Op::SetLink {
+            ns: ns.into(),
+            name: name.into(),
+            up: want.up,
+            master: want.master.clone(),
+        };
+        let undo = Op::SetLink {
+            ns: ns.into(),
+            name: name.into(),
+            up: have.up,
+            master: have.master.clone(),
+        };
+        p.changes.push(change(&want.owner, op, undo));
+    }
+}
+
+fn owner_of(ns: &Netns, dev: &str) -> String {
+    ns.links
+        .get(dev)
+        .map_or_else(|| ns.owner.clone(), |l| l.owner.clone())
+}

@@ -1,0 +1,62 @@
+//! Kernel names for model objects: documented, deterministic and collision-free.
+//!
+//! With prefix `P` (the sandbox name, or `vpcsh` on the real host):
+//! - `P` — the sandbox namespace playing the machine (sandbox only)
+//! - `P.internet` — the simulated internet (sandbox only)
+//! - `P.VPC` — a VPC's router namespace; one bridge `b-SUBNET` per subnet
+//! - `P.VPC.HOST` — a host's namespace, `eth0` paired with `h-HOST` on the router
+//!
+//! Model names cannot contain `.` and no VPC may be called `internet`, so these never
+//! collide.
+
+use crate::model::names::ifname;
+
+pub const REAL_HOST_PREFIX: &str = "vpcsh";
+pub const HOST_IFNAME: &str = "eth0";
+pub const UPLINK_IFNAME: &str = "up0";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Naming {
+    pub prefix: String,
+    pub sandbox: bool,
+}
+
+impl Naming {
+    pub fn sandbox(name: &str) -> Self {
+        Self {
+            prefix: name.to_string(),
+            sandbox: true,
+        }
+    }
+    pub fn real_host() -> Self {
+        Self {
+            prefix: REAL_HOST_PREFIX.to_string(),
+            sandbox: false,
+        }
+    }
+    pub fn machine_ns(&self) -> Option<String> {
+        self.sandbox.then(|| self.prefix.clone())
+    }
+    pub fn internet_ns(&self) -> Option<String> {
+        self.sandbox.then(|| format!("{}.internet", self.prefix))
+    }
+    pub fn router_ns(&self, vpc: &str) -> String {
+        format!("{}.{vpc}", self.prefix)
+    }
+    pub fn host_ns(&self, vpc: &str, host: &str) -> String {
+        format!("{}.{vpc}.{host}", self.prefix)
+    }
+    pub fn bridge(subnet: &str) -> String {
+        ifname("b-", subnet)
+    }
+    pub fn host_veth(host: &str) -> String {
+        ifname("h-", host)
+    }
+    /// Whether a namespace name is one this naming could produce.
+    pub fn owns_name(&self, ns: &str) -> bool {
+        ns == self.prefix
+            || ns
+                .strip_prefix(&self.prefix)
+                .is_some_and(|rest| rest.starts_with('.'))
+    }
+}

@@ -1,0 +1,192 @@
+//! Kernel operations: one per line of `vpcsh plan`, one netlink exchange (or namespace
+//! mount) each when applied.
+
+use std::fmt;
+
+use super::kernel::{Addr, Route, Server};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// A new namespace with `lo` up, and IPv4 forwarding on when it routes.
+    CreateNetns {
+        ns: String,
+        forwarding: bool,
+    },
+    DeleteNetns {
+        ns: String,
+    },
+    SetForwarding {
+        ns: String,
+        on: bool,
+    },
+    CreateBridge {
+        ns: String,
+        name: String,
+    },
+    /// A veth pair whose far end is created directly inside `peer_ns`, up.
+    CreateVeth {
+        ns: String,
+        name: String,
+        master: Option<String>,
+        peer_ns: String,
+        peer: String,
+    },
+    SetLink {
+        ns: String,
+        name: String,
+        up: bool,
+        master: Option<String>,
+    },
+    DeleteLink {
+        ns: String,
+        name: String,
+    },
+    AddAddr {
+        ns: String,
+        addr: Addr,
+    },
+    DelAddr {
+        ns: String,
+        addr: Addr,
+    },
+    AddRoute {
+        ns: String,
+        route: Route,
+    },
+    ReplaceRoute {
+        ns: String,
+        route: Route,
+    },
+    DelRoute {
+        ns: String,
+        route: Route,
+    },
+    StartServer {
+        ns: String,
+        server: Server,
+    },
+    StopServer {
+        ns: String,
+        server: Server,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpClass {
+    Create,
+    Change,
+    Delete,
+}
+
+impl Op {
+    pub fn class(&self) -> OpClass {
+        match self {
+            Op::CreateNetns { .. }
+            | Op::CreateBridge { .. }
+            | Op::CreateVeth { .. }
+            | Op::AddAddr { .. }
+            | Op::AddRoute { .. }
+            | Op::StartServer { .. } => OpClass::Create,
+            Op::SetForwarding { .. } | Op::SetLink { .. } | Op::ReplaceRoute { .. } => OpClass::Change,
+            Op::DeleteNetns { .. }
+            | Op::DeleteLink { .. }
+            | Op::DelAddr { .. }
+            | Op::DelRoute { .. }
+            | Op::StopServer { .. } => OpClass::Delete,
+        }
+    }
+
+    /// The operation that takes a create back. Changes get theirs from the planner, which
+    /// knows the old value; deletes cannot be taken back.
+    pub fn inverse(&self) -> Option<Op> {
+        Some(match self.clone() {
+            Op::CreateNetns { ns, .. } => Op::DeleteNetns { ns },
+            Op::CreateBridge { ns, name } | Op::CreateVeth { ns, name, .. } => Op::DeleteLink { ns, name },
+            Op::AddAddr { ns, addr } => Op::DelAddr { ns, addr },
+            Op::AddRoute { ns, route } => Op::DelRoute { ns, route },
+            Op::StartServer { ns, server } => Op::StopServer { ns, server },
+            _ => return None,
+        })
+    }
+
+    /// The namespace the operation works in.
+    pub fn ns(&self) -> &str {
+        match self {
+            Op::CreateNetns { ns, .. }
+            | Op::DeleteNetns { ns }
+            | Op::SetForwarding { ns, .. }
+            | Op::CreateBridge { ns, .. }
+            | Op::CreateVeth { ns, .. }
+            | Op::SetLink { ns, .. }
+            | Op::DeleteLink { ns, .. }
+            | Op::AddAddr { ns, .. }
+            | Op::DelAddr { ns, .. }
+            | Op::AddRoute { ns, .. }
+            | Op::ReplaceRoute { ns, .. }
+            | Op::DelRoute { ns, .. }
+            | Op::StartServer { ns, .. }
+            | Op::StopServer { ns, .. } => ns,
+        }
+    }
+}
+
+fn on_off(on: bool) -> &'static str {
+    if on { "on" } else { "off" }
+}
+
+fn route_dst(route: &Route) -> String {
+    if route.dst.prefix() == 0 {
+        "default".into()
+    } else {
+        route.dst.to_string()
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::CreateNetns { ns, forwarding: true } => write!(f, "create netns {ns} (lo up, forwarding on)"),
+            Op::CreateNetns {
+                ns,
+                forwarding: false,
+            } => write!(f, "create netns {ns} (lo up)"),
+            Op::DeleteNetns { ns } => write!(f, "delete netns {ns}"),
+            Op::SetForwarding { ns, on } => write!(f, "set forwarding {} in {ns}", on_off(*on)),
+            Op::CreateBridge { ns, name } => write!(f, "create bridge {name} in {ns}"),
+            Op::CreateVeth {
+                ns,
+                name,
+                master,
+                peer_ns,
+                peer,
+            } => {
+                write!(f, "create veth {name} in {ns}")?;
+                if let Some(m) = master {
+                    write!(f, " (master {m})")?;
+                }
+                write!(f, " <-> {peer} in {peer_ns}")
+            }
+            Op::SetLink { ns, name, up, master } => {
+                write!(f, "set link {name} {}", if *up { "up" } else { "down" })?;
+                if let Some(m) = master {
+                    write!(f, " master {m}")?;
+                }
+                write!(f, " in {ns}")
+            }
+            Op::DeleteLink { ns, name } => write!(f, "delete link {name} in {ns}"),
+            Op::AddAddr { ns, addr } => write!(f, "add address {} on {} in {ns}", addr.net, addr.dev),
+            Op::DelAddr { ns, addr } => write!(f, "delete address {} on {} in {ns}", addr.net, addr.dev),
+            Op::AddRoute { ns, route } => {
+                write!(f, "add route {} via {} in {ns}", route_dst(route), route.via)
+            }
+            Op::ReplaceRoute { ns, route } => {
+                write!(f, "replace route {} via {} in {ns}", route_dst(route), route.via)
+            }
+            Op::DelRoute { ns, route } => {
+                write!(f, "delete route {} via {} in {ns}", route_dst(route), route.via)
+            }
+            Op::StartServer { ns, server } => write!(f, "start http server on port {} in {ns}", server.port),
+            Op::StopServer { ns, server } => write!(f, "stop http server on port {} in {ns}", server.port),
+        }
+    }
+}

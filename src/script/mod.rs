@@ -1,0 +1,180 @@
+//! The Rhai layer: an engine whose functions record declarations into the model, with the
+//! span of every call, and hand effects (`apply()`, `destroy()`) to an `Effects` the caller
+//! supplies. Nothing here touches the kernel.
+
+mod bindings;
+mod errors;
+pub mod span;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use rhai::{AST, Engine, Position, Scope};
+
+pub use errors::{Fault, ScriptError};
+
+use crate::model::{Declarations, Network, Problem, Span};
+use crate::plan::Summary;
+
+/// Limits that turn a runaway script into a diagnostic instead of a hang.
+pub mod limits {
+    pub const MAX_OPERATIONS: u64 = 50_000_000;
+    pub const MAX_CALL_LEVELS: usize = 64;
+    pub const MAX_EXPR_DEPTH: usize = 64;
+    pub const MAX_STRING_SIZE: usize = 1 << 20;
+    pub const MAX_ARRAY_SIZE: usize = 100_000;
+    pub const MAX_MAP_SIZE: usize = 10_000;
+}
+
+/// A script text, named for diagnostics.
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub name: String,
+    pub text: String,
+}
+
+/// Why an effect could not happen.
+#[derive(Clone, Debug)]
+pub enum EffectError {
+    /// The declarations so far do not validate.
+    Invalid(Vec<Problem>),
+    /// The system refused: what was being done, what to do about it, and further detail.
+    Failed {
+        message: String,
+        help: Option<String>,
+        notes: Vec<String>,
+    },
+}
+
+/// What effect functions do. The session layer implements it over state, plan and exec;
+/// under `check`/`plan` effects are held back.
+pub trait Effects {
+    /// Makes reality match the declarations (validating them first).
+    fn apply(&mut self, decls: &Declarations) -> Result<Summary, EffectError>;
+    /// Whether effects are held back (check, plan, dry run).
+    fn held_back(&self) -> bool;
+}
+
+pub(crate) struct Shared {
+    pub decls: Declarations,
+    pub sources: Vec<Source>,
+    pub effects: Box<dyn Effects>,
+    /// The network last applied, so automatic addresses stay where they were.
+    pub previous: Network,
+}
+
+impl Shared {
+    /// The span of the call at `pos` in the source named `source`.
+    pub fn span_at(&self, source: Option<&str>, pos: Position) -> Span {
+        let id = source
+            .and_then(|name| self.sources.iter().rposition(|s| s.name == name))
+            .unwrap_or(self.sources.len().saturating_sub(1));
+        let Some(src) = self.sources.get(id) else {
+            return Span::default();
+        };
+        let (Some(line), Some(col)) = (pos.line(), pos.position()) else {
+            return Span {
+                source: id as u32,
+                start: src.text.len(),
+                len: 0,
+            };
+        };
+        let (start, len) = span::widen(&src.text, span::offset(&src.text, line, col));
+        Span {
+            source: id as u32,
+            start,
+            len,
+        }
+    }
+}
+
+/// One Rhai engine and scope over one set of declarations; scripts and REPL lines run in it.
+pub struct Interpreter {
+    engine: Engine,
+    scope: Scope<'static>,
+    /// Functions defined so far, kept for later inputs (REPL).
+    functions: AST,
+    shared: Rc<RefCell<Shared>>,
+}
+
+impl Interpreter {
+    pub fn new(effects: Box<dyn Effects>, previous: Network) -> Self {
+        let shared = Rc::new(RefCell::new(Shared {
+            decls: Declarations::default(),
+            sources: Vec::new(),
+            effects,
+            previous,
+        }));
+        let mut engine = Engine::new();
+        engine
+            .set_max_operations(limits::MAX_OPERATIONS)
+            .set_max_call_levels(limits::MAX_CALL_LEVELS)
+            .set_max_expr_depths(limits::MAX_EXPR_DEPTH, limits::MAX_EXPR_DEPTH)
+            .set_max_string_size(limits::MAX_STRING_SIZE)
+            .set_max_array_size(limits::MAX_ARRAY_SIZE)
+            .set_max_map_size(limits::MAX_MAP_SIZE);
+        // SPEC.md writes `#{ public: true }`, but Rhai reserves `public`: read it as a name.
+        #[allow(deprecated)]
+        engine.on_parse_token(|token, _, _| match token {
+            rhai::Token::Reserved(word) if word.as_str() == "public" => rhai::Token::Identifier(word),
+            other => other,
+        });
+        bindings::register(&mut engine, &shared);
+        Self {
+            engine,
+            scope: Scope::new(),
+            functions: AST::empty(),
+            shared,
+        }
+    }
+
+    /// Silences `print` and `debug` (the validation pass of a batch run).
+    pub fn quiet(&mut self) {
+        self.engine.on_print(|_| {}).on_debug(|_, _, _| {});
+    }
+
+    /// Runs a script text in this interpreter's scope.
+    pub fn run(&mut self, name: &str, text: &str) -> Result<(), ScriptError> {
+        let id = {
+            let mut shared = self.shared.borrow_mut();
+            shared.sources.push(Source {
+                name: name.into(),
+                text: text.into(),
+            });
+            shared.sources.len() - 1
+        };
+        let mut ast = self
+            .engine
+            .compile_with_scope(&self.scope, text)
+            .map_err(|e| errors::from_parse(&self.shared.borrow(), id, e))?;
+        ast.set_source(name);
+        let mut combined = self.functions.merge(&ast);
+        combined.set_source(name);
+        let result = self.engine.run_ast_with_scope(&mut self.scope, &combined);
+        self.functions.combine(ast.clone_functions_only());
+        result.map_err(|e| errors::from_eval(&self.shared.borrow(), &self.engine, &self.functions, *e))
+    }
+
+    pub fn declarations(&self) -> Declarations {
+        self.shared.borrow().decls.clone()
+    }
+
+    pub fn sources(&self) -> Vec<Source> {
+        self.shared.borrow().sources.clone()
+    }
+
+    /// Makes reality match everything declared so far (the end of a script).
+    pub fn apply(&mut self) -> Result<Summary, ScriptError> {
+        let mut shared = self.shared.borrow_mut();
+        let decls = shared.decls.clone();
+        let end = shared.sources.last().map_or(Span::default(), |s| Span {
+            source: (shared.sources.len() - 1) as u32,
+            start: s.text.len(),
+            len: 0,
+        });
+        shared
+            .effects
+            .apply(&decls)
+            .map_err(|e| errors::from_effect(e, end))
+    }
+}

@@ -1,0 +1,134 @@
+//! Mapping Rhai positions (line, character column) to byte spans, widened to the whole call
+//! they point into, so a diagnostic underlines `subnet(prod, "web", "10.0.1.0/24")`, not `s`.
+
+/// Byte offset of a 1-based line and character column.
+pub fn offset(text: &str, line: usize, column: usize) -> usize {
+    let mut start = 0;
+    for _ in 1..line {
+        match text[start..].find('\n') {
+            Some(i) => start += i + 1,
+            None => return text.len(),
+        }
+    }
+    let line_text = &text[start..];
+    let line_end = line_text.find('\n').unwrap_or(line_text.len());
+    start
+        + line_text
+            .char_indices()
+            .nth(column.saturating_sub(1))
+            .map_or(line_end, |(i, _)| i.min(line_end))
+}
+
+/// The span of the call or expression starting at `at`: an identifier (with a receiver
+/// chain like `prod.` before it), and its parenthesised arguments when a `(` follows.
+pub fn widen(text: &str, at: usize) -> (usize, usize) {
+    let bytes = text.as_bytes();
+    let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let at = at.min(text.len());
+    // Rhai may point at the `.` of a method call; step onto the name.
+    let mut start = at;
+    if bytes.get(start) == Some(&b'.') {
+        start += 1;
+    }
+    let mut end = start;
+    while end < bytes.len() && is_ident(bytes[end]) {
+        end += 1;
+    }
+    // Include a receiver chain: `prod.subnet(` underlines from `prod`.
+    let mut left = start;
+    while left > 0 && bytes[left - 1] == b'.' {
+        let mut l = left - 1;
+        while l > 0 && is_ident(bytes[l - 1]) {
+            l -= 1;
+        }
+        if l == left - 1 {
+            break;
+        }
+        left = l;
+    }
+    let mut j = end;
+    while j < bytes.len() && (bytes[j] == b' ' || bytes[j] == b'\t') {
+        j += 1;
+    }
+    if bytes.get(j) == Some(&b'(')
+        && let Some(close) = matching_paren(text, j)
+    {
+        end = close + 1;
+    }
+    if end == left {
+        // Not an identifier: underline one character (or the end of the text).
+        return (left, usize::from(left < text.len()));
+    }
+    (left, end - left)
+}
+
+/// Index of the `)` matching the `(` at `open`, skipping string literals.
+fn matching_paren(text: &str, open: usize) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut depth = 0usize;
+    let mut i = open;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' | b'`' | b'\'' => {
+                let quote = bytes[i];
+                i += 1;
+                while i < bytes.len() && bytes[i] != quote {
+                    if bytes[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+            }
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return (bytes[i] == b')').then_some(i);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_count_characters_not_bytes() {
+        let text = "let a = 1;\nlet é = vpc(\"x\");";
+        assert_eq!(offset(text, 2, 1), 11);
+        assert_eq!(&text[offset(text, 2, 9)..offset(text, 2, 12)], "vpc");
+    }
+
+    #[test]
+    fn widens_to_the_whole_call() {
+        let text = r#"let s = subnet(prod, "web", "10.0.1.0/24"); x"#;
+        let (start, len) = widen(text, 8);
+        assert_eq!(&text[start..start + len], r#"subnet(prod, "web", "10.0.1.0/24")"#);
+    }
+
+    #[test]
+    fn widens_method_calls_to_the_receiver() {
+        let text = r#"let d = prod.subnet("db", "10.0.3.0/24");"#;
+        let (start, len) = widen(text, 13);
+        assert_eq!(&text[start..start + len], r#"prod.subnet("db", "10.0.3.0/24")"#);
+        let (start, len) = widen(text, 12);
+        assert_eq!(&text[start..start + len], r#"prod.subnet("db", "10.0.3.0/24")"#);
+    }
+
+    #[test]
+    fn parentheses_inside_strings_do_not_count() {
+        let text = r#"assert(false, "a ) b")"#;
+        assert_eq!(widen(text, 0), (0, text.len()));
+    }
+
+    #[test]
+    fn non_identifiers_get_one_character() {
+        assert_eq!(widen("  + 1", 2), (2, 1));
+        assert_eq!(widen("ab", 2), (2, 0));
+    }
+}

@@ -1,0 +1,359 @@
+//! One run of vpcsh against one scope (the real host, or a sandbox): scripts through the
+//! interpreter, effects through plan and exec, ownership through state.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use crate::diag::{self, Diag};
+use crate::exec::netlink::Netlink;
+use crate::exec::{self, Backend, OpError, faults, netns};
+use crate::model::{self, Declarations, Network, names};
+use crate::plan::kernel::KernelState;
+use crate::plan::naming::Naming;
+use crate::plan::{self, Plan, Summary, desired};
+use crate::script::{EffectError, Effects, Interpreter, ScriptError, Source};
+use crate::state::{self, Store};
+
+/// Where a run works: the state directory, and the sandbox if any.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub state_dir: PathBuf,
+    pub sandbox: Option<String>,
+}
+
+impl Target {
+    pub fn naming(&self) -> Naming {
+        self.sandbox
+            .as_deref()
+            .map_or_else(Naming::real_host, Naming::sandbox)
+    }
+    pub fn dir(&self) -> PathBuf {
+        state::scope_dir(&self.state_dir, self.sandbox.as_deref())
+    }
+    /// Checks the sandbox name against the naming rule.
+    pub fn check(&self) -> Result<(), Diag> {
+        let Some(name) = &self.sandbox else { return Ok(()) };
+        if let Some(why) = names::name_problem(name) {
+            return Err(Diag::plain(
+                format!("invalid sandbox name: {why}"),
+                Some(names::NAME_RULE_HELP.into()),
+            ));
+        }
+        if name == crate::plan::naming::REAL_HOST_PREFIX {
+            return Err(Diag::plain(
+                "`vpcsh` cannot name a sandbox: it prefixes vpcsh's namespaces on the real host",
+                Some("choose another sandbox name".into()),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a script run should do with the script.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Apply,
+    DryRun,
+    Plan,
+    Check,
+}
+
+/// The result of a script run, for the CLI to print.
+#[derive(Debug)]
+pub enum Outcome {
+    Applied(Summary),
+    Planned(Plan),
+    Checked {
+        vpcs: usize,
+        subnets: usize,
+        hosts: usize,
+    },
+}
+
+/// Effects held back: `check`, `plan` and dry runs validate and plan, changing nothing.
+struct HeldBack;
+
+impl Effects for HeldBack {
+    fn apply(&mut self, _decls: &Declarations) -> Result<Summary, EffectError> {
+        Ok(Summary::default())
+    }
+    fn held_back(&self) -> bool {
+        true
+    }
+}
+
+/// The engine room: the locked state, a kernel backend and the naming of this scope.
+pub struct Runner {
+    naming: Naming,
+    store: Store,
+    backend: Box<dyn Backend>,
+}
+
+impl Runner {
+    pub fn open(target: &Target) -> Result<Self, Diag> {
+        target.check()?;
+        let store = Store::open(&target.dir()).map_err(state_diag)?;
+        let log_dir = store.dir().join("logs");
+        let netlink = Netlink::new(log_dir, store.state.processes.clone())
+            .map_err(|e| Diag::plain(format!("cannot start the netlink runtime: {e}"), None))?;
+        let backend = faults::from_env(Box::new(netlink));
+        Ok(Self {
+            naming: target.naming(),
+            store,
+            backend,
+        })
+    }
+
+    pub fn network(&self) -> &Network {
+        &self.store.state.network
+    }
+
+    pub fn state(&self) -> &state::State {
+        &self.store.state
+    }
+
+    pub fn naming(&self) -> &Naming {
+        &self.naming
+    }
+
+    /// The desired kernel state for `network`; the sandbox scaffold stays unless `bare`.
+    fn desired(&self, network: &Network, bare: bool) -> KernelState {
+        let naming = if bare {
+            Naming {
+                sandbox: false,
+                ..self.naming.clone()
+            }
+        } else {
+            self.naming.clone()
+        };
+        desired::desired(network, &naming)
+    }
+
+    /// Observes every namespace vpcsh owns here or wants.
+    fn observe(&mut self, desired: &KernelState) -> Result<KernelState, EffectError> {
+        let names: BTreeSet<String> = self
+            .store
+            .state
+            .namespaces
+            .iter()
+            .chain(desired.namespaces.keys())
+            .cloned()
+            .collect();
+        self.backend.observe(&names).map_err(op_failure)
+    }
+
+    /// The plan that makes the kernel match `network`.
+    pub fn plan(&mut self, network: &Network, bare: bool) -> Result<Plan, EffectError> {
+        let desired = self.desired(network, bare);
+        let observed = self.observe(&desired)?;
+        if let Some(foreign) = desired
+            .namespaces
+            .keys()
+            .find(|n| observed.namespaces.contains_key(*n) && !self.store.state.namespaces.contains(*n))
+        {
+            return Err(EffectError::Failed {
+                message: format!("namespace {foreign} already exists and vpcsh did not make it"),
+                help: Some(format!(
+                    "vpcsh never takes over what it did not create: remove it (`ip netns delete {foreign}`) \
+                     or use another sandbox name"
+                )),
+                notes: Vec::new(),
+            });
+        }
+        Ok(plan::plan(&desired, &observed))
+    }
+
+    /// Makes the kernel match `network` and records the result.
+    pub fn converge(&mut self, network: &Network, bare: bool) -> Result<Summary, EffectError> {
+        let plan = self.plan(network, bare)?;
+        if plan.is_empty() {
+            return Ok(Summary::default());
+        }
+        // Record namespaces before making them, so a crash cannot leave one unowned.
+        let creating = plan.steps.iter().filter_map(|s| match &s.op {
+            plan::Op::CreateNetns { ns, .. } => Some(ns.clone()),
+            _ => None,
+        });
+        let before = self.store.state.namespaces.clone();
+        self.store.state.namespaces.extend(creating);
+        self.save()?;
+        let result = exec::apply(self.backend.as_mut(), &plan);
+        let wanted: BTreeSet<String> = self.desired(network, bare).namespaces.into_keys().collect();
+        self.store.state.namespaces = before
+            .union(&wanted)
+            .filter(|n| netns::exists(n))
+            .cloned()
+            .collect();
+        self.store.state.processes = self.backend_processes();
+        if result.is_ok() {
+            self.store.state.network = network.clone();
+        }
+        self.save()?;
+        result.map_err(|e| {
+            let mut notes = vec![format!(
+                "rolled back {} completed step(s); nothing half-built was left",
+                e.undone
+            )];
+            if !e.rollback_failures.is_empty() {
+                notes[0] = format!("rolled back {} step(s), but some undo steps failed:", e.undone);
+                notes.extend(e.rollback_failures.iter().map(|f| format!("  {f}")));
+                notes.push("`vpcsh status` shows what is left; `vpcsh destroy` removes it".into());
+            }
+            EffectError::Failed {
+                message: e.failed.to_string(),
+                help: e.failed.cause.hint().map(Into::into),
+                notes,
+            }
+        })
+    }
+
+    fn backend_processes(&self) -> Vec<exec::process::ProcessRecord> {
+        self.backend.processes()
+    }
+
+    fn save(&self) -> Result<(), EffectError> {
+        self.store.save().map_err(|e| EffectError::Failed {
+            message: e.to_string(),
+            help: None,
+            notes: Vec::new(),
+        })
+    }
+}
+
+fn op_failure(e: OpError) -> EffectError {
+    EffectError::Failed {
+        message: e.to_string(),
+        help: e.cause.hint().map(Into::into),
+        notes: Vec::new(),
+    }
+}
+
+fn state_diag(e: state::StateError) -> Diag {
+    let help = match &e {
+        state::StateError::Dir { .. } => {
+            Some("pass --state-dir DIR, or run as root for /var/lib/vpcsh".to_string())
+        }
+        _ => None,
+    };
+    Diag::plain(e.to_string(), help)
+}
+
+/// Effects that really happen.
+struct Live(Runner);
+
+impl Effects for Live {
+    fn apply(&mut self, decls: &Declarations) -> Result<Summary, EffectError> {
+        let network = model::validate(decls).map_err(EffectError::Invalid)?;
+        self.0.converge(&network, false)
+    }
+    fn held_back(&self) -> bool {
+        false
+    }
+}
+
+/// An effect error with no script place to point at, as a diagnostic.
+pub fn effect_diag(e: EffectError) -> Vec<Diag> {
+    match e {
+        EffectError::Invalid(problems) => problems
+            .iter()
+            .map(|p| Diag::plain(p.message.clone(), p.help.clone()))
+            .collect(),
+        EffectError::Failed { message, help, notes } => {
+            let help = [help.unwrap_or_default(), notes.join("\n")]
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join("\n");
+            vec![Diag::plain(message, (!help.is_empty()).then_some(help))]
+        }
+    }
+}
+
+fn script_diags(e: &ScriptError, sources: &[Source]) -> Vec<Diag> {
+    diag::from_script_error(e, sources)
+}
+
+/// Runs a script file: validates it whole with effects held back, then (for `apply`) runs
+/// it for real. Any error in the first pass leaves the kernel untouched.
+pub fn run_script(target: &Target, path: &Path, mode: Mode) -> Result<Outcome, Vec<Diag>> {
+    target.check().map_err(|d| vec![d])?;
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![Diag::plain(format!("cannot read {name}: {e}"), None)])?;
+    let previous = match mode {
+        Mode::Check => state::peek(&target.dir()).map(|s| s.network).unwrap_or_default(),
+        _ => Network::default(),
+    };
+    let mut runner = match mode {
+        Mode::Check => None,
+        _ => Some(Runner::open(target).map_err(|d| vec![d])?),
+    };
+    let previous = runner.as_ref().map_or(previous, |r| r.network().clone());
+
+    let mut check = Interpreter::new(Box::new(HeldBack), previous.clone());
+    check.quiet();
+    let checked = check
+        .run(&name, &text)
+        .and_then(|()| model::validate(&check.declarations()).map_err(ScriptError::Invalid));
+    let network = checked.map_err(|e| script_diags(&e, &check.sources()))?;
+
+    let Some(mut runner) = runner.take() else {
+        let hosts = network.hosts().count();
+        let subnets = network.vpcs.iter().map(|v| v.subnets.len()).sum();
+        return Ok(Outcome::Checked {
+            vpcs: network.vpcs.len(),
+            subnets,
+            hosts,
+        });
+    };
+    if mode != Mode::Apply {
+        return runner
+            .plan(&network, false)
+            .map(Outcome::Planned)
+            .map_err(effect_diag);
+    }
+
+    let mut live = Interpreter::new(Box::new(Live(runner)), previous);
+    live.run(&name, &text)
+        .map_err(|e| script_diags(&e, &live.sources()))?;
+    live.apply()
+        .map(Outcome::Applied)
+        .map_err(|e| script_diags(&e, &live.sources()))
+}
+
+/// Removes the named VPCs, or everything this scope owns (the sandbox included).
+pub fn destroy(target: &Target, vpcs: &[String]) -> Result<Summary, Vec<Diag>> {
+    let mut runner = Runner::open(target).map_err(|d| vec![d])?;
+    let mut network = runner.network().clone();
+    if vpcs.is_empty() {
+        network.vpcs.clear();
+    } else {
+        for name in vpcs {
+            if network.vpc(name).is_none() {
+                let known: Vec<_> = network.vpcs.iter().map(|v| v.name.as_str()).collect();
+                let help = if known.is_empty() {
+                    "no VPCs are applied here".to_string()
+                } else {
+                    format!("applied VPCs: {}", known.join(", "))
+                };
+                return Err(vec![Diag::plain(
+                    format!("no VPC named `{name}` is applied here"),
+                    Some(help),
+                )]);
+            }
+        }
+        network.vpcs.retain(|v| !vpcs.contains(&v.name));
+    }
+    runner.converge(&network, vpcs.is_empty()).map_err(effect_diag)
+}
+
+/// The plan that would repair drift: what `status` reports on.
+pub fn status_plan(target: &Target) -> Result<(Runner, Plan), Vec<Diag>> {
+    let mut runner = Runner::open(target).map_err(|d| vec![d])?;
+    let network = runner.network().clone();
+    if network.vpcs.is_empty() && runner.state().namespaces.is_empty() {
+        return Ok((runner, Plan::default()));
+    }
+    let plan = runner.plan(&network, false).map_err(effect_diag)?;
+    Ok((runner, plan))
+}

@@ -1,0 +1,194 @@
+//! Persistent state: which namespaces and processes vpcsh owns, and the desired network.
+//!
+//! One versioned JSON file per scope (the real host, or one sandbox), written atomically
+//! (temp file + rename) and guarded by an exclusive lock held for a whole run, so two
+//! vpcsh runs on one state never interleave. The kernel is the truth; this file records
+//! ownership and intent.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::exec::process::ProcessRecord;
+use crate::model::Network;
+
+pub const VERSION: u32 = 1;
+pub const DEFAULT_DIR: &str = "/var/lib/vpcsh";
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    /// The network last applied.
+    pub network: Network,
+    /// Every namespace vpcsh made and has not removed; only these are ever deleted.
+    pub namespaces: BTreeSet<String>,
+    pub processes: Vec<ProcessRecord>,
+}
+
+/// The state of one scope, locked for as long as this value lives.
+pub struct Store {
+    path: PathBuf,
+    _lock: File,
+    pub state: State,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot use state directory {dir}: {source}")]
+    Dir { dir: PathBuf, source: io::Error },
+    #[error("cannot read state file {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("state file {path} is not valid vpcsh state: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("state file {path} has version {found}; this vpcsh reads version {VERSION}")]
+    Version { path: PathBuf, found: u32 },
+    #[error("cannot write state file {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+}
+
+/// Where a scope keeps its state: `DIR/state.json`, or `DIR/sandbox/NAME/state.json`.
+pub fn scope_dir(state_dir: &Path, sandbox: Option<&str>) -> PathBuf {
+    match sandbox {
+        Some(name) => state_dir.join("sandbox").join(name),
+        None => state_dir.to_path_buf(),
+    }
+}
+
+/// Reads the state in `dir` without locking or creating anything (for `check`).
+pub fn peek(dir: &Path) -> Option<State> {
+    serde_json::from_slice(&fs::read(dir.join("state.json")).ok()?).ok()
+}
+
+impl Store {
+    /// Opens (creating if needed) and locks the state in `dir`, waiting for another run
+    /// holding the lock to finish.
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        let dir_err = |source| StateError::Dir {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        fs::create_dir_all(dir).map_err(dir_err)?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lock"))
+            .map_err(dir_err)?;
+        lock.lock().map_err(dir_err)?;
+        let path = dir.join("state.json");
+        let state = match fs::read(&path) {
+            Ok(bytes) => {
+                let state: State = serde_json::from_slice(&bytes).map_err(|source| StateError::Parse {
+                    path: path.clone(),
+                    source,
+                })?;
+                if state.version != VERSION {
+                    return Err(StateError::Version {
+                        path,
+                        found: state.version,
+                    });
+                }
+                state
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => State {
+                version: VERSION,
+                ..State::default()
+            },
+            Err(source) => return Err(StateError::Read { path, source }),
+        };
+        Ok(Self {
+            path,
+            _lock: lock,
+            state,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.path.parent().expect("state file lives in a directory")
+    }
+
+    /// Writes the state atomically; an empty state removes the file instead.
+    pub fn save(&self) -> Result<(), StateError> {
+        let write_err = |source| StateError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        if self.state.namespaces.is_empty()
+            && self.state.processes.is_empty()
+            && self.state.network.vpcs.is_empty()
+        {
+            return match fs::remove_file(&self.path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(write_err(e)),
+                _ => Ok(()),
+            };
+        }
+        let tmp = self.path.with_extension("json.tmp");
+        let json = serde_json::to_vec_pretty(&self.state).expect("state serialises");
+        let mut f = File::create(&tmp).map_err(write_err)?;
+        f.write_all(&json)
+            .and_then(|()| f.sync_all())
+            .map_err(write_err)?;
+        fs::rename(&tmp, &self.path).map_err(write_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("vpcsh-state-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn saves_and_reloads() {
+        let dir = temp_dir("reload");
+        {
+            let mut store = Store::open(&dir).unwrap();
+            store.state.namespaces.insert("t.prod".into());
+            store.save().unwrap();
+        }
+        let store = Store::open(&dir).unwrap();
+        assert!(store.state.namespaces.contains("t.prod"));
+        drop(store);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn empty_state_removes_the_file() {
+        let dir = temp_dir("empty");
+        let mut store = Store::open(&dir).unwrap();
+        store.state.namespaces.insert("x".into());
+        store.save().unwrap();
+        assert!(dir.join("state.json").exists());
+        store.state.namespaces.clear();
+        store.save().unwrap();
+        assert!(!dir.join("state.json").exists());
+        drop(store);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn rejects_other_versions() {
+        let dir = temp_dir("version");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join("state.json"),
+            r#"{"version":99,"network":{"vpcs":[]},"namespaces":[],"processes":[]}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            Store::open(&dir),
+            Err(StateError::Version { found: 99, .. })
+        ));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
