@@ -169,6 +169,7 @@ impl Runner {
         if plan.is_empty() {
             return Ok(Summary::default());
         }
+        require_privilege()?;
         // Record namespaces before making them, so a crash cannot leave one unowned.
         let creating = plan.steps.iter().filter_map(|s| match &s.op {
             plan::Op::CreateNetns { ns, .. } => Some(ns.clone()),
@@ -218,6 +219,26 @@ impl Runner {
             notes: Vec::new(),
         })
     }
+}
+
+/// Changing namespaces needs CAP_SYS_ADMIN (mounts, setns) and CAP_NET_ADMIN (links).
+fn require_privilege() -> Result<(), EffectError> {
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_SYS_ADMIN: u32 = 21;
+    let effective = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string())))
+        .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
+        .unwrap_or(0);
+    let has = |cap: u32| effective & (1 << cap) != 0;
+    if has(CAP_NET_ADMIN) && has(CAP_SYS_ADMIN) {
+        return Ok(());
+    }
+    Err(EffectError::Failed {
+        message: "vpcsh needs root or CAP_NET_ADMIN and CAP_SYS_ADMIN to change network namespaces".into(),
+        help: Some("run it with sudo; `vpcsh check SCRIPT` validates a script without privileges".into()),
+        notes: Vec::new(),
+    })
 }
 
 fn op_failure(e: OpError) -> EffectError {
@@ -344,7 +365,12 @@ pub fn destroy(target: &Target, vpcs: &[String]) -> Result<Summary, Vec<Diag>> {
         }
         network.vpcs.retain(|v| !vpcs.contains(&v.name));
     }
-    runner.converge(&network, vpcs.is_empty()).map_err(effect_diag)
+    let summary = runner.converge(&network, vpcs.is_empty()).map_err(effect_diag)?;
+    if vpcs.is_empty() {
+        // Logs belong to the processes just stopped; nothing of this scope is left.
+        let _ = std::fs::remove_dir_all(runner.store.dir().join("logs"));
+    }
+    Ok(summary)
 }
 
 /// The plan that would repair drift: what `status` reports on.

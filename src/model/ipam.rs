@@ -15,13 +15,13 @@ pub fn gateway(net: Ipv4Network) -> Ipv4Addr {
 /// Why an address cannot be a host's address in a subnet, if it cannot.
 pub fn unusable_reason(net: Ipv4Network, ip: Ipv4Addr) -> Option<&'static str> {
     if !net.contains(ip) {
-        Some("is outside the subnet")
+        Some("is outside")
     } else if ip == net.network() {
-        Some("is the subnet's network address")
+        Some("is the network address of")
     } else if ip == net.broadcast() {
-        Some("is the subnet's broadcast address")
+        Some("is the broadcast address of")
     } else if ip == gateway(net) {
-        Some("is the subnet's gateway")
+        Some("is the gateway of")
     } else {
         None
     }

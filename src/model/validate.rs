@@ -109,6 +109,7 @@ pub fn validate(decls: &Declarations) -> Result<Network, Vec<Problem>> {
                     .related(first, "first declared here")
                     .help("subnet names are unique within a VPC"),
                 );
+                continue;
             } else if let Some(other) = bridge_names.insert(names::ifname("b-", &subnet.name), subnet.span) {
                 problems.push(
                     Problem::new(

@@ -2,7 +2,7 @@
 
 use rhai::{AST, Engine, EvalAltResult, ParseError};
 
-use super::{EffectError, Shared, limits};
+use super::{EffectError, Shared, api, limits};
 use crate::model::{Problem, Span};
 
 /// An error at a place in a script.
@@ -109,30 +109,25 @@ fn convert(
             err
         }
         EvalAltResult::ErrorFunctionNotFound(signature, _) => {
-            let name = signature
-                .split([' ', '('])
-                .next()
-                .unwrap_or(&signature)
-                .to_string();
+            let name = signature.split([' ', '(']).next().unwrap_or(&signature).to_string();
+            let args = signature[name.len()..].trim();
             let known = known_functions(engine, functions);
-            let mut fault = Fault::new(
-                format!("no function `{signature}`"),
-                span,
-                "unknown function or argument types",
-            );
-            let same_name: Vec<_> = known
-                .iter()
-                .filter(|s| s.starts_with(&format!("{name}(")))
-                .collect();
-            if !same_name.is_empty() {
-                let list: Vec<_> = same_name.iter().map(|s| s.as_str()).collect();
-                fault = fault.help(format!("`{name}` takes: {}", list.join(", ")));
+            if let Some(f) = api::function(&name) {
+                return Fault::new(
+                    format!("{name}() cannot take {}", api::readable_types(args)),
+                    span,
+                    "wrong argument types",
+                )
+                .help(format!("{}: {}", f.signature, f.doc))
+                .into();
+            }
+            let mut fault = Fault::new(format!("no function `{name}`"), span, "unknown function");
+            if let Some(best) = suggest(&name, known.iter().map(String::as_str)) {
+                let hint = api::function(best).map_or(String::new(), |f| format!(": {}", f.signature));
+                fault = fault.help(format!("did you mean `{best}`?{hint}"));
+            } else if known.contains(&name) {
+                fault.message = format!("`{name}` cannot take {}", api::readable_types(args));
                 fault.label = "wrong argument types".into();
-            } else {
-                let names: Vec<&str> = known.iter().map(|s| s.split('(').next().unwrap_or(s)).collect();
-                if let Some(best) = suggest(&name, names.iter().copied()) {
-                    fault = fault.help(format!("did you mean `{best}`?"));
-                }
             }
             fault.into()
         }
@@ -159,23 +154,22 @@ fn convert(
                 ))
                 .into()
         }
-        EvalAltResult::ErrorPropertyNotFound(prop, _) | EvalAltResult::ErrorDotExpr(prop, _) => {
-            let mut fault = Fault::new(format!("no property `{prop}` here"), span, "unknown property");
+        EvalAltResult::ErrorPropertyNotFound(text, _) | EvalAltResult::ErrorDotExpr(text, _) => {
+            // Rhai says "Unknown property 'cdir' - a getter is not registered for type 'Vpc'".
+            let mut quoted = text.split('\'').skip(1).step_by(2);
+            let prop = quoted.next().unwrap_or(&text).to_string();
+            let on = quoted.next().map_or(String::new(), |t| format!(" on a {t}"));
+            let mut fault = Fault::new(format!("no property `{prop}`{on}"), span, "unknown property");
             if let Some(best) = suggest(&prop, super::bindings::PROPERTIES.iter().copied()) {
                 fault = fault.help(format!("did you mean `{best}`?"));
-            }
-            fault.into()
-        }
-        EvalAltResult::ErrorVariableNotFound(var, _) => {
-            let names: Vec<String> = Vec::new();
-            let mut fault = Fault::new(format!("no variable `{var}`"), span, "not defined");
-            if let Some(best) = suggest(&var, names.iter().map(String::as_str)) {
-                fault = fault.help(format!("did you mean `{best}`?"));
             } else {
-                fault = fault.help("declare it with `let` before using it");
+                fault = fault.help(format!("properties: {}", super::bindings::PROPERTIES.join(", ")));
             }
             fault.into()
         }
+        EvalAltResult::ErrorVariableNotFound(var, _) => Fault::new(format!("no variable `{var}`"), span, "not defined")
+            .help("declare it with `let` before using it")
+            .into(),
         mut other => {
             other.clear_position();
             Fault::new(other.to_string(), span, "error here").into()
@@ -190,10 +184,7 @@ fn known_functions(engine: &Engine, functions: &AST) -> Vec<String> {
             .iter_functions()
             .map(|f| format!("{}({})", f.name, f.params.join(", "))),
     );
-    names
-        .into_iter()
-        .map(|s| s.trim_start_matches("pub ").trim_start_matches("fn ").to_string())
-        .collect()
+    names.into_iter().map(|s| s.split('(').next().unwrap_or(&s).trim().to_string()).collect()
 }
 
 /// An effect's error, placed at the call that asked for the effect.

@@ -2,6 +2,7 @@
 //! span of every call, and hand effects (`apply()`, `destroy()`) to an `Effects` the caller
 //! supplies. Nothing here touches the kernel.
 
+pub mod api;
 mod bindings;
 mod errors;
 pub mod span;
@@ -18,7 +19,7 @@ use crate::plan::Summary;
 
 /// Limits that turn a runaway script into a diagnostic instead of a hang.
 pub mod limits {
-    pub const MAX_OPERATIONS: u64 = 50_000_000;
+    pub const MAX_OPERATIONS: u64 = 10_000_000;
     pub const MAX_CALL_LEVELS: usize = 64;
     pub const MAX_EXPR_DEPTH: usize = 64;
     pub const MAX_STRING_SIZE: usize = 1 << 20;

@@ -1,0 +1,161 @@
+//! Test helpers: the vpcsh binary, sandboxes that clean up after themselves, and probes
+//! that look at the kernel from outside vpcsh.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub const VPCSH: &str = env!("CARGO_BIN_EXE_vpcsh");
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A unique name per test and process: safe with parallel tests and parallel runs.
+pub fn unique(tag: &str) -> String {
+    format!("vt{}-{tag}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(unique(tag));
+        fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What a vpcsh run printed and returned.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+/// A sandbox with its own state directory; everything it made is destroyed on drop.
+pub struct Sandbox {
+    pub name: String,
+    pub dir: TempDir,
+}
+
+impl Sandbox {
+    pub fn new(tag: &str) -> Self {
+        let name = unique(tag);
+        let dir = TempDir::new(&format!("{tag}-state"));
+        Self { name, dir }
+    }
+
+    /// A vpcsh command in this sandbox.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(VPCSH);
+        cmd.arg("--sandbox").arg(&self.name).arg("--state-dir").arg(&self.dir.0).args(args);
+        cmd.env("NO_COLOR", "1").env_remove("VPCSH_INJECT_FAULT");
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.cmd(args).output().unwrap().into()
+    }
+
+    /// Writes `text` as a script and applies it; the run must succeed.
+    pub fn apply(&self, text: &str) -> Run {
+        let script = self.script(text);
+        let run = self.run(&["apply", script.to_str().unwrap()]);
+        assert_eq!(run.code, 0, "apply failed: {run:?}");
+        run
+    }
+
+    pub fn script(&self, text: &str) -> PathBuf {
+        self.dir.write(&format!("{}.rhai", unique("script")), text)
+    }
+
+    pub fn ns(&self, suffix: &str) -> String {
+        if suffix.is_empty() { self.name.clone() } else { format!("{}.{suffix}", self.name) }
+    }
+
+    /// Namespaces under /run/netns that belong to this sandbox.
+    pub fn namespaces(&self) -> Vec<String> {
+        let prefix = format!("{}.", self.name);
+        list_netns().into_iter().filter(|n| *n == self.name || n.starts_with(&prefix)).collect()
+    }
+
+    pub fn state_file(&self) -> PathBuf {
+        self.dir.0.join("sandbox").join(&self.name).join("state.json")
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["destroy"]).output();
+        // Anything a failed run left behind, by exact name.
+        for ns in self.namespaces() {
+            let _ = Command::new("ip").args(["netns", "delete", &ns]).output();
+        }
+    }
+}
+
+pub fn list_netns() -> Vec<String> {
+    fs::read_dir("/run/netns")
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// `ip netns exec NS ARGS...`
+pub fn in_ns(ns: &str, args: &[&str]) -> Run {
+    Command::new("ip").args(["netns", "exec", ns]).args(args).output().unwrap().into()
+}
+
+/// One ICMP echo from inside `ns`, one second to answer.
+pub fn ping(ns: &str, addr: &str) -> bool {
+    in_ns(ns, &["ping", "-c1", "-W1", "-q", addr]).code == 0
+}
+
+/// `ip -n NS ARGS...` output.
+pub fn ip(ns: &str, args: &[&str]) -> String {
+    let out = Command::new("ip").arg("-n").arg(ns).args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// An HTTP GET from inside `ns` with bash's /dev/tcp (no client package needed); the body.
+pub fn http_get(ns: &str, addr: &str, path: &str) -> Option<String> {
+    let script = format!(
+        "exec 3<>/dev/tcp/{addr}/80 && printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' >&3 && timeout 2 cat <&3"
+    );
+    let run = in_ns(ns, &["timeout", "3", "bash", "-c", &script]);
+    if run.code != 0 {
+        return None;
+    }
+    run.stdout.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
+}
+
+pub fn exists(path: &Path) -> bool {
+    path.exists()
+}

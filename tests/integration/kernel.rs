@@ -1,0 +1,284 @@
+//! The core against the real kernel: namespaces, links, addresses and routes made by
+//! vpcsh, checked with packets and with `ip` from outside.
+
+use std::fs;
+use std::process::Stdio;
+
+use crate::common::*;
+
+const TWO_SUBNETS: &str = r#"
+let prod = vpc("prod", "10.9.0.0/16");
+let web = subnet(prod, "web", "10.9.1.0/24", #{ public: true });
+let app = prod.subnet("app", "10.9.2.0/24");
+host(web, "w1");
+web.host("w2", #{ ip: "10.9.1.20" });
+host(web, "w3");
+"#;
+
+#[test]
+fn hosts_get_fixed_and_automatic_addresses_and_a_default_route() {
+    let sb = Sandbox::new("addr");
+    sb.apply(TWO_SUBNETS);
+    let eth0 = |host: &str| ip(&sb.ns(&format!("prod.{host}")), &["-4", "-o", "addr", "show", "dev", "eth0"]);
+    assert!(eth0("w1").contains("10.9.1.2/24"), "{}", eth0("w1"));
+    assert!(eth0("w2").contains("10.9.1.20/24"), "{}", eth0("w2"));
+    assert!(eth0("w3").contains("10.9.1.3/24"), "{}", eth0("w3"));
+    // The subnet with no declared host got one named after it.
+    assert!(eth0("app").contains("10.9.2.2/24"), "{}", eth0("app"));
+    let routes = ip(&sb.ns("prod.w1"), &["-4", "route", "show", "default"]);
+    assert!(routes.contains("default via 10.9.1.1 dev eth0"), "{routes}");
+    let router = ip(&sb.ns("prod"), &["-4", "-o", "addr"]);
+    assert!(router.contains("10.9.1.1/24") && router.contains("10.9.2.1/24"), "{router}");
+}
+
+#[test]
+fn subnets_of_one_vpc_route_to_each_other() {
+    let sb = Sandbox::new("route");
+    sb.apply(TWO_SUBNETS);
+    let w1 = sb.ns("prod.w1");
+    assert!(ping(&w1, "10.9.1.20"), "same subnet");
+    assert!(ping(&w1, "10.9.2.2"), "other subnet through the router");
+    assert!(ping(&w1, "10.9.2.1"), "the other subnet's gateway");
+    assert!(ping(&sb.ns("prod.app"), "10.9.1.3"), "and back");
+}
+
+#[test]
+fn vpcs_are_isolated_even_with_the_same_cidr() {
+    let sb = Sandbox::new("iso");
+    sb.apply(
+        r#"
+        let a = vpc("a", "10.1.0.0/16");
+        subnet(a, "s1", "10.1.1.0/24").host("a1", #{ ip: "10.1.1.10" });
+        let b = vpc("b", "10.1.0.0/16");
+        subnet(b, "s1", "10.1.1.0/24").host("b1", #{ ip: "10.1.1.11" });
+        subnet(b, "s2", "10.1.2.0/24");
+        let c = vpc("c", "10.2.0.0/16");
+        subnet(c, "s1", "10.2.1.0/24");
+        "#,
+    );
+    let a1 = sb.ns("a.a1");
+    assert!(ping(&a1, "10.1.1.1"), "a host reaches its own gateway");
+    assert!(!ping(&a1, "10.1.1.11"), "a same-CIDR VPC's host");
+    assert!(!ping(&a1, "10.1.2.1"), "a same-CIDR VPC's other gateway");
+    assert!(!ping(&a1, "10.1.2.2"), "a same-CIDR VPC's other subnet");
+    assert!(!ping(&a1, "10.2.1.2"), "another VPC's host");
+    assert!(!ping(&a1, "10.2.1.1"), "another VPC's gateway");
+    assert!(!ping(&sb.ns("b.b1"), "10.1.1.10"), "and the other way");
+    assert!(!ping(&sb.ns("c.s1"), "10.1.1.10"), "from the third VPC");
+    assert!(!ping(&sb.ns("c"), "10.1.1.10"), "from another VPC's router");
+    // The routers have no link but their own subnets'.
+    let links = ip(&sb.ns("a"), &["-o", "link"]);
+    assert_eq!(links.lines().count(), 3, "lo, one bridge, one host veth: {links}");
+}
+
+#[test]
+fn reapplying_an_unchanged_script_changes_nothing() {
+    let sb = Sandbox::new("idem");
+    let script = sb.script(TWO_SUBNETS);
+    let path = script.to_str().unwrap();
+    let first = sb.run(&["apply", path]);
+    assert_eq!(first.code, 0, "{first:?}");
+    assert!(!first.stdout.contains(" 0 created"), "{first:?}");
+    let again = sb.run(&["apply", path]);
+    assert_eq!(again.stdout.trim(), "0 created, 0 changed, 0 deleted", "{again:?}");
+    let plan = sb.run(&["plan", path]);
+    assert_eq!(plan.stdout.trim(), "no changes", "{plan:?}");
+}
+
+#[test]
+fn editing_the_script_adds_and_removes_exactly_the_difference() {
+    let sb = Sandbox::new("edit");
+    sb.apply(TWO_SUBNETS);
+    let with_db = format!("{TWO_SUBNETS}\nlet db = prod.subnet(\"db\", \"10.9.3.0/24\");\n");
+    let added = sb.apply(&with_db);
+    assert!(sb.namespaces().contains(&sb.ns("prod.db")), "{:?}", sb.namespaces());
+    assert!(ping(&sb.ns("prod.w1"), "10.9.3.2"), "the new subnet is routed");
+    // bridge, its address, the host's netns, veth, address and route; nothing else
+    assert_eq!(added.stdout.trim(), "6 created, 0 changed, 0 deleted", "{added:?}");
+
+    let without_app = TWO_SUBNETS.replace("let app = prod.subnet(\"app\", \"10.9.2.0/24\");", "");
+    let removed = sb.apply(&format!("{without_app}\nlet db = prod.subnet(\"db\", \"10.9.3.0/24\");\n"));
+    assert_eq!(removed.stdout.trim(), "0 created, 0 changed, 3 deleted", "{removed:?}");
+    assert!(!sb.namespaces().contains(&sb.ns("prod.app")), "{:?}", sb.namespaces());
+    let links = ip(&sb.ns("prod"), &["-o", "link"]);
+    assert!(!links.contains("b-app") && !links.contains("h-app"), "{links}");
+    assert!(ping(&sb.ns("prod.w1"), "10.9.3.2"), "the rest keeps working");
+}
+
+#[test]
+fn destroy_leaves_nothing_behind() {
+    let sb = Sandbox::new("destroy");
+    sb.apply(TWO_SUBNETS);
+    assert!(sb.namespaces().len() >= 7, "{:?}", sb.namespaces());
+    assert!(sb.state_file().exists());
+    let run = sb.run(&["destroy"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(sb.namespaces(), Vec::<String>::new());
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&format!("/run/netns/{}", sb.name)), "a namespace mount is left");
+    assert!(!sb.state_file().exists(), "the state entry is left");
+    let again = sb.run(&["destroy"]);
+    assert_eq!(again.stdout.trim(), "0 created, 0 changed, 0 deleted", "{again:?}");
+}
+
+#[test]
+fn destroying_one_vpc_keeps_the_others() {
+    let sb = Sandbox::new("destroy1");
+    sb.apply(&format!("{TWO_SUBNETS}\nlet dev = vpc(\"dev\", \"10.8.0.0/16\"); dev.subnet(\"s\", \"10.8.1.0/24\");"));
+    let run = sb.run(&["destroy", "prod"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let left = sb.namespaces();
+    assert!(left.iter().all(|n| !n.starts_with(&sb.ns("prod"))), "{left:?}");
+    assert!(left.contains(&sb.ns("dev.s")) && left.contains(&sb.ns("internet")), "{left:?}");
+    let unknown = sb.run(&["destroy", "nope"]);
+    assert_eq!(unknown.code, 1, "{unknown:?}");
+    assert!(unknown.stderr.contains("no VPC named `nope`"), "{unknown:?}");
+}
+
+#[test]
+fn a_failure_mid_apply_is_rolled_back() {
+    let sb = Sandbox::new("rollback");
+    let script = sb.script(TWO_SUBNETS);
+    let run: Run = sb
+        .cmd(&["apply", script.to_str().unwrap()])
+        .env("VPCSH_INJECT_FAULT", "add route default via 10.9.2.1")
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("injected fault") && run.stderr.contains("rolled back"), "{run:?}");
+    assert_eq!(sb.namespaces(), Vec::<String>::new(), "nothing half-built stays");
+    assert!(!sb.state_file().exists(), "no ownership is recorded for what was undone");
+
+    // On a running topology, a failed change leaves the old one working.
+    sb.apply(TWO_SUBNETS);
+    let bigger = sb.script(&format!("{TWO_SUBNETS}\nprod.subnet(\"db\", \"10.9.3.0/24\");"));
+    let run: Run = sb
+        .cmd(&["apply", bigger.to_str().unwrap()])
+        .env("VPCSH_INJECT_FAULT", "add route default via 10.9.3.1")
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(!sb.namespaces().contains(&sb.ns("prod.db")));
+    assert!(!ip(&sb.ns("prod"), &["-o", "link"]).contains("b-db"));
+    assert!(ping(&sb.ns("prod.w1"), "10.9.2.2"), "the old topology still works");
+    let plan = sb.run(&["plan", sb.script(TWO_SUBNETS).to_str().unwrap()]);
+    assert_eq!(plan.stdout.trim(), "no changes", "{plan:?}");
+}
+
+#[test]
+fn concurrent_applies_on_one_state_serialise() {
+    let sb = Sandbox::new("lock");
+    let script = sb.script(TWO_SUBNETS);
+    let path = script.to_str().unwrap();
+    let spawn = || sb.cmd(&["apply", path]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let (a, b) = (spawn(), spawn());
+    let runs: Vec<Run> = [a, b].into_iter().map(|c| c.wait_with_output().unwrap().into()).collect();
+    for run in &runs {
+        assert_eq!(run.code, 0, "{run:?}");
+    }
+    let idle = runs.iter().filter(|r| r.stdout.trim() == "0 created, 0 changed, 0 deleted").count();
+    assert_eq!(idle, 1, "one apply did the work, the other found it done: {runs:?}");
+    assert!(ping(&sb.ns("prod.w1"), "10.9.2.2"));
+}
+
+#[test]
+fn the_sandbox_has_a_simulated_internet() {
+    let sb = Sandbox::new("inet");
+    sb.apply(TWO_SUBNETS);
+    let machine = sb.ns("");
+    assert!(ip(&machine, &["-4", "-o", "addr"]).contains("198.51.100.2/24"));
+    assert_eq!(http_get(&machine, "198.51.100.1", "/").as_deref(), Some("internet\n"));
+    assert_eq!(http_get(&machine, "198.51.100.1", "/ip").as_deref(), Some("198.51.100.2\n"));
+    let exec = sb.run(&["exec", "internet", "--", "ip", "-4", "-o", "addr", "show", "eth0"]);
+    assert!(exec.stdout.contains("198.51.100.1/24"), "{exec:?}");
+    // The server is a recorded process; destroy stops it.
+    let status = sb.run(&["status", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    let pid = json["processes"][0]["pid"].as_i64().unwrap();
+    assert!(fs::metadata(format!("/proc/{pid}")).is_ok());
+    sb.run(&["destroy"]);
+    assert!(fs::metadata(format!("/proc/{pid}")).is_err(), "the server outlived destroy");
+}
+
+#[test]
+fn exec_runs_inside_a_host_and_passes_the_exit_status() {
+    let sb = Sandbox::new("exec");
+    sb.apply(TWO_SUBNETS);
+    let run = sb.run(&["exec", "prod/w2", "--", "ip", "-4", "-o", "addr", "show", "eth0"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("10.9.1.20/24"), "{run:?}");
+    let run = sb.run(&["exec", "prod/w1", "--", "sh", "-c", "exit 7"]);
+    assert_eq!(run.code, 7, "{run:?}");
+    let router = sb.run(&["exec", "prod", "--", "ip", "-4", "-o", "addr"]);
+    assert!(router.stdout.contains("10.9.1.1/24"), "{router:?}");
+    let unknown = sb.run(&["exec", "prod/nope", "--", "true"]);
+    assert_eq!(unknown.code, 1, "{unknown:?}");
+    assert!(unknown.stderr.contains("no host `nope`"), "{unknown:?}");
+}
+
+#[test]
+fn status_finds_drift_and_apply_repairs_it() {
+    let sb = Sandbox::new("drift");
+    let script = sb.script(TWO_SUBNETS);
+    sb.run(&["apply", script.to_str().unwrap()]);
+    let ok = sb.run(&["status"]);
+    assert_eq!(ok.code, 0, "{ok:?}");
+    assert!(ok.stdout.lines().all(|l| l.starts_with("ok") || l.starts_with("alive")), "{ok:?}");
+
+    // Break things from outside vpcsh.
+    in_ns(&sb.ns("prod.w2"), &["ip", "link", "set", "eth0", "down"]);
+    in_ns(&sb.ns("prod"), &["ip", "link", "del", "b-app"]);
+    let status = sb.run(&["status", "--json"]);
+    assert_eq!(status.code, 1, "{status:?}");
+    let json: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    let of = |object: &str| {
+        json["objects"].as_array().unwrap().iter().find(|o| o["object"] == object).unwrap()["status"].clone()
+    };
+    assert_eq!(of("subnet prod/app"), "missing");
+    assert_eq!(of("host prod/w1"), "ok");
+    assert_ne!(of("host prod/w2"), "ok");
+
+    let repair = sb.run(&["apply", script.to_str().unwrap()]);
+    assert_eq!(repair.code, 0, "{repair:?}");
+    assert!(ping(&sb.ns("prod.w1"), "10.9.2.2"), "the deleted bridge is back");
+    assert!(ping(&sb.ns("prod.w1"), "10.9.1.20"), "w2 is up again");
+    assert_eq!(sb.run(&["status"]).code, 0);
+}
+
+#[test]
+fn list_shows_the_topology() {
+    let sb = Sandbox::new("list");
+    sb.apply(TWO_SUBNETS);
+    let run = sb.run(&["list", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let web = &json["vpcs"][0]["subnets"][0];
+    assert_eq!(web["name"], "web");
+    assert_eq!(web["public"], true);
+    assert_eq!(web["hosts"][1]["ip"], "10.9.1.20");
+    assert_eq!(web["hosts"][1]["netns"], sb.ns("prod.w2"));
+    let text = sb.run(&["list"]);
+    assert!(text.stdout.contains("host w2 10.9.1.20"), "{text:?}");
+}
+
+#[test]
+fn a_script_with_errors_changes_nothing() {
+    let sb = Sandbox::new("noop");
+    let script = sb.script(&format!("{TWO_SUBNETS}\napply();\nvpc(\"bad\", \"10.0.0.0/8\");"));
+    let run = sb.run(&["apply", script.to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("/8"), "{run:?}");
+    assert_eq!(sb.namespaces(), Vec::<String>::new(), "not even the sandbox was made");
+}
+
+#[test]
+fn applies_and_addresses_stay_stable_when_a_host_is_removed() {
+    let sb = Sandbox::new("sticky");
+    sb.apply(TWO_SUBNETS);
+    // Drop w1: w3 keeps 10.9.1.3 instead of sliding down to .2.
+    let run = sb.apply(&TWO_SUBNETS.replace("host(web, \"w1\");", ""));
+    assert_eq!(run.stdout.trim(), "0 created, 0 changed, 2 deleted", "{run:?}");
+    let eth0 = ip(&sb.ns("prod.w3"), &["-4", "-o", "addr", "show", "dev", "eth0"]);
+    assert!(eth0.contains("10.9.1.3/24"), "{eth0}");
+}

@@ -1,0 +1,8 @@
+//! vpcsh's integration tests: the binary against the real kernel, each test in a sandbox of
+//! its own (a unique name, destroyed on drop even when the test fails), checked from
+//! outside with `ip netns exec`, `ping` and plain TCP.
+
+mod common;
+mod diagnostics;
+mod golden_plan;
+mod kernel;
