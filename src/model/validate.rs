@@ -228,9 +228,9 @@ fn resolve_hosts(
             let last = std::net::Ipv4Addr::from(u32::from(net.broadcast()) - 1);
             problems.push(
                 Problem::new(
-                    format!("address {ip} {reason} {net}"),
+                    format!("address {ip} {reason} subnet `{}` ({net})", subnet.name),
                     host.span,
-                    format!("{ip} {reason}"),
+                    if reason == "is outside" { "outside the subnet" } else { "a reserved address" },
                 )
                 .related(subnet.span, format!("subnet `{}` is {net}", subnet.name))
                 .help(format!("choose an address from {first} to {last}")),
