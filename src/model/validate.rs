@@ -230,7 +230,11 @@ fn resolve_hosts(
                 Problem::new(
                     format!("address {ip} {reason} subnet `{}` ({net})", subnet.name),
                     host.span,
-                    if reason == "is outside" { "outside the subnet" } else { "a reserved address" },
+                    if reason == "is outside" {
+                        "outside the subnet"
+                    } else {
+                        "a reserved address"
+                    },
                 )
                 .related(subnet.span, format!("subnet `{}` is {net}", subnet.name))
                 .help(format!("choose an address from {first} to {last}")),

@@ -209,7 +209,11 @@ fn diff_netns(
                 }
             }
             // Made by the other end's `CreateVeth`; its absence shows up there.
-            LinkKind::VethPeer => {}
+            LinkKind::VethPeer => {
+                if let Some(hl) = hl.filter(|hl| wl.kind.matches(&hl.kind)) {
+                    fix_link(p, ns, name, wl, hl);
+                }
+            }
             LinkKind::Bridge | LinkKind::Other(_) => match hl {
                 Some(hl) if wl.kind.matches(&hl.kind) => fix_link(p, ns, name, wl, hl),
                 _ => {
@@ -380,3 +384,6 @@ fn owner_of(ns: &Netns, dev: &str) -> String {
         .get(dev)
         .map_or_else(|| ns.owner.clone(), |l| l.owner.clone())
 }
+
+#[cfg(test)]
+mod tests;

@@ -8,7 +8,11 @@ pub struct Function {
 }
 
 pub const FUNCTIONS: &[Function] = &[
-    Function { name: "vpc", signature: "vpc(name, cidr[, opts]) -> Vpc", doc: "declare a VPC with an IPv4 CIDR from /16 to /28" },
+    Function {
+        name: "vpc",
+        signature: "vpc(name, cidr[, opts]) -> Vpc",
+        doc: "declare a VPC with an IPv4 CIDR from /16 to /28",
+    },
     Function {
         name: "subnet",
         signature: "subnet(vpc, name, cidr[, #{ public: bool }]) -> Subnet, or vpc.subnet(name, cidr[, opts])",
@@ -19,9 +23,21 @@ pub const FUNCTIONS: &[Function] = &[
         signature: "host(subnet, name[, #{ ip: \"a.b.c.d\" }]) -> Host, or subnet.host(name[, opts])",
         doc: "declare a host in a subnet, at the next free address unless ip is given",
     },
-    Function { name: "apply", signature: "apply() -> #{ created, changed, deleted }", doc: "make reality match the declarations now" },
-    Function { name: "destroy", signature: "destroy([vpc])", doc: "remove one VPC, or everything this state owns" },
-    Function { name: "assert", signature: "assert(cond, message)", doc: "fail the script with a diagnostic at the call" },
+    Function {
+        name: "apply",
+        signature: "apply() -> #{ created, changed, deleted }",
+        doc: "make reality match the declarations now",
+    },
+    Function {
+        name: "destroy",
+        signature: "destroy([vpc])",
+        doc: "remove one VPC, or everything this state owns",
+    },
+    Function {
+        name: "assert",
+        signature: "assert(cond, message)",
+        doc: "fail the script with a diagnostic at the call",
+    },
 ];
 
 pub fn function(name: &str) -> Option<&'static Function> {

@@ -109,7 +109,11 @@ fn convert(
             err
         }
         EvalAltResult::ErrorFunctionNotFound(signature, _) => {
-            let name = signature.split([' ', '(']).next().unwrap_or(&signature).to_string();
+            let name = signature
+                .split([' ', '('])
+                .next()
+                .unwrap_or(&signature)
+                .to_string();
             let args = signature[name.len()..].trim();
             let known = known_functions(engine, functions);
             if let Some(f) = api::function(&name) {
@@ -167,9 +171,11 @@ fn convert(
             }
             fault.into()
         }
-        EvalAltResult::ErrorVariableNotFound(var, _) => Fault::new(format!("no variable `{var}`"), span, "not defined")
-            .help("declare it with `let` before using it")
-            .into(),
+        EvalAltResult::ErrorVariableNotFound(var, _) => {
+            Fault::new(format!("no variable `{var}`"), span, "not defined")
+                .help("declare it with `let` before using it")
+                .into()
+        }
         mut other => {
             other.clear_position();
             Fault::new(other.to_string(), span, "error here").into()
@@ -184,7 +190,10 @@ fn known_functions(engine: &Engine, functions: &AST) -> Vec<String> {
             .iter_functions()
             .map(|f| format!("{}({})", f.name, f.params.join(", "))),
     );
-    names.into_iter().map(|s| s.split('(').next().unwrap_or(&s).trim().to_string()).collect()
+    names
+        .into_iter()
+        .map(|s| s.split('(').next().unwrap_or(&s).trim().to_string())
+        .collect()
 }
 
 /// An effect's error, placed at the call that asked for the effect.

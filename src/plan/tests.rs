@@ -1,0 +1,254 @@
+//! Planner tests on the recording backend: dependency order, idempotence, exact diffs,
+//! drift repair and rollback, without root.
+
+use std::collections::BTreeSet;
+
+use super::kernel::KernelState;
+use super::naming::Naming;
+use super::{Op, Plan, desired, plan};
+use crate::exec::{self, Backend, recording::Recording};
+use crate::model::{Host, Network, Subnet, Vpc};
+
+fn net(vpcs: &[(&str, &str, &[(&str, &str, &[(&str, &str)])])]) -> Network {
+    Network {
+        vpcs: vpcs
+            .iter()
+            .map(|(name, cidr, subnets)| Vpc {
+                name: name.to_string(),
+                cidr: cidr.parse().unwrap(),
+                subnets: subnets
+                    .iter()
+                    .map(|(sname, scidr, hosts)| {
+                        let cidr: ipnetwork::Ipv4Network = scidr.parse().unwrap();
+                        Subnet {
+                            name: sname.to_string(),
+                            cidr,
+                            public: false,
+                            gateway: crate::model::ipam::gateway(cidr),
+                            hosts: hosts
+                                .iter()
+                                .map(|(h, ip)| Host {
+                                    name: h.to_string(),
+                                    ip: ip.parse().unwrap(),
+                                })
+                                .collect(),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+fn base() -> Network {
+    net(&[(
+        "prod",
+        "10.0.0.0/16",
+        &[
+            ("web", "10.0.1.0/24", &[("w1", "10.0.1.2"), ("w2", "10.0.1.3")]),
+            ("app", "10.0.2.0/24", &[("app", "10.0.2.2")]),
+        ],
+    )])
+}
+
+fn naming() -> Naming {
+    Naming::sandbox("t")
+}
+
+fn names(state: &KernelState) -> BTreeSet<String> {
+    state.namespaces.keys().cloned().collect()
+}
+
+/// Plans against the recording backend's state, applies, and returns the plan.
+fn converge(backend: &mut Recording, network: &Network) -> Plan {
+    let want = desired::desired(network, &naming());
+    let mut owned = names(&backend.state);
+    owned.extend(names(&want));
+    let observed = backend.observe(&owned).unwrap();
+    let p = plan(&want, &observed);
+    exec::apply(backend, &p).unwrap();
+    p
+}
+
+fn lines(p: &Plan) -> Vec<String> {
+    p.steps.iter().map(|s| s.op.to_string()).collect()
+}
+
+fn position(p: &Plan, line: &str) -> usize {
+    lines(p)
+        .iter()
+        .position(|l| l == line)
+        .unwrap_or_else(|| panic!("no `{line}` in {:#?}", lines(p)))
+}
+
+#[test]
+fn a_fresh_network_is_created_in_dependency_order() {
+    let p = plan(&desired::desired(&base(), &naming()), &KernelState::default());
+    let netns = position(&p, "create netns t.prod.w1 (lo up)");
+    let bridge = position(&p, "create bridge b-web in t.prod");
+    let veth = position(
+        &p,
+        "create veth h-w1 in t.prod (master b-web) <-> eth0 in t.prod.w1",
+    );
+    let addr = position(&p, "add address 10.0.1.2/24 on eth0 in t.prod.w1");
+    let route = position(&p, "add route default via 10.0.1.1 in t.prod.w1");
+    assert!(netns < veth && bridge < veth && veth < addr && addr < route);
+    assert_eq!(p.summary().deleted, 0);
+    assert!(
+        p.steps.iter().all(|s| s.undo.is_some()),
+        "every create can be undone"
+    );
+}
+
+#[test]
+fn an_applied_network_plans_to_nothing() {
+    let mut backend = Recording::default();
+    let first = converge(&mut backend, &base());
+    assert!(!first.is_empty());
+    let again = converge(&mut backend, &base());
+    assert!(again.is_empty(), "{:#?}", lines(&again));
+    assert_eq!(again.to_string(), "no changes\n");
+}
+
+#[test]
+fn removing_a_subnet_deletes_exactly_its_objects() {
+    let mut backend = Recording::default();
+    converge(&mut backend, &base());
+    let mut smaller = base();
+    smaller.vpcs[0].subnets.remove(1);
+    let p = converge(&mut backend, &smaller);
+    assert_eq!(
+        lines(&p),
+        [
+            "delete link b-app in t.prod",
+            "delete link h-app in t.prod",
+            "delete netns t.prod.app"
+        ],
+    );
+}
+
+#[test]
+fn a_changed_address_is_added_then_the_old_one_deleted() {
+    let mut backend = Recording::default();
+    converge(&mut backend, &base());
+    let mut moved = base();
+    moved.vpcs[0].subnets[0].hosts[1].ip = "10.0.1.30".parse().unwrap();
+    let p = converge(&mut backend, &moved);
+    assert_eq!(
+        lines(&p),
+        [
+            "add address 10.0.1.30/24 on eth0 in t.prod.w2",
+            "delete address 10.0.1.3/24 on eth0 in t.prod.w2"
+        ],
+    );
+}
+
+#[test]
+fn a_renumbered_subnet_replaces_the_default_route() {
+    let mut backend = Recording::default();
+    converge(&mut backend, &base());
+    let renumbered = net(&[(
+        "prod",
+        "10.0.0.0/16",
+        &[
+            ("web", "10.0.1.0/24", &[("w1", "10.0.1.2"), ("w2", "10.0.1.3")]),
+            ("app", "10.0.9.0/24", &[("app", "10.0.9.2")]),
+        ],
+    )]);
+    let p = converge(&mut backend, &renumbered);
+    assert!(
+        lines(&p).contains(&"replace route default via 10.0.9.1 in t.prod.app".to_string()),
+        "{:#?}",
+        lines(&p)
+    );
+    assert_eq!(p.summary().changed, 1);
+}
+
+#[test]
+fn drift_is_repaired_and_foreign_links_are_left_alone() {
+    let mut backend = Recording::default();
+    converge(&mut backend, &base());
+    let router = backend.state.namespaces.get_mut("t.prod").unwrap();
+    router.links.get_mut("h-w1").unwrap().up = false;
+    let mut foreign = router.links["b-web"].clone();
+    foreign.ours = false;
+    router.links.insert("user0".into(), foreign);
+    let p = converge(&mut backend, &base());
+    assert_eq!(lines(&p), ["set link h-w1 up master b-web in t.prod"]);
+}
+
+#[test]
+fn a_veth_with_a_missing_end_is_recreated() {
+    let mut backend = Recording::default();
+    converge(&mut backend, &base());
+    backend
+        .state
+        .namespaces
+        .get_mut("t.prod.w1")
+        .unwrap()
+        .links
+        .remove("eth0");
+    let p = converge(&mut backend, &base());
+    let l = lines(&p);
+    assert_eq!(l[0], "delete link h-w1 in t.prod");
+    assert!(l.contains(&"create veth h-w1 in t.prod (master b-web) <-> eth0 in t.prod.w1".to_string()));
+}
+
+#[test]
+fn only_observed_namespaces_are_deleted() {
+    let want = desired::desired(&Network::default(), &Naming::real_host());
+    assert!(plan(&want, &KernelState::default()).is_empty());
+}
+
+#[test]
+fn a_failed_apply_is_rolled_back_to_where_it_started() {
+    let mut backend = Recording::default();
+    converge(&mut backend, &base());
+    let before = backend.state.clone();
+    let mut bigger = base();
+    bigger.vpcs[0].subnets.push(Subnet {
+        name: "db".into(),
+        cidr: "10.0.3.0/24".parse().unwrap(),
+        public: false,
+        gateway: "10.0.3.1".parse().unwrap(),
+        hosts: vec![Host {
+            name: "db".into(),
+            ip: "10.0.3.2".parse().unwrap(),
+        }],
+    });
+    let want = desired::desired(&bigger, &naming());
+    let observed = backend.observe(&names(&want)).unwrap();
+    let p = plan(&want, &observed);
+    backend.fail_at = Some(backend.applied.len() + p.steps.len() - 1);
+    let err = exec::apply(&mut backend, &p).unwrap_err();
+    assert_eq!(err.undone, p.steps.len() - 1);
+    assert!(err.rollback_failures.is_empty());
+    assert_eq!(backend.state, before);
+}
+
+#[test]
+fn the_sandbox_scaffold_is_planned_with_the_network() {
+    let p = plan(
+        &desired::desired(&Network::default(), &naming()),
+        &KernelState::default(),
+    );
+    assert_eq!(
+        lines(&p),
+        [
+            "create netns t (lo up)",
+            "create netns t.internet (lo up)",
+            "create veth up0 in t <-> eth0 in t.internet",
+            "add address 198.51.100.2/24 on up0 in t",
+            "add address 198.51.100.1/24 on eth0 in t.internet",
+            "start http server on port 80 in t.internet",
+        ]
+    );
+    let ops: Vec<_> = p.steps.iter().map(|s| &s.op).collect();
+    assert!(matches!(
+        ops[0],
+        Op::CreateNetns {
+            forwarding: false,
+            ..
+        }
+    ));
+}
