@@ -9,7 +9,14 @@ use super::{Op, Plan, desired, plan};
 use crate::exec::{self, Backend, recording::Recording};
 use crate::model::{Host, Network, Subnet, Vpc};
 
-fn net(vpcs: &[(&str, &str, &[(&str, &str, &[(&str, &str)])])]) -> Network {
+/// (name, cidr, [(subnet, cidr, [(host, ip)])])
+type Spec<'a> = [(
+    &'a str,
+    &'a str,
+    &'a [(&'a str, &'a str, &'a [(&'a str, &'a str)])],
+)];
+
+fn net(vpcs: &Spec) -> Network {
     Network {
         vpcs: vpcs
             .iter()

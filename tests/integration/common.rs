@@ -2,7 +2,7 @@
 //! that look at the kernel from outside vpcsh.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -182,17 +182,13 @@ pub fn http_get(ns: &str, addr: &str, path: &str) -> Option<String> {
         .map(|(_, body)| body.to_string())
 }
 
-pub fn exists(path: &Path) -> bool {
-    path.exists()
-}
-
 /// Whether a process runs (a zombie waiting for init to reap it does not).
 pub fn running(pid: i64) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|stat| {
             stat.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().chars().next() != Some('Z'))
+                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
         })
         .unwrap_or(false)
 }

@@ -10,7 +10,7 @@ const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/plan");
 
 #[test]
 fn plan_output_matches_the_golden_file() {
-    for name in ["seed"] {
+    for name in ["seed", "minimal"] {
         let state = TempDir::new("plan-state");
         // `plan` only reads: a fixed sandbox name keeps the golden stable, and nothing
         // is created under it.
