@@ -263,15 +263,23 @@ fn state_diag(e: state::StateError) -> Diag {
 }
 
 /// Effects that really happen.
-struct Live(Runner);
+struct Live {
+    runner: Runner,
+    total: Summary,
+}
 
 impl Effects for Live {
     fn apply(&mut self, decls: &Declarations) -> Result<Summary, EffectError> {
         let network = model::validate(decls).map_err(EffectError::Invalid)?;
-        self.0.converge(&network, false)
+        let summary = self.runner.converge(&network, false)?;
+        self.total += summary;
+        Ok(summary)
     }
     fn held_back(&self) -> bool {
         false
+    }
+    fn total(&self) -> Summary {
+        self.total
     }
 }
 
@@ -337,7 +345,13 @@ pub fn run_script(target: &Target, path: &Path, mode: Mode) -> Result<Outcome, V
             .map_err(effect_diag);
     }
 
-    let mut live = Interpreter::new(Box::new(Live(runner)), previous);
+    let mut live = Interpreter::new(
+        Box::new(Live {
+            runner,
+            total: Summary::default(),
+        }),
+        previous,
+    );
     live.run(&name, &text)
         .map_err(|e| script_diags(&e, &live.sources()))?;
     live.apply()

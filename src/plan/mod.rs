@@ -36,6 +36,14 @@ pub struct Summary {
     pub deleted: usize,
 }
 
+impl std::ops::AddAssign for Summary {
+    fn add_assign(&mut self, other: Self) {
+        self.created += other.created;
+        self.changed += other.changed;
+        self.deleted += other.deleted;
+    }
+}
+
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(

@@ -54,6 +54,10 @@ pub trait Effects {
     fn apply(&mut self, decls: &Declarations) -> Result<Summary, EffectError>;
     /// Whether effects are held back (check, plan, dry run).
     fn held_back(&self) -> bool;
+    /// Everything applied so far in this run.
+    fn total(&self) -> Summary {
+        Summary::default()
+    }
 }
 
 pub(crate) struct Shared {
@@ -164,7 +168,8 @@ impl Interpreter {
         self.shared.borrow().sources.clone()
     }
 
-    /// Makes reality match everything declared so far (the end of a script).
+    /// Makes reality match everything declared so far (the end of a script); returns the
+    /// total of every apply in this run.
     pub fn apply(&mut self) -> Result<Summary, ScriptError> {
         let mut shared = self.shared.borrow_mut();
         let decls = shared.decls.clone();
