@@ -181,6 +181,7 @@ impl Interpreter {
         shared
             .effects
             .apply(&decls)
-            .map_err(|e| errors::from_effect(e, end))
+            .map_err(|e| errors::from_effect(e, end))?;
+        Ok(shared.effects.total())
     }
 }
