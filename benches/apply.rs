@@ -12,10 +12,7 @@ use std::time::Instant;
 const VPCSH: &str = env!("CARGO_BIN_EXE_vpcsh");
 
 fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// The baseline's topology as a vpcsh script: VPC v = 10.v.0.0/16, subnet s = 10.v.s.0/24
@@ -25,10 +22,7 @@ fn script(v: usize, s: usize) -> String {
     for i in 1..=v {
         out += &format!("let v{i} = vpc(\"v{i}\", \"10.{i}.0.0/16\");\n");
         for j in 1..=s {
-            out += &format!(
-                "v{i}.subnet(\"s{j}\", \"10.{i}.{j}.0/24\", #{{ public: {} }});\n",
-                j % 2 == 1
-            );
+            out += &format!("v{i}.subnet(\"s{j}\", \"10.{i}.{j}.0/24\", #{{ public: {} }});\n", j % 2 == 1);
         }
     }
     out
@@ -43,33 +37,19 @@ fn vpcsh(sandbox: &str, state: &Path, args: &[&str]) -> f64 {
         .output()
         .unwrap();
     let ms = start.elapsed().as_secs_f64() * 1000.0;
-    assert!(
-        out.status.success(),
-        "vpcsh {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "vpcsh {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     ms
 }
 
 /// Runs the baseline script and returns the `KEY=ms` figure it prints.
 fn baseline(script: &Path, state: &Path, args: &[&str], key: &str) -> Option<f64> {
-    let out = Command::new("bash")
-        .arg(script)
-        .args(args)
-        .env("BL_STATE", state)
-        .output()
-        .ok()?;
+    let out = Command::new("bash").arg(script).args(args).env("BL_STATE", state).output().ok()?;
     if !out.status.success() {
-        eprintln!(
-            "baseline {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        eprintln!("baseline {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         return None;
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
-    stdout
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{key}="))?.parse().ok())
+    stdout.split_whitespace().find_map(|w| w.strip_prefix(&format!("{key}="))?.parse().ok())
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -78,21 +58,14 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
+    Command::new("sh").args(["-c", &format!("command -v {cmd}")]).output().is_ok_and(|o| o.status.success())
 }
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let (v, s, rounds) = (
-        env_num("BENCH_V", 10),
-        env_num("BENCH_S", 50),
-        env_num("BENCH_ROUNDS", 3),
-    );
+    let (v, s, rounds) = (env_num("BENCH_V", 10), env_num("BENCH_S", 50), env_num("BENCH_ROUNDS", 3));
     let subnets = (v * s) as f64;
     let tmp = std::env::temp_dir().join(format!("vpcsh-bench-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
@@ -120,13 +93,8 @@ fn main() {
         let (mut bu, mut bd) = (f64::NAN, f64::NAN);
         if run_baseline {
             let bl_state = tmp.join(format!("baseline-{round}.state"));
-            bu = baseline(
-                &baseline_script,
-                &bl_state,
-                &[&v.to_string(), &s.to_string()],
-                "up_ms",
-            )
-            .unwrap_or(f64::NAN);
+            bu = baseline(&baseline_script, &bl_state, &[&v.to_string(), &s.to_string()], "up_ms")
+                .unwrap_or(f64::NAN);
             bd = baseline(&baseline_script, &bl_state, &["--down"], "down_ms").unwrap_or(f64::NAN);
             bl_up.push(bu);
             bl_down.push(bd);

@@ -13,6 +13,7 @@ use crate::script::{Fault, ScriptError, Source};
 #[error("{message}")]
 pub struct Diag {
     pub message: String,
+    severity: miette::Severity,
     src: Option<Box<NamedSource<String>>>,
     labels: Vec<LabeledSpan>,
     help: Option<String>,
@@ -26,10 +27,11 @@ impl Diagnostic for Diag {
         (!self.labels.is_empty())
             .then(|| Box::new(self.labels.iter().cloned()) as Box<dyn Iterator<Item = LabeledSpan>>)
     }
+    fn severity(&self) -> Option<miette::Severity> {
+        Some(self.severity)
+    }
     fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
-        self.help
-            .as_ref()
-            .map(|h| Box::new(h) as Box<dyn std::fmt::Display>)
+        self.help.as_ref().map(|h| Box::new(h) as Box<dyn std::fmt::Display>)
     }
 }
 
@@ -38,20 +40,24 @@ impl Diag {
     pub fn plain(message: impl Into<String>, help: Option<String>) -> Self {
         Self {
             message: message.into(),
+            severity: miette::Severity::Error,
             src: None,
             labels: Vec::new(),
             help,
         }
     }
 
+    /// The same, as a warning: printed, but nothing fails.
+    pub fn warning(mut self) -> Self {
+        self.severity = miette::Severity::Warning;
+        self
+    }
+
     fn at(message: String, sources: &[Source], primary: (Span, String), others: Vec<(Span, String)>) -> Self {
         let (span, label) = primary;
         let mut notes = Vec::new();
         let src = sources.get(span.source as usize);
-        let mut labels = vec![LabeledSpan::new_primary_with_span(
-            Some(label),
-            (span.start, span.len),
-        )];
+        let mut labels = vec![LabeledSpan::new_primary_with_span(Some(label), (span.start, span.len))];
         for (other, label) in others {
             if other.source == span.source {
                 labels.push(LabeledSpan::new_with_span(Some(label), (other.start, other.len)));
@@ -62,6 +68,7 @@ impl Diag {
         }
         Self {
             message,
+            severity: miette::Severity::Error,
             src: src.map(|s| Box::new(NamedSource::new(&s.name, s.text.clone()))),
             labels,
             help: None,
@@ -90,12 +97,7 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 pub fn from_problem(p: &Problem, sources: &[Source]) -> Diag {
-    let mut d = Diag::at(
-        p.message.clone(),
-        sources,
-        (p.span, p.label.clone()),
-        p.related.clone(),
-    );
+    let mut d = Diag::at(p.message.clone(), sources, (p.span, p.label.clone()), p.related.clone());
     d.help = match (p.help.clone(), d.help.take()) {
         (Some(h), Some(notes)) => Some(format!("{h}\n{notes}")),
         (h, n) => h.or(n),
@@ -104,11 +106,7 @@ pub fn from_problem(p: &Problem, sources: &[Source]) -> Diag {
 }
 
 pub fn from_fault(f: &Fault, sources: &[Source]) -> Diag {
-    let chain = f
-        .chain
-        .iter()
-        .map(|(name, span)| (*span, format!("in call to `{name}`")))
-        .collect();
+    let chain = f.chain.iter().map(|(name, span)| (*span, format!("in call to `{name}`"))).collect();
     let mut d = Diag::at(f.message.clone(), sources, (f.span, f.label.clone()), chain);
     let extra = d.help.take();
     d.help = f.help.clone();
@@ -129,14 +127,8 @@ pub fn color() -> bool {
 
 /// Renders a diagnostic as text (coloured when `color`).
 pub fn render(d: &Diag, color: bool) -> String {
-    let theme = if color {
-        GraphicalTheme::unicode()
-    } else {
-        GraphicalTheme::unicode_nocolor()
-    };
-    let handler = GraphicalReportHandler::new_themed(theme)
-        .with_context_lines(1)
-        .with_width(100);
+    let theme = if color { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
+    let handler = GraphicalReportHandler::new_themed(theme).with_context_lines(1).with_width(100);
     let mut out = String::new();
     if handler.render_report(&mut out, d).is_err() {
         out = format!("error: {}\n", d.message);

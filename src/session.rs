@@ -9,7 +9,7 @@ use crate::exec::netlink::Netlink;
 use crate::exec::{self, Backend, OpError, faults, netns};
 use crate::model::{self, Declarations, Network, names};
 use crate::plan::kernel::KernelState;
-use crate::plan::naming::Naming;
+use crate::plan::naming::{HOST_NS, Naming, UPLINK_IFNAME};
 use crate::plan::{self, Plan, Summary, desired};
 use crate::script::{EffectError, Effects, Interpreter, ScriptError, Source};
 use crate::state::{self, Store};
@@ -19,19 +19,27 @@ use crate::state::{self, Store};
 pub struct Target {
     pub state_dir: PathBuf,
     pub sandbox: Option<String>,
+    /// Prefix of namespace names on the real host (`vpcsh`).
+    pub prefix: String,
+    /// The real host's interface towards the internet; default: the default route's.
+    pub uplink: Option<String>,
 }
 
 impl Target {
     pub fn naming(&self) -> Naming {
-        self.sandbox
-            .as_deref()
-            .map_or_else(Naming::real_host, Naming::sandbox)
+        match &self.sandbox {
+            Some(name) => Naming::sandbox(name),
+            None => Naming::real_host(&self.prefix),
+        }
     }
     pub fn dir(&self) -> PathBuf {
         state::scope_dir(&self.state_dir, self.sandbox.as_deref())
     }
     /// Checks the sandbox name against the naming rule.
     pub fn check(&self) -> Result<(), Diag> {
+        if let Some(why) = names::name_problem(&self.prefix) {
+            return Err(Diag::plain(format!("invalid prefix: {why}"), Some(names::NAME_RULE_HELP.into())));
+        }
         let Some(name) = &self.sandbox else { return Ok(()) };
         if let Some(why) = names::name_problem(name) {
             return Err(Diag::plain(
@@ -63,11 +71,7 @@ pub enum Mode {
 pub enum Outcome {
     Applied(Summary),
     Planned(Plan),
-    Checked {
-        vpcs: usize,
-        subnets: usize,
-        hosts: usize,
-    },
+    Checked { vpcs: usize, subnets: usize, hosts: usize },
 }
 
 /// Effects held back: `check`, `plan` and dry runs validate and plan, changing nothing.
@@ -87,6 +91,8 @@ pub struct Runner {
     naming: Naming,
     store: Store,
     backend: Box<dyn Backend>,
+    /// `--uplink`, for the real host.
+    uplink: Option<String>,
 }
 
 impl Runner {
@@ -97,11 +103,7 @@ impl Runner {
         let netlink = Netlink::new(log_dir, store.state.processes.clone())
             .map_err(|e| Diag::plain(format!("cannot start the netlink runtime: {e}"), None))?;
         let backend = faults::from_env(Box::new(netlink));
-        Ok(Self {
-            naming: target.naming(),
-            store,
-            backend,
-        })
+        Ok(Self { naming: target.naming(), store, backend, uplink: target.uplink.clone() })
     }
 
     pub fn network(&self) -> &Network {
@@ -116,51 +118,74 @@ impl Runner {
         &self.naming
     }
 
-    /// The desired kernel state for `network`; the sandbox scaffold stays unless `bare`.
-    fn desired(&self, network: &Network, bare: bool) -> KernelState {
-        let naming = if bare {
-            Naming {
-                sandbox: false,
-                ..self.naming.clone()
-            }
-        } else {
-            self.naming.clone()
-        };
-        desired::desired(network, &naming)
+    /// The machine's interface towards the internet.
+    fn uplink(&mut self, network: &Network) -> Result<String, EffectError> {
+        if self.naming.sandbox {
+            return Ok(UPLINK_IFNAME.to_string());
+        }
+        if let Some(uplink) = &self.uplink {
+            return Ok(uplink.clone());
+        }
+        if network.vpcs.is_empty() {
+            return Ok(String::new());
+        }
+        match self.backend.default_route_dev(HOST_NS) {
+            Ok(Some(dev)) => Ok(dev),
+            Ok(None) => Err(EffectError::Failed {
+                message: "this machine has no default route, so vpcsh cannot tell its uplink".into(),
+                help: Some("pass --uplink IFACE (the interface towards the internet)".into()),
+                notes: Vec::new(),
+            }),
+            Err(e) => Err(op_failure(e)),
+        }
+    }
+
+    /// The desired kernel state for `network`. `bare` (destroying everything) leaves out
+    /// the sandbox too.
+    fn desired(&mut self, network: &Network, bare: bool) -> Result<KernelState, EffectError> {
+        if bare && self.naming.sandbox {
+            return Ok(KernelState::default());
+        }
+        let uplink = self.uplink(network)?;
+        Ok(desired::desired(network, &desired::Machine { naming: &self.naming, uplink: &uplink }))
     }
 
     /// Observes every namespace vpcsh owns here or wants.
     fn observe(&mut self, desired: &KernelState) -> Result<KernelState, EffectError> {
-        let names: BTreeSet<String> = self
-            .store
-            .state
-            .namespaces
-            .iter()
-            .chain(desired.namespaces.keys())
-            .cloned()
-            .collect();
+        let names: BTreeSet<String> =
+            self.store.state.namespaces.iter().chain(desired.namespaces.keys()).cloned().collect();
         self.backend.observe(&names).map_err(op_failure)
     }
 
     /// The plan that makes the kernel match `network`.
     pub fn plan(&mut self, network: &Network, bare: bool) -> Result<Plan, EffectError> {
-        let desired = self.desired(network, bare);
+        let mut desired = self.desired(network, bare)?;
         let observed = self.observe(&desired)?;
+        let owned = &self.store.state.namespaces;
         if let Some(foreign) = desired
             .namespaces
             .keys()
-            .find(|n| observed.namespaces.contains_key(*n) && !self.store.state.namespaces.contains(*n))
+            .find(|n| *n != HOST_NS && observed.namespaces.contains_key(*n) && !owned.contains(*n))
         {
             return Err(EffectError::Failed {
                 message: format!("namespace {foreign} already exists and vpcsh did not make it"),
                 help: Some(format!(
                     "vpcsh never takes over what it did not create: remove it (`ip netns delete {foreign}`) \
-                     or use another sandbox name"
+                     or use another sandbox name or --prefix"
                 )),
                 notes: Vec::new(),
             });
         }
-        Ok(plan::plan(&desired, &observed))
+        // The real host's forwarding is the machine's: turn it off only if vpcsh turned it on.
+        if let (Some(want), Some(have)) =
+            (desired.namespaces.get_mut(HOST_NS), observed.namespaces.get(HOST_NS))
+            && network.vpcs.is_empty()
+        {
+            want.forwarding = have.forwarding && !self.store.state.host_forwarding_set;
+        }
+        let previous_network = self.store.state.network.clone();
+        let previous = self.desired(&previous_network, false).unwrap_or_default();
+        Ok(plan::plan_from(&desired, &observed, &previous))
     }
 
     /// Makes the kernel match `network` and records the result.
@@ -179,22 +204,27 @@ impl Runner {
         self.store.state.namespaces.extend(creating);
         self.save()?;
         let result = exec::apply(self.backend.as_mut(), &plan);
-        let wanted: BTreeSet<String> = self.desired(network, bare).namespaces.into_keys().collect();
-        self.store.state.namespaces = before
-            .union(&wanted)
-            .filter(|n| netns::exists(n))
-            .cloned()
-            .collect();
-        self.store.state.processes = self.backend_processes();
+        let wanted: BTreeSet<String> =
+            self.desired(network, bare).map(|d| d.namespaces.into_keys().collect()).unwrap_or_default();
+        self.store.state.namespaces =
+            before.union(&wanted).filter(|n| *n != HOST_NS && netns::exists(n)).cloned().collect();
+        self.store.state.processes = self.backend.processes();
         if result.is_ok() {
+            let turned_on = plan
+                .steps
+                .iter()
+                .any(|s| matches!(&s.op, plan::Op::SetForwarding { ns, on: true } if ns == HOST_NS));
+            if turned_on {
+                self.store.state.host_forwarding_set = true;
+            } else if network.vpcs.is_empty() {
+                self.store.state.host_forwarding_set = false;
+            }
             self.store.state.network = network.clone();
         }
         self.save()?;
         result.map_err(|e| {
-            let mut notes = vec![format!(
-                "rolled back {} completed step(s); nothing half-built was left",
-                e.undone
-            )];
+            let mut notes =
+                vec![format!("rolled back {} completed step(s); nothing half-built was left", e.undone)];
             if !e.rollback_failures.is_empty() {
                 notes[0] = format!("rolled back {} step(s), but some undo steps failed:", e.undone);
                 notes.extend(e.rollback_failures.iter().map(|f| format!("  {f}")));
@@ -206,10 +236,6 @@ impl Runner {
                 notes,
             }
         })
-    }
-
-    fn backend_processes(&self) -> Vec<exec::process::ProcessRecord> {
-        self.backend.processes()
     }
 
     fn save(&self) -> Result<(), EffectError> {
@@ -227,10 +253,7 @@ fn require_privilege() -> Result<(), EffectError> {
     const CAP_SYS_ADMIN: u32 = 21;
     let effective = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string()))
-        })
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string())))
         .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
         .unwrap_or(0);
     let has = |cap: u32| effective & (1 << cap) != 0;
@@ -245,11 +268,7 @@ fn require_privilege() -> Result<(), EffectError> {
 }
 
 fn op_failure(e: OpError) -> EffectError {
-    EffectError::Failed {
-        message: e.to_string(),
-        help: e.cause.hint().map(Into::into),
-        notes: Vec::new(),
-    }
+    EffectError::Failed { message: e.to_string(), help: e.cause.hint().map(Into::into), notes: Vec::new() }
 }
 
 fn state_diag(e: state::StateError) -> Diag {
@@ -286,10 +305,9 @@ impl Effects for Live {
 /// An effect error with no script place to point at, as a diagnostic.
 pub fn effect_diag(e: EffectError) -> Vec<Diag> {
     match e {
-        EffectError::Invalid(problems) => problems
-            .iter()
-            .map(|p| Diag::plain(p.message.clone(), p.help.clone()))
-            .collect(),
+        EffectError::Invalid(problems) => {
+            problems.iter().map(|p| Diag::plain(p.message.clone(), p.help.clone())).collect()
+        }
         EffectError::Failed { message, help, notes } => {
             let help = [help.unwrap_or_default(), notes.join("\n")]
                 .into_iter()
@@ -328,35 +346,23 @@ pub fn run_script(target: &Target, path: &Path, mode: Mode) -> Result<Outcome, V
         .run(&name, &text)
         .and_then(|()| model::validate(&check.declarations()).map_err(ScriptError::Invalid));
     let network = checked.map_err(|e| script_diags(&e, &check.sources()))?;
+    let warnings = model::warnings(&check.declarations());
+    diag::eprint(
+        &warnings.iter().map(|w| diag::from_problem(w, &check.sources()).warning()).collect::<Vec<_>>(),
+    );
 
     let Some(mut runner) = runner.take() else {
         let hosts = network.hosts().count();
         let subnets = network.vpcs.iter().map(|v| v.subnets.len()).sum();
-        return Ok(Outcome::Checked {
-            vpcs: network.vpcs.len(),
-            subnets,
-            hosts,
-        });
+        return Ok(Outcome::Checked { vpcs: network.vpcs.len(), subnets, hosts });
     };
     if mode != Mode::Apply {
-        return runner
-            .plan(&network, false)
-            .map(Outcome::Planned)
-            .map_err(effect_diag);
+        return runner.plan(&network, false).map(Outcome::Planned).map_err(effect_diag);
     }
 
-    let mut live = Interpreter::new(
-        Box::new(Live {
-            runner,
-            total: Summary::default(),
-        }),
-        previous,
-    );
-    live.run(&name, &text)
-        .map_err(|e| script_diags(&e, &live.sources()))?;
-    live.apply()
-        .map(Outcome::Applied)
-        .map_err(|e| script_diags(&e, &live.sources()))
+    let mut live = Interpreter::new(Box::new(Live { runner, total: Summary::default() }), previous);
+    live.run(&name, &text).map_err(|e| script_diags(&e, &live.sources()))?;
+    live.apply().map(Outcome::Applied).map_err(|e| script_diags(&e, &live.sources()))
 }
 
 /// Removes the named VPCs, or everything this scope owns (the sandbox included).
@@ -374,10 +380,7 @@ pub fn destroy(target: &Target, vpcs: &[String]) -> Result<Summary, Vec<Diag>> {
                 } else {
                     format!("applied VPCs: {}", known.join(", "))
                 };
-                return Err(vec![Diag::plain(
-                    format!("no VPC named `{name}` is applied here"),
-                    Some(help),
-                )]);
+                return Err(vec![Diag::plain(format!("no VPC named `{name}` is applied here"), Some(help))]);
             }
         }
         network.vpcs.retain(|v| !vpcs.contains(&v.name));

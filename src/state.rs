@@ -26,6 +26,10 @@ pub struct State {
     /// Every namespace vpcsh made and has not removed; only these are ever deleted.
     pub namespaces: BTreeSet<String>,
     pub processes: Vec<ProcessRecord>,
+    /// On the real host: vpcsh turned on the machine's IPv4 forwarding, and turns it off
+    /// again when the last VPC goes.
+    #[serde(default)]
+    pub host_forwarding_set: bool,
 }
 
 /// The state of one scope, locked for as long as this value lives.
@@ -42,10 +46,7 @@ pub enum StateError {
     #[error("cannot read state file {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
     #[error("state file {path} is not valid vpcsh state: {source}")]
-    Parse {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    Parse { path: PathBuf, source: serde_json::Error },
     #[error("state file {path} has version {found}; this vpcsh reads version {VERSION}")]
     Version { path: PathBuf, found: u32 },
     #[error("cannot write state file {path}: {source}")]
@@ -69,10 +70,7 @@ impl Store {
     /// Opens (creating if needed) and locks the state in `dir`, waiting for another run
     /// holding the lock to finish.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
-        let dir_err = |source| StateError::Dir {
-            dir: dir.to_path_buf(),
-            source,
-        };
+        let dir_err = |source| StateError::Dir { dir: dir.to_path_buf(), source };
         fs::create_dir_all(dir).map_err(dir_err)?;
         let lock = File::options()
             .create(true)
@@ -84,29 +82,17 @@ impl Store {
         let path = dir.join("state.json");
         let state = match fs::read(&path) {
             Ok(bytes) => {
-                let state: State = serde_json::from_slice(&bytes).map_err(|source| StateError::Parse {
-                    path: path.clone(),
-                    source,
-                })?;
+                let state: State = serde_json::from_slice(&bytes)
+                    .map_err(|source| StateError::Parse { path: path.clone(), source })?;
                 if state.version != VERSION {
-                    return Err(StateError::Version {
-                        path,
-                        found: state.version,
-                    });
+                    return Err(StateError::Version { path, found: state.version });
                 }
                 state
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => State {
-                version: VERSION,
-                ..State::default()
-            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => State { version: VERSION, ..State::default() },
             Err(source) => return Err(StateError::Read { path, source }),
         };
-        Ok(Self {
-            path,
-            _lock: lock,
-            state,
-        })
+        Ok(Self { path, _lock: lock, state })
     }
 
     pub fn dir(&self) -> &Path {
@@ -115,10 +101,7 @@ impl Store {
 
     /// Writes the state atomically; an empty state removes the file instead.
     pub fn save(&self) -> Result<(), StateError> {
-        let write_err = |source| StateError::Write {
-            path: self.path.clone(),
-            source,
-        };
+        let write_err = |source| StateError::Write { path: self.path.clone(), source };
         if self.state.namespaces.is_empty()
             && self.state.processes.is_empty()
             && self.state.network.vpcs.is_empty()
@@ -131,9 +114,7 @@ impl Store {
         let tmp = self.path.with_extension("json.tmp");
         let json = serde_json::to_vec_pretty(&self.state).expect("state serialises");
         let mut f = File::create(&tmp).map_err(write_err)?;
-        f.write_all(&json)
-            .and_then(|()| f.sync_all())
-            .map_err(write_err)?;
+        f.write_all(&json).and_then(|()| f.sync_all()).map_err(write_err)?;
         fs::rename(&tmp, &self.path).map_err(write_err)
     }
 }
@@ -185,10 +166,7 @@ mod tests {
             r#"{"version":99,"network":{"vpcs":[]},"namespaces":[],"processes":[]}"#,
         )
         .unwrap();
-        assert!(matches!(
-            Store::open(&dir),
-            Err(StateError::Version { found: 99, .. })
-        ));
+        assert!(matches!(Store::open(&dir), Err(StateError::Version { found: 99, .. })));
         fs::remove_dir_all(&dir).unwrap();
     }
 }

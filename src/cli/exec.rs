@@ -17,10 +17,7 @@ pub fn resolve(target: &Target, who: &str) -> Result<String, Diag> {
     let network = state::peek(&target.dir()).map(|s| s.network).unwrap_or_default();
     if who == "internet" {
         return naming.internet_ns().ok_or_else(|| {
-            Diag::plain(
-                "`internet` exists only in a sandbox",
-                Some("pass --sandbox NAME".into()),
-            )
+            Diag::plain("`internet` exists only in a sandbox", Some("pass --sandbox NAME".into()))
         });
     }
     let (vpc_name, host) = match who.split_once('/') {
@@ -34,10 +31,7 @@ pub fn resolve(target: &Target, who: &str) -> Result<String, Diag> {
         } else {
             format!("VPCs: {}", known.join(", "))
         };
-        return Err(Diag::plain(
-            format!("no VPC named `{vpc_name}` is applied here"),
-            Some(help),
-        ));
+        return Err(Diag::plain(format!("no VPC named `{vpc_name}` is applied here"), Some(help)));
     };
     match host {
         None => Ok(naming.router_ns(&vpc.name)),
@@ -45,11 +39,8 @@ pub fn resolve(target: &Target, who: &str) -> Result<String, Diag> {
             Ok(naming.host_ns(&vpc.name, h))
         }
         Some(h) => {
-            let hosts: Vec<_> = vpc
-                .subnets
-                .iter()
-                .flat_map(|s| s.hosts.iter().map(|x| x.name.as_str()))
-                .collect();
+            let hosts: Vec<_> =
+                vpc.subnets.iter().flat_map(|s| s.hosts.iter().map(|x| x.name.as_str())).collect();
             Err(Diag::plain(
                 format!("VPC `{}` has no host `{h}`", vpc.name),
                 Some(format!("hosts: {}", hosts.join(", "))),
@@ -72,14 +63,9 @@ pub fn run(target: &Target, who: &str, command: &[String]) -> Result<ExitCode, V
     unsafe {
         cmd.pre_exec(move || setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from));
     }
-    let status = cmd.status().map_err(|e| {
-        vec![Diag::plain(
-            format!("cannot run `{}` in {ns}: {e}", command[0]),
-            None,
-        )]
-    })?;
-    let code = status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    let status = cmd
+        .status()
+        .map_err(|e| vec![Diag::plain(format!("cannot run `{}` in {ns}: {e}", command[0]), None)])?;
+    let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }

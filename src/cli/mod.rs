@@ -46,6 +46,12 @@ struct Global {
     /// Where vpcsh records what it owns (a sandbox keeps its own state below it).
     #[arg(long, global = true, value_name = "DIR", default_value = crate::state::DEFAULT_DIR)]
     state_dir: PathBuf,
+    /// On the real host: the prefix of every namespace vpcsh makes (PREFIX.VPC, PREFIX.VPC.HOST).
+    #[arg(long, global = true, value_name = "PREFIX", default_value = crate::plan::naming::REAL_HOST_PREFIX)]
+    prefix: String,
+    /// On the real host: the interface towards the internet (default: the default route's).
+    #[arg(long, global = true, value_name = "IFACE")]
+    uplink: Option<String>,
     /// More log output (-v info, -vv debug: every kernel operation).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -110,16 +116,12 @@ pub fn main() -> ExitCode {
     let target = Target {
         state_dir: cli.global.state_dir.clone(),
         sandbox: cli.global.sandbox.clone(),
+        prefix: cli.global.prefix.clone(),
+        uplink: cli.global.uplink.clone(),
     };
     let result = match (cli.command, cli.script) {
         (Some(command), _) => run(command, &target),
-        (None, Some(script)) => run(
-            Command::Apply {
-                script,
-                dry_run: false,
-            },
-            &target,
-        ),
+        (None, Some(script)) => run(Command::Apply { script, dry_run: false }, &target),
         (None, None) => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             if std::io::stdin().is_terminal() {
@@ -174,10 +176,7 @@ fn run(command: Command, target: &Target) -> Result<ExitCode, Vec<Diag>> {
         },
         Command::Check { script } => match session::run_script(target, &script, Mode::Check)? {
             Outcome::Checked { vpcs, subnets, hosts } => {
-                println!(
-                    "{}: ok ({vpcs} VPCs, {subnets} subnets, {hosts} hosts)",
-                    script.display()
-                )
+                println!("{}: ok ({vpcs} VPCs, {subnets} subnets, {hosts} hosts)", script.display())
             }
             other => unreachable!("check returned {other:?}"),
         },

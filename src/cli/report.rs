@@ -13,9 +13,7 @@ use crate::state;
 /// `drifted` (there, but different), with the operations that would repair it.
 fn object_status(plan: &Plan, owner: &str) -> (&'static str, Vec<String>) {
     let steps: Vec<_> = plan.steps.iter().filter(|s| s.owner == owner).collect();
-    let missing = steps
-        .iter()
-        .any(|s| matches!(s.op, Op::CreateNetns { .. } | Op::CreateBridge { .. }));
+    let missing = steps.iter().any(|s| matches!(s.op, Op::CreateNetns { .. } | Op::CreateBridge { .. }));
     let status = if steps.is_empty() {
         "ok"
     } else if missing {
@@ -37,12 +35,7 @@ pub fn status(target: &Target, json: bool) -> Result<ExitCode, Vec<Diag>> {
         owners.push(format!("vpc {}", vpc.name));
         for subnet in &vpc.subnets {
             owners.push(format!("subnet {}/{}", vpc.name, subnet.name));
-            owners.extend(
-                subnet
-                    .hosts
-                    .iter()
-                    .map(|h| format!("host {}/{}", vpc.name, h.name)),
-            );
+            owners.extend(subnet.hosts.iter().map(|h| format!("host {}/{}", vpc.name, h.name)));
         }
     }
     let objects: Vec<(String, &str, Vec<String>)> = owners
@@ -61,10 +54,7 @@ pub fn status(target: &Target, json: bool) -> Result<ExitCode, Vec<Diag>> {
                 "netns": p.ns, "pid": p.pid, "alive": p.alive(), "argv": p.argv, "log": p.log,
             })).collect::<Vec<_>>(),
         });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&value).expect("json serialises")
-        );
+        println!("{}", serde_json::to_string_pretty(&value).expect("json serialises"));
     } else if objects.is_empty() {
         println!("nothing is applied here");
     } else {
@@ -75,10 +65,8 @@ pub fn status(target: &Target, json: bool) -> Result<ExitCode, Vec<Diag>> {
             }
         }
         for p in &processes {
-            let what = p
-                .server
-                .as_ref()
-                .map_or_else(|| p.argv.join(" "), |s| format!("http server :{}", s.port));
+            let what =
+                p.server.as_ref().map_or_else(|| p.argv.join(" "), |s| format!("http server :{}", s.port));
             println!(
                 "{:<8} process {} in {} (pid {})",
                 if p.alive() { "alive" } else { "dead" },
@@ -88,11 +76,7 @@ pub fn status(target: &Target, json: bool) -> Result<ExitCode, Vec<Diag>> {
             );
         }
     }
-    Ok(if healthy {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 pub fn list(target: &Target, json: bool) -> Result<(), Vec<Diag>> {
@@ -131,12 +115,7 @@ pub fn list(target: &Target, json: bool) -> Result<(), Vec<Diag>> {
             let kind = if s.public { "public" } else { "private" };
             println!("  subnet {} {} {kind}, gateway {}", s.name, s.cidr, s.gateway);
             for h in &s.hosts {
-                println!(
-                    "    host {} {} (netns {})",
-                    h.name,
-                    h.ip,
-                    naming.host_ns(&v.name, &h.name)
-                );
+                println!("    host {} {} (netns {})", h.name, h.ip, naming.host_ns(&v.name, &h.name));
             }
         }
     }

@@ -13,11 +13,7 @@ pub const ENV: &str = "VPCSH_INJECT_FAULT";
 
 pub fn from_env(backend: Box<dyn Backend>) -> Box<dyn Backend> {
     match std::env::var(ENV) {
-        Ok(pattern) if !pattern.is_empty() => Box::new(Injecting {
-            inner: backend,
-            pattern,
-            fired: false,
-        }),
+        Ok(pattern) if !pattern.is_empty() => Box::new(Injecting { inner: backend, pattern, fired: false }),
         _ => backend,
     }
 }
@@ -37,10 +33,8 @@ impl Backend for Injecting {
         let line = op.to_string();
         if !self.fired && line.contains(&self.pattern) {
             self.fired = true;
-            let cause = KernelError {
-                errno: Some(libc_errno::EEXIST),
-                message: format!("injected fault ({ENV})"),
-            };
+            let cause =
+                KernelError { errno: Some(libc_errno::EEXIST), message: format!("injected fault ({ENV})") };
             return Err(OpError { doing: line, cause });
         }
         self.inner.apply(op)
@@ -48,5 +42,9 @@ impl Backend for Injecting {
 
     fn processes(&self) -> Vec<ProcessRecord> {
         self.inner.processes()
+    }
+
+    fn default_route_dev(&mut self, ns: &str) -> Result<Option<String>, OpError> {
+        self.inner.default_route_dev(ns)
     }
 }

@@ -7,6 +7,7 @@
 pub mod faults;
 pub mod netlink;
 pub mod netns;
+pub mod nft;
 pub mod process;
 pub mod recording;
 
@@ -23,6 +24,8 @@ pub trait Backend {
     fn apply(&mut self, op: &Op) -> Result<(), OpError>;
     /// The processes started in namespaces, alive or not, for state to record.
     fn processes(&self) -> Vec<process::ProcessRecord>;
+    /// The interface of the default route in a namespace, if it has one.
+    fn default_route_dev(&mut self, ns: &str) -> Result<Option<String>, OpError>;
 }
 
 /// A kernel error with the errno it carried, when there was one.
@@ -34,10 +37,7 @@ pub struct KernelError {
 
 impl KernelError {
     pub fn from_io(e: &io::Error) -> Self {
-        Self {
-            errno: e.raw_os_error(),
-            message: e.to_string(),
-        }
+        Self { errno: e.raw_os_error(), message: e.to_string() }
     }
 
     /// What the user can do about it.
@@ -87,10 +87,7 @@ pub struct OpError {
 
 impl OpError {
     pub fn new(doing: impl Into<String>, cause: &io::Error) -> Self {
-        Self {
-            doing: doing.into(),
-            cause: KernelError::from_io(cause),
-        }
+        Self { doing: doing.into(), cause: KernelError::from_io(cause) }
     }
 }
 
@@ -117,11 +114,7 @@ pub fn apply(backend: &mut dyn Backend, plan: &Plan) -> Result<Summary, ApplyErr
                     Err(e) => rollback_failures.push(e),
                 }
             }
-            return Err(ApplyError {
-                failed,
-                rollback_failures,
-                undone,
-            });
+            return Err(ApplyError { failed, rollback_failures, undone });
         }
     }
     Ok(plan.summary())

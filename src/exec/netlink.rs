@@ -18,6 +18,7 @@ use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, Rou
 use netlink_sys::{Socket, TokioSocket, protocols::NETLINK_ROUTE};
 use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
 
+use super::nft::Nft;
 use super::process::{self, ProcessRecord};
 use super::{Backend, OpError, netns};
 use crate::plan::Op;
@@ -27,6 +28,7 @@ use crate::plan::kernel::{Addr, KernelState, Link, LinkKind, Netns, Route};
 struct Space {
     fd: OwnedFd,
     handle: Handle,
+    nft: Nft,
     forwarding: bool,
     index: HashMap<String, u32>,
     /// Made by this run: every link in it is known, so new links get their index chosen
@@ -64,17 +66,8 @@ fn io_err(e: rtnetlink::Error) -> io::Error {
 
 impl Netlink {
     pub fn new(log_dir: PathBuf, processes: Vec<ProcessRecord>) -> io::Result<Self> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()?;
-        Ok(Self {
-            rt,
-            spaces: HashMap::new(),
-            netns_dir_ready: false,
-            log_dir,
-            processes,
-        })
+        let rt = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
+        Ok(Self { rt, spaces: HashMap::new(), netns_dir_ready: false, log_dir, processes })
     }
 
     /// Wraps a netlink socket opened inside a namespace into an rtnetlink handle.
@@ -90,19 +83,11 @@ impl Netlink {
     fn space(&mut self, ns: &str) -> io::Result<&mut Space> {
         if !self.spaces.contains_key(ns) {
             let fd = netns::open(ns)?;
-            let (socket, forwarding) =
-                netns::run_in(&fd, || Ok((Socket::new(NETLINK_ROUTE)?, netns::forwarding()?)))?;
+            let (socket, nft, forwarding) =
+                netns::run_in(&fd, || Ok((Socket::new(NETLINK_ROUTE)?, Nft::open()?, netns::forwarding()?)))?;
             let handle = self.connect(socket);
-            self.spaces.insert(
-                ns.into(),
-                Space {
-                    fd,
-                    handle,
-                    forwarding,
-                    index: HashMap::new(),
-                    fresh: false,
-                },
-            );
+            let space = Space { fd, handle, nft, forwarding, index: HashMap::new(), fresh: false };
+            self.spaces.insert(ns.into(), space);
         }
         Ok(self.spaces.get_mut(ns).expect("inserted above"))
     }
@@ -117,9 +102,8 @@ impl Netlink {
             let mut links = handle.link().get().match_name(name.to_string()).execute();
             links.try_next().await
         });
-        let msg = found
-            .map_err(io_err)?
-            .ok_or_else(|| io::Error::other(format!("no link {name} in {ns}")))?;
+        let msg =
+            found.map_err(io_err)?.ok_or_else(|| io::Error::other(format!("no link {name} in {ns}")))?;
         let space = self.space(ns)?;
         space.index.insert(name.into(), msg.header.index);
         Ok(msg.header.index)
@@ -130,30 +114,19 @@ impl Netlink {
             netns::prepare_dir()?;
             self.netns_dir_ready = true;
         }
-        let socket = netns::create(ns, move || {
+        let (socket, nft) = netns::create(ns, move || {
             if forwarding {
                 netns::set_forwarding(true)?;
             }
-            Socket::new(NETLINK_ROUTE)
+            Ok((Socket::new(NETLINK_ROUTE)?, Nft::open()?))
         })?;
         let handle = self.connect(socket);
         let fd = netns::open(ns)?;
         // A fresh namespace has only `lo`, always index 1.
         let lo_up = LinkUnspec::new_with_index(1).up().build();
-        self.rt
-            .block_on(handle.link().set(lo_up).execute())
-            .map_err(io_err)?;
+        self.rt.block_on(handle.link().set(lo_up).execute()).map_err(io_err)?;
         let index = HashMap::from([("lo".to_string(), 1)]);
-        self.spaces.insert(
-            ns.into(),
-            Space {
-                fd,
-                handle,
-                forwarding,
-                index,
-                fresh: true,
-            },
-        );
+        self.spaces.insert(ns.into(), Space { fd, handle, nft, forwarding, index, fresh: true });
         Ok(())
     }
 
@@ -199,15 +172,11 @@ impl Netlink {
             builder = builder.index(i);
         }
         let handle = self.space(ns)?.handle.clone();
-        self.rt
-            .block_on(handle.link().add(builder.build()).execute())
-            .map_err(io_err)?;
+        self.rt.block_on(handle.link().add(builder.build()).execute()).map_err(io_err)?;
         // The kernel cannot bring the peer up while creating it (it is not paired yet):
         // one more request, addressed by name so no lookup is needed.
         let up = LinkUnspec::new_with_name(peer).up().build();
-        self.rt
-            .block_on(peer_handle.link().set(up).execute())
-            .map_err(io_err)
+        self.rt.block_on(peer_handle.link().set(up).execute()).map_err(io_err)
     }
 
     fn apply_op(&mut self, op: &Op) -> io::Result<()> {
@@ -222,9 +191,7 @@ impl Netlink {
                 Ok(())
             }
             Op::CreateBridge { ns, name } => {
-                let mut builder = LinkBridge::new(name)
-                    .link_group(crate::plan::kernel::LINK_GROUP)
-                    .up();
+                let mut builder = LinkBridge::new(name).link_group(crate::plan::kernel::LINK_GROUP).up();
                 if let Some(i) = self.space(ns)?.claim_index(name) {
                     builder = builder.index(i);
                 }
@@ -232,13 +199,9 @@ impl Netlink {
                 let handle = self.space(ns)?.handle.clone();
                 self.rt.block_on(handle.link().add(msg).execute()).map_err(io_err)
             }
-            Op::CreateVeth {
-                ns,
-                name,
-                master,
-                peer_ns,
-                peer,
-            } => self.create_veth(ns, name, master.as_deref(), peer_ns, peer),
+            Op::CreateVeth { ns, name, master, peer_ns, peer } => {
+                self.create_veth(ns, name, master.as_deref(), peer_ns, peer)
+            }
             Op::SetLink { ns, name, up, master } => {
                 let index = self.index(ns, name)?;
                 let mut b = LinkUnspec::new_with_index(index);
@@ -248,9 +211,7 @@ impl Netlink {
                     None => b.nocontroller(),
                 };
                 let handle = self.space(ns)?.handle.clone();
-                self.rt
-                    .block_on(handle.link().set(b.build()).execute())
-                    .map_err(io_err)
+                self.rt.block_on(handle.link().set(b.build()).execute()).map_err(io_err)
             }
             Op::DeleteLink { ns, name } => {
                 let index = self.index(ns, name)?;
@@ -258,16 +219,12 @@ impl Netlink {
                 space.index.remove(name);
                 space.fresh = false;
                 let handle = space.handle.clone();
-                self.rt
-                    .block_on(handle.link().del(index).execute())
-                    .map_err(io_err)
+                self.rt.block_on(handle.link().del(index).execute()).map_err(io_err)
             }
             Op::AddAddr { ns, addr } => {
                 let index = self.index(ns, &addr.dev)?;
                 let handle = self.space(ns)?.handle.clone();
-                let req = handle
-                    .address()
-                    .add(index, IpAddr::V4(addr.net.ip()), addr.net.prefix());
+                let req = handle.address().add(index, IpAddr::V4(addr.net.ip()), addr.net.prefix());
                 self.rt.block_on(req.execute()).map_err(io_err)
             }
             Op::DelAddr { ns, addr } => {
@@ -297,9 +254,7 @@ impl Netlink {
             }
             Op::DelRoute { ns, route } => {
                 let handle = self.space(ns)?.handle.clone();
-                self.rt
-                    .block_on(handle.route().del(route_message(route)).execute())
-                    .map_err(io_err)
+                self.rt.block_on(handle.route().del(route_message(route)).execute()).map_err(io_err)
             }
             Op::StartServer { ns, server } => {
                 let record = process::start_server(ns, server, &self.log_dir)?;
@@ -314,7 +269,34 @@ impl Netlink {
                 stop.iter().for_each(process::stop);
                 Ok(())
             }
+            Op::SetRuleset { ns, ruleset, .. } => self.space(ns)?.nft.replace(ruleset),
+            Op::DeleteRuleset { ns } => self.space(ns)?.nft.delete(),
         }
+    }
+
+    fn route_dev(&mut self, ns: &str) -> io::Result<Option<String>> {
+        let handle = self.space(ns)?.handle.clone();
+        let routes: Vec<RouteMessage> = self
+            .rt
+            .block_on(
+                handle.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute().try_collect(),
+            )
+            .map_err(io_err)?;
+        let oif = routes
+            .iter()
+            .filter(|r| {
+                r.header.table == RouteHeader::RT_TABLE_MAIN && r.header.destination_prefix_length == 0
+            })
+            .find_map(|r| {
+                r.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Oif(i) => Some(*i),
+                    _ => None,
+                })
+            });
+        let Some(oif) = oif else { return Ok(None) };
+        let links: Vec<LinkMessage> =
+            self.rt.block_on(handle.link().get().match_index(oif).execute().try_collect()).map_err(io_err)?;
+        Ok(links.first().and_then(link_name))
     }
 
     fn observe_ns(&mut self, ns: &str) -> io::Result<Netns> {
@@ -336,14 +318,9 @@ impl Netlink {
             })
             .map_err(io_err)?;
 
-        let mut out = Netns {
-            forwarding,
-            ..Netns::default()
-        };
-        let names: HashMap<u32, String> = links
-            .iter()
-            .filter_map(|l| Some((l.header.index, link_name(l)?)))
-            .collect();
+        let mut out = Netns { forwarding, ..Netns::default() };
+        let names: HashMap<u32, String> =
+            links.iter().filter_map(|l| Some((l.header.index, link_name(l)?))).collect();
         for l in &links {
             let Some(name) = names.get(&l.header.index) else {
                 continue;
@@ -375,16 +352,7 @@ impl Netlink {
             }
             let up = l.header.flags.contains(LinkFlags::Up);
             let ours = group == crate::plan::kernel::LINK_GROUP;
-            out.links.insert(
-                name.clone(),
-                Link {
-                    kind,
-                    master,
-                    up,
-                    owner: String::new(),
-                    ours,
-                },
-            );
+            out.links.insert(name.clone(), Link { kind, master, up, owner: String::new(), ours });
         }
         for a in &addrs {
             let Some(dev) = names.get(&a.header.index) else {
@@ -397,10 +365,7 @@ impl Netlink {
             if let Some(net) = ip.and_then(|ip| Ipv4Network::new(ip, a.header.prefix_len).ok())
                 && a.header.family == AddressFamily::Inet
             {
-                out.addrs.insert(Addr {
-                    dev: dev.clone(),
-                    net,
-                });
+                out.addrs.insert(Addr { dev: dev.clone(), net });
             }
         }
         for r in &routes {
@@ -409,15 +374,17 @@ impl Netlink {
             }
             let mut dst = Ipv4Addr::UNSPECIFIED;
             let mut via = None;
+            let mut dev = String::new();
             for attr in &r.attributes {
                 match attr {
                     RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = *ip,
                     RouteAttribute::Gateway(RouteAddress::Inet(ip)) => via = Some(*ip),
+                    RouteAttribute::Oif(i) => dev = names.get(i).cloned().unwrap_or_default(),
                     _ => {}
                 }
             }
             if let (Some(via), Ok(dst)) = (via, Ipv4Network::new(dst, r.header.destination_prefix_length)) {
-                out.routes.insert(Route { dst, via });
+                out.routes.insert(Route { dst, via, dev });
             }
         }
         for p in self.processes.iter().filter(|p| p.ns == ns && p.alive()) {
@@ -427,6 +394,7 @@ impl Netlink {
         }
         let space = self.space(ns)?;
         space.index = names.into_iter().map(|(i, n)| (n, i)).collect();
+        out.nft = space.nft.observe()?.map(crate::plan::kernel::Nft::Seen);
         Ok(out)
     }
 }
@@ -453,9 +421,8 @@ impl Backend for Netlink {
                 self.spaces.remove(ns);
                 continue;
             }
-            let observed = self
-                .observe_ns(ns)
-                .map_err(|e| OpError::new(format!("observing netns {ns}"), &e))?;
+            let observed =
+                self.observe_ns(ns).map_err(|e| OpError::new(format!("observing netns {ns}"), &e))?;
             state.namespaces.insert(ns.clone(), observed);
         }
         Ok(state)
@@ -468,6 +435,10 @@ impl Backend for Netlink {
 
     fn processes(&self) -> Vec<ProcessRecord> {
         self.processes.clone()
+    }
+
+    fn default_route_dev(&mut self, ns: &str) -> Result<Option<String>, OpError> {
+        self.route_dev(ns).map_err(|e| OpError::new(format!("reading the default route in {ns}"), &e))
     }
 }
 

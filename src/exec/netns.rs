@@ -11,10 +11,15 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, setns, unshare};
 
+use crate::plan::naming::HOST_NS;
+
 pub const NETNS_DIR: &str = "/run/netns";
 
+/// The namespace vpcsh runs in stands for the machine on the real host.
+const SELF_NS: &str = "/proc/self/ns/net";
+
 pub fn path(name: &str) -> PathBuf {
-    Path::new(NETNS_DIR).join(name)
+    if name == HOST_NS { PathBuf::from(SELF_NS) } else { Path::new(NETNS_DIR).join(name) }
 }
 
 pub fn exists(name: &str) -> bool {
@@ -24,9 +29,7 @@ pub fn exists(name: &str) -> bool {
 /// Names of all namespaces under `/run/netns`.
 pub fn list() -> io::Result<Vec<String>> {
     match fs::read_dir(NETNS_DIR) {
-        Ok(dir) => Ok(dir
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .collect()),
+        Ok(dir) => Ok(dir.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(e),
     }
@@ -40,15 +43,15 @@ pub fn open(name: &str) -> io::Result<OwnedFd> {
 /// made here are seen by every mount namespace.
 pub fn prepare_dir() -> io::Result<()> {
     fs::create_dir_all(NETNS_DIR)?;
-    let shared = || {
-        mount(
-            None::<&str>,
-            NETNS_DIR,
-            Some("none"),
-            MsFlags::MS_SHARED | MsFlags::MS_REC,
-            None::<&str>,
-        )
-    };
+    if receives_mounts_only() {
+        return Err(io::Error::other(
+            "vpcsh runs in a mount namespace whose /run/netns does not share mounts back (as under \
+             `ip netns exec`): namespaces it made would vanish with it; enter only the network \
+             namespace instead (`nsenter --net=/run/netns/NAME vpcsh ...`)",
+        ));
+    }
+    let shared =
+        || mount(None::<&str>, NETNS_DIR, Some("none"), MsFlags::MS_SHARED | MsFlags::MS_REC, None::<&str>);
     match shared() {
         Ok(()) => Ok(()),
         Err(nix::errno::Errno::EINVAL) => {
@@ -63,6 +66,17 @@ pub fn prepare_dir() -> io::Result<()> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether /run/netns is a slave mount here: mounts made under it would not propagate back
+/// to the mount namespace everyone else sees.
+fn receives_mounts_only() -> bool {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else { return false };
+    info.lines().any(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let optional = fields.iter().skip(6).take_while(|f| **f != "-");
+        fields.get(4) == Some(&NETNS_DIR) && optional.clone().any(|f| f.starts_with("master:"))
+    })
 }
 
 /// Runs `f` on a fresh thread that has entered the namespace behind `ns`.
@@ -89,15 +103,10 @@ pub fn create<T: Send + 'static>(
     std::thread::spawn(move || {
         unshare(CloneFlags::CLONE_NEWNET)?;
         File::create_new(&target)?;
-        let made = mount(
-            Some("/proc/thread-self/ns/net"),
-            &target,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(io::Error::from)
-        .and_then(|()| f());
+        let made =
+            mount(Some("/proc/thread-self/ns/net"), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                .map_err(io::Error::from)
+                .and_then(|()| f());
         if made.is_err() {
             let _ = umount2(&target, MntFlags::MNT_DETACH);
             let _ = fs::remove_file(&target);
@@ -111,6 +120,9 @@ pub fn create<T: Send + 'static>(
 /// Removes a namespace's name; the kernel destroys it, with its devices, once nothing
 /// (process or open fd) holds it any more.
 pub fn remove(name: &str) -> io::Result<()> {
+    if name == HOST_NS {
+        return Err(io::Error::other("the machine's own namespace is never removed"));
+    }
     let target = path(name);
     match umount2(&target, MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}

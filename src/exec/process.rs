@@ -73,11 +73,7 @@ pub fn start_server(ns: &str, server: &Server, log_dir: &Path) -> io::Result<Pro
 }
 
 fn spawn(ns: &str, argv: Vec<String>, log: &Path) -> io::Result<ProcessRecord> {
-    let out = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(log)?;
+    let out = OpenOptions::new().create(true).truncate(true).write(true).open(log)?;
     let child = {
         use std::os::unix::process::CommandExt;
         Command::new(&argv[0])
@@ -91,14 +87,7 @@ fn spawn(ns: &str, argv: Vec<String>, log: &Path) -> io::Result<ProcessRecord> {
     let pid = child.id() as i32;
     let (_, start_time) = proc_stat(pid)
         .ok_or_else(|| io::Error::other(format!("process {pid} ended at once; see {}", log.display())))?;
-    Ok(ProcessRecord {
-        ns: ns.into(),
-        pid,
-        start_time,
-        argv,
-        log: log.into(),
-        server: None,
-    })
+    Ok(ProcessRecord { ns: ns.into(), pid, start_time, argv, log: log.into(), server: None })
 }
 
 fn wait_ready(record: &ProcessRecord) -> io::Result<()> {

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use super::{Backend, KernelError, OpError};
 use crate::plan::Op;
-use crate::plan::kernel::{KernelState, Link, LinkKind, Netns};
+use crate::plan::kernel::{KernelState, Link, LinkKind, Netns, Nft};
 
 #[derive(Default)]
 pub struct Recording {
@@ -29,14 +29,9 @@ impl Backend for Recording {
     fn apply(&mut self, op: &Op) -> Result<(), OpError> {
         if self.fail_at == Some(self.applied.len()) {
             self.applied.push(op.clone());
-            let cause = KernelError {
-                errno: Some(super::libc_errno::EEXIST),
-                message: "injected failure".into(),
-            };
-            return Err(OpError {
-                doing: op.to_string(),
-                cause,
-            });
+            let cause =
+                KernelError { errno: Some(super::libc_errno::EEXIST), message: "injected failure".into() };
+            return Err(OpError { doing: op.to_string(), cause });
         }
         self.applied.push(op.clone());
         let missing = || OpError {
@@ -46,26 +41,11 @@ impl Backend for Recording {
                 message: "no such namespace".into(),
             },
         };
-        let link = |kind| Link {
-            kind,
-            master: None,
-            up: true,
-            owner: String::new(),
-            ours: true,
-        };
+        let link = |kind| Link { kind, master: None, up: true, owner: String::new(), ours: true };
         match op {
             Op::CreateNetns { ns, forwarding } => {
-                let mut n = Netns {
-                    forwarding: *forwarding,
-                    ..Netns::default()
-                };
-                n.links.insert(
-                    "lo".into(),
-                    Link {
-                        ours: false,
-                        ..link(LinkKind::Loopback)
-                    },
-                );
+                let mut n = Netns { forwarding: *forwarding, ..Netns::default() };
+                n.links.insert("lo".into(), Link { ours: false, ..link(LinkKind::Loopback) });
                 self.state.namespaces.insert(ns.clone(), n);
             }
             Op::DeleteNetns { ns } => {
@@ -106,13 +86,9 @@ impl Backend for Recording {
                     Op::StopServer { server, .. } => {
                         n.servers.remove(server);
                     }
-                    Op::CreateVeth {
-                        name,
-                        master,
-                        peer_ns,
-                        peer,
-                        ..
-                    } => {
+                    Op::SetRuleset { ruleset, .. } => n.nft = Some(Nft::Wanted(ruleset.clone())),
+                    Op::DeleteRuleset { .. } => n.nft = None,
+                    Op::CreateVeth { name, master, peer_ns, peer, .. } => {
                         let mut near = link(LinkKind::VethPeer);
                         near.master = master.clone();
                         n.links.insert(name.clone(), near);
@@ -128,5 +104,14 @@ impl Backend for Recording {
 
     fn processes(&self) -> Vec<super::process::ProcessRecord> {
         Vec::new()
+    }
+
+    fn default_route_dev(&mut self, ns: &str) -> Result<Option<String>, OpError> {
+        Ok(self
+            .state
+            .namespaces
+            .get(ns)
+            .and_then(|n| n.routes.iter().find(|r| r.dst.prefix() == 0))
+            .map(|r| r.dev.clone()))
     }
 }

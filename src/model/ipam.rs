@@ -66,10 +66,7 @@ mod tests {
         let n = net("10.0.1.0/24");
         let prev = Ipv4Addr::new(10, 0, 1, 9);
         assert_eq!(next_free(n, &[], Some(prev)), Some(prev));
-        assert_eq!(
-            next_free(n, &[prev], Some(prev)),
-            Some(Ipv4Addr::new(10, 0, 1, 2))
-        );
+        assert_eq!(next_free(n, &[prev], Some(prev)), Some(Ipv4Addr::new(10, 0, 1, 2)));
         let outside = Ipv4Addr::new(10, 0, 2, 9);
         assert_eq!(next_free(n, &[], Some(outside)), Some(Ipv4Addr::new(10, 0, 1, 2)));
     }
@@ -84,26 +81,10 @@ mod tests {
     #[test]
     fn unusable_addresses_say_why() {
         let n = net("10.0.1.0/24");
-        assert!(
-            unusable_reason(n, Ipv4Addr::new(10, 0, 1, 0))
-                .unwrap()
-                .contains("network")
-        );
-        assert!(
-            unusable_reason(n, Ipv4Addr::new(10, 0, 1, 255))
-                .unwrap()
-                .contains("broadcast")
-        );
-        assert!(
-            unusable_reason(n, Ipv4Addr::new(10, 0, 1, 1))
-                .unwrap()
-                .contains("gateway")
-        );
-        assert!(
-            unusable_reason(n, Ipv4Addr::new(10, 0, 2, 1))
-                .unwrap()
-                .contains("outside")
-        );
+        assert!(unusable_reason(n, Ipv4Addr::new(10, 0, 1, 0)).unwrap().contains("network"));
+        assert!(unusable_reason(n, Ipv4Addr::new(10, 0, 1, 255)).unwrap().contains("broadcast"));
+        assert!(unusable_reason(n, Ipv4Addr::new(10, 0, 1, 1)).unwrap().contains("gateway"));
+        assert!(unusable_reason(n, Ipv4Addr::new(10, 0, 2, 1)).unwrap().contains("outside"));
         assert_eq!(unusable_reason(n, Ipv4Addr::new(10, 0, 1, 7)), None);
     }
 }

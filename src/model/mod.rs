@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 use ipnetwork::Ipv4Network;
 use serde::{Deserialize, Serialize};
 
-pub use validate::{Problem, validate};
+pub use validate::{Problem, validate, warnings};
 
 /// Where a declaration came from: a byte range in one loaded source.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -66,12 +66,38 @@ pub struct HostDecl {
     pub span: Span,
 }
 
+/// A host as scripts refer to it: declared, or the one a subnet gets when it declares none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostRef {
+    Declared(HostId),
+    Implicit(SubnetId),
+}
+
+/// `nat(subnet)`: egress-only internet for a private subnet.
+#[derive(Clone, Debug)]
+pub struct NatDecl {
+    pub subnet: SubnetId,
+    pub span: Span,
+}
+
+/// `publish(host, port, host_port[, proto])`: the machine's `host_port` forwards to the host.
+#[derive(Clone, Debug)]
+pub struct PublishDecl {
+    pub host: HostRef,
+    pub port: i64,
+    pub host_port: i64,
+    pub proto: String,
+    pub span: Span,
+}
+
 /// Everything a script declared, in declaration order, with problems found while declaring.
 #[derive(Clone, Debug, Default)]
 pub struct Declarations {
     pub vpcs: Vec<VpcDecl>,
     pub subnets: Vec<SubnetDecl>,
     pub hosts: Vec<HostDecl>,
+    pub nats: Vec<NatDecl>,
+    pub publishes: Vec<PublishDecl>,
     /// Problems that could only be seen at the call (an unparsable CIDR, a full subnet).
     pub problems: Vec<Problem>,
 }
@@ -88,31 +114,33 @@ impl Declarations {
     }
 
     pub fn live_vpcs(&self) -> impl Iterator<Item = (VpcId, &VpcDecl)> {
-        self.vpcs
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| !v.removed)
-            .map(|(i, v)| (VpcId(i), v))
+        self.vpcs.iter().enumerate().filter(|(_, v)| !v.removed).map(|(i, v)| (VpcId(i), v))
     }
 
     pub fn subnets_of(&self, vpc: VpcId) -> impl Iterator<Item = (SubnetId, &SubnetDecl)> {
-        self.subnets
-            .iter()
-            .enumerate()
-            .filter(move |(_, s)| s.vpc == vpc)
-            .map(|(i, s)| (SubnetId(i), s))
+        self.subnets.iter().enumerate().filter(move |(_, s)| s.vpc == vpc).map(|(i, s)| (SubnetId(i), s))
     }
 
     pub fn hosts_of(&self, subnet: SubnetId) -> impl Iterator<Item = (HostId, &HostDecl)> {
-        self.hosts
-            .iter()
-            .enumerate()
-            .filter(move |(_, h)| h.subnet == subnet)
-            .map(|(i, h)| (HostId(i), h))
+        self.hosts.iter().enumerate().filter(move |(_, h)| h.subnet == subnet).map(|(i, h)| (HostId(i), h))
     }
 
     pub fn vpc_by_name(&self, name: &str) -> Option<VpcId> {
         self.live_vpcs().find(|(_, v)| v.name == name).map(|(id, _)| id)
+    }
+
+    pub fn host_subnet(&self, host: HostRef) -> SubnetId {
+        match host {
+            HostRef::Declared(id) => self.host(id).subnet,
+            HostRef::Implicit(subnet) => subnet,
+        }
+    }
+
+    pub fn host_name(&self, host: HostRef) -> &str {
+        match host {
+            HostRef::Declared(id) => &self.host(id).name,
+            HostRef::Implicit(subnet) => &self.subnet(subnet).name,
+        }
     }
 
     /// Addresses already given to hosts of a subnet.
@@ -125,6 +153,26 @@ impl Declarations {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Network {
     pub vpcs: Vec<Vpc>,
+    #[serde(default)]
+    pub publishes: Vec<Publish>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
+/// A published port: the machine's `host_port` forwards to `ip:port` of a public host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Publish {
+    pub vpc: String,
+    pub host: String,
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    pub host_port: u16,
+    pub proto: Transport,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,8 +187,18 @@ pub struct Subnet {
     pub name: String,
     pub cidr: Ipv4Network,
     pub public: bool,
+    /// A private subnet with egress-only internet through a NAT gateway.
+    #[serde(default)]
+    pub nat: bool,
     pub gateway: Ipv4Addr,
     pub hosts: Vec<Host>,
+}
+
+impl Subnet {
+    /// Whether its hosts reach the internet (public, or private behind `nat()`).
+    pub fn egress(&self) -> bool {
+        self.public || self.nat
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,10 +220,8 @@ impl Network {
 
     /// Every host with its VPC and subnet.
     pub fn hosts(&self) -> impl Iterator<Item = (&Vpc, &Subnet, &Host)> {
-        self.vpcs.iter().flat_map(|v| {
-            v.subnets
-                .iter()
-                .flat_map(move |s| s.hosts.iter().map(move |h| (v, s, h)))
-        })
+        self.vpcs
+            .iter()
+            .flat_map(|v| v.subnets.iter().flat_map(move |s| s.hosts.iter().map(move |h| (v, s, h))))
     }
 }

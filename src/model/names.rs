@@ -20,13 +20,8 @@ pub fn name_problem(name: &str) -> Option<String> {
             name.len()
         ));
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
-    {
-        return Some(format!(
-            "`{name}` contains {c:?}; names use lowercase letters, digits and `-`"
-        ));
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
+        return Some(format!("`{name}` contains {c:?}; names use lowercase letters, digits and `-`"));
     }
     if name.starts_with('-') || name.ends_with('-') {
         return Some(format!("`{name}` starts or ends with `-`"));
@@ -71,9 +66,7 @@ pub fn ifname(prefix: &str, name: &str) -> String {
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
-    })
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
 }
 
 #[cfg(test)]

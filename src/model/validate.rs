@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::{Declarations, Host, Network, Span, Subnet, SubnetId, Vpc, ipam, names};
+use super::{Declarations, Host, Network, Publish, Span, Subnet, SubnetId, Transport, Vpc, ipam, names};
 
 /// Smallest and largest VPC prefix, as in AWS.
 pub const VPC_PREFIX_RANGE: (u8, u8) = (16, 28);
@@ -20,13 +20,7 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(message: impl Into<String>, span: Span, label: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            span,
-            label: label.into(),
-            related: Vec::new(),
-            help: None,
-        }
+        Self { message: message.into(), span, label: label.into(), related: Vec::new(), help: None }
     }
     pub fn related(mut self, span: Span, label: impl Into<String>) -> Self {
         self.related.push((span, label.into()));
@@ -43,6 +37,7 @@ pub fn validate(decls: &Declarations) -> Result<Network, Vec<Problem>> {
     let mut problems = decls.problems.clone();
     let mut network = Network::default();
     let mut vpc_names: HashMap<&str, Span> = HashMap::new();
+    let mut uplink_names: HashMap<String, Span> = HashMap::new();
 
     for (vpc_id, vpc) in decls.live_vpcs() {
         check_name(&mut problems, &vpc.name, vpc.span, "VPC");
@@ -54,6 +49,15 @@ pub fn validate(decls: &Declarations) -> Result<Network, Vec<Problem>> {
                     "reserved name",
                 )
                 .help("`internet` names the simulated internet; choose another name"),
+            );
+        }
+        if let Some(other) = uplink_names.insert(names::ifname("vpc-", &vpc.name), vpc.span)
+            && !vpc_names.contains_key(vpc.name.as_str())
+        {
+            problems.push(
+                Problem::new("two VPC names shorten to the same interface name", vpc.span, "this VPC")
+                    .related(other, "and this one")
+                    .help("make the first 3 characters of long VPC names differ"),
             );
         }
         if let Some(first) = vpc_names.insert(&vpc.name, vpc.span) {
@@ -80,17 +84,11 @@ pub fn validate(decls: &Declarations) -> Result<Network, Vec<Problem>> {
                     vpc.span,
                     "prefix out of range",
                 )
-                .help(format!(
-                    "use a prefix between /{lo} (65,536 addresses) and /{hi} (16 addresses)"
-                )),
+                .help(format!("use a prefix between /{lo} (65,536 addresses) and /{hi} (16 addresses)")),
             );
         }
 
-        let mut out = Vpc {
-            name: vpc.name.clone(),
-            cidr: vpc_net,
-            subnets: Vec::new(),
-        };
+        let mut out = Vpc { name: vpc.name.clone(), cidr: vpc_net, subnets: Vec::new() };
         let mut subnet_names: HashMap<&str, Span> = HashMap::new();
         let mut bridge_names: HashMap<String, Span> = HashMap::new();
         let mut placed: Vec<(ipnetwork::Ipv4Network, Span, &str)> = Vec::new();
@@ -154,10 +152,7 @@ pub fn validate(decls: &Declarations) -> Result<Network, Vec<Problem>> {
             if let Some((other, other_span, other_name)) = placed.iter().find(|(n, ..)| n.overlaps(net)) {
                 problems.push(
                     Problem::new(
-                        format!(
-                            "subnet `{}` ({net}) overlaps subnet `{other_name}` ({other})",
-                            subnet.name
-                        ),
+                        format!("subnet `{}` ({net}) overlaps subnet `{other_name}` ({other})", subnet.name),
                         subnet.span,
                         "overlaps",
                     )
@@ -181,13 +176,9 @@ pub fn validate(decls: &Declarations) -> Result<Network, Vec<Problem>> {
                     );
                 } else if let Some(other) = veth_names.insert(names::ifname("h-", &host.name), *span) {
                     problems.push(
-                        Problem::new(
-                            "two host names shorten to the same interface name",
-                            *span,
-                            "this host",
-                        )
-                        .related(other, "and this one")
-                        .help("make the first 5 characters of long host names differ"),
+                        Problem::new("two host names shorten to the same interface name", *span, "this host")
+                            .related(other, "and this one")
+                            .help("make the first 5 characters of long host names differ"),
                     );
                 }
             }
@@ -195,18 +186,121 @@ pub fn validate(decls: &Declarations) -> Result<Network, Vec<Problem>> {
                 name: subnet.name.clone(),
                 cidr: net,
                 public: subnet.public,
+                nat: decls.nats.iter().any(|n| n.subnet == subnet_id),
                 gateway: ipam::gateway(net),
                 hosts: hosts.into_iter().map(|(h, _)| h).collect(),
             });
         }
         network.vpcs.push(out);
     }
+    network.publishes = publishes(decls, &network, &mut problems);
 
-    if problems.is_empty() {
-        Ok(network)
-    } else {
-        Err(problems)
+    if problems.is_empty() { Ok(network) } else { Err(problems) }
+}
+
+/// Things that work but are probably not what was meant.
+pub fn warnings(decls: &Declarations) -> Vec<Problem> {
+    decls
+        .nats
+        .iter()
+        .filter(|n| decls.subnet(n.subnet).public)
+        .map(|n| {
+            let subnet = decls.subnet(n.subnet);
+            Problem::new(
+                format!("nat() on public subnet `{}` does nothing", subnet.name),
+                n.span,
+                "not needed",
+            )
+            .related(subnet.span, "already public")
+            .help("public subnets reach the internet already; nat() gives a private subnet egress only")
+        })
+        .collect()
+}
+
+/// Checks `publish()` calls against the resolved network.
+fn publishes(decls: &Declarations, network: &Network, problems: &mut Vec<Problem>) -> Vec<Publish> {
+    let mut out = Vec::new();
+    let mut seen: HashMap<(u16, Transport), Span> = HashMap::new();
+    for p in &decls.publishes {
+        let subnet_id = decls.host_subnet(p.host);
+        let subnet = decls.subnet(subnet_id);
+        let vpc = decls.vpc(subnet.vpc);
+        if vpc.removed {
+            continue;
+        }
+        let host = decls.host_name(p.host);
+        let mut ok = true;
+        for (what, value) in [("port", p.port), ("host port", p.host_port)] {
+            if !(1..=65535).contains(&value) {
+                problems.push(
+                    Problem::new(format!("{what} {value} is not a port"), p.span, "out of range")
+                        .help("ports are 1 to 65535"),
+                );
+                ok = false;
+            }
+        }
+        let proto = match p.proto.as_str() {
+            "tcp" => Transport::Tcp,
+            "udp" => Transport::Udp,
+            other => {
+                problems.push(
+                    Problem::new(
+                        format!("`{other}` is not a protocol publish() knows"),
+                        p.span,
+                        "unknown protocol",
+                    )
+                    .help("use \"tcp\" (the default) or \"udp\""),
+                );
+                continue;
+            }
+        };
+        if !subnet.public {
+            problems.push(
+                Problem::new(
+                    format!(
+                        "host `{host}` is in private subnet `{}`: only public hosts can be published",
+                        subnet.name
+                    ),
+                    p.span,
+                    "private host",
+                )
+                .related(subnet.span, "a private subnet")
+                .help("declare the subnet with #{ public: true }; nat() gives private subnets egress only"),
+            );
+            ok = false;
+        }
+        if !ok {
+            continue;
+        }
+        let host_port = p.host_port as u16;
+        if let Some(first) = seen.insert((host_port, proto), p.span) {
+            problems.push(
+                Problem::new(
+                    format!("host port {host_port}/{} is published twice", p.proto),
+                    p.span,
+                    "published again",
+                )
+                .related(first, "first published here")
+                .help("each host port forwards to one host; pick another host port"),
+            );
+            continue;
+        }
+        let resolved = network
+            .vpc(&vpc.name)
+            .and_then(|v| v.subnets.iter().find(|s| s.name == subnet.name))
+            .and_then(|s| s.hosts.iter().find(|h| h.name == host));
+        if let Some(h) = resolved {
+            out.push(Publish {
+                vpc: vpc.name.clone(),
+                host: host.to_string(),
+                ip: h.ip,
+                port: p.port as u16,
+                host_port,
+                proto,
+            });
+        }
     }
+    out
 }
 
 /// The hosts of a subnet (an implicit one named after it when none is declared), checking
@@ -230,11 +324,7 @@ fn resolve_hosts(
                 Problem::new(
                     format!("address {ip} {reason} subnet `{}` ({net})", subnet.name),
                     host.span,
-                    if reason == "is outside" {
-                        "outside the subnet"
-                    } else {
-                        "a reserved address"
-                    },
+                    if reason == "is outside" { "outside the subnet" } else { "a reserved address" },
                 )
                 .related(subnet.span, format!("subnet `{}` is {net}", subnet.name))
                 .help(format!("choose an address from {first} to {last}")),
@@ -242,10 +332,7 @@ fn resolve_hosts(
         } else if let Some((first, first_name)) = by_ip.insert(ip, (host.span, &host.name)) {
             problems.push(
                 Problem::new(
-                    format!(
-                        "address {ip} is taken twice: by `{first_name}` and by `{}`",
-                        host.name
-                    ),
+                    format!("address {ip} is taken twice: by `{first_name}` and by `{}`", host.name),
                     host.span,
                     "second use",
                 )
@@ -285,24 +372,12 @@ fn resolve_hosts(
         .hosts_of(subnet_id)
         .filter_map(|(id, h)| {
             check_name(problems, &h.name, h.span, "host");
-            Some((
-                Host {
-                    name: h.name.clone(),
-                    ip: *ips.get(&id.0)?,
-                },
-                h.span,
-            ))
+            Some((Host { name: h.name.clone(), ip: *ips.get(&id.0)? }, h.span))
         })
         .collect();
     if decls.hosts_of(subnet_id).next().is_none() {
         let ip = ipam::next_free(net, &[], None).expect("subnets of /30 or larger have a host address");
-        hosts.push((
-            Host {
-                name: subnet.name.clone(),
-                ip,
-            },
-            subnet.span,
-        ));
+        hosts.push((Host { name: subnet.name.clone(), ip }, subnet.span));
     }
     hosts
 }

@@ -1,115 +1,211 @@
 //! What the kernel should hold for a validated network: the model mapped onto namespaces,
-//! links, addresses and routes.
+//! links, addresses, routes and nftables rules.
+//!
+//! Every VPC router has an uplink (`igw`) to the machine over a /30 from 198.18.0.0/15.
+//! Routers translate their egress subnets to that address and forward nothing else out;
+//! the machine translates again to its own uplink and never forwards between VPC uplinks.
+//! So VPCs stay isolated, may share CIDRs, and the outside reaches a host only through a
+//! published port (DNAT on the machine, then on the router).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use ipnetwork::Ipv4Network;
 
-use super::kernel::{Addr, KernelState, Link, LinkKind, Netns, Route, Server};
-use super::naming::{HOST_IFNAME, Naming, UPLINK_IFNAME};
-use crate::model::Network;
+use super::kernel::{Addr, KernelState, Link, LinkKind, Netns, Nft, Route, Server};
+use super::naming::{HOST_IFNAME, MACHINE_UPLINK_PREFIX, Naming, ROUTER_UPLINK, UPLINK_IFNAME};
+use super::nft::{Action, Chain, Hook, IfName, Match, Proto, Ruleset};
+use crate::model::{Network, Transport, Vpc};
 
 /// The simulated internet's address, and the sandbox machine's uplink address.
 pub const INTERNET_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 pub const SANDBOX_UPLINK_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 pub const INTERNET_PREFIX: u8 = 24;
 pub const INTERNET_HTTP_BODY: &str = "internet\n";
+/// Where VPC uplinks get their /30s (RFC 2544 benchmarking space: not routed anywhere).
+pub const TRANSFER_SPACE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 0);
+pub const TRANSFER_PREFIX: u8 = 15;
 
-pub fn desired(network: &Network, naming: &Naming) -> KernelState {
+/// The machine side of the world: where VPC uplinks end, and its own uplink.
+pub struct Machine<'a> {
+    pub naming: &'a Naming,
+    /// The interface towards the internet (`up0` in a sandbox, the default route's on a host).
+    pub uplink: &'a str,
+}
+
+pub fn desired(network: &Network, machine: &Machine) -> KernelState {
+    let naming = machine.naming;
     let mut state = KernelState::default();
-    if let (Some(machine), Some(internet)) = (naming.machine_ns(), naming.internet_ns()) {
-        add_sandbox(&mut state, &machine, &internet);
-    }
+    let machine_ns = naming.machine_ns();
+    let mut m = if naming.sandbox {
+        let internet = naming.internet_ns().expect("sandboxes have an internet");
+        state.namespaces.insert(internet.clone(), internet_ns());
+        sandbox_machine(&internet)
+    } else {
+        // The real host: only what vpcsh adds, never its own lo or other links.
+        Netns { owner: "machine".into(), ..Netns::default() }
+    };
+    let transfer = transfer_nets(network);
+
     for vpc in &network.vpcs {
         let router_name = naming.router_ns(&vpc.name);
         let mut router = netns_with_lo(&format!("vpc {}", vpc.name));
         router.forwarding = true;
+        let owner = format!("vpc {}", vpc.name);
+        let link_net = transfer[&vpc.name];
+        let (machine_ip, router_ip) = transfer_ips(link_net);
+        let machine_end = Naming::machine_uplink(&vpc.name);
+        let igw = LinkKind::Veth { peer_ns: machine_ns.clone(), peer: machine_end.clone() };
+        router.links.insert(ROUTER_UPLINK.into(), link(igw, None, &owner));
+        router.addrs.insert(Addr { dev: ROUTER_UPLINK.into(), net: net(router_ip, 30) });
+        router.routes.insert(Route { dst: default_route(), via: machine_ip, dev: ROUTER_UPLINK.into() });
+        m.links.insert(machine_end.clone(), link(LinkKind::VethPeer, None, &owner));
+        m.addrs.insert(Addr { dev: machine_end, net: net(machine_ip, 30) });
+
         for subnet in &vpc.subnets {
             let owner = format!("subnet {}/{}", vpc.name, subnet.name);
             let bridge = Naming::bridge(&subnet.name);
-            router
-                .links
-                .insert(bridge.clone(), link(LinkKind::Bridge, None, &owner));
-            router.addrs.insert(Addr {
-                dev: bridge.clone(),
-                net: net(subnet.gateway, subnet.cidr.prefix()),
-            });
+            router.links.insert(bridge.clone(), link(LinkKind::Bridge, None, &owner));
+            router.addrs.insert(Addr { dev: bridge.clone(), net: net(subnet.gateway, subnet.cidr.prefix()) });
             for host in &subnet.hosts {
                 let owner = format!("host {}/{}", vpc.name, host.name);
                 let host_ns = naming.host_ns(&vpc.name, &host.name);
-                let veth = LinkKind::Veth {
-                    peer_ns: host_ns.clone(),
-                    peer: HOST_IFNAME.into(),
-                };
-                router.links.insert(
-                    Naming::host_veth(&host.name),
-                    link(veth, Some(bridge.clone()), &owner),
-                );
+                let veth = LinkKind::Veth { peer_ns: host_ns.clone(), peer: HOST_IFNAME.into() };
+                router.links.insert(Naming::host_veth(&host.name), link(veth, Some(bridge.clone()), &owner));
                 let mut ns = netns_with_lo(&owner);
-                ns.links
-                    .insert(HOST_IFNAME.into(), link(LinkKind::VethPeer, None, &owner));
-                ns.addrs.insert(Addr {
-                    dev: HOST_IFNAME.into(),
-                    net: net(host.ip, subnet.cidr.prefix()),
-                });
+                ns.links.insert(HOST_IFNAME.into(), link(LinkKind::VethPeer, None, &owner));
+                ns.addrs.insert(Addr { dev: HOST_IFNAME.into(), net: net(host.ip, subnet.cidr.prefix()) });
                 ns.routes.insert(Route {
                     dst: default_route(),
                     via: subnet.gateway,
+                    dev: HOST_IFNAME.into(),
                 });
                 state.namespaces.insert(host_ns, ns);
             }
         }
+        router.nft = Some(Nft::Wanted(router_ruleset(vpc, network)));
         state.namespaces.insert(router_name, router);
     }
+    if !network.vpcs.is_empty() {
+        m.forwarding = true;
+        m.nft = Some(Nft::Wanted(machine_ruleset(network, &transfer, machine.uplink)));
+    }
+    state.namespaces.insert(machine_ns, m);
     state
 }
 
-/// The machine namespace and the simulated internet, joined by the uplink.
-fn add_sandbox(state: &mut KernelState, machine: &str, internet: &str) {
+/// The router's rules: egress only for public and `nat()` subnets, translated; inbound
+/// only for replies and published ports.
+fn router_ruleset(vpc: &Vpc, network: &Network) -> Ruleset {
+    let igw = || IfName::Exact(ROUTER_UPLINK.into());
+    let egress: Vec<Ipv4Network> = vpc.subnets.iter().filter(|s| s.egress()).map(|s| s.cidr).collect();
+    let mut forward = Chain::filter("forward", Hook::Forward, false)
+        .rule(vec![Match::Established], Action::Accept)
+        .rule(vec![Match::Iif(igw()), Match::Dnatted], Action::Accept)
+        .rule(vec![Match::Iif(igw())], Action::Drop);
+    let mut postrouting = Chain::nat("postrouting", Hook::Postrouting);
+    for cidr in &egress {
+        forward = forward.rule(vec![Match::Oif(igw()), Match::Saddr(*cidr)], Action::Accept);
+        postrouting = postrouting.rule(vec![Match::Oif(igw()), Match::Saddr(*cidr)], Action::Masquerade);
+    }
+    forward = forward.rule(vec![Match::Oif(igw())], Action::Drop);
+    let input = Chain::filter("input", Hook::Input, false)
+        .rule(vec![Match::Iif(igw()), Match::Established], Action::Accept)
+        .rule(vec![Match::Iif(igw()), Match::Dnatted], Action::Accept)
+        .rule(vec![Match::Iif(igw())], Action::Drop);
+    let mut prerouting = Chain::nat("prerouting", Hook::Prerouting);
+    for p in network.publishes.iter().filter(|p| p.vpc == vpc.name) {
+        let matches =
+            vec![Match::Iif(igw()), Match::Proto(proto(p.proto)), Match::Dport(p.host_port, p.host_port)];
+        prerouting = prerouting.rule(matches, Action::Dnat { addr: p.ip, port: p.port });
+    }
+    Ruleset { chains: vec![forward, input, prerouting, postrouting] }
+}
+
+/// The machine's rules: VPC uplinks never reach each other; their traffic leaves through
+/// the machine's uplink translated; published ports lead to their VPC's router.
+fn machine_ruleset(network: &Network, transfer: &BTreeMap<String, Ipv4Network>, uplink: &str) -> Ruleset {
+    let vpcs = || IfName::Prefix(MACHINE_UPLINK_PREFIX.into());
+    let up = || IfName::Exact(uplink.into());
+    let forward = Chain::filter("forward", Hook::Forward, false)
+        .rule(vec![Match::Iif(vpcs()), Match::Oif(vpcs())], Action::Drop)
+        .rule(vec![Match::Oif(vpcs()), Match::Established], Action::Accept)
+        .rule(vec![Match::Oif(vpcs()), Match::Dnatted], Action::Accept)
+        .rule(vec![Match::Oif(vpcs())], Action::Drop);
+    let space = net(TRANSFER_SPACE, TRANSFER_PREFIX);
+    let postrouting = Chain::nat("postrouting", Hook::Postrouting)
+        .rule(vec![Match::Oif(up()), Match::Saddr(space)], Action::Masquerade);
+    let mut prerouting = Chain::nat("prerouting", Hook::Prerouting);
+    for p in &network.publishes {
+        let (_, router_ip) = transfer_ips(transfer[&p.vpc]);
+        let matches =
+            vec![Match::Iif(up()), Match::Proto(proto(p.proto)), Match::Dport(p.host_port, p.host_port)];
+        prerouting = prerouting.rule(matches, Action::Dnat { addr: router_ip, port: p.host_port });
+    }
+    Ruleset { chains: vec![forward, prerouting, postrouting] }
+}
+
+fn proto(t: Transport) -> Proto {
+    match t {
+        Transport::Tcp => Proto::Tcp,
+        Transport::Udp => Proto::Udp,
+    }
+}
+
+/// A /30 per VPC, placed by a hash of its name (probing on collision, in name order), so
+/// adding or removing one VPC does not renumber the others.
+pub fn transfer_nets(network: &Network) -> BTreeMap<String, Ipv4Network> {
+    let blocks: u32 = 1 << (32 - TRANSFER_PREFIX - 2);
+    let names: BTreeSet<&str> = network.vpcs.iter().map(|v| v.name.as_str()).collect();
+    let mut taken = BTreeSet::new();
+    let mut out = BTreeMap::new();
+    for name in names {
+        let mut block = (fnv1a(name) % u64::from(blocks)) as u32;
+        while !taken.insert(block) {
+            block = (block + 1) % blocks;
+        }
+        let base = u32::from(TRANSFER_SPACE) + block * 4;
+        out.insert(name.to_string(), net(Ipv4Addr::from(base), 30));
+    }
+    out
+}
+
+/// The machine's and the router's address on an uplink /30.
+pub fn transfer_ips(link: Ipv4Network) -> (Ipv4Addr, Ipv4Addr) {
+    let base = u32::from(link.network());
+    (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2))
+}
+
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+/// The sandbox machine: `up0` towards the simulated internet.
+fn sandbox_machine(internet: &str) -> Netns {
     let owner = "sandbox";
     let mut m = netns_with_lo(owner);
-    let uplink = LinkKind::Veth {
-        peer_ns: internet.into(),
-        peer: HOST_IFNAME.into(),
-    };
+    let uplink = LinkKind::Veth { peer_ns: internet.into(), peer: HOST_IFNAME.into() };
     m.links.insert(UPLINK_IFNAME.into(), link(uplink, None, owner));
-    m.addrs.insert(Addr {
-        dev: UPLINK_IFNAME.into(),
-        net: net(SANDBOX_UPLINK_IP, INTERNET_PREFIX),
-    });
+    m.addrs.insert(Addr { dev: UPLINK_IFNAME.into(), net: net(SANDBOX_UPLINK_IP, INTERNET_PREFIX) });
+    m
+}
+
+fn internet_ns() -> Netns {
     let mut i = netns_with_lo("internet");
-    i.links
-        .insert(HOST_IFNAME.into(), link(LinkKind::VethPeer, None, "internet"));
-    i.addrs.insert(Addr {
-        dev: HOST_IFNAME.into(),
-        net: net(INTERNET_IP, INTERNET_PREFIX),
-    });
-    i.servers.insert(Server {
-        port: 80,
-        body: INTERNET_HTTP_BODY.into(),
-    });
-    state.namespaces.insert(machine.into(), m);
-    state.namespaces.insert(internet.into(), i);
+    i.links.insert(HOST_IFNAME.into(), link(LinkKind::VethPeer, None, "internet"));
+    i.addrs.insert(Addr { dev: HOST_IFNAME.into(), net: net(INTERNET_IP, INTERNET_PREFIX) });
+    i.servers.insert(Server { port: 80, body: INTERNET_HTTP_BODY.into() });
+    i
 }
 
 fn netns_with_lo(owner: &str) -> Netns {
-    let mut ns = Netns {
-        owner: owner.into(),
-        ..Netns::default()
-    };
-    ns.links
-        .insert("lo".into(), link(LinkKind::Loopback, None, owner));
+    let mut ns = Netns { owner: owner.into(), ..Netns::default() };
+    ns.links.insert("lo".into(), link(LinkKind::Loopback, None, owner));
     ns
 }
 
 fn link(kind: LinkKind, master: Option<String>, owner: &str) -> Link {
-    Link {
-        kind,
-        master,
-        up: true,
-        owner: owner.into(),
-        ours: true,
-    }
+    Link { kind, master, up: true, owner: owner.into(), ours: true }
 }
 
 fn net(ip: Ipv4Addr, prefix: u8) -> Ipv4Network {
@@ -118,4 +214,61 @@ fn net(ip: Ipv4Addr, prefix: u8) -> Ipv4Network {
 
 pub fn default_route() -> Ipv4Network {
     Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 0).expect("0.0.0.0/0 is valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Host, Subnet};
+
+    fn vpc(name: &str) -> Vpc {
+        Vpc { name: name.into(), cidr: "10.0.0.0/16".parse().unwrap(), subnets: Vec::new() }
+    }
+
+    #[test]
+    fn transfer_nets_are_distinct_and_stable() {
+        let mut network =
+            Network { vpcs: (0..50).map(|i| vpc(&format!("v{i}"))).collect(), publishes: Vec::new() };
+        let all = transfer_nets(&network);
+        let distinct: BTreeSet<_> = all.values().collect();
+        assert_eq!(distinct.len(), 50);
+        let space = net(TRANSFER_SPACE, TRANSFER_PREFIX);
+        assert!(all.values().all(|n| space.contains(n.network()) && n.prefix() == 30));
+        network.vpcs.remove(7);
+        let fewer = transfer_nets(&network);
+        assert!(fewer.iter().all(|(name, n)| all[name] == *n), "removing one VPC renumbered another");
+    }
+
+    #[test]
+    fn only_egress_subnets_leave_the_router() {
+        let mut prod = vpc("prod");
+        for (name, cidr, public, nat) in [
+            ("web", "10.0.1.0/24", true, false),
+            ("app", "10.0.2.0/24", false, true),
+            ("db", "10.0.3.0/24", false, false),
+        ] {
+            let cidr: Ipv4Network = cidr.parse().unwrap();
+            let hosts = vec![Host { name: name.into(), ip: Ipv4Addr::from(u32::from(cidr.network()) + 2) }];
+            prod.subnets.push(Subnet {
+                name: name.into(),
+                cidr,
+                public,
+                nat,
+                gateway: cidr.nth(1).unwrap(),
+                hosts,
+            });
+        }
+        let network = Network { vpcs: vec![prod.clone()], publishes: Vec::new() };
+        let ruleset = router_ruleset(&prod, &network);
+        let text: Vec<String> = ruleset
+            .chains
+            .iter()
+            .flat_map(|c| c.rules.iter().map(move |r| format!("{}: {r}", c.name)))
+            .collect();
+        let text = text.join("\n");
+        assert!(text.contains("forward: oifname \"igw\" ip saddr 10.0.1.0/24 accept"), "{text}");
+        assert!(text.contains("postrouting: oifname \"igw\" ip saddr 10.0.2.0/24 masquerade"), "{text}");
+        assert!(!text.contains("10.0.3.0/24"), "{text}");
+        assert!(text.ends_with("masquerade"), "{text}");
+    }
 }

@@ -9,6 +9,8 @@ use std::net::Ipv4Addr;
 use ipnetwork::Ipv4Network;
 use serde::{Deserialize, Serialize};
 
+use super::nft::Ruleset;
+
 /// The link group that marks links vpcsh made (ASCII "vpcs"); honoured at creation, unlike
 /// an alias, so marking costs no extra request.
 pub const LINK_GROUP: u32 = 0x7670_6373;
@@ -27,6 +29,24 @@ pub struct Netns {
     pub addrs: BTreeSet<Addr>,
     pub routes: BTreeSet<Route>,
     pub servers: BTreeSet<Server>,
+    /// vpcsh's nftables table, if the namespace has one.
+    pub nft: Option<Nft>,
+}
+
+/// vpcsh's nftables table: the ruleset wanted, or the signature observed in the kernel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum Nft {
+    Wanted(Ruleset),
+    Seen(Vec<String>),
+}
+
+impl Nft {
+    pub fn signature(&self) -> Vec<String> {
+        match self {
+            Nft::Wanted(r) => r.signature(),
+            Nft::Seen(s) => s.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -76,6 +96,7 @@ pub struct Addr {
 pub struct Route {
     pub dst: Ipv4Network,
     pub via: Ipv4Addr,
+    pub dev: String,
 }
 
 /// vpcsh's built-in HTTP server listening in a namespace.

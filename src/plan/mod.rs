@@ -7,13 +7,14 @@
 pub mod desired;
 pub mod kernel;
 pub mod naming;
+pub mod nft;
 mod ops;
 
 use std::collections::BTreeMap;
 
 pub use ops::{Op, OpClass};
 
-use kernel::{KernelState, LinkKind, Netns};
+use kernel::{KernelState, LinkKind, Netns, Nft};
 
 /// One operation and the model object it is for (`prod/web`, `sandbox`, ...).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,11 +47,7 @@ impl std::ops::AddAssign for Summary {
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} created, {} changed, {} deleted",
-            self.created, self.changed, self.deleted
-        )
+        write!(f, "{} created, {} changed, {} deleted", self.created, self.changed, self.deleted)
     }
 }
 
@@ -90,6 +87,8 @@ struct Phases {
     /// Deletes that must clear a name before it is created again.
     clear: Vec<Step>,
     netns: Vec<Step>,
+    /// Rules go in before links come up, so no packet passes before its policy is there.
+    rulesets: Vec<Step>,
     bridges: Vec<Step>,
     veths: Vec<Step>,
     changes: Vec<Step>,
@@ -101,44 +100,39 @@ struct Phases {
     del_routes: Vec<Step>,
     del_addrs: Vec<Step>,
     del_links: Vec<Step>,
+    del_rulesets: Vec<Step>,
     del_netns: Vec<Step>,
 }
 
 /// Plans the operations that make `observed` into `desired`. Only namespaces present in
 /// `observed` are ever deleted: the caller observes exactly what it owns.
 pub fn plan(desired: &KernelState, observed: &KernelState) -> Plan {
+    plan_from(desired, observed, &KernelState::default())
+}
+
+/// `plan`, knowing what was wanted before (`previous`): a replaced ruleset that is still
+/// what was wanted then can be put back if a later step fails.
+pub fn plan_from(desired: &KernelState, observed: &KernelState, previous: &KernelState) -> Plan {
     let mut p = Phases::default();
     let empty = Netns::default();
     for (name, want) in &desired.namespaces {
         let have = observed.namespaces.get(name);
         if have.is_none() {
-            p.netns.push(step(
-                &want.owner,
-                Op::CreateNetns {
-                    ns: name.clone(),
-                    forwarding: want.forwarding,
-                },
-            ));
+            p.netns
+                .push(step(&want.owner, Op::CreateNetns { ns: name.clone(), forwarding: want.forwarding }));
         }
-        diff_netns(
-            &mut p,
-            name,
-            want,
-            have.unwrap_or(&empty),
-            have.is_none(),
-            desired,
-            observed,
-        );
+        diff_netns(&mut p, name, want, have.unwrap_or(&empty), have.is_none(), desired, observed);
+        diff_ruleset(&mut p, name, want, have.unwrap_or(&empty), previous.namespaces.get(name));
     }
     for (name, have) in &observed.namespaces {
         if !desired.namespaces.contains_key(name) {
-            p.del_netns
-                .push(step(&have.owner, Op::DeleteNetns { ns: name.clone() }));
+            p.del_netns.push(step(&have.owner, Op::DeleteNetns { ns: name.clone() }));
         }
     }
     let steps = [
         p.clear,
         p.netns,
+        p.rulesets,
         p.bridges,
         p.veths,
         p.changes,
@@ -149,6 +143,7 @@ pub fn plan(desired: &KernelState, observed: &KernelState) -> Plan {
         p.del_routes,
         p.del_addrs,
         p.del_links,
+        p.del_rulesets,
         p.del_netns,
     ]
     .into_iter()
@@ -158,19 +153,11 @@ pub fn plan(desired: &KernelState, observed: &KernelState) -> Plan {
 }
 
 fn step(owner: &str, op: Op) -> Step {
-    Step {
-        undo: op.inverse(),
-        op,
-        owner: owner.to_string(),
-    }
+    Step { undo: op.inverse(), op, owner: owner.to_string() }
 }
 
 fn change(owner: &str, op: Op, undo: Op) -> Step {
-    Step {
-        op,
-        owner: owner.to_string(),
-        undo: Some(undo),
-    }
+    Step { op, owner: owner.to_string(), undo: Some(undo) }
 }
 
 fn diff_netns(
@@ -183,36 +170,16 @@ fn diff_netns(
     observed: &KernelState,
 ) {
     if !fresh && want.forwarding != have.forwarding {
-        let undo = Op::SetForwarding {
-            ns: ns.into(),
-            on: have.forwarding,
-        };
-        p.changes.push(change(
-            &want.owner,
-            Op::SetForwarding {
-                ns: ns.into(),
-                on: want.forwarding,
-            },
-            undo,
-        ));
+        let undo = Op::SetForwarding { ns: ns.into(), on: have.forwarding };
+        p.changes.push(change(&want.owner, Op::SetForwarding { ns: ns.into(), on: want.forwarding }, undo));
     }
     for (name, wl) in &want.links {
         let hl = have.links.get(name);
         match &wl.kind {
             LinkKind::Loopback => {
                 if !fresh && hl.is_some_and(|l| !l.up) {
-                    let op = Op::SetLink {
-                        ns: ns.into(),
-                        name: name.clone(),
-                        up: true,
-                        master: None,
-                    };
-                    let undo = Op::SetLink {
-                        ns: ns.into(),
-                        name: name.clone(),
-                        up: false,
-                        master: None,
-                    };
+                    let op = Op::SetLink { ns: ns.into(), name: name.clone(), up: true, master: None };
+                    let undo = Op::SetLink { ns: ns.into(), name: name.clone(), up: false, master: None };
                     p.changes.push(change(&wl.owner, op, undo));
                 }
             }
@@ -226,21 +193,9 @@ fn diff_netns(
                 Some(hl) if wl.kind.matches(&hl.kind) => fix_link(p, ns, name, wl, hl),
                 _ => {
                     if hl.is_some() {
-                        p.clear.push(step(
-                            &wl.owner,
-                            Op::DeleteLink {
-                                ns: ns.into(),
-                                name: name.clone(),
-                            },
-                        ));
+                        p.clear.push(step(&wl.owner, Op::DeleteLink { ns: ns.into(), name: name.clone() }));
                     }
-                    p.bridges.push(step(
-                        &wl.owner,
-                        Op::CreateBridge {
-                            ns: ns.into(),
-                            name: name.clone(),
-                        },
-                    ));
+                    p.bridges.push(step(&wl.owner, Op::CreateBridge { ns: ns.into(), name: name.clone() }));
                 }
             },
             LinkKind::Veth { peer_ns, peer } => {
@@ -252,22 +207,10 @@ fn diff_netns(
                     continue;
                 }
                 if hl.is_some() {
-                    p.clear.push(step(
-                        &wl.owner,
-                        Op::DeleteLink {
-                            ns: ns.into(),
-                            name: name.clone(),
-                        },
-                    ));
+                    p.clear.push(step(&wl.owner, Op::DeleteLink { ns: ns.into(), name: name.clone() }));
                 }
                 if peer_have.is_some() && desired.namespaces.contains_key(peer_ns) {
-                    p.clear.push(step(
-                        &wl.owner,
-                        Op::DeleteLink {
-                            ns: peer_ns.clone(),
-                            name: peer.clone(),
-                        },
-                    ));
+                    p.clear.push(step(&wl.owner, Op::DeleteLink { ns: peer_ns.clone(), name: peer.clone() }));
                 }
                 let op = Op::CreateVeth {
                     ns: ns.into(),
@@ -282,34 +225,17 @@ fn diff_netns(
     }
     for (name, hl) in &have.links {
         if !want.links.contains_key(name) && hl.ours {
-            p.del_links.push(step(
-                &want.owner,
-                Op::DeleteLink {
-                    ns: ns.into(),
-                    name: name.clone(),
-                },
-            ));
+            p.del_links.push(step(&want.owner, Op::DeleteLink { ns: ns.into(), name: name.clone() }));
         }
     }
     let managed = |dev: &str| want.links.get(dev).is_some_and(|l| l.kind != LinkKind::Loopback);
     for addr in want.addrs.difference(&have.addrs) {
-        p.addrs.push(step(
-            &owner_of(want, &addr.dev),
-            Op::AddAddr {
-                ns: ns.into(),
-                addr: addr.clone(),
-            },
-        ));
+        p.addrs.push(step(&owner_of(want, &addr.dev), Op::AddAddr { ns: ns.into(), addr: addr.clone() }));
     }
     for addr in have.addrs.difference(&want.addrs) {
         if managed(&addr.dev) {
-            p.del_addrs.push(step(
-                &owner_of(want, &addr.dev),
-                Op::DelAddr {
-                    ns: ns.into(),
-                    addr: addr.clone(),
-                },
-            ));
+            p.del_addrs
+                .push(step(&owner_of(want, &addr.dev), Op::DelAddr { ns: ns.into(), addr: addr.clone() }));
         }
     }
     // One default route per namespace: a changed gateway is a replace, not add + delete.
@@ -318,79 +244,59 @@ fn diff_netns(
         match have_routes.remove(&route.dst) {
             Some(old) if old == route => {}
             Some(old) => {
-                let undo = Op::ReplaceRoute {
-                    ns: ns.into(),
-                    route: old.clone(),
-                };
-                p.changes.push(change(
+                // With the routes, after any new address makes the new gateway reachable.
+                let undo = Op::ReplaceRoute { ns: ns.into(), route: old.clone() };
+                p.routes.push(change(
                     &want.owner,
-                    Op::ReplaceRoute {
-                        ns: ns.into(),
-                        route: route.clone(),
-                    },
+                    Op::ReplaceRoute { ns: ns.into(), route: route.clone() },
                     undo,
                 ));
             }
-            None => p.routes.push(step(
-                &want.owner,
-                Op::AddRoute {
-                    ns: ns.into(),
-                    route: route.clone(),
-                },
-            )),
+            None => p.routes.push(step(&want.owner, Op::AddRoute { ns: ns.into(), route: route.clone() })),
         }
     }
-    for route in have_routes.into_values() {
-        p.del_routes.push(step(
-            &want.owner,
-            Op::DelRoute {
-                ns: ns.into(),
-                route: route.clone(),
-            },
-        ));
+    for route in have_routes.into_values().filter(|r| managed(&r.dev)) {
+        p.del_routes.push(step(&want.owner, Op::DelRoute { ns: ns.into(), route: route.clone() }));
     }
     for server in want.servers.difference(&have.servers) {
-        p.servers.push(step(
-            &want.owner,
-            Op::StartServer {
-                ns: ns.into(),
-                server: server.clone(),
-            },
-        ));
+        p.servers.push(step(&want.owner, Op::StartServer { ns: ns.into(), server: server.clone() }));
     }
     for server in have.servers.difference(&want.servers) {
-        p.del_servers.push(step(
-            &want.owner,
-            Op::StopServer {
-                ns: ns.into(),
-                server: server.clone(),
-            },
-        ));
+        p.del_servers.push(step(&want.owner, Op::StopServer { ns: ns.into(), server: server.clone() }));
+    }
+}
+
+fn diff_ruleset(p: &mut Phases, ns: &str, want: &Netns, have: &Netns, previous: Option<&Netns>) {
+    match (&want.nft, &have.nft) {
+        (Some(Nft::Wanted(ruleset)), seen)
+            if seen.as_ref().map(Nft::signature) != Some(ruleset.signature()) =>
+        {
+            let replace = seen.is_some();
+            let op = Op::SetRuleset { ns: ns.into(), ruleset: ruleset.clone(), replace };
+            let undo = match (seen, previous.and_then(|n| n.nft.as_ref())) {
+                (None, _) => op.inverse(),
+                (Some(seen), Some(Nft::Wanted(old))) if seen.signature() == old.signature() => {
+                    Some(Op::SetRuleset { ns: ns.into(), ruleset: old.clone(), replace: true })
+                }
+                _ => None,
+            };
+            p.rulesets.push(Step { op, owner: want.owner.clone(), undo });
+        }
+        (None, Some(_)) => p.del_rulesets.push(step(&want.owner, Op::DeleteRuleset { ns: ns.into() })),
+        _ => {}
     }
 }
 
 fn fix_link(p: &mut Phases, ns: &str, name: &str, want: &kernel::Link, have: &kernel::Link) {
     if want.up != have.up || want.master != have.master {
-        let op = Op::SetLink {
-            ns: ns.into(),
-            name: name.into(),
-            up: want.up,
-            master: want.master.clone(),
-        };
-        let undo = Op::SetLink {
-            ns: ns.into(),
-            name: name.into(),
-            up: have.up,
-            master: have.master.clone(),
-        };
+        let op = Op::SetLink { ns: ns.into(), name: name.into(), up: want.up, master: want.master.clone() };
+        let undo = Op::SetLink { ns: ns.into(), name: name.into(), up: have.up, master: have.master.clone() };
         p.changes.push(change(&want.owner, op, undo));
     }
 }
 
 fn owner_of(ns: &Netns, dev: &str) -> String {
-    ns.links
-        .get(dev)
-        .map_or_else(|| ns.owner.clone(), |l| l.owner.clone())
+    ns.links.get(dev).map_or_else(|| ns.owner.clone(), |l| l.owner.clone())
 }
 
 #[cfg(test)]

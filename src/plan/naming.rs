@@ -5,6 +5,8 @@
 //! - `P.internet` — the simulated internet (sandbox only)
 //! - `P.VPC` — a VPC's router namespace; one bridge `b-SUBNET` per subnet
 //! - `P.VPC.HOST` — a host's namespace, `eth0` paired with `h-HOST` on the router
+//! - the uplink of a VPC: `igw` in its router, paired with `vpc-VPC` on the machine (the
+//!   sandbox namespace, or on the real host the namespace vpcsh runs in)
 //!
 //! Model names cannot contain `.` and no VPC may be called `internet`, so these never
 //! collide.
@@ -13,7 +15,14 @@ use crate::model::names::ifname;
 
 pub const REAL_HOST_PREFIX: &str = "vpcsh";
 pub const HOST_IFNAME: &str = "eth0";
+/// The sandbox machine's uplink to the simulated internet.
 pub const UPLINK_IFNAME: &str = "up0";
+/// A router's end of its VPC's uplink (the internet gateway).
+pub const ROUTER_UPLINK: &str = "igw";
+/// The machine's ends of the VPC uplinks all start with this.
+pub const MACHINE_UPLINK_PREFIX: &str = "vpc-";
+/// Stands for the namespace vpcsh itself runs in: the machine, on the real host.
+pub const HOST_NS: &str = "@host";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Naming {
@@ -23,19 +32,14 @@ pub struct Naming {
 
 impl Naming {
     pub fn sandbox(name: &str) -> Self {
-        Self {
-            prefix: name.to_string(),
-            sandbox: true,
-        }
+        Self { prefix: name.to_string(), sandbox: true }
     }
-    pub fn real_host() -> Self {
-        Self {
-            prefix: REAL_HOST_PREFIX.to_string(),
-            sandbox: false,
-        }
+    pub fn real_host(prefix: &str) -> Self {
+        Self { prefix: prefix.to_string(), sandbox: false }
     }
-    pub fn machine_ns(&self) -> Option<String> {
-        self.sandbox.then(|| self.prefix.clone())
+    /// The namespace that plays the machine: the sandbox, or the one vpcsh runs in.
+    pub fn machine_ns(&self) -> String {
+        if self.sandbox { self.prefix.clone() } else { HOST_NS.to_string() }
     }
     pub fn internet_ns(&self) -> Option<String> {
         self.sandbox.then(|| format!("{}.internet", self.prefix))
@@ -52,11 +56,11 @@ impl Naming {
     pub fn host_veth(host: &str) -> String {
         ifname("h-", host)
     }
+    pub fn machine_uplink(vpc: &str) -> String {
+        ifname(MACHINE_UPLINK_PREFIX, vpc)
+    }
     /// Whether a namespace name is one this naming could produce.
     pub fn owns_name(&self, ns: &str) -> bool {
-        ns == self.prefix
-            || ns
-                .strip_prefix(&self.prefix)
-                .is_some_and(|rest| rest.starts_with('.'))
+        ns == self.prefix || ns.strip_prefix(&self.prefix).is_some_and(|rest| rest.starts_with('.'))
     }
 }

@@ -4,6 +4,7 @@
 use std::fmt;
 
 use super::kernel::{Addr, Route, Server};
+use super::nft::{Ruleset, TABLE};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -69,6 +70,15 @@ pub enum Op {
         ns: String,
         server: Server,
     },
+    /// Creates or atomically replaces vpcsh's nftables table.
+    SetRuleset {
+        ns: String,
+        ruleset: Ruleset,
+        replace: bool,
+    },
+    DeleteRuleset {
+        ns: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,13 +96,18 @@ impl Op {
             | Op::CreateVeth { .. }
             | Op::AddAddr { .. }
             | Op::AddRoute { .. }
-            | Op::StartServer { .. } => OpClass::Create,
-            Op::SetForwarding { .. } | Op::SetLink { .. } | Op::ReplaceRoute { .. } => OpClass::Change,
+            | Op::StartServer { .. }
+            | Op::SetRuleset { replace: false, .. } => OpClass::Create,
+            Op::SetForwarding { .. }
+            | Op::SetLink { .. }
+            | Op::ReplaceRoute { .. }
+            | Op::SetRuleset { .. } => OpClass::Change,
             Op::DeleteNetns { .. }
             | Op::DeleteLink { .. }
             | Op::DelAddr { .. }
             | Op::DelRoute { .. }
-            | Op::StopServer { .. } => OpClass::Delete,
+            | Op::StopServer { .. }
+            | Op::DeleteRuleset { .. } => OpClass::Delete,
         }
     }
 
@@ -105,6 +120,7 @@ impl Op {
             Op::AddAddr { ns, addr } => Op::DelAddr { ns, addr },
             Op::AddRoute { ns, route } => Op::DelRoute { ns, route },
             Op::StartServer { ns, server } => Op::StopServer { ns, server },
+            Op::SetRuleset { ns, replace: false, .. } => Op::DeleteRuleset { ns },
             _ => return None,
         })
     }
@@ -125,7 +141,9 @@ impl Op {
             | Op::ReplaceRoute { ns, .. }
             | Op::DelRoute { ns, .. }
             | Op::StartServer { ns, .. }
-            | Op::StopServer { ns, .. } => ns,
+            | Op::StopServer { ns, .. }
+            | Op::SetRuleset { ns, .. }
+            | Op::DeleteRuleset { ns } => ns,
         }
     }
 }
@@ -134,32 +152,20 @@ fn on_off(on: bool) -> &'static str {
     if on { "on" } else { "off" }
 }
 
-fn route_dst(route: &Route) -> String {
-    if route.dst.prefix() == 0 {
-        "default".into()
-    } else {
-        route.dst.to_string()
-    }
+fn route_text(route: &Route) -> String {
+    let dst = if route.dst.prefix() == 0 { "default".into() } else { route.dst.to_string() };
+    format!("{dst} via {} dev {}", route.via, route.dev)
 }
 
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Op::CreateNetns { ns, forwarding: true } => write!(f, "create netns {ns} (lo up, forwarding on)"),
-            Op::CreateNetns {
-                ns,
-                forwarding: false,
-            } => write!(f, "create netns {ns} (lo up)"),
+            Op::CreateNetns { ns, forwarding: false } => write!(f, "create netns {ns} (lo up)"),
             Op::DeleteNetns { ns } => write!(f, "delete netns {ns}"),
             Op::SetForwarding { ns, on } => write!(f, "set forwarding {} in {ns}", on_off(*on)),
             Op::CreateBridge { ns, name } => write!(f, "create bridge {name} in {ns}"),
-            Op::CreateVeth {
-                ns,
-                name,
-                master,
-                peer_ns,
-                peer,
-            } => {
+            Op::CreateVeth { ns, name, master, peer_ns, peer } => {
                 write!(f, "create veth {name} in {ns}")?;
                 if let Some(m) = master {
                     write!(f, " (master {m})")?;
@@ -176,17 +182,18 @@ impl fmt::Display for Op {
             Op::DeleteLink { ns, name } => write!(f, "delete link {name} in {ns}"),
             Op::AddAddr { ns, addr } => write!(f, "add address {} on {} in {ns}", addr.net, addr.dev),
             Op::DelAddr { ns, addr } => write!(f, "delete address {} on {} in {ns}", addr.net, addr.dev),
-            Op::AddRoute { ns, route } => {
-                write!(f, "add route {} via {} in {ns}", route_dst(route), route.via)
-            }
-            Op::ReplaceRoute { ns, route } => {
-                write!(f, "replace route {} via {} in {ns}", route_dst(route), route.via)
-            }
-            Op::DelRoute { ns, route } => {
-                write!(f, "delete route {} via {} in {ns}", route_dst(route), route.via)
-            }
+            Op::AddRoute { ns, route } => write!(f, "add route {} in {ns}", route_text(route)),
+            Op::ReplaceRoute { ns, route } => write!(f, "replace route {} in {ns}", route_text(route)),
+            Op::DelRoute { ns, route } => write!(f, "delete route {} in {ns}", route_text(route)),
             Op::StartServer { ns, server } => write!(f, "start http server on port {} in {ns}", server.port),
             Op::StopServer { ns, server } => write!(f, "stop http server on port {} in {ns}", server.port),
+            Op::SetRuleset { ns, ruleset, replace } => write!(
+                f,
+                "{} nftables table ip {TABLE} in {ns} ({} rules)",
+                if *replace { "replace" } else { "create" },
+                ruleset.rule_count()
+            ),
+            Op::DeleteRuleset { ns } => write!(f, "delete nftables table ip {TABLE} in {ns}"),
         }
     }
 }

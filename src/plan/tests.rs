@@ -10,14 +10,11 @@ use crate::exec::{self, Backend, recording::Recording};
 use crate::model::{Host, Network, Subnet, Vpc};
 
 /// (name, cidr, [(subnet, cidr, [(host, ip)])])
-type Spec<'a> = [(
-    &'a str,
-    &'a str,
-    &'a [(&'a str, &'a str, &'a [(&'a str, &'a str)])],
-)];
+type Spec<'a> = [(&'a str, &'a str, &'a [(&'a str, &'a str, &'a [(&'a str, &'a str)])])];
 
 fn net(vpcs: &Spec) -> Network {
     Network {
+        publishes: Vec::new(),
         vpcs: vpcs
             .iter()
             .map(|(name, cidr, subnets)| Vpc {
@@ -31,13 +28,11 @@ fn net(vpcs: &Spec) -> Network {
                             name: sname.to_string(),
                             cidr,
                             public: false,
+                            nat: false,
                             gateway: crate::model::ipam::gateway(cidr),
                             hosts: hosts
                                 .iter()
-                                .map(|(h, ip)| Host {
-                                    name: h.to_string(),
-                                    ip: ip.parse().unwrap(),
-                                })
+                                .map(|(h, ip)| Host { name: h.to_string(), ip: ip.parse().unwrap() })
                                 .collect(),
                         }
                     })
@@ -62,13 +57,17 @@ fn naming() -> Naming {
     Naming::sandbox("t")
 }
 
+fn want(network: &Network) -> KernelState {
+    desired::desired(network, &desired::Machine { naming: &naming(), uplink: "up0" })
+}
+
 fn names(state: &KernelState) -> BTreeSet<String> {
     state.namespaces.keys().cloned().collect()
 }
 
 /// Plans against the recording backend's state, applies, and returns the plan.
 fn converge(backend: &mut Recording, network: &Network) -> Plan {
-    let want = desired::desired(network, &naming());
+    let want = want(network);
     let mut owned = names(&backend.state);
     owned.extend(names(&want));
     let observed = backend.observe(&owned).unwrap();
@@ -82,29 +81,20 @@ fn lines(p: &Plan) -> Vec<String> {
 }
 
 fn position(p: &Plan, line: &str) -> usize {
-    lines(p)
-        .iter()
-        .position(|l| l == line)
-        .unwrap_or_else(|| panic!("no `{line}` in {:#?}", lines(p)))
+    lines(p).iter().position(|l| l == line).unwrap_or_else(|| panic!("no `{line}` in {:#?}", lines(p)))
 }
 
 #[test]
 fn a_fresh_network_is_created_in_dependency_order() {
-    let p = plan(&desired::desired(&base(), &naming()), &KernelState::default());
+    let p = plan(&want(&base()), &KernelState::default());
     let netns = position(&p, "create netns t.prod.w1 (lo up)");
     let bridge = position(&p, "create bridge b-web in t.prod");
-    let veth = position(
-        &p,
-        "create veth h-w1 in t.prod (master b-web) <-> eth0 in t.prod.w1",
-    );
+    let veth = position(&p, "create veth h-w1 in t.prod (master b-web) <-> eth0 in t.prod.w1");
     let addr = position(&p, "add address 10.0.1.2/24 on eth0 in t.prod.w1");
-    let route = position(&p, "add route default via 10.0.1.1 in t.prod.w1");
+    let route = position(&p, "add route default via 10.0.1.1 dev eth0 in t.prod.w1");
     assert!(netns < veth && bridge < veth && veth < addr && addr < route);
     assert_eq!(p.summary().deleted, 0);
-    assert!(
-        p.steps.iter().all(|s| s.undo.is_some()),
-        "every create can be undone"
-    );
+    assert!(p.steps.iter().all(|s| s.undo.is_some()), "every create can be undone");
 }
 
 #[test]
@@ -126,11 +116,7 @@ fn removing_a_subnet_deletes_exactly_its_objects() {
     let p = converge(&mut backend, &smaller);
     assert_eq!(
         lines(&p),
-        [
-            "delete link b-app in t.prod",
-            "delete link h-app in t.prod",
-            "delete netns t.prod.app"
-        ],
+        ["delete link b-app in t.prod", "delete link h-app in t.prod", "delete netns t.prod.app"],
     );
 }
 
@@ -143,10 +129,7 @@ fn a_changed_address_is_added_then_the_old_one_deleted() {
     let p = converge(&mut backend, &moved);
     assert_eq!(
         lines(&p),
-        [
-            "add address 10.0.1.30/24 on eth0 in t.prod.w2",
-            "delete address 10.0.1.3/24 on eth0 in t.prod.w2"
-        ],
+        ["add address 10.0.1.30/24 on eth0 in t.prod.w2", "delete address 10.0.1.3/24 on eth0 in t.prod.w2"],
     );
 }
 
@@ -164,7 +147,7 @@ fn a_renumbered_subnet_replaces_the_default_route() {
     )]);
     let p = converge(&mut backend, &renumbered);
     assert!(
-        lines(&p).contains(&"replace route default via 10.0.9.1 in t.prod.app".to_string()),
+        lines(&p).contains(&"replace route default via 10.0.9.1 dev eth0 in t.prod.app".to_string()),
         "{:#?}",
         lines(&p)
     );
@@ -188,13 +171,7 @@ fn drift_is_repaired_and_foreign_links_are_left_alone() {
 fn a_veth_with_a_missing_end_is_recreated() {
     let mut backend = Recording::default();
     converge(&mut backend, &base());
-    backend
-        .state
-        .namespaces
-        .get_mut("t.prod.w1")
-        .unwrap()
-        .links
-        .remove("eth0");
+    backend.state.namespaces.get_mut("t.prod.w1").unwrap().links.remove("eth0");
     let p = converge(&mut backend, &base());
     let l = lines(&p);
     assert_eq!(l[0], "delete link h-w1 in t.prod");
@@ -203,8 +180,12 @@ fn a_veth_with_a_missing_end_is_recreated() {
 
 #[test]
 fn only_observed_namespaces_are_deleted() {
-    let want = desired::desired(&Network::default(), &Naming::real_host());
-    assert!(plan(&want, &KernelState::default()).is_empty());
+    let real = desired::desired(
+        &Network::default(),
+        &desired::Machine { naming: &Naming::real_host("v"), uplink: "eth0" },
+    );
+    let observed = KernelState::default();
+    assert!(plan(&real, &observed).steps.iter().all(|s| !matches!(s.op, Op::DeleteNetns { .. })));
 }
 
 #[test]
@@ -217,13 +198,11 @@ fn a_failed_apply_is_rolled_back_to_where_it_started() {
         name: "db".into(),
         cidr: "10.0.3.0/24".parse().unwrap(),
         public: false,
+        nat: false,
         gateway: "10.0.3.1".parse().unwrap(),
-        hosts: vec![Host {
-            name: "db".into(),
-            ip: "10.0.3.2".parse().unwrap(),
-        }],
+        hosts: vec![Host { name: "db".into(), ip: "10.0.3.2".parse().unwrap() }],
     });
-    let want = desired::desired(&bigger, &naming());
+    let want = want(&bigger);
     let observed = backend.observe(&names(&want)).unwrap();
     let p = plan(&want, &observed);
     backend.fail_at = Some(backend.applied.len() + p.steps.len() - 1);
@@ -235,10 +214,7 @@ fn a_failed_apply_is_rolled_back_to_where_it_started() {
 
 #[test]
 fn the_sandbox_scaffold_is_planned_with_the_network() {
-    let p = plan(
-        &desired::desired(&Network::default(), &naming()),
-        &KernelState::default(),
-    );
+    let p = plan(&want(&Network::default()), &KernelState::default());
     assert_eq!(
         lines(&p),
         [
@@ -251,11 +227,5 @@ fn the_sandbox_scaffold_is_planned_with_the_network() {
         ]
     );
     let ops: Vec<_> = p.steps.iter().map(|s| &s.op).collect();
-    assert!(matches!(
-        ops[0],
-        Op::CreateNetns {
-            forwarding: false,
-            ..
-        }
-    ));
+    assert!(matches!(ops[0], Op::CreateNetns { forwarding: false, .. }));
 }

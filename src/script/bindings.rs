@@ -11,13 +11,13 @@ use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, NativeCallContext};
 use super::errors::{Fault, ScriptError, from_effect, suggest};
 use super::{EffectError, Shared};
 use crate::model::{
-    Cidr, Declarations, HostDecl, HostId, Problem, Span, SubnetDecl, SubnetId, VpcDecl, VpcId, ipam,
+    Cidr, Declarations, HostDecl, HostId, HostRef, NatDecl, Problem, PublishDecl, Span, SubnetDecl, SubnetId,
+    VpcDecl, VpcId, ipam,
 };
 
 /// Every handle property, for "did you mean" on a misspelt one.
-pub const PROPERTIES: &[&str] = &[
-    "name", "cidr", "ip", "vpc", "subnet", "gateway", "hosts", "subnets", "public",
-];
+pub const PROPERTIES: &[&str] =
+    &["name", "cidr", "ip", "vpc", "subnet", "gateway", "hosts", "subnets", "public"];
 
 #[derive(Clone, Debug)]
 pub struct VpcHandle(pub VpcId);
@@ -26,20 +26,13 @@ pub struct VpcHandle(pub VpcId);
 pub struct SubnetHandle(pub SubnetId);
 
 #[derive(Clone, Debug)]
-pub enum HostHandle {
-    Declared(HostId),
-    /// The host a subnet gets when the script declares none, named after the subnet.
-    Implicit(SubnetId),
-}
+pub struct HostHandle(pub HostRef);
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
 type SharedRef = Rc<RefCell<Shared>>;
 
 fn fail<T>(ctx: &NativeCallContext, err: impl Into<ScriptError>) -> Res<T> {
-    Err(Box::new(EvalAltResult::ErrorRuntime(
-        Dynamic::from(err.into()),
-        ctx.call_position(),
-    )))
+    Err(Box::new(EvalAltResult::ErrorRuntime(Dynamic::from(err.into()), ctx.call_position())))
 }
 
 fn span(shared: &Shared, ctx: &NativeCallContext) -> Span {
@@ -59,12 +52,7 @@ fn parse_cidr(text: &str) -> Result<Ipv4Network, (String, Option<String>)> {
         .ok()
         .zip(prefix.parse::<u8>().ok())
         .and_then(|(a, p)| Ipv4Network::new(a, p).ok())
-        .ok_or_else(|| {
-            (
-                format!("`{text}` is not a valid IPv4 CIDR"),
-                Some("e.g. 10.0.0.0/16".into()),
-            )
-        })?;
+        .ok_or_else(|| (format!("`{text}` is not a valid IPv4 CIDR"), Some("e.g. 10.0.0.0/16".into())))?;
     if net.ip() != net.network() {
         return Err((
             format!("`{text}` has host bits set"),
@@ -84,10 +72,7 @@ fn cidr(decls: &mut Declarations, text: &str, span: Span) -> Cidr {
             None
         }
     };
-    Cidr {
-        text: text.into(),
-        net,
-    }
+    Cidr { text: text.into(), net }
 }
 
 /// Checks an options map against the keys a function takes.
@@ -134,12 +119,9 @@ fn option_type_error<T>(
 fn live_vpc(ctx: &NativeCallContext, shared: &Shared, vpc: VpcId) -> Res<()> {
     let v = shared.decls.vpc(vpc);
     if v.removed {
-        let fault = Fault::new(
-            format!("VPC `{}` was destroyed", v.name),
-            span(shared, ctx),
-            "used after destroy",
-        )
-        .help("declare it again with vpc() to use it");
+        let fault =
+            Fault::new(format!("VPC `{}` was destroyed", v.name), span(shared, ctx), "used after destroy")
+                .help("declare it again with vpc() to use it");
         return fail(ctx, fault);
     }
     Ok(())
@@ -150,12 +132,7 @@ fn declare_vpc(ctx: NativeCallContext, sh: &SharedRef, name: &str, text: &str, o
     check_options(&ctx, &shared, "vpc", &opts, &[])?;
     let span = span(&shared, &ctx);
     let cidr = cidr(&mut shared.decls, text, span);
-    shared.decls.vpcs.push(VpcDecl {
-        name: name.into(),
-        cidr,
-        span,
-        removed: false,
-    });
+    shared.decls.vpcs.push(VpcDecl { name: name.into(), cidr, span, removed: false });
     Ok(VpcHandle(VpcId(shared.decls.vpcs.len() - 1)))
 }
 
@@ -179,13 +156,7 @@ fn declare_subnet(
     };
     let span = span(&shared, &ctx);
     let cidr = cidr(&mut shared.decls, text, span);
-    shared.decls.subnets.push(SubnetDecl {
-        vpc: vpc.0,
-        name: name.into(),
-        cidr,
-        public,
-        span,
-    });
+    shared.decls.subnets.push(SubnetDecl { vpc: vpc.0, name: name.into(), cidr, public, span });
     Ok(SubnetHandle(SubnetId(shared.decls.subnets.len() - 1)))
 }
 
@@ -207,12 +178,8 @@ fn declare_host(
             match text.parse::<Ipv4Addr>() {
                 Ok(ip) => (Some(ip), true),
                 Err(_) => {
-                    let p = Problem::new(
-                        format!("`{text}` is not an IPv4 address"),
-                        span,
-                        "invalid address",
-                    )
-                    .help("write it as a.b.c.d");
+                    let p = Problem::new(format!("`{text}` is not an IPv4 address"), span, "invalid address")
+                        .help("write it as a.b.c.d");
                     shared.decls.problems.push(p);
                     (None, true)
                 }
@@ -242,14 +209,8 @@ fn declare_host(
             }
         }
     };
-    shared.decls.hosts.push(HostDecl {
-        subnet: subnet.0,
-        name: name.into(),
-        ip,
-        fixed,
-        span,
-    });
-    Ok(HostHandle::Declared(HostId(shared.decls.hosts.len() - 1)))
+    shared.decls.hosts.push(HostDecl { subnet: subnet.0, name: name.into(), ip, fixed, span });
+    Ok(HostHandle(HostRef::Declared(HostId(shared.decls.hosts.len() - 1))))
 }
 
 fn summary_map(s: crate::plan::Summary) -> Map {
@@ -272,28 +233,39 @@ fn run_apply(ctx: &NativeCallContext, sh: &SharedRef) -> Res<Map> {
 }
 
 fn host_subnet(decls: &Declarations, h: &HostHandle) -> SubnetId {
-    match h {
-        HostHandle::Declared(id) => decls.host(*id).subnet,
-        HostHandle::Implicit(s) => *s,
-    }
+    decls.host_subnet(h.0)
 }
 
 fn host_name(decls: &Declarations, h: &HostHandle) -> String {
-    match h {
-        HostHandle::Declared(id) => decls.host(*id).name.clone(),
-        HostHandle::Implicit(s) => decls.subnet(*s).name.clone(),
-    }
+    decls.host_name(h.0).to_string()
 }
 
 fn host_ip(decls: &Declarations, h: &HostHandle) -> Option<Ipv4Addr> {
-    match h {
-        HostHandle::Declared(id) => decls.host(*id).ip,
-        HostHandle::Implicit(s) => decls
-            .subnet(*s)
-            .cidr
-            .net
-            .and_then(|n| ipam::next_free(n, &[], None)),
+    match h.0 {
+        HostRef::Declared(id) => decls.host(id).ip,
+        HostRef::Implicit(s) => decls.subnet(s).cidr.net.and_then(|n| ipam::next_free(n, &[], None)),
     }
+}
+
+/// A subnet stands for its first host (declared, or the implicit one).
+fn first_host(decls: &Declarations, subnet: SubnetId) -> HostRef {
+    decls.hosts_of(subnet).next().map_or(HostRef::Implicit(subnet), |(id, _)| HostRef::Declared(id))
+}
+
+fn declare_publish(
+    ctx: &NativeCallContext,
+    sh: &SharedRef,
+    host: HostRef,
+    port: i64,
+    host_port: i64,
+    proto: &str,
+) -> Res<()> {
+    let mut shared = sh.borrow_mut();
+    let vpc = shared.decls.subnet(shared.decls.host_subnet(host)).vpc;
+    live_vpc(ctx, &shared, vpc)?;
+    let span = span(&shared, ctx);
+    shared.decls.publishes.push(PublishDecl { host, port, host_port, proto: proto.to_string(), span });
+    Ok(())
 }
 
 fn text_or_unit(v: Option<String>) -> Dynamic {
@@ -312,12 +284,9 @@ pub fn register(engine: &mut Engine, shared: &SharedRef) {
         declare_vpc(ctx, &sh, name, cidr, Map::new())
     });
     let sh = shared.clone();
-    engine.register_fn(
-        "vpc",
-        move |ctx: NativeCallContext, name: &str, cidr: &str, opts: Map| {
-            declare_vpc(ctx, &sh, name, cidr, opts)
-        },
-    );
+    engine.register_fn("vpc", move |ctx: NativeCallContext, name: &str, cidr: &str, opts: Map| {
+        declare_vpc(ctx, &sh, name, cidr, opts)
+    });
     let sh = shared.clone();
     engine.register_fn(
         "subnet",
@@ -333,12 +302,9 @@ pub fn register(engine: &mut Engine, shared: &SharedRef) {
         },
     );
     let sh = shared.clone();
-    engine.register_fn(
-        "host",
-        move |ctx: NativeCallContext, subnet: &mut SubnetHandle, name: &str| {
-            declare_host(ctx, &sh, subnet, name, Map::new())
-        },
-    );
+    engine.register_fn("host", move |ctx: NativeCallContext, subnet: &mut SubnetHandle, name: &str| {
+        declare_host(ctx, &sh, subnet, name, Map::new())
+    });
     let sh = shared.clone();
     engine.register_fn(
         "host",
@@ -348,6 +314,44 @@ pub fn register(engine: &mut Engine, shared: &SharedRef) {
     );
 
     let sh = shared.clone();
+    engine.register_fn("nat", move |ctx: NativeCallContext, subnet: SubnetHandle| -> Res<()> {
+        let mut shared = sh.borrow_mut();
+        live_vpc(&ctx, &shared, shared.decls.subnet(subnet.0).vpc)?;
+        let span = span(&shared, &ctx);
+        shared.decls.nats.push(NatDecl { subnet: subnet.0, span });
+        Ok(())
+    });
+    let sh = shared.clone();
+    engine.register_fn(
+        "publish",
+        move |ctx: NativeCallContext, host: HostHandle, port: i64, host_port: i64| {
+            declare_publish(&ctx, &sh, host.0, port, host_port, "tcp")
+        },
+    );
+    let sh = shared.clone();
+    engine.register_fn(
+        "publish",
+        move |ctx: NativeCallContext, host: HostHandle, port: i64, host_port: i64, proto: &str| {
+            declare_publish(&ctx, &sh, host.0, port, host_port, proto)
+        },
+    );
+    let sh = shared.clone();
+    engine.register_fn(
+        "publish",
+        move |ctx: NativeCallContext, subnet: SubnetHandle, port: i64, host_port: i64| {
+            let host = first_host(&sh.borrow().decls, subnet.0);
+            declare_publish(&ctx, &sh, host, port, host_port, "tcp")
+        },
+    );
+    let sh = shared.clone();
+    engine.register_fn(
+        "publish",
+        move |ctx: NativeCallContext, subnet: SubnetHandle, port: i64, host_port: i64, proto: &str| {
+            let host = first_host(&sh.borrow().decls, subnet.0);
+            declare_publish(&ctx, &sh, host, port, host_port, proto)
+        },
+    );
+    let sh = shared.clone();
     engine.register_fn("apply", move |ctx: NativeCallContext| run_apply(&ctx, &sh));
     let sh = shared.clone();
     engine.register_fn("destroy", move |ctx: NativeCallContext, vpc: VpcHandle| {
@@ -356,52 +360,30 @@ pub fn register(engine: &mut Engine, shared: &SharedRef) {
     });
     let sh = shared.clone();
     engine.register_fn("destroy", move |ctx: NativeCallContext| {
-        sh.borrow_mut()
-            .decls
-            .vpcs
-            .iter_mut()
-            .for_each(|v| v.removed = true);
+        sh.borrow_mut().decls.vpcs.iter_mut().for_each(|v| v.removed = true);
         run_apply(&ctx, &sh).map(|_| ())
     });
     let sh = shared.clone();
-    engine.register_fn(
-        "assert",
-        move |ctx: NativeCallContext, cond: bool, message: &str| -> Res<()> {
-            let shared = sh.borrow();
-            if cond || shared.effects.held_back() {
-                return Ok(());
-            }
-            fail(
-                &ctx,
-                Fault::new(
-                    format!("assertion failed: {message}"),
-                    span(&shared, &ctx),
-                    "this assertion",
-                ),
-            )
-        },
-    );
+    engine.register_fn("assert", move |ctx: NativeCallContext, cond: bool, message: &str| -> Res<()> {
+        let shared = sh.borrow();
+        if cond || shared.effects.held_back() {
+            return Ok(());
+        }
+        fail(&ctx, Fault::new(format!("assertion failed: {message}"), span(&shared, &ctx), "this assertion"))
+    });
 
     register_properties(engine, shared);
 }
 
 fn register_properties(engine: &mut Engine, shared: &SharedRef) {
     let sh = shared.clone();
-    engine.register_get("name", move |v: &mut VpcHandle| {
-        sh.borrow().decls.vpc(v.0).name.clone()
-    });
+    engine.register_get("name", move |v: &mut VpcHandle| sh.borrow().decls.vpc(v.0).name.clone());
     let sh = shared.clone();
-    engine.register_get("cidr", move |v: &mut VpcHandle| {
-        sh.borrow().decls.vpc(v.0).cidr.text.clone()
-    });
+    engine.register_get("cidr", move |v: &mut VpcHandle| sh.borrow().decls.vpc(v.0).cidr.text.clone());
     let sh = shared.clone();
     engine.register_get("subnets", move |v: &mut VpcHandle| -> Array {
         let shared = sh.borrow();
-        shared
-            .decls
-            .subnets_of(v.0)
-            .map(|(id, _)| Dynamic::from(SubnetHandle(id)))
-            .collect()
+        shared.decls.subnets_of(v.0).map(|(id, _)| Dynamic::from(SubnetHandle(id))).collect()
     });
     engine.register_fn("to_string", {
         let sh = shared.clone();
@@ -413,31 +395,16 @@ fn register_properties(engine: &mut Engine, shared: &SharedRef) {
     });
 
     let sh = shared.clone();
-    engine.register_get("name", move |s: &mut SubnetHandle| {
-        sh.borrow().decls.subnet(s.0).name.clone()
-    });
+    engine.register_get("name", move |s: &mut SubnetHandle| sh.borrow().decls.subnet(s.0).name.clone());
     let sh = shared.clone();
-    engine.register_get("cidr", move |s: &mut SubnetHandle| {
-        sh.borrow().decls.subnet(s.0).cidr.text.clone()
-    });
+    engine.register_get("cidr", move |s: &mut SubnetHandle| sh.borrow().decls.subnet(s.0).cidr.text.clone());
     let sh = shared.clone();
-    engine.register_get("public", move |s: &mut SubnetHandle| {
-        sh.borrow().decls.subnet(s.0).public
-    });
+    engine.register_get("public", move |s: &mut SubnetHandle| sh.borrow().decls.subnet(s.0).public);
     let sh = shared.clone();
-    engine.register_get("vpc", move |s: &mut SubnetHandle| {
-        VpcHandle(sh.borrow().decls.subnet(s.0).vpc)
-    });
+    engine.register_get("vpc", move |s: &mut SubnetHandle| VpcHandle(sh.borrow().decls.subnet(s.0).vpc));
     let sh = shared.clone();
     engine.register_get("gateway", move |s: &mut SubnetHandle| {
-        text_or_unit(
-            sh.borrow()
-                .decls
-                .subnet(s.0)
-                .cidr
-                .net
-                .map(|n| ipam::gateway(n).to_string()),
-        )
+        text_or_unit(sh.borrow().decls.subnet(s.0).cidr.net.map(|n| ipam::gateway(n).to_string()))
     });
     let sh = shared.clone();
     engine.register_get("hosts", move |s: &mut SubnetHandle| -> Array {
@@ -445,13 +412,9 @@ fn register_properties(engine: &mut Engine, shared: &SharedRef) {
         let declared: Array = shared
             .decls
             .hosts_of(s.0)
-            .map(|(id, _)| Dynamic::from(HostHandle::Declared(id)))
+            .map(|(id, _)| Dynamic::from(HostHandle(HostRef::Declared(id))))
             .collect();
-        if declared.is_empty() {
-            vec![Dynamic::from(HostHandle::Implicit(s.0))]
-        } else {
-            declared
-        }
+        if declared.is_empty() { vec![Dynamic::from(HostHandle(HostRef::Implicit(s.0)))] } else { declared }
     });
     engine.register_fn("to_string", {
         let sh = shared.clone();
@@ -469,9 +432,7 @@ fn register_properties(engine: &mut Engine, shared: &SharedRef) {
         text_or_unit(host_ip(&sh.borrow().decls, h).map(|i| i.to_string()))
     });
     let sh = shared.clone();
-    engine.register_get("subnet", move |h: &mut HostHandle| {
-        SubnetHandle(host_subnet(&sh.borrow().decls, h))
-    });
+    engine.register_get("subnet", move |h: &mut HostHandle| SubnetHandle(host_subnet(&sh.borrow().decls, h)));
     let sh = shared.clone();
     engine.register_get("vpc", move |h: &mut HostHandle| {
         let shared = sh.borrow();

@@ -62,22 +62,14 @@ impl std::fmt::Display for ScriptError {
 pub fn from_parse(shared: &Shared, _source: usize, e: ParseError) -> ScriptError {
     let pos = e.position();
     let span = shared.span_at(None, pos);
-    let span = Span {
-        len: span
-            .len
-            .clamp(usize::from(span.start < text_len(shared, span)), 1),
-        ..span
-    };
+    let span = Span { len: span.len.clamp(usize::from(span.start < text_len(shared, span)), 1), ..span };
     Fault::new(format!("syntax error: {}", e.err_type()), span, "here")
         .help("check the brackets, commas and semicolons around this point")
         .into()
 }
 
 fn text_len(shared: &Shared, span: Span) -> usize {
-    shared
-        .sources
-        .get(span.source as usize)
-        .map_or(0, |s| s.text.len())
+    shared.sources.get(span.source as usize).map_or(0, |s| s.text.len())
 }
 
 /// Converts an evaluation error, following it into script functions it passed through.
@@ -97,11 +89,7 @@ fn convert(
     match e {
         EvalAltResult::ErrorRuntime(value, _) if value.is::<ScriptError>() => value.cast::<ScriptError>(),
         EvalAltResult::ErrorInFunctionCall(name, src, inner, _) => {
-            let inner_source = if src.is_empty() {
-                source.map(str::to_string)
-            } else {
-                Some(src)
-            };
+            let inner_source = if src.is_empty() { source.map(str::to_string) } else { Some(src) };
             let mut err = convert(shared, engine, functions, *inner, inner_source.as_deref());
             if let ScriptError::Fault(f) = &mut err {
                 f.chain.push((name, span));
@@ -109,11 +97,7 @@ fn convert(
             err
         }
         EvalAltResult::ErrorFunctionNotFound(signature, _) => {
-            let name = signature
-                .split([' ', '('])
-                .next()
-                .unwrap_or(&signature)
-                .to_string();
+            let name = signature.split([' ', '(']).next().unwrap_or(&signature).to_string();
             let args = signature[name.len()..].trim();
             let known = known_functions(engine, functions);
             if let Some(f) = api::function(&name) {
@@ -136,10 +120,7 @@ fn convert(
             fault.into()
         }
         EvalAltResult::ErrorTooManyOperations(_) => Fault::new(
-            format!(
-                "the script ran more than {} operations and was stopped",
-                limits::MAX_OPERATIONS
-            ),
+            format!("the script ran more than {} operations and was stopped", limits::MAX_OPERATIONS),
             span,
             "still running here",
         )
@@ -185,15 +166,8 @@ fn convert(
 
 fn known_functions(engine: &Engine, functions: &AST) -> Vec<String> {
     let mut names = engine.gen_fn_signatures(false);
-    names.extend(
-        functions
-            .iter_functions()
-            .map(|f| format!("{}({})", f.name, f.params.join(", "))),
-    );
-    names
-        .into_iter()
-        .map(|s| s.split('(').next().unwrap_or(&s).trim().to_string())
-        .collect()
+    names.extend(functions.iter_functions().map(|f| format!("{}({})", f.name, f.params.join(", "))));
+    names.into_iter().map(|s| s.split('(').next().unwrap_or(&s).trim().to_string()).collect()
 }
 
 /// An effect's error, placed at the call that asked for the effect.

@@ -40,11 +40,7 @@ pub enum EffectError {
     /// The declarations so far do not validate.
     Invalid(Vec<Problem>),
     /// The system refused: what was being done, what to do about it, and further detail.
-    Failed {
-        message: String,
-        help: Option<String>,
-        notes: Vec<String>,
-    },
+    Failed { message: String, help: Option<String>, notes: Vec<String> },
 }
 
 /// What effect functions do. The session layer implements it over state, plan and exec;
@@ -78,18 +74,10 @@ impl Shared {
             return Span::default();
         };
         let (Some(line), Some(col)) = (pos.line(), pos.position()) else {
-            return Span {
-                source: id as u32,
-                start: src.text.len(),
-                len: 0,
-            };
+            return Span { source: id as u32, start: src.text.len(), len: 0 };
         };
         let (start, len) = span::widen(&src.text, span::offset(&src.text, line, col));
-        Span {
-            source: id as u32,
-            start,
-            len,
-        }
+        Span { source: id as u32, start, len }
     }
 }
 
@@ -125,12 +113,7 @@ impl Interpreter {
             other => other,
         });
         bindings::register(&mut engine, &shared);
-        Self {
-            engine,
-            scope: Scope::new(),
-            functions: AST::empty(),
-            shared,
-        }
+        Self { engine, scope: Scope::new(), functions: AST::empty(), shared }
     }
 
     /// Silences `print` and `debug` (the validation pass of a batch run).
@@ -142,10 +125,7 @@ impl Interpreter {
     pub fn run(&mut self, name: &str, text: &str) -> Result<(), ScriptError> {
         let id = {
             let mut shared = self.shared.borrow_mut();
-            shared.sources.push(Source {
-                name: name.into(),
-                text: text.into(),
-            });
+            shared.sources.push(Source { name: name.into(), text: text.into() });
             shared.sources.len() - 1
         };
         let mut ast = self
@@ -178,10 +158,7 @@ impl Interpreter {
             start: s.text.len(),
             len: 0,
         });
-        shared
-            .effects
-            .apply(&decls)
-            .map_err(|e| errors::from_effect(e, end))?;
+        shared.effects.apply(&decls).map_err(|e| errors::from_effect(e, end))?;
         Ok(shared.effects.total())
     }
 }

@@ -12,11 +12,7 @@ pub fn offset(text: &str, line: usize, column: usize) -> usize {
     }
     let line_text = &text[start..];
     let line_end = line_text.find('\n').unwrap_or(line_text.len());
-    start
-        + line_text
-            .char_indices()
-            .nth(column.saturating_sub(1))
-            .map_or(line_end, |(i, _)| i.min(line_end))
+    start + line_text.char_indices().nth(column.saturating_sub(1)).map_or(line_end, |(i, _)| i.min(line_end))
 }
 
 /// The span of the call or expression starting at `at`: an identifier (with a receiver

@@ -12,11 +12,7 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A unique name per test and process: safe with parallel tests and parallel runs.
 pub fn unique(tag: &str) -> String {
-    format!(
-        "vt{}-{tag}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("vt{}-{tag}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A temporary directory removed on drop.
@@ -60,11 +56,7 @@ impl From<Output> for Run {
 
 impl std::fmt::Debug for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
+        write!(f, "exit {}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
     }
 }
 
@@ -84,11 +76,7 @@ impl Sandbox {
     /// A vpcsh command in this sandbox.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(VPCSH);
-        cmd.arg("--sandbox")
-            .arg(&self.name)
-            .arg("--state-dir")
-            .arg(&self.dir.0)
-            .args(args);
+        cmd.arg("--sandbox").arg(&self.name).arg("--state-dir").arg(&self.dir.0).args(args);
         cmd.env("NO_COLOR", "1").env_remove("VPCSH_INJECT_FAULT");
         cmd
     }
@@ -110,20 +98,13 @@ impl Sandbox {
     }
 
     pub fn ns(&self, suffix: &str) -> String {
-        if suffix.is_empty() {
-            self.name.clone()
-        } else {
-            format!("{}.{suffix}", self.name)
-        }
+        if suffix.is_empty() { self.name.clone() } else { format!("{}.{suffix}", self.name) }
     }
 
     /// Namespaces under /run/netns that belong to this sandbox.
     pub fn namespaces(&self) -> Vec<String> {
         let prefix = format!("{}.", self.name);
-        list_netns()
-            .into_iter()
-            .filter(|n| *n == self.name || n.starts_with(&prefix))
-            .collect()
+        list_netns().into_iter().filter(|n| *n == self.name || n.starts_with(&prefix)).collect()
     }
 
     pub fn state_file(&self) -> PathBuf {
@@ -149,12 +130,7 @@ pub fn list_netns() -> Vec<String> {
 
 /// `ip netns exec NS ARGS...`
 pub fn in_ns(ns: &str, args: &[&str]) -> Run {
-    Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(args)
-        .output()
-        .unwrap()
-        .into()
+    Command::new("ip").args(["netns", "exec", ns]).args(args).output().unwrap().into()
 }
 
 /// One ICMP echo from inside `ns`, one second to answer.
@@ -177,18 +153,13 @@ pub fn http_get(ns: &str, addr: &str, path: &str) -> Option<String> {
     if run.code != 0 {
         return None;
     }
-    run.stdout
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
+    run.stdout.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
 }
 
 /// Whether a process runs (a zombie waiting for init to reap it does not).
 pub fn running(pid: i64) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|stat| {
-            stat.rsplit_once(')')
-                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
-        })
+        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with('Z')))
         .unwrap_or(false)
 }

@@ -14,14 +14,7 @@ const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/diag");
 fn fixtures() -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(DIR)
         .unwrap()
-        .filter_map(|e| {
-            e.ok()?
-                .file_name()
-                .into_string()
-                .ok()?
-                .strip_suffix(".rhai")
-                .map(str::to_string)
-        })
+        .filter_map(|e| e.ok()?.file_name().into_string().ok()?.strip_suffix(".rhai").map(str::to_string))
         .collect();
     names.sort();
     names
@@ -49,11 +42,7 @@ fn each_wrong_script_gets_its_golden_diagnostic() {
     for name in fixtures() {
         let run = check(&name);
         assert_eq!(run.code, 1, "{name}: {run:?}");
-        assert!(
-            run.stderr.contains(&format!("[{name}.rhai:")),
-            "{name}: no file:line:col\n{}",
-            run.stderr
-        );
+        assert!(run.stderr.contains(&format!("[{name}.rhai:")), "{name}: no file:line:col\n{}", run.stderr);
         let golden = Path::new(DIR).join(format!("{name}.stderr"));
         if bless {
             fs::write(&golden, &run.stderr).unwrap();
@@ -82,10 +71,7 @@ fn wrong_scripts_change_nothing() {
 #[test]
 fn conflicts_point_at_both_declarations() {
     let run = check("overlapping_subnets");
-    assert!(
-        run.stderr.contains("overlaps") && run.stderr.contains("`web` is 10.10.1.0/24"),
-        "{run:?}"
-    );
+    assert!(run.stderr.contains("overlaps") && run.stderr.contains("`web` is 10.10.1.0/24"), "{run:?}");
     let run = check("duplicate_vpc");
     assert!(
         run.stderr.contains("first declared here") && run.stderr.contains("declared again here"),

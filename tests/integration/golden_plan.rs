@@ -22,18 +22,11 @@ fn plan_output_matches_the_golden_file() {
             .unwrap()
             .into();
         assert_eq!(run.code, 0, "{run:?}");
-        assert!(
-            !list_netns().iter().any(|n| n.starts_with("golden")),
-            "plan created something"
-        );
+        assert!(!list_netns().iter().any(|n| n.starts_with("golden")), "plan created something");
         let golden = format!("{DIR}/{name}.plan");
         if std::env::var_os("VPCSH_BLESS").is_some() {
             fs::write(&golden, &run.stdout).unwrap();
         }
-        assert_eq!(
-            run.stdout,
-            fs::read_to_string(&golden).unwrap(),
-            "VPCSH_BLESS=1 to accept"
-        );
+        assert_eq!(run.stdout, fs::read_to_string(&golden).unwrap(), "VPCSH_BLESS=1 to accept");
     }
 }

@@ -19,12 +19,7 @@ host(web, "w3");
 fn hosts_get_fixed_and_automatic_addresses_and_a_default_route() {
     let sb = Sandbox::new("addr");
     sb.apply(TWO_SUBNETS);
-    let eth0 = |host: &str| {
-        ip(
-            &sb.ns(&format!("prod.{host}")),
-            &["-4", "-o", "addr", "show", "dev", "eth0"],
-        )
-    };
+    let eth0 = |host: &str| ip(&sb.ns(&format!("prod.{host}")), &["-4", "-o", "addr", "show", "dev", "eth0"]);
     assert!(eth0("w1").contains("10.9.1.2/24"), "{}", eth0("w1"));
     assert!(eth0("w2").contains("10.9.1.20/24"), "{}", eth0("w2"));
     assert!(eth0("w3").contains("10.9.1.3/24"), "{}", eth0("w3"));
@@ -33,10 +28,7 @@ fn hosts_get_fixed_and_automatic_addresses_and_a_default_route() {
     let routes = ip(&sb.ns("prod.w1"), &["-4", "route", "show", "default"]);
     assert!(routes.contains("default via 10.9.1.1 dev eth0"), "{routes}");
     let router = ip(&sb.ns("prod"), &["-4", "-o", "addr"]);
-    assert!(
-        router.contains("10.9.1.1/24") && router.contains("10.9.2.1/24"),
-        "{router}"
-    );
+    assert!(router.contains("10.9.1.1/24") && router.contains("10.9.2.1/24"), "{router}");
 }
 
 #[test]
@@ -74,9 +66,9 @@ fn vpcs_are_isolated_even_with_the_same_cidr() {
     assert!(!ping(&sb.ns("b.b1"), "10.1.1.10"), "and the other way");
     assert!(!ping(&sb.ns("c.s1"), "10.1.1.10"), "from the third VPC");
     assert!(!ping(&sb.ns("c"), "10.1.1.10"), "from another VPC's router");
-    // The routers have no link but their own subnets'.
+    // The routers have no link but their own subnets' and their uplink.
     let links = ip(&sb.ns("a"), &["-o", "link"]);
-    assert_eq!(links.lines().count(), 3, "lo, one bridge, one host veth: {links}");
+    assert_eq!(links.lines().count(), 4, "lo, one bridge, one host veth, igw: {links}");
 }
 
 #[test]
@@ -88,11 +80,7 @@ fn reapplying_an_unchanged_script_changes_nothing() {
     assert_eq!(first.code, 0, "{first:?}");
     assert!(!first.stdout.contains(" 0 created"), "{first:?}");
     let again = sb.run(&["apply", path]);
-    assert_eq!(
-        again.stdout.trim(),
-        "0 created, 0 changed, 0 deleted",
-        "{again:?}"
-    );
+    assert_eq!(again.stdout.trim(), "0 created, 0 changed, 0 deleted", "{again:?}");
     let plan = sb.run(&["plan", path]);
     assert_eq!(plan.stdout.trim(), "no changes", "{plan:?}");
 }
@@ -103,33 +91,15 @@ fn editing_the_script_adds_and_removes_exactly_the_difference() {
     sb.apply(TWO_SUBNETS);
     let with_db = format!("{TWO_SUBNETS}\nlet db = prod.subnet(\"db\", \"10.9.3.0/24\");\n");
     let added = sb.apply(&with_db);
-    assert!(
-        sb.namespaces().contains(&sb.ns("prod.db")),
-        "{:?}",
-        sb.namespaces()
-    );
+    assert!(sb.namespaces().contains(&sb.ns("prod.db")), "{:?}", sb.namespaces());
     assert!(ping(&sb.ns("prod.w1"), "10.9.3.2"), "the new subnet is routed");
     // bridge, its address, the host's netns, veth, address and route; nothing else
-    assert_eq!(
-        added.stdout.trim(),
-        "6 created, 0 changed, 0 deleted",
-        "{added:?}"
-    );
+    assert_eq!(added.stdout.trim(), "6 created, 0 changed, 0 deleted", "{added:?}");
 
     let without_app = TWO_SUBNETS.replace("let app = prod.subnet(\"app\", \"10.9.2.0/24\");", "");
-    let removed = sb.apply(&format!(
-        "{without_app}\nlet db = prod.subnet(\"db\", \"10.9.3.0/24\");\n"
-    ));
-    assert_eq!(
-        removed.stdout.trim(),
-        "0 created, 0 changed, 3 deleted",
-        "{removed:?}"
-    );
-    assert!(
-        !sb.namespaces().contains(&sb.ns("prod.app")),
-        "{:?}",
-        sb.namespaces()
-    );
+    let removed = sb.apply(&format!("{without_app}\nlet db = prod.subnet(\"db\", \"10.9.3.0/24\");\n"));
+    assert_eq!(removed.stdout.trim(), "0 created, 0 changed, 3 deleted", "{removed:?}");
+    assert!(!sb.namespaces().contains(&sb.ns("prod.app")), "{:?}", sb.namespaces());
     let links = ip(&sb.ns("prod"), &["-o", "link"]);
     assert!(!links.contains("b-app") && !links.contains("h-app"), "{links}");
     assert!(ping(&sb.ns("prod.w1"), "10.9.3.2"), "the rest keeps working");
@@ -145,17 +115,10 @@ fn destroy_leaves_nothing_behind() {
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(sb.namespaces(), Vec::<String>::new());
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(
-        !mounts.contains(&format!("/run/netns/{}", sb.name)),
-        "a namespace mount is left"
-    );
+    assert!(!mounts.contains(&format!("/run/netns/{}", sb.name)), "a namespace mount is left");
     assert!(!sb.state_file().exists(), "the state entry is left");
     let again = sb.run(&["destroy"]);
-    assert_eq!(
-        again.stdout.trim(),
-        "0 created, 0 changed, 0 deleted",
-        "{again:?}"
-    );
+    assert_eq!(again.stdout.trim(), "0 created, 0 changed, 0 deleted", "{again:?}");
 }
 
 #[test]
@@ -168,10 +131,7 @@ fn destroying_one_vpc_keeps_the_others() {
     assert_eq!(run.code, 0, "{run:?}");
     let left = sb.namespaces();
     assert!(left.iter().all(|n| !n.starts_with(&sb.ns("prod"))), "{left:?}");
-    assert!(
-        left.contains(&sb.ns("dev.s")) && left.contains(&sb.ns("internet")),
-        "{left:?}"
-    );
+    assert!(left.contains(&sb.ns("dev.s")) && left.contains(&sb.ns("internet")), "{left:?}");
     let unknown = sb.run(&["destroy", "nope"]);
     assert_eq!(unknown.code, 1, "{unknown:?}");
     assert!(unknown.stderr.contains("no VPC named `nope`"), "{unknown:?}");
@@ -188,15 +148,9 @@ fn a_failure_mid_apply_is_rolled_back() {
         .unwrap()
         .into();
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(
-        run.stderr.contains("injected fault") && run.stderr.contains("rolled back"),
-        "{run:?}"
-    );
+    assert!(run.stderr.contains("injected fault") && run.stderr.contains("rolled back"), "{run:?}");
     assert_eq!(sb.namespaces(), Vec::<String>::new(), "nothing half-built stays");
-    assert!(
-        !sb.state_file().exists(),
-        "no ownership is recorded for what was undone"
-    );
+    assert!(!sb.state_file().exists(), "no ownership is recorded for what was undone");
 
     // On a running topology, a failed change leaves the old one working.
     sb.apply(TWO_SUBNETS);
@@ -210,10 +164,7 @@ fn a_failure_mid_apply_is_rolled_back() {
     assert_eq!(run.code, 1, "{run:?}");
     assert!(!sb.namespaces().contains(&sb.ns("prod.db")));
     assert!(!ip(&sb.ns("prod"), &["-o", "link"]).contains("b-db"));
-    assert!(
-        ping(&sb.ns("prod.w1"), "10.9.2.2"),
-        "the old topology still works"
-    );
+    assert!(ping(&sb.ns("prod.w1"), "10.9.2.2"), "the old topology still works");
     let plan = sb.run(&["plan", sb.script(TWO_SUBNETS).to_str().unwrap()]);
     assert_eq!(plan.stdout.trim(), "no changes", "{plan:?}");
 }
@@ -223,29 +174,14 @@ fn concurrent_applies_on_one_state_serialise() {
     let sb = Sandbox::new("lock");
     let script = sb.script(TWO_SUBNETS);
     let path = script.to_str().unwrap();
-    let spawn = || {
-        sb.cmd(&["apply", path])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let spawn = || sb.cmd(&["apply", path]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let (a, b) = (spawn(), spawn());
-    let runs: Vec<Run> = [a, b]
-        .into_iter()
-        .map(|c| c.wait_with_output().unwrap().into())
-        .collect();
+    let runs: Vec<Run> = [a, b].into_iter().map(|c| c.wait_with_output().unwrap().into()).collect();
     for run in &runs {
         assert_eq!(run.code, 0, "{run:?}");
     }
-    let idle = runs
-        .iter()
-        .filter(|r| r.stdout.trim() == "0 created, 0 changed, 0 deleted")
-        .count();
-    assert_eq!(
-        idle, 1,
-        "one apply did the work, the other found it done: {runs:?}"
-    );
+    let idle = runs.iter().filter(|r| r.stdout.trim() == "0 created, 0 changed, 0 deleted").count();
+    assert_eq!(idle, 1, "one apply did the work, the other found it done: {runs:?}");
     assert!(ping(&sb.ns("prod.w1"), "10.9.2.2"));
 }
 
@@ -255,14 +191,8 @@ fn the_sandbox_has_a_simulated_internet() {
     sb.apply(TWO_SUBNETS);
     let machine = sb.ns("");
     assert!(ip(&machine, &["-4", "-o", "addr"]).contains("198.51.100.2/24"));
-    assert_eq!(
-        http_get(&machine, "198.51.100.1", "/").as_deref(),
-        Some("internet\n")
-    );
-    assert_eq!(
-        http_get(&machine, "198.51.100.1", "/ip").as_deref(),
-        Some("198.51.100.2\n")
-    );
+    assert_eq!(http_get(&machine, "198.51.100.1", "/").as_deref(), Some("internet\n"));
+    assert_eq!(http_get(&machine, "198.51.100.1", "/ip").as_deref(), Some("198.51.100.2\n"));
     let exec = sb.run(&["exec", "internet", "--", "ip", "-4", "-o", "addr", "show", "eth0"]);
     assert!(exec.stdout.contains("198.51.100.1/24"), "{exec:?}");
     // The server is a recorded process; destroy stops it.
@@ -297,12 +227,7 @@ fn status_finds_drift_and_apply_repairs_it() {
     sb.run(&["apply", script.to_str().unwrap()]);
     let ok = sb.run(&["status"]);
     assert_eq!(ok.code, 0, "{ok:?}");
-    assert!(
-        ok.stdout
-            .lines()
-            .all(|l| l.starts_with("ok") || l.starts_with("alive")),
-        "{ok:?}"
-    );
+    assert!(ok.stdout.lines().all(|l| l.starts_with("ok") || l.starts_with("alive")), "{ok:?}");
 
     // Break things from outside vpcsh.
     in_ns(&sb.ns("prod.w2"), &["ip", "link", "set", "eth0", "down"]);
@@ -311,13 +236,7 @@ fn status_finds_drift_and_apply_repairs_it() {
     assert_eq!(status.code, 1, "{status:?}");
     let json: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
     let of = |object: &str| {
-        json["objects"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|o| o["object"] == object)
-            .unwrap()["status"]
-            .clone()
+        json["objects"].as_array().unwrap().iter().find(|o| o["object"] == object).unwrap()["status"].clone()
     };
     assert_eq!(of("subnet prod/app"), "missing");
     assert_eq!(of("host prod/w1"), "ok");
@@ -352,11 +271,7 @@ fn a_script_with_errors_changes_nothing() {
     let run = sb.run(&["apply", script.to_str().unwrap()]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("/8"), "{run:?}");
-    assert_eq!(
-        sb.namespaces(),
-        Vec::<String>::new(),
-        "not even the sandbox was made"
-    );
+    assert_eq!(sb.namespaces(), Vec::<String>::new(), "not even the sandbox was made");
 }
 
 #[test]

@@ -5,4 +5,5 @@
 mod common;
 mod diagnostics;
 mod golden_plan;
+mod internet;
 mod kernel;

@@ -1,0 +1,201 @@
+//! nftables rulesets as data: the table vpcsh keeps in a namespace, its chains and rules.
+//!
+//! A rule renders as nft-like text (what `vpcsh plan` and tests show); a fingerprint of
+//! that text is stored in the kernel as the rule's comment, so observation compares
+//! rulesets without decoding expressions, and `nft list ruleset` marks vpcsh's rules.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+use serde::Serialize;
+
+/// The one table vpcsh owns in each namespace (family `ip`).
+pub const TABLE: &str = "vpcsh";
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Ruleset {
+    pub chains: Vec<Chain>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum ChainType {
+    Filter,
+    Nat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Hook {
+    Prerouting,
+    Input,
+    Forward,
+    Output,
+    Postrouting,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Chain {
+    pub name: &'static str,
+    pub kind: ChainType,
+    pub hook: Hook,
+    pub priority: i32,
+    /// Drop what no rule accepted (filter chains only).
+    pub drop_by_default: bool,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Rule {
+    pub matches: Vec<Match>,
+    pub action: Action,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum IfName {
+    Exact(String),
+    /// Every interface whose name starts with this (nft's `"v-*"`).
+    Prefix(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Proto {
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+impl Proto {
+    pub fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+            Proto::Icmp => 1,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum Match {
+    Iif(IfName),
+    Oif(IfName),
+    Saddr(Ipv4Network),
+    Daddr(Ipv4Network),
+    Proto(Proto),
+    /// Destination port range (inclusive); needs a `Proto` match before it.
+    Dport(u16, u16),
+    /// `ct state established,related`
+    Established,
+    /// `ct status dnat`: the connection was destination-NATed (a published port).
+    Dnatted,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum Action {
+    Accept,
+    Drop,
+    Masquerade,
+    Dnat { addr: Ipv4Addr, port: u16 },
+}
+
+impl Chain {
+    pub fn filter(name: &'static str, hook: Hook, drop_by_default: bool) -> Self {
+        Self { name, kind: ChainType::Filter, hook, priority: 0, drop_by_default, rules: Vec::new() }
+    }
+    pub fn nat(name: &'static str, hook: Hook) -> Self {
+        let priority = if hook == Hook::Prerouting { -100 } else { 100 };
+        Self { name, kind: ChainType::Nat, hook, priority, drop_by_default: false, rules: Vec::new() }
+    }
+    pub fn rule(mut self, matches: Vec<Match>, action: Action) -> Self {
+        self.rules.push(Rule { matches, action });
+        self
+    }
+    pub fn header(&self) -> String {
+        let kind = match self.kind {
+            ChainType::Filter => "filter",
+            ChainType::Nat => "nat",
+        };
+        let policy = if self.drop_by_default { "drop" } else { "accept" };
+        format!(
+            "chain {} {{ type {kind} hook {} priority {}; policy {policy}; }}",
+            self.name, self.hook, self.priority
+        )
+    }
+}
+
+impl Ruleset {
+    /// The ruleset as comparable lines: each chain's header, then its rules' fingerprints.
+    pub fn signature(&self) -> Vec<String> {
+        self.chains
+            .iter()
+            .flat_map(|c| {
+                std::iter::once(c.header())
+                    .chain(c.rules.iter().map(|r| format!("{}: {}", c.name, r.fingerprint())))
+            })
+            .collect()
+    }
+    pub fn rule_count(&self) -> usize {
+        self.chains.iter().map(|c| c.rules.len()).sum()
+    }
+}
+
+impl Rule {
+    /// The comment vpcsh stores with the rule in the kernel: `vpcsh` and a hash of its text.
+    pub fn fingerprint(&self) -> String {
+        let hash = self
+            .to_string()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        format!("vpcsh {hash:016x}")
+    }
+}
+
+impl fmt::Display for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Hook::Prerouting => "prerouting",
+            Hook::Input => "input",
+            Hook::Forward => "forward",
+            Hook::Output => "output",
+            Hook::Postrouting => "postrouting",
+        })
+    }
+}
+
+impl fmt::Display for IfName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IfName::Exact(n) => write!(f, "\"{n}\""),
+            IfName::Prefix(p) => write!(f, "\"{p}*\""),
+        }
+    }
+}
+
+impl fmt::Display for Match {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Match::Iif(n) => write!(f, "iifname {n}"),
+            Match::Oif(n) => write!(f, "oifname {n}"),
+            Match::Saddr(n) => write!(f, "ip saddr {n}"),
+            Match::Daddr(n) => write!(f, "ip daddr {n}"),
+            Match::Proto(p) => write!(f, "meta l4proto {}", format!("{p:?}").to_lowercase()),
+            Match::Dport(lo, hi) if lo == hi => write!(f, "th dport {lo}"),
+            Match::Dport(lo, hi) => write!(f, "th dport {lo}-{hi}"),
+            Match::Established => f.write_str("ct state established,related"),
+            Match::Dnatted => f.write_str("ct status dnat"),
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for m in &self.matches {
+            write!(f, "{m} ")?;
+        }
+        match &self.action {
+            Action::Accept => f.write_str("accept"),
+            Action::Drop => f.write_str("drop"),
+            Action::Masquerade => f.write_str("masquerade"),
+            Action::Dnat { addr, port } => write!(f, "dnat to {addr}:{port}"),
+        }
+    }
+}
