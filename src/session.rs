@@ -368,13 +368,13 @@ pub fn run_script(target: &Target, path: &Path, mode: Mode) -> Result<Outcome, V
 /// Removes the named VPCs, or everything this scope owns (the sandbox included).
 pub fn destroy(target: &Target, vpcs: &[String]) -> Result<Summary, Vec<Diag>> {
     let mut runner = Runner::open(target).map_err(|d| vec![d])?;
-    let mut network = runner.network().clone();
-    if vpcs.is_empty() {
-        network.vpcs.clear();
+    let current = runner.network().clone();
+    let network = if vpcs.is_empty() {
+        Network::default()
     } else {
         for name in vpcs {
-            if network.vpc(name).is_none() {
-                let known: Vec<_> = network.vpcs.iter().map(|v| v.name.as_str()).collect();
+            if current.vpc(name).is_none() {
+                let known: Vec<_> = current.vpcs.iter().map(|v| v.name.as_str()).collect();
                 let help = if known.is_empty() {
                     "no VPCs are applied here".to_string()
                 } else {
@@ -383,8 +383,8 @@ pub fn destroy(target: &Target, vpcs: &[String]) -> Result<Summary, Vec<Diag>> {
                 return Err(vec![Diag::plain(format!("no VPC named `{name}` is applied here"), Some(help))]);
             }
         }
-        network.vpcs.retain(|v| !vpcs.contains(&v.name));
-    }
+        current.without(vpcs)
+    };
     let summary = runner.converge(&network, vpcs.is_empty()).map_err(effect_diag)?;
     if vpcs.is_empty() {
         // Logs belong to the processes just stopped; nothing of this scope is left.

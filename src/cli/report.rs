@@ -31,6 +31,7 @@ pub fn status(target: &Target, json: bool) -> Result<ExitCode, Vec<Diag>> {
     if runner.naming().sandbox && !runner.state().namespaces.is_empty() {
         owners.extend(["sandbox".to_string(), "internet".to_string()]);
     }
+    owners.extend(network.peerings.iter().map(|p| format!("peering {}<->{}", p.a, p.b)));
     for vpc in &network.vpcs {
         owners.push(format!("vpc {}", vpc.name));
         for subnet in &vpc.subnets {
@@ -100,14 +101,23 @@ pub fn list(target: &Target, json: bool) -> Result<(), Vec<Diag>> {
                 })
             })
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({ "vpcs": vpcs, "peerings": [] })).expect("json serialises")
-        );
+        let peerings: Vec<Value> = network
+            .peerings
+            .iter()
+            .map(|p| json!({ "a": p.a, "b": p.b, "a_allowed": p.a_allowed, "b_allowed": p.b_allowed }))
+            .collect();
+        let value = json!({ "vpcs": vpcs, "peerings": peerings });
+        println!("{}", serde_json::to_string_pretty(&value).expect("json serialises"));
         return Ok(());
     }
     if network.vpcs.is_empty() {
         println!("no VPCs");
+    }
+    for p in &network.peerings {
+        let list = |nets: &[ipnetwork::Ipv4Network]| {
+            nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
+        };
+        println!("peering {} <-> {}: {} <-> {}", p.a, p.b, list(&p.a_allowed), list(&p.b_allowed));
     }
     for v in &network.vpcs {
         println!("vpc {} {} (netns {})", v.name, v.cidr, naming.router_ns(&v.name));

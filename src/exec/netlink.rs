@@ -21,6 +21,8 @@ use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessage
 use super::nft::Nft;
 use super::process::{self, ProcessRecord};
 use super::{Backend, OpError, netns};
+
+const ENODEV: i32 = nix::errno::Errno::ENODEV as i32;
 use crate::plan::Op;
 use crate::plan::kernel::{Addr, KernelState, Link, LinkKind, Netns, Route};
 
@@ -102,8 +104,7 @@ impl Netlink {
             let mut links = handle.link().get().match_name(name.to_string()).execute();
             links.try_next().await
         });
-        let msg =
-            found.map_err(io_err)?.ok_or_else(|| io::Error::other(format!("no link {name} in {ns}")))?;
+        let msg = found.map_err(io_err)?.ok_or_else(|| io::Error::from_raw_os_error(ENODEV))?;
         let space = self.space(ns)?;
         space.index.insert(name.into(), msg.header.index);
         Ok(msg.header.index)
@@ -214,12 +215,20 @@ impl Netlink {
                 self.rt.block_on(handle.link().set(b.build()).execute()).map_err(io_err)
             }
             Op::DeleteLink { ns, name } => {
-                let index = self.index(ns, name)?;
+                // Deleting one end of a veth takes the other with it: gone is done.
+                let gone = |e: &io::Error| e.raw_os_error() == Some(ENODEV);
+                let index = match self.index(ns, name) {
+                    Err(e) if gone(&e) => return Ok(()),
+                    other => other?,
+                };
                 let space = self.space(ns)?;
                 space.index.remove(name);
                 space.fresh = false;
                 let handle = space.handle.clone();
-                self.rt.block_on(handle.link().del(index).execute()).map_err(io_err)
+                match self.rt.block_on(handle.link().del(index).execute()).map_err(io_err) {
+                    Err(e) if gone(&e) => Ok(()),
+                    other => other,
+                }
             }
             Op::AddAddr { ns, addr } => {
                 let index = self.index(ns, &addr.dev)?;

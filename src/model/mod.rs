@@ -90,6 +90,16 @@ pub struct PublishDecl {
     pub span: Span,
 }
 
+/// `peer(a, b[, #{ allow: [...] }])`: two VPCs route to each other.
+#[derive(Clone, Debug)]
+pub struct PeerDecl {
+    pub a: VpcId,
+    pub b: VpcId,
+    /// Only these CIDRs cross (each inside one of the two VPCs); `None`: all of both.
+    pub allow: Option<Vec<Cidr>>,
+    pub span: Span,
+}
+
 /// Everything a script declared, in declaration order, with problems found while declaring.
 #[derive(Clone, Debug, Default)]
 pub struct Declarations {
@@ -98,6 +108,7 @@ pub struct Declarations {
     pub hosts: Vec<HostDecl>,
     pub nats: Vec<NatDecl>,
     pub publishes: Vec<PublishDecl>,
+    pub peers: Vec<PeerDecl>,
     /// Problems that could only be seen at the call (an unparsable CIDR, a full subnet).
     pub problems: Vec<Problem>,
 }
@@ -155,6 +166,31 @@ pub struct Network {
     pub vpcs: Vec<Vpc>,
     #[serde(default)]
     pub publishes: Vec<Publish>,
+    #[serde(default)]
+    pub peerings: Vec<Peering>,
+}
+
+/// Two VPCs that route to each other, and what may cross.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peering {
+    pub a: String,
+    pub b: String,
+    /// CIDRs of `a` and of `b` that may cross (all of each VPC without an allow-list).
+    pub a_allowed: Vec<Ipv4Network>,
+    pub b_allowed: Vec<Ipv4Network>,
+}
+
+impl Peering {
+    /// The other side and what each side may send, seen from `vpc`.
+    pub fn seen_from(&self, vpc: &str) -> Option<(&str, &[Ipv4Network], &[Ipv4Network])> {
+        if self.a == vpc {
+            Some((&self.b, &self.a_allowed, &self.b_allowed))
+        } else if self.b == vpc {
+            Some((&self.a, &self.b_allowed, &self.a_allowed))
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -210,6 +246,16 @@ pub struct Host {
 impl Network {
     pub fn vpc(&self, name: &str) -> Option<&Vpc> {
         self.vpcs.iter().find(|v| v.name == name)
+    }
+
+    /// The network without the named VPCs and everything that refers to them.
+    pub fn without(&self, vpcs: &[String]) -> Network {
+        let gone = |name: &String| vpcs.contains(name);
+        Network {
+            vpcs: self.vpcs.iter().filter(|v| !gone(&v.name)).cloned().collect(),
+            publishes: self.publishes.iter().filter(|p| !gone(&p.vpc)).cloned().collect(),
+            peerings: self.peerings.iter().filter(|p| !gone(&p.a) && !gone(&p.b)).cloned().collect(),
+        }
     }
 
     /// The address a host had in this network, for keeping automatic addresses stable.

@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 
-use super::{Declarations, Host, Network, Publish, Span, Subnet, SubnetId, Transport, Vpc, ipam, names};
+use super::{
+    Declarations, Host, Network, Peering, Publish, Span, Subnet, SubnetId, Transport, Vpc, ipam, names,
+};
 
 /// Smallest and largest VPC prefix, as in AWS.
 pub const VPC_PREFIX_RANGE: (u8, u8) = (16, 28);
@@ -194,8 +196,111 @@ pub fn validate(decls: &Declarations) -> Result<Network, Vec<Problem>> {
         network.vpcs.push(out);
     }
     network.publishes = publishes(decls, &network, &mut problems);
+    network.peerings = peerings(decls, &mut problems);
 
     if problems.is_empty() { Ok(network) } else { Err(problems) }
+}
+
+/// Checks `peer()` calls: no self-peering, no overlap, no duplicates, no two peers of one
+/// VPC that overlap each other, allow-lists inside the pair.
+fn peerings(decls: &Declarations, problems: &mut Vec<Problem>) -> Vec<Peering> {
+    let mut out: Vec<(Peering, Span)> = Vec::new();
+    for p in &decls.peers {
+        let (a, b) = (decls.vpc(p.a), decls.vpc(p.b));
+        if a.removed || b.removed {
+            continue;
+        }
+        if p.a == p.b {
+            problems.push(
+                Problem::new(format!("VPC `{}` cannot peer with itself", a.name), p.span, "self-peering")
+                    .related(a.span, "this VPC"),
+            );
+            continue;
+        }
+        let (Some(a_net), Some(b_net)) = (a.cidr.net, b.cidr.net) else { continue };
+        if a_net.overlaps(b_net) {
+            problems.push(
+                Problem::new(
+                    format!("VPCs `{}` ({a_net}) and `{}` ({b_net}) overlap and cannot peer", a.name, b.name),
+                    p.span,
+                    "overlapping peering",
+                )
+                .related(a.span, format!("`{}` is {a_net}", a.name))
+                .related(b.span, format!("`{}` is {b_net}", b.name))
+                .help("peered VPCs route to each other, so their CIDRs must be distinct"),
+            );
+            continue;
+        }
+        if let Some((_, first)) =
+            out.iter().find(|(q, _)| (q.a == a.name && q.b == b.name) || (q.a == b.name && q.b == a.name))
+        {
+            problems.push(
+                Problem::new(
+                    format!("`{}` and `{}` are already peered", a.name, b.name),
+                    p.span,
+                    "peered again",
+                )
+                .related(*first, "first peered here")
+                .help("one peer() per pair; put every allowed CIDR in its allow list"),
+            );
+            continue;
+        }
+        // A VPC routes to all its peers: two peers with overlapping CIDRs would be ambiguous.
+        let mut clash = None;
+        for (side, other) in [(a, b_net), (b, a_net)] {
+            for (q, q_span) in &out {
+                let Some((third, _, _)) = q.seen_from(&side.name) else { continue };
+                let third_net = decls.vpc_by_name(third).and_then(|id| decls.vpc(id).cidr.net);
+                if third_net.is_some_and(|n| n.overlaps(other)) {
+                    clash = Some((side.name.clone(), third.to_string(), *q_span));
+                }
+            }
+        }
+        if let Some((side, third, q_span)) = clash {
+            let other = if side == a.name { &b.name } else { &a.name };
+            problems.push(
+                Problem::new(
+                    format!("`{side}` would peer with `{third}` and `{other}`, whose CIDRs overlap"),
+                    p.span,
+                    "ambiguous peering",
+                )
+                .related(q_span, format!("`{side}` already peers with `{third}` here"))
+                .help("a VPC never peers with two VPCs whose CIDRs overlap each other"),
+            );
+            continue;
+        }
+        let (mut a_allowed, mut b_allowed) = (Vec::new(), Vec::new());
+        match &p.allow {
+            None => {
+                a_allowed.push(a_net);
+                b_allowed.push(b_net);
+            }
+            Some(list) => {
+                for cidr in list {
+                    let Some(net) = cidr.net else { continue };
+                    if a_net.contains(net.network()) && a_net.contains(net.broadcast()) {
+                        a_allowed.push(net);
+                    } else if b_net.contains(net.network()) && b_net.contains(net.broadcast()) {
+                        b_allowed.push(net);
+                    } else {
+                        problems.push(
+                            Problem::new(
+                                format!(
+                                    "allowed CIDR {net} is in neither `{}` ({a_net}) nor `{}` ({b_net})",
+                                    a.name, b.name
+                                ),
+                                p.span,
+                                "outside the peering",
+                            )
+                            .help("an allow list names CIDRs inside the two peered VPCs"),
+                        );
+                    }
+                }
+            }
+        }
+        out.push((Peering { a: a.name.clone(), b: b.name.clone(), a_allowed, b_allowed }, p.span));
+    }
+    out.into_iter().map(|(p, _)| p).collect()
 }
 
 /// Things that work but are probably not what was meant.

@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 use ipnetwork::Ipv4Network;
 
 use super::kernel::{Addr, KernelState, Link, LinkKind, Netns, Nft, Route, Server};
-use super::naming::{HOST_IFNAME, MACHINE_UPLINK_PREFIX, Naming, ROUTER_UPLINK, UPLINK_IFNAME};
+use super::naming::{HOST_IFNAME, MACHINE_UPLINK_PREFIX, Naming, PEER_PREFIX, ROUTER_UPLINK, UPLINK_IFNAME};
 use super::nft::{Action, Chain, Hook, IfName, Match, Proto, Ruleset};
 use crate::model::{Network, Transport, Vpc};
 
@@ -83,6 +83,24 @@ pub fn desired(network: &Network, machine: &Machine) -> KernelState {
                 state.namespaces.insert(host_ns, ns);
             }
         }
+        for p in &network.peerings {
+            let Some((other, _, theirs)) = p.seen_from(&vpc.name) else { continue };
+            let (a_ip, b_ip) = transfer_ips(transfer[&peering_key(&p.a, &p.b)]);
+            let (mine_ip, their_ip) = if p.a == vpc.name { (a_ip, b_ip) } else { (b_ip, a_ip) };
+            let dev = Naming::peer_link(other);
+            let owner = format!("peering {}<->{}", p.a, p.b);
+            if p.a == vpc.name {
+                let kind =
+                    LinkKind::Veth { peer_ns: naming.router_ns(other), peer: Naming::peer_link(&vpc.name) };
+                router.links.insert(dev.clone(), link(kind, None, &owner));
+            } else {
+                router.links.insert(dev.clone(), link(LinkKind::VethPeer, None, &owner));
+            }
+            router.addrs.insert(Addr { dev: dev.clone(), net: net(mine_ip, 30) });
+            for dst in theirs {
+                router.routes.insert(Route { dst: *dst, via: their_ip, dev: dev.clone() });
+            }
+        }
         router.nft = Some(Nft::Wanted(router_ruleset(vpc, network)));
         state.namespaces.insert(router_name, router);
     }
@@ -109,10 +127,31 @@ fn router_ruleset(vpc: &Vpc, network: &Network) -> Ruleset {
         postrouting = postrouting.rule(vec![Match::Oif(igw()), Match::Saddr(*cidr)], Action::Masquerade);
     }
     forward = forward.rule(vec![Match::Oif(igw())], Action::Drop);
-    let input = Chain::filter("input", Hook::Input, false)
+    let mut input = Chain::filter("input", Hook::Input, false)
         .rule(vec![Match::Iif(igw()), Match::Established], Action::Accept)
         .rule(vec![Match::Iif(igw()), Match::Dnatted], Action::Accept)
         .rule(vec![Match::Iif(igw())], Action::Drop);
+    // Peerings: only the allowed CIDRs cross, in both directions, and never onwards.
+    let peers: Vec<_> = network.peerings.iter().filter_map(|p| p.seen_from(&vpc.name)).collect();
+    if !peers.is_empty() {
+        let any_peer = || IfName::Prefix(PEER_PREFIX.into());
+        forward = forward.rule(vec![Match::Iif(any_peer()), Match::Oif(any_peer())], Action::Drop);
+    }
+    for (other, mine, theirs) in peers {
+        let link = || IfName::Exact(Naming::peer_link(other));
+        for m in mine {
+            for t in theirs {
+                forward = forward
+                    .rule(vec![Match::Oif(link()), Match::Saddr(*m), Match::Daddr(*t)], Action::Accept)
+                    .rule(vec![Match::Iif(link()), Match::Saddr(*t), Match::Daddr(*m)], Action::Accept);
+                input =
+                    input.rule(vec![Match::Iif(link()), Match::Saddr(*t), Match::Daddr(*m)], Action::Accept);
+            }
+        }
+        forward =
+            forward.rule(vec![Match::Oif(link())], Action::Drop).rule(vec![Match::Iif(link())], Action::Drop);
+        input = input.rule(vec![Match::Iif(link())], Action::Drop);
+    }
     let mut prerouting = Chain::nat("prerouting", Hook::Prerouting);
     for p in network.publishes.iter().filter(|p| p.vpc == vpc.name) {
         let matches =
@@ -152,20 +191,31 @@ fn proto(t: Transport) -> Proto {
     }
 }
 
-/// A /30 per VPC, placed by a hash of its name (probing on collision, in name order), so
-/// adding or removing one VPC does not renumber the others.
+/// The key of a peering's /30 among the transfer networks (`~` never appears in names).
+pub fn peering_key(a: &str, b: &str) -> String {
+    format!("{a}~{b}")
+}
+
+/// A /30 per VPC uplink (keyed by the VPC's name) and per peering (by `peering_key`),
+/// placed by a hash of the key (probing on collision, in key order), so adding or removing
+/// one does not renumber the others.
 pub fn transfer_nets(network: &Network) -> BTreeMap<String, Ipv4Network> {
     let blocks: u32 = 1 << (32 - TRANSFER_PREFIX - 2);
-    let names: BTreeSet<&str> = network.vpcs.iter().map(|v| v.name.as_str()).collect();
+    let names: BTreeSet<String> = network
+        .vpcs
+        .iter()
+        .map(|v| v.name.clone())
+        .chain(network.peerings.iter().map(|p| peering_key(&p.a, &p.b)))
+        .collect();
     let mut taken = BTreeSet::new();
     let mut out = BTreeMap::new();
     for name in names {
-        let mut block = (fnv1a(name) % u64::from(blocks)) as u32;
+        let mut block = (fnv1a(&name) % u64::from(blocks)) as u32;
         while !taken.insert(block) {
             block = (block + 1) % blocks;
         }
         let base = u32::from(TRANSFER_SPACE) + block * 4;
-        out.insert(name.to_string(), net(Ipv4Addr::from(base), 30));
+        out.insert(name, net(Ipv4Addr::from(base), 30));
     }
     out
 }
@@ -228,7 +278,7 @@ mod tests {
     #[test]
     fn transfer_nets_are_distinct_and_stable() {
         let mut network =
-            Network { vpcs: (0..50).map(|i| vpc(&format!("v{i}"))).collect(), publishes: Vec::new() };
+            Network { vpcs: (0..50).map(|i| vpc(&format!("v{i}"))).collect(), ..Network::default() };
         let all = transfer_nets(&network);
         let distinct: BTreeSet<_> = all.values().collect();
         assert_eq!(distinct.len(), 50);
@@ -258,7 +308,7 @@ mod tests {
                 hosts,
             });
         }
-        let network = Network { vpcs: vec![prod.clone()], publishes: Vec::new() };
+        let network = Network { vpcs: vec![prod.clone()], ..Network::default() };
         let ruleset = router_ruleset(&prod, &network);
         let text: Vec<String> = ruleset
             .chains

@@ -5,6 +5,7 @@
 //! - `P.internet` — the simulated internet (sandbox only)
 //! - `P.VPC` — a VPC's router namespace; one bridge `b-SUBNET` per subnet
 //! - `P.VPC.HOST` — a host's namespace, `eth0` paired with `h-HOST` on the router
+//! - a peering of VPCs A and B: `p-B` in A's router, paired with `p-A` in B's
 //! - the uplink of a VPC: `igw` in its router, paired with `vpc-VPC` on the machine (the
 //!   sandbox namespace, or on the real host the namespace vpcsh runs in)
 //!
@@ -23,6 +24,8 @@ pub const ROUTER_UPLINK: &str = "igw";
 pub const MACHINE_UPLINK_PREFIX: &str = "vpc-";
 /// Stands for the namespace vpcsh itself runs in: the machine, on the real host.
 pub const HOST_NS: &str = "@host";
+/// A router's ends of its peerings all start with this: `p-OTHER`.
+pub const PEER_PREFIX: &str = "p-";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Naming {
@@ -55,6 +58,9 @@ impl Naming {
     }
     pub fn host_veth(host: &str) -> String {
         ifname("h-", host)
+    }
+    pub fn peer_link(other_vpc: &str) -> String {
+        ifname(PEER_PREFIX, other_vpc)
     }
     pub fn machine_uplink(vpc: &str) -> String {
         ifname(MACHINE_UPLINK_PREFIX, vpc)

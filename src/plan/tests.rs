@@ -15,6 +15,7 @@ type Spec<'a> = [(&'a str, &'a str, &'a [(&'a str, &'a str, &'a [(&'a str, &'a s
 fn net(vpcs: &Spec) -> Network {
     Network {
         publishes: Vec::new(),
+        peerings: Vec::new(),
         vpcs: vpcs
             .iter()
             .map(|(name, cidr, subnets)| Vpc {

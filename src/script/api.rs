@@ -24,6 +24,21 @@ pub const FUNCTIONS: &[Function] = &[
         doc: "declare a host in a subnet, at the next free address unless ip is given",
     },
     Function {
+        name: "nat",
+        signature: "nat(subnet)",
+        doc: "egress-only internet for a private subnet (a NAT gateway)",
+    },
+    Function {
+        name: "publish",
+        signature: "publish(host, port, host_port[, \"udp\"])",
+        doc: "forward the machine's host_port to a public host's port, like docker run -p",
+    },
+    Function {
+        name: "peer",
+        signature: "peer(a, b[, #{ allow: [cidr or subnet, ...] }])",
+        doc: "route two VPCs to each other (never transitively); allow limits what crosses",
+    },
+    Function {
         name: "apply",
         signature: "apply() -> #{ created, changed, deleted }",
         doc: "make reality match the declarations now",

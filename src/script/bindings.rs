@@ -11,8 +11,8 @@ use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, NativeCallContext};
 use super::errors::{Fault, ScriptError, from_effect, suggest};
 use super::{EffectError, Shared};
 use crate::model::{
-    Cidr, Declarations, HostDecl, HostId, HostRef, NatDecl, Problem, PublishDecl, Span, SubnetDecl, SubnetId,
-    VpcDecl, VpcId, ipam,
+    Cidr, Declarations, HostDecl, HostId, HostRef, NatDecl, PeerDecl, Problem, PublishDecl, Span, SubnetDecl,
+    SubnetId, VpcDecl, VpcId, ipam,
 };
 
 /// Every handle property, for "did you mean" on a misspelt one.
@@ -213,6 +213,34 @@ fn declare_host(
     Ok(HostHandle(HostRef::Declared(HostId(shared.decls.hosts.len() - 1))))
 }
 
+fn declare_peer(ctx: &NativeCallContext, sh: &SharedRef, a: VpcHandle, b: VpcHandle, opts: Map) -> Res<()> {
+    let mut shared = sh.borrow_mut();
+    check_options(ctx, &shared, "peer", &opts, &["allow"])?;
+    live_vpc(ctx, &shared, a.0)?;
+    live_vpc(ctx, &shared, b.0)?;
+    let span = span(&shared, ctx);
+    let allow = match opts.get("allow") {
+        None => None,
+        Some(list) if list.is_array() => {
+            let mut cidrs = Vec::new();
+            for item in list.clone().into_array().unwrap_or_default() {
+                if let Some(subnet) = item.clone().try_cast::<SubnetHandle>() {
+                    cidrs.push(shared.decls.subnet(subnet.0).cidr.clone());
+                } else if let Ok(text) = item.clone().into_string() {
+                    let c = cidr(&mut shared.decls, &text, span);
+                    cidrs.push(c);
+                } else {
+                    return option_type_error(ctx, &shared, "allow", "a list of CIDRs or subnets", &item);
+                }
+            }
+            Some(cidrs)
+        }
+        Some(other) => return option_type_error(ctx, &shared, "allow", "a list of CIDRs or subnets", other),
+    };
+    shared.decls.peers.push(PeerDecl { a: a.0, b: b.0, allow, span });
+    Ok(())
+}
+
 fn summary_map(s: crate::plan::Summary) -> Map {
     let mut m = Map::new();
     m.insert("created".into(), Dynamic::from(s.created as i64));
@@ -351,6 +379,14 @@ pub fn register(engine: &mut Engine, shared: &SharedRef) {
             declare_publish(&ctx, &sh, host, port, host_port, proto)
         },
     );
+    let sh = shared.clone();
+    engine.register_fn("peer", move |ctx: NativeCallContext, a: VpcHandle, b: VpcHandle| {
+        declare_peer(&ctx, &sh, a, b, Map::new())
+    });
+    let sh = shared.clone();
+    engine.register_fn("peer", move |ctx: NativeCallContext, a: VpcHandle, b: VpcHandle, opts: Map| {
+        declare_peer(&ctx, &sh, a, b, opts)
+    });
     let sh = shared.clone();
     engine.register_fn("apply", move |ctx: NativeCallContext| run_apply(&ctx, &sh));
     let sh = shared.clone();

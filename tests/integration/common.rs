@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub const VPCSH: &str = env!("CARGO_BIN_EXE_vpcsh");
@@ -144,22 +144,47 @@ pub fn ip(ns: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// An HTTP GET from inside `ns` with bash's /dev/tcp (no client package needed); the body.
-pub fn http_get(ns: &str, addr: &str, path: &str) -> Option<String> {
-    let script = format!(
-        "exec 3<>/dev/tcp/{addr}/80 && printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' >&3 && timeout 2 cat <&3"
-    );
-    let run = in_ns(ns, &["timeout", "3", "bash", "-c", &script]);
-    if run.code != 0 {
-        return None;
-    }
-    run.stdout.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
-}
-
 /// Whether a process runs (a zombie waiting for init to reap it does not).
 pub fn running(pid: i64) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with('Z')))
         .unwrap_or(false)
+}
+
+/// vpcsh's built-in HTTP server run by the test in a namespace; killed (by pid) on drop.
+pub struct Server(Child);
+
+impl Server {
+    pub fn start(ns: &str, port: u16, body: &str) -> Self {
+        let mut child = Command::new(VPCSH)
+            .args(["__serve", "--netns", ns, "--port", &port.to_string(), "--body", body])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        use std::io::BufRead;
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert!(line.contains("listening"), "server did not start: {line}");
+        Server(child)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An HTTP GET from inside `ns` with bash's /dev/tcp (no client package needed); the body.
+pub fn get(ns: &str, addr: &str, port: u16, path: &str) -> Option<String> {
+    let script = format!(
+        "exec 3<>/dev/tcp/{addr}/{port} && printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' >&3 && timeout 2 cat <&3"
+    );
+    let run = in_ns(ns, &["timeout", "3", "bash", "-c", &script]);
+    if run.code != 0 {
+        return None;
+    }
+    run.stdout.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
 }

@@ -3,7 +3,7 @@
 //! made (never on the machine itself).
 
 use std::fs;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use crate::common::*;
 
@@ -17,42 +17,6 @@ let w1 = web.host("w1");
 web.host("w2");
 publish(w1, 80, 8080);
 "#;
-
-/// vpcsh's built-in HTTP server run by the test in a namespace; killed (by pid) on drop.
-struct Server(Child);
-
-impl Server {
-    fn start(ns: &str, port: u16, body: &str) -> Self {
-        let mut child = Command::new(VPCSH)
-            .args(["__serve", "--netns", ns, "--port", &port.to_string(), "--body", body])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        use std::io::BufRead;
-        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        assert!(line.contains("listening"), "server did not start: {line}");
-        Server(child)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn get(ns: &str, addr: &str, port: u16, path: &str) -> Option<String> {
-    let script = format!(
-        "exec 3<>/dev/tcp/{addr}/{port} && printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' >&3 && timeout 2 cat <&3"
-    );
-    let run = in_ns(ns, &["timeout", "3", "bash", "-c", &script]);
-    if run.code != 0 {
-        return None;
-    }
-    run.stdout.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
-}
 
 #[test]
 fn public_and_nat_subnets_reach_the_internet_translated_private_ones_do_not() {

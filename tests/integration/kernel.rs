@@ -191,8 +191,8 @@ fn the_sandbox_has_a_simulated_internet() {
     sb.apply(TWO_SUBNETS);
     let machine = sb.ns("");
     assert!(ip(&machine, &["-4", "-o", "addr"]).contains("198.51.100.2/24"));
-    assert_eq!(http_get(&machine, "198.51.100.1", "/").as_deref(), Some("internet\n"));
-    assert_eq!(http_get(&machine, "198.51.100.1", "/ip").as_deref(), Some("198.51.100.2\n"));
+    assert_eq!(get(&machine, "198.51.100.1", 80, "/").as_deref(), Some("internet\n"));
+    assert_eq!(get(&machine, "198.51.100.1", 80, "/ip").as_deref(), Some("198.51.100.2\n"));
     let exec = sb.run(&["exec", "internet", "--", "ip", "-4", "-o", "addr", "show", "eth0"]);
     assert!(exec.stdout.contains("198.51.100.1/24"), "{exec:?}");
     // The server is a recorded process; destroy stops it.

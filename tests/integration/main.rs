@@ -7,3 +7,4 @@ mod diagnostics;
 mod golden_plan;
 mod internet;
 mod kernel;
+mod peering;
