@@ -6,13 +6,16 @@ use std::path::{Path, PathBuf};
 
 use crate::diag::{self, Diag};
 use crate::exec::netlink::Netlink;
+use crate::exec::probe;
 use crate::exec::{self, Backend, OpError, faults, netns};
-use crate::model::{self, Declarations, Network, names};
+use crate::model::{self, Declarations, Network, WorkloadKind, names};
 use crate::plan::kernel::KernelState;
 use crate::plan::naming::{HOST_NS, Naming, UPLINK_IFNAME};
 use crate::plan::{self, Plan, Summary, desired};
-use crate::script::{EffectError, Effects, Interpreter, ScriptError, Source};
+use crate::script::{EffectError, Effects, Endpoint, ExecOutput, Interpreter, ScriptError, Source};
 use crate::state::{self, Store};
+use std::net::Ipv4Addr;
+use std::time::Duration;
 
 /// Where a run works: the state directory, and the sandbox if any.
 #[derive(Clone, Debug)]
@@ -70,12 +73,28 @@ pub enum Mode {
 #[derive(Debug)]
 pub enum Outcome {
     Applied(Summary),
-    Planned(Plan),
-    Checked { vpcs: usize, subnets: usize, hosts: usize },
+    /// The plan, and the effects held back while planning (`would run: ...`).
+    Planned(Plan, Vec<String>),
+    Checked {
+        vpcs: usize,
+        subnets: usize,
+        hosts: usize,
+    },
 }
 
 /// Effects held back: `check`, `plan` and dry runs validate and plan, changing nothing.
-struct HeldBack;
+/// Probes answer true, commands succeed with no output, and each is noted for `plan`.
+struct HeldBack {
+    sandboxed: bool,
+    log: Vec<String>,
+}
+
+fn endpoint_text(e: &Endpoint) -> String {
+    match e {
+        Endpoint::Host { vpc, host } => format!("{vpc}/{host}"),
+        Endpoint::Internet => "internet".into(),
+    }
+}
 
 impl Effects for HeldBack {
     fn apply(&mut self, _decls: &Declarations) -> Result<Summary, EffectError> {
@@ -83,6 +102,42 @@ impl Effects for HeldBack {
     }
     fn held_back(&self) -> bool {
         true
+    }
+    fn sandboxed(&self) -> bool {
+        self.sandboxed
+    }
+    fn workload_pid(&mut self, _vpc: &str, _host: &str, _kind: &WorkloadKind) -> i64 {
+        0
+    }
+    fn exec(
+        &mut self,
+        on: &Endpoint,
+        argv: &[String],
+        _timeout: Duration,
+    ) -> Result<ExecOutput, EffectError> {
+        self.log.push(format!("exec in {}: {}", endpoint_text(on), argv.join(" ")));
+        Ok(ExecOutput::default())
+    }
+    fn ping(&mut self, from: &Endpoint, to: Ipv4Addr) -> Result<bool, EffectError> {
+        self.log.push(format!("ping from {} to {to}", endpoint_text(from)));
+        Ok(true)
+    }
+    fn connect(&mut self, from: &Endpoint, to: Ipv4Addr, port: u16) -> Result<bool, EffectError> {
+        self.log.push(format!("connect from {} to {to}:{port}", endpoint_text(from)));
+        Ok(true)
+    }
+    fn http_get(
+        &mut self,
+        from: &Endpoint,
+        to: Ipv4Addr,
+        port: u16,
+        path: &str,
+    ) -> Result<(u16, String), EffectError> {
+        self.log.push(format!("http get from {} of http://{to}:{port}{path}", endpoint_text(from)));
+        Ok((200, String::new()))
+    }
+    fn would_run(&self) -> Vec<String> {
+        self.log.clone()
     }
 }
 
@@ -285,14 +340,28 @@ fn state_diag(e: state::StateError) -> Diag {
 struct Live {
     runner: Runner,
     total: Summary,
+    /// What exists and the whole script still wants: an `apply()` in the middle of the
+    /// script keeps it, so re-running a script never tears down what it declares later.
+    keep: Network,
+}
+
+impl Live {
+    fn converge(&mut self, network: &Network) -> Result<Summary, EffectError> {
+        let summary = self.runner.converge(network, false)?;
+        self.total += summary;
+        Ok(summary)
+    }
 }
 
 impl Effects for Live {
     fn apply(&mut self, decls: &Declarations) -> Result<Summary, EffectError> {
         let network = model::validate(decls).map_err(EffectError::Invalid)?;
-        let summary = self.runner.converge(&network, false)?;
-        self.total += summary;
-        Ok(summary)
+        let with_kept = network.overlay(&self.keep);
+        self.converge(&with_kept)
+    }
+    fn finish(&mut self, decls: &Declarations) -> Result<Summary, EffectError> {
+        let network = model::validate(decls).map_err(EffectError::Invalid)?;
+        self.converge(&network)
     }
     fn held_back(&self) -> bool {
         false
@@ -300,6 +369,62 @@ impl Effects for Live {
     fn total(&self) -> Summary {
         self.total
     }
+    fn sandboxed(&self) -> bool {
+        self.runner.naming.sandbox
+    }
+    fn workload_pid(&mut self, vpc: &str, host: &str, kind: &WorkloadKind) -> i64 {
+        let ns = self.runner.naming.host_ns(vpc, host);
+        let wanted = desired::process_for(vpc, host, kind);
+        let records = self.runner.backend.processes();
+        records
+            .iter()
+            .find(|p| p.ns == ns && p.process == wanted && p.alive())
+            .map_or(0, |p| i64::from(p.pid))
+    }
+    fn exec(&mut self, on: &Endpoint, argv: &[String], timeout: Duration) -> Result<ExecOutput, EffectError> {
+        let ns = self.ns(on)?;
+        let out = probe::exec(&ns, argv, timeout)
+            .map_err(|e| failed(format!("running `{}` in {ns}: {e}", argv[0])))?;
+        Ok(ExecOutput { code: out.code, stdout: out.stdout, stderr: out.stderr })
+    }
+    fn ping(&mut self, from: &Endpoint, to: Ipv4Addr) -> Result<bool, EffectError> {
+        let ns = self.ns(from)?;
+        probe::ping(&ns, to, probe::TIMEOUT).map_err(|e| failed(format!("pinging {to} from {ns}: {e}")))
+    }
+    fn connect(&mut self, from: &Endpoint, to: Ipv4Addr, port: u16) -> Result<bool, EffectError> {
+        let ns = self.ns(from)?;
+        probe::connect(&ns, to, port, probe::TIMEOUT)
+            .map_err(|e| failed(format!("connecting to {to}:{port} from {ns}: {e}")))
+    }
+    fn http_get(
+        &mut self,
+        from: &Endpoint,
+        to: Ipv4Addr,
+        port: u16,
+        path: &str,
+    ) -> Result<(u16, String), EffectError> {
+        let ns = self.ns(from)?;
+        probe::http_get(&ns, to, port, path, probe::TIMEOUT)
+            .map_err(|e| failed(format!("fetching http://{to}:{port}{path} from {ns}: {e}")))
+    }
+}
+
+impl Live {
+    /// The namespace an endpoint stands for.
+    fn ns(&self, e: &Endpoint) -> Result<String, EffectError> {
+        match e {
+            Endpoint::Host { vpc, host } => Ok(self.runner.naming.host_ns(vpc, host)),
+            Endpoint::Internet => self
+                .runner
+                .naming
+                .internet_ns()
+                .ok_or_else(|| failed("the simulated internet exists only in a sandbox".to_string())),
+        }
+    }
+}
+
+fn failed(message: String) -> EffectError {
+    EffectError::Failed { message, help: None, notes: Vec::new() }
 }
 
 /// An effect error with no script place to point at, as a diagnostic.
@@ -340,7 +465,8 @@ pub fn run_script(target: &Target, path: &Path, mode: Mode) -> Result<Outcome, V
     };
     let previous = runner.as_ref().map_or(previous, |r| r.network().clone());
 
-    let mut check = Interpreter::new(Box::new(HeldBack), previous.clone());
+    let held_back = HeldBack { sandboxed: target.sandbox.is_some(), log: Vec::new() };
+    let mut check = Interpreter::new(Box::new(held_back), previous.clone());
     check.quiet();
     let checked = check
         .run(&name, &text)
@@ -357,10 +483,12 @@ pub fn run_script(target: &Target, path: &Path, mode: Mode) -> Result<Outcome, V
         return Ok(Outcome::Checked { vpcs: network.vpcs.len(), subnets, hosts });
     };
     if mode != Mode::Apply {
-        return runner.plan(&network, false).map(Outcome::Planned).map_err(effect_diag);
+        let would_run = check.would_run();
+        return runner.plan(&network, false).map(|p| Outcome::Planned(p, would_run)).map_err(effect_diag);
     }
 
-    let mut live = Interpreter::new(Box::new(Live { runner, total: Summary::default() }), previous);
+    let keep = network.common(&previous);
+    let mut live = Interpreter::new(Box::new(Live { runner, total: Summary::default(), keep }), previous);
     live.run(&name, &text).map_err(|e| script_diags(&e, &live.sources()))?;
     live.apply().map(Outcome::Applied).map_err(|e| script_diags(&e, &live.sources()))
 }

@@ -163,15 +163,19 @@ fn run(command: Command, target: &Target) -> Result<ExitCode, Vec<Diag>> {
             let mode = if dry_run { Mode::DryRun } else { Mode::Apply };
             match session::run_script(target, &script, mode)? {
                 Outcome::Applied(summary) => println!("{summary}"),
-                Outcome::Planned(plan) => {
+                Outcome::Planned(plan, would_run) => {
                     print!("{plan}");
+                    would_run.iter().for_each(|w| println!("would run: {w}"));
                     println!("dry run: {}", plan.summary());
                 }
                 Outcome::Checked { .. } => unreachable!("apply does not only check"),
             }
         }
         Command::Plan { script } => match session::run_script(target, &script, Mode::Plan)? {
-            Outcome::Planned(plan) => print!("{plan}"),
+            Outcome::Planned(plan, would_run) => {
+                print!("{plan}");
+                would_run.iter().for_each(|w| println!("would run: {w}"));
+            }
             other => unreachable!("plan returned {other:?}"),
         },
         Command::Check { script } => match session::run_script(target, &script, Mode::Check)? {

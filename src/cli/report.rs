@@ -66,8 +66,7 @@ pub fn status(target: &Target, json: bool) -> Result<ExitCode, Vec<Diag>> {
             }
         }
         for p in &processes {
-            let what =
-                p.server.as_ref().map_or_else(|| p.argv.join(" "), |s| format!("http server :{}", s.port));
+            let what = p.process.to_string();
             println!(
                 "{:<8} process {} in {} (pid {})",
                 if p.alive() { "alive" } else { "dead" },

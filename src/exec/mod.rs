@@ -8,6 +8,7 @@ pub mod faults;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
+pub mod probe;
 pub mod process;
 pub mod recording;
 

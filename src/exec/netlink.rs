@@ -265,17 +265,17 @@ impl Netlink {
                 let handle = self.space(ns)?.handle.clone();
                 self.rt.block_on(handle.route().del(route_message(route)).execute()).map_err(io_err)
             }
-            Op::StartServer { ns, server } => {
-                let record = process::start_server(ns, server, &self.log_dir)?;
+            Op::StartProcess { ns, process } => {
+                let record = super::process::start(ns, process, &self.log_dir)?;
                 self.processes.push(record);
                 Ok(())
             }
-            Op::StopServer { ns, server } => {
+            Op::StopProcess { ns, process } => {
                 let (stop, keep) = std::mem::take(&mut self.processes)
                     .into_iter()
-                    .partition(|p| &p.ns == ns && p.server.as_ref() == Some(server));
+                    .partition(|p| &p.ns == ns && &p.process == process);
                 self.processes = keep;
-                stop.iter().for_each(process::stop);
+                stop.iter().for_each(super::process::stop);
                 Ok(())
             }
             Op::SetRuleset { ns, ruleset, .. } => self.space(ns)?.nft.replace(ruleset),
@@ -397,9 +397,7 @@ impl Netlink {
             }
         }
         for p in self.processes.iter().filter(|p| p.ns == ns && p.alive()) {
-            if let Some(server) = &p.server {
-                out.servers.insert(server.clone());
-            }
+            out.processes.insert(p.process.clone());
         }
         let space = self.space(ns)?;
         space.index = names.into_iter().map(|(i, n)| (n, i)).collect();

@@ -12,7 +12,13 @@ use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use crate::plan::kernel::Server;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+
+use nix::sched::{CloneFlags, setns};
+
+use super::netns;
+use crate::plan::kernel::Process;
 
 /// How long a stopped process gets between TERM and KILL.
 const GRACE: Duration = Duration::from_secs(2);
@@ -27,10 +33,11 @@ pub struct ProcessRecord {
     pub pid: i32,
     /// Start time in clock ticks since boot (`/proc/PID/stat` field 22).
     pub start_time: u64,
+    /// What was asked for, as the plan knows it.
+    pub process: Process,
+    /// What was started.
     pub argv: Vec<String>,
     pub log: PathBuf,
-    /// Set for vpcsh's built-in HTTP server.
-    pub server: Option<Server>,
 }
 
 impl ProcessRecord {
@@ -50,44 +57,55 @@ fn proc_stat(pid: i32) -> Option<(char, u64)> {
     Some((fields.first()?.chars().next()?, fields.get(19)?.parse().ok()?))
 }
 
-/// Starts vpcsh's HTTP server in `ns`, logging to a file in `log_dir`, and waits until it
-/// listens.
-pub fn start_server(ns: &str, server: &Server, log_dir: &Path) -> io::Result<ProcessRecord> {
-    let exe = std::env::current_exe()?;
-    let argv = vec![
-        exe.display().to_string(),
-        "__serve".into(),
-        "--netns".into(),
-        ns.into(),
-        "--port".into(),
-        server.port.to_string(),
-        "--body".into(),
-        server.body.clone(),
-    ];
+/// Starts `process` inside `ns`, its output in a log file in `log_dir`; an HTTP server is
+/// waited for until it listens.
+pub fn start(ns: &str, process: &Process, log_dir: &Path) -> io::Result<ProcessRecord> {
     fs::create_dir_all(log_dir)?;
-    let log = log_dir.join(format!("{ns}-http-{}.log", server.port));
-    let mut record = spawn(ns, argv, &log)?;
-    record.server = Some(server.clone());
-    wait_ready(&record)?;
+    let (argv, log) = match process {
+        Process::Http { port, body } => {
+            let exe = std::env::current_exe()?.display().to_string();
+            let argv = [exe.as_str(), "__serve", "--netns", ns, "--port", &port.to_string(), "--body", body]
+                .map(String::from)
+                .to_vec();
+            (argv, log_dir.join(format!("{ns}.http-{port}.log")))
+        }
+        Process::Command { argv } => {
+            let hash = argv
+                .join("\0")
+                .bytes()
+                .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+            (argv.clone(), log_dir.join(format!("{ns}.run-{:08x}.log", hash as u32)))
+        }
+    };
+    let enter = matches!(process, Process::Command { .. }).then(|| netns::open(ns)).transpose()?;
+    let record = spawn(ns, process, argv, &log, enter)?;
+    if matches!(process, Process::Http { .. }) {
+        wait_ready(&record)?;
+    }
     Ok(record)
 }
 
-fn spawn(ns: &str, argv: Vec<String>, log: &Path) -> io::Result<ProcessRecord> {
+fn spawn(
+    ns: &str,
+    process: &Process,
+    argv: Vec<String>,
+    log: &Path,
+    enter: Option<OwnedFd>,
+) -> io::Result<ProcessRecord> {
     let out = OpenOptions::new().create(true).truncate(true).write(true).open(log)?;
-    let child = {
-        use std::os::unix::process::CommandExt;
-        Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .process_group(0)
-            .spawn()?
-    };
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out).process_group(0);
+    if let Some(fd) = enter {
+        // SAFETY: between fork and exec the child only makes the setns system call.
+        unsafe {
+            cmd.pre_exec(move || setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(io::Error::from));
+        }
+    }
+    let child = cmd.spawn()?;
     let pid = child.id() as i32;
     let (_, start_time) = proc_stat(pid)
         .ok_or_else(|| io::Error::other(format!("process {pid} ended at once; see {}", log.display())))?;
-    Ok(ProcessRecord { ns: ns.into(), pid, start_time, argv, log: log.into(), server: None })
+    Ok(ProcessRecord { ns: ns.into(), pid, start_time, process: process.clone(), argv, log: log.into() })
 }
 
 fn wait_ready(record: &ProcessRecord) -> io::Result<()> {

@@ -80,11 +80,11 @@ impl Backend for Recording {
                     Op::DelRoute { route, .. } => {
                         n.routes.remove(route);
                     }
-                    Op::StartServer { server, .. } => {
-                        n.servers.insert(server.clone());
+                    Op::StartProcess { process, .. } => {
+                        n.processes.insert(process.clone());
                     }
-                    Op::StopServer { server, .. } => {
-                        n.servers.remove(server);
+                    Op::StopProcess { process, .. } => {
+                        n.processes.remove(process);
                     }
                     Op::SetRuleset { ruleset, .. } => n.nft = Some(Nft::Wanted(ruleset.clone())),
                     Op::DeleteRuleset { .. } => n.nft = None,

@@ -6,6 +6,7 @@
 
 pub mod ipam;
 pub mod names;
+mod overlay;
 mod validate;
 
 use std::net::Ipv4Addr;
@@ -100,6 +101,23 @@ pub struct PeerDecl {
     pub span: Span,
 }
 
+/// What `run()` and `serve()` keep running in a host.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkloadKind {
+    /// A command, as an argv (a string command is `/bin/sh -c` with it).
+    Run { argv: Vec<String> },
+    /// vpcsh's HTTP server: `GET /` answers `<vpc>/<host>`, `GET /ip` the caller's address.
+    Serve { port: u16 },
+}
+
+#[derive(Clone, Debug)]
+pub struct WorkloadDecl {
+    pub host: HostRef,
+    pub kind: WorkloadKind,
+    pub span: Span,
+}
+
 /// Everything a script declared, in declaration order, with problems found while declaring.
 #[derive(Clone, Debug, Default)]
 pub struct Declarations {
@@ -109,6 +127,7 @@ pub struct Declarations {
     pub nats: Vec<NatDecl>,
     pub publishes: Vec<PublishDecl>,
     pub peers: Vec<PeerDecl>,
+    pub workloads: Vec<WorkloadDecl>,
     /// Problems that could only be seen at the call (an unparsable CIDR, a full subnet).
     pub problems: Vec<Problem>,
 }
@@ -168,6 +187,16 @@ pub struct Network {
     pub publishes: Vec<Publish>,
     #[serde(default)]
     pub peerings: Vec<Peering>,
+    #[serde(default)]
+    pub workloads: Vec<Workload>,
+}
+
+/// A process kept running in a host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Workload {
+    pub vpc: String,
+    pub host: String,
+    pub kind: WorkloadKind,
 }
 
 /// Two VPCs that route to each other, and what may cross.
@@ -255,6 +284,7 @@ impl Network {
             vpcs: self.vpcs.iter().filter(|v| !gone(&v.name)).cloned().collect(),
             publishes: self.publishes.iter().filter(|p| !gone(&p.vpc)).cloned().collect(),
             peerings: self.peerings.iter().filter(|p| !gone(&p.a) && !gone(&p.b)).cloned().collect(),
+            workloads: self.workloads.iter().filter(|w| !gone(&w.vpc)).cloned().collect(),
         }
     }
 

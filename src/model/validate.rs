@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 
 use super::{
-    Declarations, Host, Network, Peering, Publish, Span, Subnet, SubnetId, Transport, Vpc, ipam, names,
+    Declarations, Host, Network, Peering, Publish, Span, Subnet, SubnetId, Transport, Vpc, Workload,
+    WorkloadKind, ipam, names,
 };
 
 /// Smallest and largest VPC prefix, as in AWS.
@@ -197,6 +198,7 @@ pub fn validate(decls: &Declarations) -> Result<Network, Vec<Problem>> {
     }
     network.publishes = publishes(decls, &network, &mut problems);
     network.peerings = peerings(decls, &mut problems);
+    network.workloads = workloads(decls, &mut problems);
 
     if problems.is_empty() { Ok(network) } else { Err(problems) }
 }
@@ -301,6 +303,45 @@ fn peerings(decls: &Declarations, problems: &mut Vec<Problem>) -> Vec<Peering> {
         out.push((Peering { a: a.name.clone(), b: b.name.clone(), a_allowed, b_allowed }, p.span));
     }
     out.into_iter().map(|(p, _)| p).collect()
+}
+
+/// `run()` and `serve()` calls: one server per host and port, each workload once.
+fn workloads(decls: &Declarations, problems: &mut Vec<Problem>) -> Vec<Workload> {
+    let mut out: Vec<(Workload, Span)> = Vec::new();
+    for w in &decls.workloads {
+        let subnet = decls.subnet(decls.host_subnet(w.host));
+        let vpc = decls.vpc(subnet.vpc);
+        if vpc.removed {
+            continue;
+        }
+        let workload = Workload {
+            vpc: vpc.name.clone(),
+            host: decls.host_name(w.host).to_string(),
+            kind: w.kind.clone(),
+        };
+        if out.iter().any(|(o, _)| *o == workload) {
+            continue; // the same workload twice is one workload
+        }
+        if let WorkloadKind::Serve { port } = w.kind
+            && let Some((_, first)) = out.iter().find(|(o, _)| {
+                o.vpc == workload.vpc
+                    && o.host == workload.host
+                    && matches!(o.kind, WorkloadKind::Serve { port: p } if p == port)
+            })
+        {
+            problems.push(
+                Problem::new(
+                    format!("host `{}` already serves port {port}", workload.host),
+                    w.span,
+                    "served again",
+                )
+                .related(*first, "first served here"),
+            );
+            continue;
+        }
+        out.push((workload, w.span));
+    }
+    out.into_iter().map(|(w, _)| w).collect()
 }
 
 /// Things that work but are probably not what was meant.

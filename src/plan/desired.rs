@@ -12,10 +12,10 @@ use std::net::Ipv4Addr;
 
 use ipnetwork::Ipv4Network;
 
-use super::kernel::{Addr, KernelState, Link, LinkKind, Netns, Nft, Route, Server};
+use super::kernel::{Addr, KernelState, Link, LinkKind, Netns, Nft, Process, Route};
 use super::naming::{HOST_IFNAME, MACHINE_UPLINK_PREFIX, Naming, PEER_PREFIX, ROUTER_UPLINK, UPLINK_IFNAME};
 use super::nft::{Action, Chain, Hook, IfName, Match, Proto, Ruleset};
-use crate::model::{Network, Transport, Vpc};
+use crate::model::{Network, Transport, Vpc, WorkloadKind};
 
 /// The simulated internet's address, and the sandbox machine's uplink address.
 pub const INTERNET_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
@@ -80,6 +80,9 @@ pub fn desired(network: &Network, machine: &Machine) -> KernelState {
                     via: subnet.gateway,
                     dev: HOST_IFNAME.into(),
                 });
+                for w in network.workloads.iter().filter(|w| w.vpc == vpc.name && w.host == host.name) {
+                    ns.processes.insert(process_for(&vpc.name, &host.name, &w.kind));
+                }
                 state.namespaces.insert(host_ns, ns);
             }
         }
@@ -110,6 +113,14 @@ pub fn desired(network: &Network, machine: &Machine) -> KernelState {
     }
     state.namespaces.insert(machine_ns, m);
     state
+}
+
+/// The process that realises a workload of a host.
+pub fn process_for(vpc: &str, host: &str, kind: &WorkloadKind) -> Process {
+    match kind {
+        WorkloadKind::Run { argv } => Process::Command { argv: argv.clone() },
+        WorkloadKind::Serve { port } => Process::Http { port: *port, body: format!("{vpc}/{host}\n") },
+    }
 }
 
 /// The router's rules: egress only for public and `nat()` subnets, translated; inbound
@@ -244,7 +255,7 @@ fn internet_ns() -> Netns {
     let mut i = netns_with_lo("internet");
     i.links.insert(HOST_IFNAME.into(), link(LinkKind::VethPeer, None, "internet"));
     i.addrs.insert(Addr { dev: HOST_IFNAME.into(), net: net(INTERNET_IP, INTERNET_PREFIX) });
-    i.servers.insert(Server { port: 80, body: INTERNET_HTTP_BODY.into() });
+    i.processes.insert(Process::Http { port: 80, body: INTERNET_HTTP_BODY.into() });
     i
 }
 

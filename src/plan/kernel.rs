@@ -28,7 +28,7 @@ pub struct Netns {
     pub links: BTreeMap<String, Link>,
     pub addrs: BTreeSet<Addr>,
     pub routes: BTreeSet<Route>,
-    pub servers: BTreeSet<Server>,
+    pub processes: BTreeSet<Process>,
     /// vpcsh's nftables table, if the namespace has one.
     pub nft: Option<Nft>,
 }
@@ -99,9 +99,21 @@ pub struct Route {
     pub dev: String,
 }
 
-/// vpcsh's built-in HTTP server listening in a namespace.
+/// A process vpcsh keeps running in a namespace.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Server {
-    pub port: u16,
-    pub body: String,
+#[serde(rename_all = "lowercase")]
+pub enum Process {
+    /// vpcsh's built-in HTTP server (`serve()`, the simulated internet).
+    Http { port: u16, body: String },
+    /// A command from `run()`.
+    Command { argv: Vec<String> },
+}
+
+impl std::fmt::Display for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Process::Http { port, .. } => write!(f, "http server on port {port}"),
+            Process::Command { argv } => write!(f, "`{}`", argv.join(" ")),
+        }
+    }
 }

@@ -94,9 +94,9 @@ struct Phases {
     changes: Vec<Step>,
     addrs: Vec<Step>,
     routes: Vec<Step>,
-    servers: Vec<Step>,
+    processes: Vec<Step>,
     /// Deletes, run last so a failed create can be rolled back to the old state intact.
-    del_servers: Vec<Step>,
+    del_processes: Vec<Step>,
     del_routes: Vec<Step>,
     del_addrs: Vec<Step>,
     del_links: Vec<Step>,
@@ -138,8 +138,8 @@ pub fn plan_from(desired: &KernelState, observed: &KernelState, previous: &Kerne
         p.changes,
         p.addrs,
         p.routes,
-        p.servers,
-        p.del_servers,
+        p.processes,
+        p.del_processes,
         p.del_routes,
         p.del_addrs,
         p.del_links,
@@ -258,11 +258,11 @@ fn diff_netns(
     for route in have_routes.into_values().filter(|r| managed(&r.dev)) {
         p.del_routes.push(step(&want.owner, Op::DelRoute { ns: ns.into(), route: route.clone() }));
     }
-    for server in want.servers.difference(&have.servers) {
-        p.servers.push(step(&want.owner, Op::StartServer { ns: ns.into(), server: server.clone() }));
+    for process in want.processes.difference(&have.processes) {
+        p.processes.push(step(&want.owner, Op::StartProcess { ns: ns.into(), process: process.clone() }));
     }
-    for server in have.servers.difference(&want.servers) {
-        p.del_servers.push(step(&want.owner, Op::StopServer { ns: ns.into(), server: server.clone() }));
+    for process in have.processes.difference(&want.processes) {
+        p.del_processes.push(step(&want.owner, Op::StopProcess { ns: ns.into(), process: process.clone() }));
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::kernel::{Addr, Route, Server};
+use super::kernel::{Addr, Process, Route};
 use super::nft::{Ruleset, TABLE};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,13 +62,13 @@ pub enum Op {
         ns: String,
         route: Route,
     },
-    StartServer {
+    StartProcess {
         ns: String,
-        server: Server,
+        process: Process,
     },
-    StopServer {
+    StopProcess {
         ns: String,
-        server: Server,
+        process: Process,
     },
     /// Creates or atomically replaces vpcsh's nftables table.
     SetRuleset {
@@ -96,7 +96,7 @@ impl Op {
             | Op::CreateVeth { .. }
             | Op::AddAddr { .. }
             | Op::AddRoute { .. }
-            | Op::StartServer { .. }
+            | Op::StartProcess { .. }
             | Op::SetRuleset { replace: false, .. } => OpClass::Create,
             Op::SetForwarding { .. }
             | Op::SetLink { .. }
@@ -106,7 +106,7 @@ impl Op {
             | Op::DeleteLink { .. }
             | Op::DelAddr { .. }
             | Op::DelRoute { .. }
-            | Op::StopServer { .. }
+            | Op::StopProcess { .. }
             | Op::DeleteRuleset { .. } => OpClass::Delete,
         }
     }
@@ -119,7 +119,7 @@ impl Op {
             Op::CreateBridge { ns, name } | Op::CreateVeth { ns, name, .. } => Op::DeleteLink { ns, name },
             Op::AddAddr { ns, addr } => Op::DelAddr { ns, addr },
             Op::AddRoute { ns, route } => Op::DelRoute { ns, route },
-            Op::StartServer { ns, server } => Op::StopServer { ns, server },
+            Op::StartProcess { ns, process } => Op::StopProcess { ns, process },
             Op::SetRuleset { ns, replace: false, .. } => Op::DeleteRuleset { ns },
             _ => return None,
         })
@@ -140,8 +140,8 @@ impl Op {
             | Op::AddRoute { ns, .. }
             | Op::ReplaceRoute { ns, .. }
             | Op::DelRoute { ns, .. }
-            | Op::StartServer { ns, .. }
-            | Op::StopServer { ns, .. }
+            | Op::StartProcess { ns, .. }
+            | Op::StopProcess { ns, .. }
             | Op::SetRuleset { ns, .. }
             | Op::DeleteRuleset { ns } => ns,
         }
@@ -185,8 +185,8 @@ impl fmt::Display for Op {
             Op::AddRoute { ns, route } => write!(f, "add route {} in {ns}", route_text(route)),
             Op::ReplaceRoute { ns, route } => write!(f, "replace route {} in {ns}", route_text(route)),
             Op::DelRoute { ns, route } => write!(f, "delete route {} in {ns}", route_text(route)),
-            Op::StartServer { ns, server } => write!(f, "start http server on port {} in {ns}", server.port),
-            Op::StopServer { ns, server } => write!(f, "stop http server on port {} in {ns}", server.port),
+            Op::StartProcess { ns, process } => write!(f, "start {process} in {ns}"),
+            Op::StopProcess { ns, process } => write!(f, "stop {process} in {ns}"),
             Op::SetRuleset { ns, ruleset, replace } => write!(
                 f,
                 "{} nftables table ip {TABLE} in {ns} ({} rules)",

@@ -14,8 +14,6 @@ type Spec<'a> = [(&'a str, &'a str, &'a [(&'a str, &'a str, &'a [(&'a str, &'a s
 
 fn net(vpcs: &Spec) -> Network {
     Network {
-        publishes: Vec::new(),
-        peerings: Vec::new(),
         vpcs: vpcs
             .iter()
             .map(|(name, cidr, subnets)| Vpc {
@@ -40,6 +38,7 @@ fn net(vpcs: &Spec) -> Network {
                     .collect(),
             })
             .collect(),
+        ..Network::default()
     }
 }
 

@@ -28,14 +28,14 @@ pub struct SubnetHandle(pub SubnetId);
 #[derive(Clone, Debug)]
 pub struct HostHandle(pub HostRef);
 
-type Res<T> = Result<T, Box<EvalAltResult>>;
-type SharedRef = Rc<RefCell<Shared>>;
+pub(super) type Res<T> = Result<T, Box<EvalAltResult>>;
+pub(super) type SharedRef = Rc<RefCell<Shared>>;
 
-fn fail<T>(ctx: &NativeCallContext, err: impl Into<ScriptError>) -> Res<T> {
+pub(super) fn fail<T>(ctx: &NativeCallContext, err: impl Into<ScriptError>) -> Res<T> {
     Err(Box::new(EvalAltResult::ErrorRuntime(Dynamic::from(err.into()), ctx.call_position())))
 }
 
-fn span(shared: &Shared, ctx: &NativeCallContext) -> Span {
+pub(super) fn span(shared: &Shared, ctx: &NativeCallContext) -> Span {
     shared.span_at(ctx.call_source(), ctx.call_position())
 }
 
@@ -76,7 +76,7 @@ fn cidr(decls: &mut Declarations, text: &str, span: Span) -> Cidr {
 }
 
 /// Checks an options map against the keys a function takes.
-fn check_options(
+pub(super) fn check_options(
     ctx: &NativeCallContext,
     shared: &Shared,
     func: &str,
@@ -101,7 +101,7 @@ fn check_options(
     Ok(())
 }
 
-fn option_type_error<T>(
+pub(super) fn option_type_error<T>(
     ctx: &NativeCallContext,
     shared: &Shared,
     key: &str,
@@ -116,7 +116,7 @@ fn option_type_error<T>(
     fail(ctx, fault)
 }
 
-fn live_vpc(ctx: &NativeCallContext, shared: &Shared, vpc: VpcId) -> Res<()> {
+pub(super) fn live_vpc(ctx: &NativeCallContext, shared: &Shared, vpc: VpcId) -> Res<()> {
     let v = shared.decls.vpc(vpc);
     if v.removed {
         let fault =
@@ -249,7 +249,7 @@ fn summary_map(s: crate::plan::Summary) -> Map {
     m
 }
 
-fn run_apply(ctx: &NativeCallContext, sh: &SharedRef) -> Res<Map> {
+pub(super) fn run_apply(ctx: &NativeCallContext, sh: &SharedRef) -> Res<Map> {
     let mut shared = sh.borrow_mut();
     let span = span(&shared, ctx);
     let decls = shared.decls.clone();
@@ -268,7 +268,7 @@ fn host_name(decls: &Declarations, h: &HostHandle) -> String {
     decls.host_name(h.0).to_string()
 }
 
-fn host_ip(decls: &Declarations, h: &HostHandle) -> Option<Ipv4Addr> {
+pub(super) fn host_ip(decls: &Declarations, h: &HostHandle) -> Option<Ipv4Addr> {
     match h.0 {
         HostRef::Declared(id) => decls.host(id).ip,
         HostRef::Implicit(s) => decls.subnet(s).cidr.net.and_then(|n| ipam::next_free(n, &[], None)),
@@ -276,7 +276,7 @@ fn host_ip(decls: &Declarations, h: &HostHandle) -> Option<Ipv4Addr> {
 }
 
 /// A subnet stands for its first host (declared, or the implicit one).
-fn first_host(decls: &Declarations, subnet: SubnetId) -> HostRef {
+pub(super) fn first_host(decls: &Declarations, subnet: SubnetId) -> HostRef {
     decls.hosts_of(subnet).next().map_or(HostRef::Implicit(subnet), |(id, _)| HostRef::Declared(id))
 }
 
@@ -409,6 +409,7 @@ pub fn register(engine: &mut Engine, shared: &SharedRef) {
     });
 
     register_properties(engine, shared);
+    super::effects::register(engine, shared);
 }
 
 fn register_properties(engine: &mut Engine, shared: &SharedRef) {

@@ -4,6 +4,7 @@
 
 pub mod api;
 mod bindings;
+mod effects;
 mod errors;
 pub mod span;
 
@@ -43,6 +44,21 @@ pub enum EffectError {
     Failed { message: String, help: Option<String>, notes: Vec<String> },
 }
 
+/// Where a command or probe runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Host { vpc: String, host: String },
+    Internet,
+}
+
+/// What `exec()` returns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
 /// What effect functions do. The session layer implements it over state, plan and exec;
 /// under `check`/`plan` effects are held back.
 pub trait Effects {
@@ -50,9 +66,36 @@ pub trait Effects {
     fn apply(&mut self, decls: &Declarations) -> Result<Summary, EffectError>;
     /// Whether effects are held back (check, plan, dry run).
     fn held_back(&self) -> bool;
+    /// Makes reality match the declarations at the end of a script, exactly.
+    fn finish(&mut self, decls: &Declarations) -> Result<Summary, EffectError> {
+        self.apply(decls)
+    }
     /// Everything applied so far in this run.
     fn total(&self) -> Summary {
         Summary::default()
+    }
+    /// Whether there is a simulated internet.
+    fn sandboxed(&self) -> bool;
+    /// The pid of a running workload (0 when held back or not running).
+    fn workload_pid(&mut self, vpc: &str, host: &str, kind: &crate::model::WorkloadKind) -> i64;
+    fn exec(
+        &mut self,
+        on: &Endpoint,
+        argv: &[String],
+        timeout: std::time::Duration,
+    ) -> Result<ExecOutput, EffectError>;
+    fn ping(&mut self, from: &Endpoint, to: std::net::Ipv4Addr) -> Result<bool, EffectError>;
+    fn connect(&mut self, from: &Endpoint, to: std::net::Ipv4Addr, port: u16) -> Result<bool, EffectError>;
+    fn http_get(
+        &mut self,
+        from: &Endpoint,
+        to: std::net::Ipv4Addr,
+        port: u16,
+        path: &str,
+    ) -> Result<(u16, String), EffectError>;
+    /// Effects held back, as `would run: ...` lines for `plan`.
+    fn would_run(&self) -> Vec<String> {
+        Vec::new()
     }
 }
 
@@ -140,6 +183,11 @@ impl Interpreter {
         result.map_err(|e| errors::from_eval(&self.shared.borrow(), &self.engine, &self.functions, *e))
     }
 
+    /// Effects held back so far, as `would run: ...` lines.
+    pub fn would_run(&self) -> Vec<String> {
+        self.shared.borrow().effects.would_run()
+    }
+
     pub fn declarations(&self) -> Declarations {
         self.shared.borrow().decls.clone()
     }
@@ -158,7 +206,7 @@ impl Interpreter {
             start: s.text.len(),
             len: 0,
         });
-        shared.effects.apply(&decls).map_err(|e| errors::from_effect(e, end))?;
+        shared.effects.finish(&decls).map_err(|e| errors::from_effect(e, end))?;
         Ok(shared.effects.total())
     }
 }

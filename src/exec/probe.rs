@@ -1,0 +1,184 @@
+//! Probes and commands inside a namespace: ICMP echo, TCP connect and a minimal HTTP client
+//! on a thread that entered the namespace; commands in a child that entered it. No `ping`,
+//! `curl` or `ip netns exec` needed.
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sched::{CloneFlags, setns};
+use nix::sys::socket::{
+    AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, recvfrom, sendto, setsockopt,
+    socket, sockopt,
+};
+use nix::sys::time::TimeVal;
+
+use super::netns;
+
+/// What `exec()` returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// How long a probe waits for an answer (SPEC: 1 s).
+pub const TIMEOUT: Duration = Duration::from_secs(1);
+
+static NEXT_ID: AtomicU16 = AtomicU16::new(0);
+
+/// One ICMP echo from inside `ns` to `to`; true when the reply came in time.
+pub fn ping(ns: &str, to: Ipv4Addr, timeout: Duration) -> io::Result<bool> {
+    let fd = netns::open(ns)?;
+    netns::run_in(&fd, move || echo(to, timeout))
+}
+
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 =
+        data.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn echo(to: Ipv4Addr, timeout: Duration) -> io::Result<bool> {
+    let sock = socket(AddressFamily::Inet, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::Icmp)?;
+    // Raw sockets see every echo reply in the namespace: a distinct id per probe.
+    let id =
+        (std::process::id() as u16).wrapping_add(NEXT_ID.fetch_add(1, Ordering::Relaxed).wrapping_mul(7919));
+    let mut packet = [8u8, 0, 0, 0, 0, 0, 0, 1, b'v', b'p', b'c', b's', b'h', 0, 0, 0];
+    packet[4..6].copy_from_slice(&id.to_be_bytes());
+    let sum = checksum(&packet);
+    packet[2..4].copy_from_slice(&sum.to_be_bytes());
+    let deadline = Instant::now() + timeout;
+    match sendto(sock.as_raw_fd(), &packet, &SockaddrIn::from(SocketAddrV4::new(to, 0)), MsgFlags::empty()) {
+        Ok(_) => {}
+        // No route, or a firewall said no at once: not reachable.
+        Err(nix::errno::Errno::ENETUNREACH | nix::errno::Errno::EHOSTUNREACH | nix::errno::Errno::EPERM) => {
+            return Ok(false);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let mut buf = [0u8; 1500];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        let micros = left.as_micros().max(1000) as i64;
+        setsockopt(&sock, sockopt::ReceiveTimeout, &TimeVal::new(micros / 1_000_000, micros % 1_000_000))?;
+        let (n, from) = match recvfrom::<SockaddrIn>(sock.as_raw_fd(), &mut buf) {
+            Ok(got) => got,
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let ihl = usize::from(buf[0] & 0x0f) * 4;
+        let icmp = &buf[ihl.min(n)..n];
+        let from_target = from.is_some_and(|a| a.ip() == to);
+        if from_target && icmp.len() >= 8 && icmp[0] == 0 && icmp[4..6] == id.to_be_bytes() {
+            return Ok(true);
+        }
+    }
+}
+
+/// A TCP connection from inside `ns`; true when it was accepted in time.
+pub fn connect(ns: &str, to: Ipv4Addr, port: u16, timeout: Duration) -> io::Result<bool> {
+    let fd = netns::open(ns)?;
+    netns::run_in(&fd, move || Ok(TcpStream::connect_timeout(&SocketAddr::from((to, port)), timeout).is_ok()))
+}
+
+/// `GET path` from inside `ns`: the status and body, or status 0 when nothing answered.
+pub fn http_get(
+    ns: &str,
+    to: Ipv4Addr,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+) -> io::Result<(u16, String)> {
+    let fd = netns::open(ns)?;
+    let path = path.to_string();
+    netns::run_in(&fd, move || {
+        let Ok(mut stream) = TcpStream::connect_timeout(&SocketAddr::from((to, port)), timeout) else {
+            return Ok((0, String::new()));
+        };
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {to}\r\nConnection: close\r\n\r\n");
+        if stream.write_all(request.as_bytes()).is_err() {
+            return Ok((0, String::new()));
+        }
+        let mut response = Vec::new();
+        if stream.take(1 << 20).read_to_end(&mut response).is_err() && response.is_empty() {
+            return Ok((0, String::new()));
+        }
+        let text = String::from_utf8_lossy(&response);
+        let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = text.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_string());
+        Ok((status, body))
+    })
+}
+
+/// Runs `argv` to completion inside `ns`; killed after `timeout` (code 124, as timeout(1)).
+pub fn exec(ns: &str, argv: &[String], timeout: Duration) -> io::Result<Output> {
+    let fd = netns::open(ns)?;
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // SAFETY: between fork and exec the child only makes the setns system call.
+    unsafe {
+        cmd.pre_exec(move || setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(io::Error::from));
+    }
+    let mut child = cmd.spawn()?;
+    let (mut out, mut err) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
+    let readers = (
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        }),
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        }),
+    );
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let stdout = readers.0.join().unwrap_or_default();
+    let mut stderr = readers.1.join().unwrap_or_default();
+    let code = match status {
+        Some(s) => s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)),
+        None => {
+            stderr.push_str(&format!("vpcsh: timed out after {:.1} s\n", timeout.as_secs_f64()));
+            124
+        }
+    };
+    Ok(Output { code, stdout, stderr })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn icmp_checksum_matches_a_known_packet() {
+        // Echo request id 0x1234 seq 1 without payload: checksum 0xe5ca.
+        let packet = [8, 0, 0, 0, 0x12, 0x34, 0, 1];
+        assert_eq!(checksum(&packet), 0xe5ca);
+    }
+}

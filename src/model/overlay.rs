@@ -1,0 +1,127 @@
+//! Combining networks by identity (VPC, subnet and host names; workloads, peerings and
+//! published ports as values). A batch run uses it so that an `apply()` in the middle of a
+//! script never removes what the script declares later and what already exists.
+
+use super::Network;
+
+impl Network {
+    /// What `self` and `other` both have, in `self`'s version.
+    pub fn common(&self, other: &Network) -> Network {
+        let mut out = Network::default();
+        for vpc in &self.vpcs {
+            let Some(theirs) = other.vpc(&vpc.name) else { continue };
+            let mut vpc = vpc.clone();
+            vpc.subnets.retain(|s| theirs.subnets.iter().any(|t| t.name == s.name));
+            for subnet in &mut vpc.subnets {
+                let t = theirs.subnets.iter().find(|t| t.name == subnet.name).expect("kept above");
+                subnet.hosts.retain(|h| t.hosts.iter().any(|x| x.name == h.name));
+            }
+            out.vpcs.push(vpc);
+        }
+        out.peerings = self.peerings.iter().filter(|p| other.peerings.contains(p)).cloned().collect();
+        out.publishes = self.publishes.iter().filter(|p| other.publishes.contains(p)).cloned().collect();
+        out.workloads = self.workloads.iter().filter(|w| other.workloads.contains(w)).cloned().collect();
+        out
+    }
+
+    /// `self`, plus whatever of `extra` it does not name (its own declarations win).
+    pub fn overlay(&self, extra: &Network) -> Network {
+        let mut out = self.clone();
+        for vpc in &extra.vpcs {
+            let Some(mine) = out.vpcs.iter_mut().find(|v| v.name == vpc.name) else {
+                out.vpcs.push(vpc.clone());
+                continue;
+            };
+            for subnet in &vpc.subnets {
+                match mine.subnets.iter_mut().find(|s| s.name == subnet.name) {
+                    None => mine.subnets.push(subnet.clone()),
+                    Some(s) => {
+                        for host in &subnet.hosts {
+                            let taken = s.hosts.iter().any(|h| h.name == host.name || h.ip == host.ip);
+                            if !taken {
+                                s.hosts.push(host.clone());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let has = |n: &Network, name: &str| n.vpc(name).is_some();
+        for p in &extra.peerings {
+            let named = out.peerings.iter().any(|q| (q.a == p.a && q.b == p.b) || (q.a == p.b && q.b == p.a));
+            if !named && has(&out, &p.a) && has(&out, &p.b) {
+                out.peerings.push(p.clone());
+            }
+        }
+        for p in &extra.publishes {
+            if !out.publishes.iter().any(|q| q.host_port == p.host_port && q.proto == p.proto) {
+                out.publishes.push(p.clone());
+            }
+        }
+        for w in &extra.workloads {
+            if !out.workloads.contains(w) {
+                out.workloads.push(w.clone());
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Host, Subnet, Vpc};
+    use super::*;
+
+    fn vpc(name: &str, subnets: &[(&str, &[&str])]) -> Vpc {
+        Vpc {
+            name: name.into(),
+            cidr: "10.0.0.0/16".parse().unwrap(),
+            subnets: subnets
+                .iter()
+                .enumerate()
+                .map(|(i, (s, hosts))| Subnet {
+                    name: s.to_string(),
+                    cidr: format!("10.0.{i}.0/24").parse().unwrap(),
+                    public: false,
+                    nat: false,
+                    gateway: format!("10.0.{i}.1").parse().unwrap(),
+                    hosts: hosts
+                        .iter()
+                        .enumerate()
+                        .map(|(j, h)| Host {
+                            name: h.to_string(),
+                            ip: format!("10.0.{i}.{}", j + 2).parse().unwrap(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn common_keeps_what_both_name() {
+        let a = Network {
+            vpcs: vec![vpc("p", &[("web", &["w1", "w2"]), ("db", &["d"])]), vpc("q", &[])],
+            ..Default::default()
+        };
+        let b = Network { vpcs: vec![vpc("p", &[("web", &["w1"])])], ..Default::default() };
+        let c = a.common(&b);
+        assert_eq!(c.vpcs.len(), 1);
+        assert_eq!(c.vpcs[0].subnets.len(), 1);
+        assert_eq!(c.vpcs[0].subnets[0].hosts.len(), 1);
+    }
+
+    #[test]
+    fn overlay_adds_only_what_is_not_named() {
+        let now = Network { vpcs: vec![vpc("p", &[("web", &["w1"])])], ..Default::default() };
+        let later = Network {
+            vpcs: vec![vpc("p", &[("web", &["w1", "w2"]), ("db", &["d"])]), vpc("q", &[])],
+            ..Default::default()
+        };
+        let o = now.overlay(&later);
+        assert_eq!(o.vpcs.len(), 2);
+        assert_eq!(o.vpcs[0].subnets.len(), 2);
+        assert_eq!(o.vpcs[0].subnets[0].hosts.len(), 2);
+        assert_eq!(now.overlay(&Network::default()), now);
+    }
+}
