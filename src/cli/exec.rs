@@ -49,6 +49,26 @@ pub fn resolve(target: &Target, who: &str) -> Result<String, Diag> {
     }
 }
 
+/// Prints the logs of the processes vpcsh started in a host.
+pub fn logs(target: &Target, who: &str) -> Result<(), Vec<Diag>> {
+    let ns = resolve(target, who).map_err(|d| vec![d])?;
+    let processes = state::peek(&target.dir()).map(|s| s.processes).unwrap_or_default();
+    let mine: Vec<_> = processes.iter().filter(|p| p.ns == ns).collect();
+    if mine.is_empty() {
+        println!("no processes in {who}");
+    }
+    for p in &mine {
+        if mine.len() > 1 {
+            println!("==> {} (pid {}, {}) <==", p.process, p.pid, if p.alive() { "alive" } else { "dead" });
+        }
+        match std::fs::read_to_string(&p.log) {
+            Ok(text) => print!("{text}"),
+            Err(e) => println!("(cannot read {}: {e})", p.log.display()),
+        }
+    }
+    Ok(())
+}
+
 pub fn run(target: &Target, who: &str, command: &[String]) -> Result<ExitCode, Vec<Diag>> {
     let ns = resolve(target, who).map_err(|d| vec![d])?;
     let fd = netns::open(&ns).map_err(|e| {

@@ -3,6 +3,7 @@
 
 mod exec;
 mod report;
+mod test;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -91,6 +92,20 @@ enum Command {
         target: String,
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
+    },
+    /// Print the logs of the processes run() and serve() started in a host (VPC/HOST).
+    Logs { target: String },
+    /// Run each script as a test fixture in a fresh sandbox of its own, destroyed
+    /// afterwards; prints a line per script and `N passed, N failed`.
+    Test {
+        #[arg(required = true)]
+        scripts: Vec<PathBuf>,
+        /// Keep the sandbox of a failed script for inspection.
+        #[arg(long)]
+        keep: bool,
+        /// Scripts run at the same time.
+        #[arg(long, short = 'j', default_value_t = 1)]
+        jobs: usize,
     },
     /// The built-in HTTP server, run by vpcsh inside a namespace.
     #[command(name = "__serve", hide = true)]
@@ -188,6 +203,11 @@ fn run(command: Command, target: &Target) -> Result<ExitCode, Vec<Diag>> {
         Command::Status { json } => return report::status(target, json),
         Command::List { json } => report::list(target, json)?,
         Command::Exec { target: who, command } => return exec::run(target, &who, &command),
+        Command::Logs { target: who } => exec::logs(target, &who)?,
+        Command::Test { scripts, keep, jobs } => {
+            let state_dir = std::env::temp_dir();
+            return Ok(test::run(test::Options { scripts, keep, jobs, state_dir }));
+        }
         Command::Serve { netns, port, body } => {
             if let Err(e) = crate::httpd::serve(&netns, port, &body) {
                 return Err(vec![Diag::plain(format!("http server in {netns}: {e}"), None)]);

@@ -8,3 +8,4 @@ mod golden_plan;
 mod internet;
 mod kernel;
 mod peering;
+mod workloads;

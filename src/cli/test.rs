@@ -1,0 +1,145 @@
+//! `vpcsh test SCRIPT...`: each script applied as a test fixture in a fresh sandbox of its
+//! own, then destroyed (also on failure and on Ctrl-C); a result line per script and
+//! `N passed, N failed`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: i32) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+pub struct Options {
+    pub scripts: Vec<PathBuf>,
+    pub keep: bool,
+    pub jobs: usize,
+    pub state_dir: PathBuf,
+}
+
+enum Verdict {
+    Passed,
+    Failed(String),
+    Interrupted,
+}
+
+struct Fixture<'a> {
+    script: &'a Path,
+    sandbox: String,
+    state: PathBuf,
+}
+
+impl Fixture<'_> {
+    fn vpcsh(&self) -> Command {
+        let mut cmd = Command::new(std::env::current_exe().unwrap_or_else(|_| "vpcsh".into()));
+        cmd.arg("--sandbox").arg(&self.sandbox).arg("--state-dir").arg(&self.state);
+        cmd
+    }
+
+    /// Applies the script; a Ctrl-C stops it (by its pid) and reports an interruption.
+    fn run(&self) -> Verdict {
+        let child =
+            self.vpcsh().arg("apply").arg(self.script).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) => return Verdict::Failed(format!("cannot start vpcsh: {e}")),
+        };
+        loop {
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Verdict::Interrupted;
+            }
+            match child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                Err(e) => return Verdict::Failed(format!("waiting for vpcsh: {e}")),
+            }
+        }
+        match child.wait_with_output() {
+            Ok(out) if out.status.success() => Verdict::Passed,
+            Ok(out) => Verdict::Failed(String::from_utf8_lossy(&out.stderr).into_owned()),
+            Err(e) => Verdict::Failed(format!("waiting for vpcsh: {e}")),
+        }
+    }
+
+    fn destroy(&self) {
+        let _ = self.vpcsh().arg("destroy").stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+pub fn run(opts: Options) -> ExitCode {
+    let handler = SigAction::new(SigHandler::Handler(on_interrupt), SaFlags::empty(), SigSet::empty());
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        let _ = sigaction(Signal::SIGINT, &handler);
+        let _ = sigaction(Signal::SIGTERM, &handler);
+    }
+    let queue = Mutex::new(opts.scripts.iter().enumerate());
+    let results = Mutex::new((0usize, 0usize));
+    let print = Mutex::new(());
+    std::thread::scope(|s| {
+        for _ in 0..opts.jobs.max(1) {
+            s.spawn(|| {
+                loop {
+                    let Some((i, script)) = queue.lock().expect("queue").next() else { break };
+                    if INTERRUPTED.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let sandbox = format!("test-{}-{i}", std::process::id());
+                    let state = opts.state_dir.join(format!("vpcsh-test-{sandbox}"));
+                    let fixture = Fixture { script, sandbox, state };
+                    let start = Instant::now();
+                    let verdict = fixture.run();
+                    let secs = start.elapsed().as_secs_f64();
+                    let keep = opts.keep && matches!(verdict, Verdict::Failed(_));
+                    if !keep {
+                        fixture.destroy();
+                    }
+                    let _guard = print.lock().expect("print");
+                    let mut counts = results.lock().expect("results");
+                    match verdict {
+                        Verdict::Passed => {
+                            counts.0 += 1;
+                            println!("PASS {} ({secs:.2} s)", script.display());
+                        }
+                        Verdict::Failed(why) => {
+                            counts.1 += 1;
+                            println!("FAIL {} ({secs:.2} s)", script.display());
+                            for line in why.lines() {
+                                println!("    {line}");
+                            }
+                            if keep {
+                                println!(
+                                    "    kept sandbox `{0}`: vpcsh --sandbox {0} --state-dir {1} status (then destroy)",
+                                    fixture.sandbox,
+                                    fixture.state.display()
+                                );
+                            }
+                        }
+                        Verdict::Interrupted => {
+                            counts.1 += 1;
+                            println!("STOP {} ({secs:.2} s): interrupted, sandbox destroyed", script.display());
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let (passed, failed) = *results.lock().expect("results");
+    println!("{passed} passed, {failed} failed");
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        ExitCode::from(130)
+    } else if failed == 0 && passed == opts.scripts.len() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}

@@ -1,0 +1,192 @@
+//! Workloads and probes against real namespaces, `vpcsh logs`, and `vpcsh test`.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/test");
+
+const TOPOLOGY: &str = r#"
+let prod = vpc("prod", "10.10.0.0/16");
+let web  = subnet(prod, "web", "10.10.1.0/24", #{ public: true });
+let db   = prod.subnet("db", "10.10.3.0/24");
+let w1 = web.host("w1");
+let dev = vpc("dev", "10.20.0.0/16");
+let d1 = dev.subnet("s1", "10.20.1.0/24");
+"#;
+
+#[test]
+fn every_effect_works_against_real_namespaces() {
+    let sb = Sandbox::new("effects");
+    let run = sb.apply(&format!(
+        r#"{TOPOLOGY}
+        let s = serve(w1, 80);
+        assert(s.pid > 0, "serve has a pid");
+        let r = run(db, "echo started; sleep 300");
+        assert(r.pid > 0, "run has a pid");
+        assert(ping(db, w1) && ping(db, web) && ping(w1, "10.10.3.2"), "inside the VPC");
+        assert(!ping(d1, w1), "another VPC");
+        assert(ping(w1, internet()) && !ping(db, internet()), "public and private");
+        let h = http_get(db, `http://${{w1.ip}}/`);
+        assert(h.status == 200 && h.body == "prod/w1\n", `serve answers ${{h}}`);
+        assert(http_get(db, `http://${{w1.ip}}/ip`).body == "10.10.3.2\n", "the caller's address");
+        assert(http_get(w1, "http://198.51.100.1/ip").body == "198.51.100.2\n", "translated");
+        assert(http_get(d1, `http://${{w1.ip}}/`).status == 0, "status 0 when nothing answers");
+        assert(connect(db, w1, 80) && !connect(db, w1, 81), "tcp");
+        let e = exec(w1, "echo out; echo err >&2; exit 3");
+        assert(e.code == 3 && e.stdout == "out\n" && e.stderr == "err\n", `exec ${{e}}`);
+        let argv = exec(w1, ["printf", "%s|", "a b", "$HOME"]);
+        assert(argv.stdout == "a b|$HOME|", `an argv is not a shell line: ${{argv}}`);
+        let t = exec(w1, "sleep 5", #{{ timeout: 0.3 }});
+        assert(t.code == 124 && t.stderr.contains("timed out"), `timeout ${{t}}`);
+        assert(exec(internet(), "ip -4 -o addr").stdout.contains("198.51.100.1"), "exec in the internet");
+        print("all effects ok");
+        "#
+    ));
+    assert!(run.stdout.contains("all effects ok"), "{run:?}");
+    // From outside vpcsh: the server answers, the process runs in the right namespace.
+    assert_eq!(get(&sb.ns("prod.db"), "10.10.1.2", 80, "/").as_deref(), Some("prod/w1\n"));
+    let status = sb.run(&["status", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    let processes = json["processes"].as_array().unwrap();
+    let sleeper = processes.iter().find(|p| p["argv"].to_string().contains("sleep 300")).unwrap();
+    let pid = sleeper["pid"].as_i64().unwrap();
+    assert!(running(pid));
+    let netns = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    let expected = std::fs::metadata(format!("/run/netns/{}", sb.ns("prod.db"))).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        netns.to_string_lossy().contains(&expected.ino().to_string()),
+        "{netns:?} is not prod.db's namespace"
+    );
+    let logs = sb.run(&["logs", "prod/db"]);
+    assert!(logs.stdout.contains("started"), "{logs:?}");
+
+    // Re-applying keeps the same processes; destroy ends them, no zombie left.
+    sb.apply(&format!("{TOPOLOGY}\nserve(w1, 80); run(db, \"echo started; sleep 300\");"));
+    assert!(running(pid), "a re-apply restarted the workload");
+    let all: Vec<i64> = processes.iter().map(|p| p["pid"].as_i64().unwrap()).collect();
+    sb.run(&["destroy"]);
+    for pid in all {
+        assert!(!running(pid), "process {pid} outlived destroy");
+    }
+}
+
+#[test]
+fn removing_run_from_the_script_stops_the_process() {
+    let sb = Sandbox::new("unrun");
+    sb.apply(&format!("{TOPOLOGY}\nrun(db, \"sleep 300\");"));
+    let status: serde_json::Value = serde_json::from_str(&sb.run(&["status", "--json"]).stdout).unwrap();
+    let pid = status["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["argv"].to_string().contains("sleep"))
+        .unwrap()["pid"]
+        .as_i64()
+        .unwrap();
+    let run = sb.apply(TOPOLOGY);
+    assert!(run.stdout.contains("1 deleted"), "{run:?}");
+    assert!(!running(pid));
+}
+
+#[test]
+fn plan_lists_held_back_effects() {
+    let sb = Sandbox::new("wouldrun");
+    let script = sb.script(&format!("{TOPOLOGY}\nassert(ping(db, w1), \"x\");\nexec(w1, \"uname\");"));
+    let run = sb.run(&["plan", script.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("would run: ping from prod/db to 10.10.1.2"), "{run:?}");
+    assert!(run.stdout.contains("would run: exec in prod/w1: /bin/sh -c uname"), "{run:?}");
+    assert_eq!(sb.namespaces(), Vec::<String>::new(), "plan ran something");
+}
+
+/// Runs `vpcsh test ARGS`; its result and pid (which names its sandboxes).
+fn vpcsh_test(args: &[&str]) -> (Run, u32) {
+    let child = Command::new(VPCSH)
+        .arg("test")
+        .args(args)
+        .current_dir(FIXTURES)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    (child.wait_with_output().unwrap().into(), pid)
+}
+
+fn test_sandboxes(pid: u32) -> Vec<String> {
+    list_netns().into_iter().filter(|n| n.starts_with(&format!("test-{pid}-"))).collect()
+}
+
+#[test]
+fn vpcsh_test_counts_failures_and_cleans_up() {
+    let (run, pid) =
+        vpcsh_test(&["passes.rhai", "fails_an_assertion.rhai", "has_a_syntax_error.rhai", "-j", "2"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.trim_end().ends_with("1 passed, 2 failed"), "{run:?}");
+    assert!(run.stdout.contains("PASS passes.rhai"), "{run:?}");
+    assert!(
+        run.stdout.contains("FAIL fails_an_assertion.rhai") && run.stdout.contains("assertion failed"),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout.contains("FAIL has_a_syntax_error.rhai") && run.stdout.contains("syntax error"),
+        "{run:?}"
+    );
+    assert!(test_sandboxes(pid).is_empty(), "a fixture sandbox was left");
+
+    let (ok, _) = vpcsh_test(&["passes.rhai"]);
+    assert_eq!(ok.code, 0, "{ok:?}");
+    assert!(ok.stdout.trim_end().ends_with("1 passed, 0 failed"), "{ok:?}");
+}
+
+#[test]
+fn vpcsh_test_keeps_a_failed_sandbox_when_asked() {
+    let state = TempDir::new("vkeep");
+    let child = Command::new(VPCSH)
+        .args(["test", "--keep", "fails_an_assertion.rhai"])
+        .current_dir(FIXTURES)
+        .env("TMPDIR", &state.0)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("kept sandbox"), "{stdout}");
+    let kept = test_sandboxes(pid);
+    assert!(!kept.is_empty(), "nothing was kept");
+    // Clean up what --keep left, the way the hint says.
+    let sandbox = format!("test-{pid}-0");
+    let state_dir = state.0.join(format!("vpcsh-test-{sandbox}"));
+    Command::new(VPCSH)
+        .args(["--sandbox", &sandbox, "--state-dir"])
+        .arg(&state_dir)
+        .arg("destroy")
+        .output()
+        .unwrap();
+    assert!(test_sandboxes(pid).is_empty());
+}
+
+#[test]
+fn vpcsh_test_cleans_up_on_interrupt() {
+    let mut child = Command::new(VPCSH)
+        .args(["test", "slow.rhai"])
+        .current_dir(FIXTURES)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while test_sandboxes(pid).len() < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!test_sandboxes(pid).is_empty(), "the fixture never started");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(test_sandboxes(pid).is_empty(), "interrupted fixture left {:?}", test_sandboxes(pid));
+}
