@@ -3,7 +3,10 @@
 //! in one run, each in its own sandbox. Prints every round, the medians and the ratios.
 //!
 //! `cargo bench --bench apply` (as root). Env: BENCH_V (10), BENCH_S (50), BENCH_ROUNDS (3),
-//! BENCH_BASELINE=0 to skip the baseline.
+//! BENCH_BASELINE=0 to skip the baseline, BENCH_FIREWALL=1 to put a firewall on every subnet,
+//! BENCH_SETTLE (15) seconds to wait after each teardown: the kernel destroys unmounted
+//! namespaces asynchronously, and a bring-up started while it does runs several times slower,
+//! whichever tool it is.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,12 +20,19 @@ fn env_num(name: &str, default: usize) -> usize {
 
 /// The baseline's topology as a vpcsh script: VPC v = 10.v.0.0/16, subnet s = 10.v.s.0/24
 /// with one host, odd subnets public.
-fn script(v: usize, s: usize) -> String {
+fn script(v: usize, s: usize, firewall: bool) -> String {
     let mut out = String::new();
     for i in 1..=v {
         out += &format!("let v{i} = vpc(\"v{i}\", \"10.{i}.0.0/16\");\n");
         for j in 1..=s {
-            out += &format!("v{i}.subnet(\"s{j}\", \"10.{i}.{j}.0/24\", #{{ public: {} }});\n", j % 2 == 1);
+            out += &format!(
+                "let s = v{i}.subnet(\"s{j}\", \"10.{i}.{j}.0/24\", #{{ public: {} }});\n",
+                j % 2 == 1
+            );
+            if firewall {
+                out += "firewall(s, #{ ingress: [#{ proto: \"tcp\", port: 80, action: \"allow\" }, \
+                        #{ proto: \"tcp\", port: 22, action: \"deny\" }] });\n";
+            }
         }
     }
     out
@@ -67,10 +77,12 @@ fn main() {
     }
     let (v, s, rounds) = (env_num("BENCH_V", 10), env_num("BENCH_S", 50), env_num("BENCH_ROUNDS", 3));
     let subnets = (v * s) as f64;
+    let settle = std::time::Duration::from_secs(env_num("BENCH_SETTLE", 15) as u64);
     let tmp = std::env::temp_dir().join(format!("vpcsh-bench-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     let script_path = tmp.join("topology.rhai");
-    std::fs::write(&script_path, script(v, s)).unwrap();
+    let firewall = std::env::var("BENCH_FIREWALL").as_deref() == Ok("1");
+    std::fs::write(&script_path, script(v, s, firewall)).unwrap();
     let baseline_script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/baseline-ip.sh");
     let run_baseline = std::env::var("BENCH_BASELINE").as_deref() != Ok("0")
         && baseline_script.exists()
@@ -79,7 +91,10 @@ fn main() {
         eprintln!("note: baseline skipped (needs ../shared/bench/baseline-ip.sh, ip, iptables and nsenter)");
     }
 
-    println!("{v} VPCs x {s} subnets, {rounds} rounds");
+    println!(
+        "{v} VPCs x {s} subnets{}, {rounds} rounds",
+        if firewall { ", a firewall on every subnet" } else { "" }
+    );
     println!(
         "{:<6} {:>12} {:>12} {:>14} {:>14}",
         "round", "vpcsh up", "vpcsh down", "baseline up", "baseline down"
@@ -90,12 +105,14 @@ fn main() {
         let state = tmp.join(&sandbox);
         up.push(vpcsh(&sandbox, &state, &["apply", script_path.to_str().unwrap()]));
         down.push(vpcsh(&sandbox, &state, &["destroy"]));
+        std::thread::sleep(settle);
         let (mut bu, mut bd) = (f64::NAN, f64::NAN);
         if run_baseline {
             let bl_state = tmp.join(format!("baseline-{round}.state"));
             bu = baseline(&baseline_script, &bl_state, &[&v.to_string(), &s.to_string()], "up_ms")
                 .unwrap_or(f64::NAN);
             bd = baseline(&baseline_script, &bl_state, &["--down"], "down_ms").unwrap_or(f64::NAN);
+            std::thread::sleep(settle);
             bl_up.push(bu);
             bl_down.push(bd);
         }

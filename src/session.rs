@@ -487,7 +487,7 @@ pub fn run_script(target: &Target, path: &Path, mode: Mode) -> Result<Outcome, V
         return runner.plan(&network, false).map(|p| Outcome::Planned(p, would_run)).map_err(effect_diag);
     }
 
-    let keep = network.common(&previous);
+    let keep = previous.common(&network);
     let mut live = Interpreter::new(Box::new(Live { runner, total: Summary::default(), keep }), previous);
     live.run(&name, &text).map_err(|e| script_diags(&e, &live.sources()))?;
     live.apply().map(Outcome::Applied).map_err(|e| script_diags(&e, &live.sources()))
@@ -519,6 +519,59 @@ pub fn destroy(target: &Target, vpcs: &[String]) -> Result<Summary, Vec<Diag>> {
         let _ = std::fs::remove_dir_all(runner.store.dir().join("logs"));
     }
     Ok(summary)
+}
+
+/// `vpcsh policy apply FILE.json [--vpc VPC]`: a seed-format policy onto the applied subnet
+/// whose CIDR it names.
+pub fn apply_policy(target: &Target, path: &Path, vpc: Option<&str>) -> Result<Summary, Vec<Diag>> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![Diag::plain(format!("cannot read {name}: {e}"), None)])?;
+    let seed = crate::script::policy::seed_firewall(&text).map_err(|e| {
+        vec![Diag::plain(format!("{name}: {e}"), Some("see `vpcsh policy --help` for the format".into()))]
+    })?;
+    let Some(cidr) = seed.subnet else {
+        return Err(vec![Diag::plain(
+            format!("{name} names no subnet"),
+            Some("add \"subnet\": \"10.0.1.0/24\" (the CIDR of the subnet to protect)".into()),
+        )]);
+    };
+    let mut runner = Runner::open(target).map_err(|d| vec![d])?;
+    let mut network = runner.network().clone();
+    let matches: Vec<(String, String)> = network
+        .vpcs
+        .iter()
+        .filter(|v| vpc.is_none_or(|name| v.name == name))
+        .flat_map(|v| {
+            v.subnets
+                .iter()
+                .filter(|s| s.cidr.to_string() == cidr)
+                .map(move |s| (v.name.clone(), s.name.clone()))
+        })
+        .collect();
+    let (vpc_name, subnet) = match &matches[..] {
+        [one] => one.clone(),
+        [] => {
+            let scope = vpc.map_or(String::new(), |v| format!(" in VPC `{v}`"));
+            return Err(vec![Diag::plain(format!("no applied subnet has CIDR {cidr}{scope}"), None)]);
+        }
+        many => {
+            let list: Vec<String> = many.iter().map(|(v, s)| format!("{v}/{s}")).collect();
+            return Err(vec![Diag::plain(
+                format!("CIDR {cidr} is a subnet of several VPCs: {}", list.join(", ")),
+                Some("pass --vpc VPC to choose one".into()),
+            )]);
+        }
+    };
+    network.firewalls.retain(|f| !(f.vpc == vpc_name && f.subnet.as_deref() == Some(subnet.as_str())));
+    network.firewalls.push(model::Firewall {
+        vpc: vpc_name,
+        subnet: Some(subnet),
+        host: None,
+        ingress: seed.ingress,
+        egress: seed.egress,
+    });
+    runner.converge(&network, false).map_err(effect_diag)
 }
 
 /// The plan that would repair drift: what `status` reports on.

@@ -93,6 +93,9 @@ enum Command {
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
     },
+    /// Firewall policies in the seed tool's JSON format.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Print the logs of the processes run() and serve() started in a host (VPC/HOST).
     Logs { target: String },
     /// Run each script as a test fixture in a fresh sandbox of its own, destroyed
@@ -116,6 +119,18 @@ enum Command {
         port: u16,
         #[arg(long)]
         body: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// Attach a policy to the applied subnet whose CIDR the file names ("subnet"), e.g.
+    /// {"subnet": "10.0.1.0/24", "ingress": [{"port": 80, "protocol": "tcp", "action": "allow"}]}
+    Apply {
+        file: PathBuf,
+        /// The VPC, when several have a subnet with that CIDR.
+        #[arg(long)]
+        vpc: Option<String>,
     },
 }
 
@@ -204,6 +219,9 @@ fn run(command: Command, target: &Target) -> Result<ExitCode, Vec<Diag>> {
         Command::List { json } => report::list(target, json)?,
         Command::Exec { target: who, command } => return exec::run(target, &who, &command),
         Command::Logs { target: who } => exec::logs(target, &who)?,
+        Command::Policy(PolicyCommand::Apply { file, vpc }) => {
+            println!("{}", session::apply_policy(target, &file, vpc.as_deref())?)
+        }
         Command::Test { scripts, keep, jobs } => {
             let state_dir = std::env::temp_dir();
             return Ok(test::run(test::Options { scripts, keep, jobs, state_dir }));

@@ -118,6 +118,55 @@ pub struct WorkloadDecl {
     pub span: Span,
 }
 
+/// Protocols a firewall rule can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleProto {
+    Tcp,
+    Udp,
+    Icmp,
+    Any,
+}
+
+/// Where a rule's traffic comes from (ingress) or goes to (egress).
+#[derive(Clone, Debug)]
+pub enum PeerRef {
+    Cidr(Cidr),
+    Vpc(VpcId),
+    Subnet(SubnetId),
+    Host(HostRef),
+}
+
+#[derive(Clone, Debug)]
+pub struct RuleDecl {
+    pub proto: RuleProto,
+    /// Inclusive port range; `None` is any port.
+    pub ports: Option<(u16, u16)>,
+    /// Empty: anywhere.
+    pub peers: Vec<PeerRef>,
+    pub allow: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct PolicyDecl {
+    pub ingress: Vec<RuleDecl>,
+    pub egress: Vec<RuleDecl>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FirewallTarget {
+    Host(HostRef),
+    Subnet(SubnetId),
+}
+
+/// `firewall(target, policy)`: the latest policy for a target wins.
+#[derive(Clone, Debug)]
+pub struct FirewallDecl {
+    pub target: FirewallTarget,
+    pub policy: PolicyDecl,
+    pub span: Span,
+}
+
 /// Everything a script declared, in declaration order, with problems found while declaring.
 #[derive(Clone, Debug, Default)]
 pub struct Declarations {
@@ -128,6 +177,7 @@ pub struct Declarations {
     pub publishes: Vec<PublishDecl>,
     pub peers: Vec<PeerDecl>,
     pub workloads: Vec<WorkloadDecl>,
+    pub firewalls: Vec<FirewallDecl>,
     /// Problems that could only be seen at the call (an unparsable CIDR, a full subnet).
     pub problems: Vec<Problem>,
 }
@@ -189,6 +239,28 @@ pub struct Network {
     pub peerings: Vec<Peering>,
     #[serde(default)]
     pub workloads: Vec<Workload>,
+    #[serde(default)]
+    pub firewalls: Vec<Firewall>,
+}
+
+/// A stateful policy on a host, or on every host of a subnet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Firewall {
+    pub vpc: String,
+    /// A subnet's name, or a host's.
+    pub subnet: Option<String>,
+    pub host: Option<String>,
+    pub ingress: Vec<FirewallRule>,
+    pub egress: Vec<FirewallRule>,
+}
+
+/// One rule with its peers resolved to addresses (empty: anywhere).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirewallRule {
+    pub proto: RuleProto,
+    pub ports: Option<(u16, u16)>,
+    pub nets: Vec<Ipv4Network>,
+    pub allow: bool,
 }
 
 /// A process kept running in a host.
@@ -285,6 +357,7 @@ impl Network {
             publishes: self.publishes.iter().filter(|p| !gone(&p.vpc)).cloned().collect(),
             peerings: self.peerings.iter().filter(|p| !gone(&p.a) && !gone(&p.b)).cloned().collect(),
             workloads: self.workloads.iter().filter(|w| !gone(&w.vpc)).cloned().collect(),
+            firewalls: self.firewalls.iter().filter(|f| !gone(&f.vpc)).cloned().collect(),
         }
     }
 

@@ -5,7 +5,8 @@
 use super::Network;
 
 impl Network {
-    /// What `self` and `other` both have, in `self`'s version.
+    /// What `self` and `other` both have (by name, or by what a policy, peering or published
+    /// port applies to), in `self`'s version.
     pub fn common(&self, other: &Network) -> Network {
         let mut out = Network::default();
         for vpc in &self.vpcs {
@@ -18,9 +19,29 @@ impl Network {
             }
             out.vpcs.push(vpc);
         }
-        out.peerings = self.peerings.iter().filter(|p| other.peerings.contains(p)).cloned().collect();
-        out.publishes = self.publishes.iter().filter(|p| other.publishes.contains(p)).cloned().collect();
+        out.peerings = self
+            .peerings
+            .iter()
+            .filter(|p| {
+                other.peerings.iter().any(|q| (q.a == p.a && q.b == p.b) || (q.a == p.b && q.b == p.a))
+            })
+            .cloned()
+            .collect();
+        out.publishes = self
+            .publishes
+            .iter()
+            .filter(|p| other.publishes.iter().any(|q| q.host_port == p.host_port && q.proto == p.proto))
+            .cloned()
+            .collect();
         out.workloads = self.workloads.iter().filter(|w| other.workloads.contains(w)).cloned().collect();
+        out.firewalls = self
+            .firewalls
+            .iter()
+            .filter(|f| {
+                other.firewalls.iter().any(|g| g.vpc == f.vpc && g.subnet == f.subnet && g.host == f.host)
+            })
+            .cloned()
+            .collect();
         out
     }
 
@@ -56,6 +77,13 @@ impl Network {
         for p in &extra.publishes {
             if !out.publishes.iter().any(|q| q.host_port == p.host_port && q.proto == p.proto) {
                 out.publishes.push(p.clone());
+            }
+        }
+        for f in &extra.firewalls {
+            let named =
+                out.firewalls.iter().any(|g| g.vpc == f.vpc && g.subnet == f.subnet && g.host == f.host);
+            if !named {
+                out.firewalls.push(f.clone());
             }
         }
         for w in &extra.workloads {

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use super::{
-    Declarations, Host, Network, Peering, Publish, Span, Subnet, SubnetId, Transport, Vpc, Workload,
-    WorkloadKind, ipam, names,
+    Declarations, Firewall, FirewallRule, FirewallTarget, Host, Network, PeerRef, Peering, Publish, RuleDecl,
+    Span, Subnet, SubnetId, Transport, Vpc, Workload, WorkloadKind, ipam, names,
 };
 
 /// Smallest and largest VPC prefix, as in AWS.
@@ -199,6 +199,7 @@ pub fn validate(decls: &Declarations) -> Result<Network, Vec<Problem>> {
     network.publishes = publishes(decls, &network, &mut problems);
     network.peerings = peerings(decls, &mut problems);
     network.workloads = workloads(decls, &mut problems);
+    network.firewalls = firewalls(decls, &network);
 
     if problems.is_empty() { Ok(network) } else { Err(problems) }
 }
@@ -342,6 +343,62 @@ fn workloads(decls: &Declarations, problems: &mut Vec<Problem>) -> Vec<Workload>
         out.push((workload, w.span));
     }
     out.into_iter().map(|(w, _)| w).collect()
+}
+
+/// Firewall policies with their peers resolved to addresses; the latest per target wins.
+fn firewalls(decls: &Declarations, network: &Network) -> Vec<Firewall> {
+    let mut out: Vec<Firewall> = Vec::new();
+    for f in &decls.firewalls {
+        let (subnet_id, host) = match f.target {
+            FirewallTarget::Subnet(s) => (s, None),
+            FirewallTarget::Host(h) => (decls.host_subnet(h), Some(decls.host_name(h).to_string())),
+        };
+        let subnet = decls.subnet(subnet_id);
+        let vpc = decls.vpc(subnet.vpc);
+        if vpc.removed {
+            continue;
+        }
+        let resolve = |rules: &[RuleDecl]| -> Vec<FirewallRule> {
+            rules
+                .iter()
+                .map(|r| FirewallRule {
+                    proto: r.proto,
+                    ports: r.ports,
+                    nets: r.peers.iter().filter_map(|p| peer_net(decls, network, p)).collect(),
+                    allow: r.allow,
+                })
+                .collect()
+        };
+        let (subnet_name, host_name) = match host {
+            Some(h) => (None, Some(h)),
+            None => (Some(subnet.name.clone()), None),
+        };
+        out.retain(|g| !(g.vpc == vpc.name && g.subnet == subnet_name && g.host == host_name));
+        out.push(Firewall {
+            vpc: vpc.name.clone(),
+            subnet: subnet_name,
+            host: host_name,
+            ingress: resolve(&f.policy.ingress),
+            egress: resolve(&f.policy.egress),
+        });
+    }
+    out
+}
+
+/// The addresses a rule's peer stands for, as resolved now (so they follow address changes).
+fn peer_net(decls: &Declarations, network: &Network, peer: &PeerRef) -> Option<ipnetwork::Ipv4Network> {
+    match peer {
+        PeerRef::Cidr(c) => c.net,
+        PeerRef::Vpc(v) => decls.vpc(*v).cidr.net,
+        PeerRef::Subnet(s) => decls.subnet(*s).cidr.net,
+        PeerRef::Host(h) => {
+            let subnet = decls.subnet(decls.host_subnet(*h));
+            let vpc = network.vpc(&decls.vpc(subnet.vpc).name)?;
+            let s = vpc.subnets.iter().find(|s| s.name == subnet.name)?;
+            let ip = s.hosts.iter().find(|x| x.name == decls.host_name(*h))?.ip;
+            ipnetwork::Ipv4Network::new(ip, 32).ok()
+        }
+    }
 }
 
 /// Things that work but are probably not what was meant.

@@ -15,7 +15,7 @@ use ipnetwork::Ipv4Network;
 use super::kernel::{Addr, KernelState, Link, LinkKind, Netns, Nft, Process, Route};
 use super::naming::{HOST_IFNAME, MACHINE_UPLINK_PREFIX, Naming, PEER_PREFIX, ROUTER_UPLINK, UPLINK_IFNAME};
 use super::nft::{Action, Chain, Hook, IfName, Match, Proto, Ruleset};
-use crate::model::{Network, Transport, Vpc, WorkloadKind};
+use crate::model::{Firewall, FirewallRule, Network, RuleProto, Transport, Vpc, WorkloadKind};
 
 /// The simulated internet's address, and the sandbox machine's uplink address.
 pub const INTERNET_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
@@ -80,6 +80,18 @@ pub fn desired(network: &Network, machine: &Machine) -> KernelState {
                     via: subnet.gateway,
                     dev: HOST_IFNAME.into(),
                 });
+                let policies: Vec<&Firewall> =
+                    network
+                        .firewalls
+                        .iter()
+                        .filter(|f| f.vpc == vpc.name && f.host.as_deref() == Some(host.name.as_str()))
+                        .chain(network.firewalls.iter().filter(|f| {
+                            f.vpc == vpc.name && f.subnet.as_deref() == Some(subnet.name.as_str())
+                        }))
+                        .collect();
+                if !policies.is_empty() {
+                    ns.nft = Some(Nft::Wanted(host_ruleset(&policies)));
+                }
                 for w in network.workloads.iter().filter(|w| w.vpc == vpc.name && w.host == host.name) {
                     ns.processes.insert(process_for(&vpc.name, &host.name, &w.kind));
                 }
@@ -121,6 +133,64 @@ pub fn process_for(vpc: &str, host: &str, kind: &WorkloadKind) -> Process {
         WorkloadKind::Run { argv } => Process::Command { argv: argv.clone() },
         WorkloadKind::Serve { port } => Process::Http { port: *port, body: format!("{vpc}/{host}\n") },
     }
+}
+
+/// A host's firewall: its own policy's rules first, then its subnet's; stateful; ingress
+/// nothing allows is dropped, and egress too once a policy has egress rules.
+fn host_ruleset(policies: &[&Firewall]) -> Ruleset {
+    let lo = || IfName::Exact("lo".into());
+    let mut input = Chain::filter("input", Hook::Input, true)
+        .rule(vec![Match::Established], Action::Accept)
+        .rule(vec![Match::Iif(lo())], Action::Accept);
+    for rule in policies.iter().flat_map(|p| &p.ingress) {
+        for m in rule_matches(rule, Match::Saddr) {
+            input = input.rule(m, if rule.allow { Action::Accept } else { Action::Drop });
+        }
+    }
+    let mut chains = vec![input];
+    if policies.iter().any(|p| !p.egress.is_empty()) {
+        let mut output = Chain::filter("output", Hook::Output, true)
+            .rule(vec![Match::Established], Action::Accept)
+            .rule(vec![Match::Oif(lo())], Action::Accept);
+        for rule in policies.iter().flat_map(|p| &p.egress) {
+            for m in rule_matches(rule, Match::Daddr) {
+                output = output.rule(m, if rule.allow { Action::Accept } else { Action::Drop });
+            }
+        }
+        chains.push(output);
+    }
+    Ruleset { chains }
+}
+
+/// The nft matches of one policy rule: one set per protocol (`any` with a port is tcp and
+/// udp) and per peer network.
+fn rule_matches(rule: &FirewallRule, peer: fn(Ipv4Network) -> Match) -> Vec<Vec<Match>> {
+    let protos: Vec<Option<Proto>> = match (rule.proto, rule.ports) {
+        (RuleProto::Tcp, _) => vec![Some(Proto::Tcp)],
+        (RuleProto::Udp, _) => vec![Some(Proto::Udp)],
+        (RuleProto::Icmp, _) => vec![Some(Proto::Icmp)],
+        (RuleProto::Any, Some(_)) => vec![Some(Proto::Tcp), Some(Proto::Udp)],
+        (RuleProto::Any, None) => vec![None],
+    };
+    let nets: Vec<Option<Ipv4Network>> =
+        if rule.nets.is_empty() { vec![None] } else { rule.nets.iter().copied().map(Some).collect() };
+    let mut out = Vec::new();
+    for proto in &protos {
+        for net in &nets {
+            let mut m = Vec::new();
+            if let Some(n) = net {
+                m.push(peer(*n));
+            }
+            if let Some(p) = proto {
+                m.push(Match::Proto(*p));
+                if let Some((lo, hi)) = rule.ports {
+                    m.push(Match::Dport(lo, hi));
+                }
+            }
+            out.push(m);
+        }
+    }
+    out
 }
 
 /// The router's rules: egress only for public and `nat()` subnets, translated; inbound

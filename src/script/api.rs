@@ -39,6 +39,16 @@ pub const FUNCTIONS: &[Function] = &[
         doc: "route two VPCs to each other (never transitively); allow limits what crosses",
     },
     Function {
+        name: "firewall",
+        signature: "firewall(host or subnet, #{ ingress: [rule, ...], egress: [rule, ...] })",
+        doc: "a stateful policy; rule: #{ proto, port, from/to, action: \"allow\"|\"deny\" }, first match wins",
+    },
+    Function {
+        name: "policy_file",
+        signature: "policy_file(path) -> policy",
+        doc: "read a seed-format JSON policy (path relative to the script)",
+    },
+    Function {
         name: "apply",
         signature: "apply() -> #{ created, changed, deleted }",
         doc: "make reality match the declarations now",

@@ -62,7 +62,7 @@ fn parse_cidr(text: &str) -> Result<Ipv4Network, (String, Option<String>)> {
     Ok(net)
 }
 
-fn cidr(decls: &mut Declarations, text: &str, span: Span) -> Cidr {
+pub(super) fn cidr(decls: &mut Declarations, text: &str, span: Span) -> Cidr {
     let net = match parse_cidr(text) {
         Ok(net) => Some(net),
         Err((message, help)) => {
@@ -410,6 +410,7 @@ pub fn register(engine: &mut Engine, shared: &SharedRef) {
 
     register_properties(engine, shared);
     super::effects::register(engine, shared);
+    super::policy::register(engine, shared);
 }
 
 fn register_properties(engine: &mut Engine, shared: &SharedRef) {

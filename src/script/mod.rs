@@ -6,6 +6,7 @@ pub mod api;
 mod bindings;
 mod effects;
 mod errors;
+pub mod policy;
 pub mod span;
 
 use std::cell::RefCell;

@@ -188,3 +188,22 @@ pub fn get(ns: &str, addr: &str, port: u16, path: &str) -> Option<String> {
     }
     run.stdout.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
 }
+
+/// Whether a UDP datagram from inside `ns` reaches `addr:port`, where nothing listens: the
+/// host's ICMP port-unreachable comes back as a refused receive; a firewall drop is silence.
+pub fn udp_reaches(ns: &str, addr: &str, port: u16) -> bool {
+    let path = format!("/run/netns/{ns}");
+    let addr: std::net::SocketAddr = format!("{addr}:{port}").parse().unwrap();
+    std::thread::spawn(move || {
+        let fd = fs::File::open(path).unwrap();
+        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        sock.connect(addr).unwrap();
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(1))).unwrap();
+        let _ = sock.send(b"probe");
+        let mut buf = [0u8; 16];
+        matches!(sock.recv(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
+    })
+    .join()
+    .unwrap()
+}

@@ -42,7 +42,9 @@ fn each_wrong_script_gets_its_golden_diagnostic() {
     for name in fixtures() {
         let run = check(&name);
         assert_eq!(run.code, 1, "{name}: {run:?}");
-        assert!(run.stderr.contains(&format!("[{name}.rhai:")), "{name}: no file:line:col\n{}", run.stderr);
+        let located =
+            run.stderr.contains(&format!("[{name}.rhai:")) || run.stderr.contains(&format!("[{name}.json:"));
+        assert!(located, "{name}: no file:line:col\n{}", run.stderr);
         let golden = Path::new(DIR).join(format!("{name}.stderr"));
         if bless {
             fs::write(&golden, &run.stderr).unwrap();

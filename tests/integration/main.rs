@@ -4,6 +4,7 @@
 
 mod common;
 mod diagnostics;
+mod firewall;
 mod golden_plan;
 mod internet;
 mod kernel;

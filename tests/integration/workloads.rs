@@ -190,3 +190,12 @@ fn vpcsh_test_cleans_up_on_interrupt() {
     assert_eq!(status.code(), Some(130));
     assert!(test_sandboxes(pid).is_empty(), "interrupted fixture left {:?}", test_sandboxes(pid));
 }
+
+#[test]
+fn the_demo_passes_as_a_test_fixture() {
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo.rhai");
+    let (run, pid) = vpcsh_test(&[demo]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.trim_end().ends_with("1 passed, 0 failed"), "{run:?}");
+    assert!(test_sandboxes(pid).is_empty());
+}
