@@ -11,6 +11,7 @@ pub mod exec;
 pub mod httpd;
 pub mod model;
 pub mod plan;
+pub mod repl;
 pub mod script;
 pub mod session;
 pub mod state;

@@ -110,6 +110,8 @@ enum Command {
         #[arg(long, short = 'j', default_value_t = 1)]
         jobs: usize,
     },
+    /// An interactive session: declarations apply as you type (also: `vpcsh` on a terminal).
+    Repl,
     /// The built-in HTTP server, run by vpcsh inside a namespace.
     #[command(name = "__serve", hide = true)]
     Serve {
@@ -152,12 +154,9 @@ pub fn main() -> ExitCode {
     let result = match (cli.command, cli.script) {
         (Some(command), _) => run(command, &target),
         (None, Some(script)) => run(Command::Apply { script, dry_run: false }, &target),
+        (None, None) if std::io::stdin().is_terminal() => return crate::repl::run(&target),
         (None, None) => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
-            if std::io::stdin().is_terminal() {
-                eprintln!("vpcsh: the REPL is not built yet; pass a script or a command\n");
-            }
-            let _ = cmd.print_help();
+            let _ = <Cli as clap::CommandFactory>::command().print_help();
             return ExitCode::from(2);
         }
     };
@@ -168,6 +167,16 @@ pub fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `vpcsh status` for the REPL's `:status`.
+pub fn status(target: &Target, json: bool) -> Result<ExitCode, Vec<Diag>> {
+    report::status(target, json)
+}
+
+/// Runs a command in a host, passing the terminal through (the REPL's `w1 ping w2`).
+pub fn exec_in(target: &Target, who: &str, command: &[String]) -> Result<ExitCode, Vec<Diag>> {
+    exec::run(target, who, command)
 }
 
 fn init_logging(global: &Global) {
@@ -219,6 +228,7 @@ fn run(command: Command, target: &Target) -> Result<ExitCode, Vec<Diag>> {
         Command::List { json } => report::list(target, json)?,
         Command::Exec { target: who, command } => return exec::run(target, &who, &command),
         Command::Logs { target: who } => exec::logs(target, &who)?,
+        Command::Repl => return Ok(crate::repl::run(target)),
         Command::Policy(PolicyCommand::Apply { file, vpc }) => {
             println!("{}", session::apply_policy(target, &file, vpc.as_deref())?)
         }

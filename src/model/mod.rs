@@ -178,6 +178,8 @@ pub struct Declarations {
     pub peers: Vec<PeerDecl>,
     pub workloads: Vec<WorkloadDecl>,
     pub firewalls: Vec<FirewallDecl>,
+    /// `destroy()` was called: nothing that exists is kept for later declarations.
+    pub destroyed_all: bool,
     /// Problems that could only be seen at the call (an unparsable CIDR, a full subnet).
     pub problems: Vec<Problem>,
 }

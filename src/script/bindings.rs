@@ -396,7 +396,9 @@ pub fn register(engine: &mut Engine, shared: &SharedRef) {
     });
     let sh = shared.clone();
     engine.register_fn("destroy", move |ctx: NativeCallContext| {
-        sh.borrow_mut().decls.vpcs.iter_mut().for_each(|v| v.removed = true);
+        let decls = &mut sh.borrow_mut().decls;
+        decls.vpcs.iter_mut().for_each(|v| v.removed = true);
+        decls.destroyed_all = true;
         run_apply(&ctx, &sh).map(|_| ())
     });
     let sh = shared.clone();
@@ -423,14 +425,16 @@ fn register_properties(engine: &mut Engine, shared: &SharedRef) {
         let shared = sh.borrow();
         shared.decls.subnets_of(v.0).map(|(id, _)| Dynamic::from(SubnetHandle(id))).collect()
     });
-    engine.register_fn("to_string", {
+    let show = {
         let sh = shared.clone();
         move |v: &mut VpcHandle| {
             let s = sh.borrow();
             let d = s.decls.vpc(v.0);
             format!("vpc {} {}", d.name, d.cidr.text)
         }
-    });
+    };
+    engine.register_fn("to_string", show.clone());
+    engine.register_fn("to_debug", show);
 
     let sh = shared.clone();
     engine.register_get("name", move |s: &mut SubnetHandle| sh.borrow().decls.subnet(s.0).name.clone());
@@ -454,14 +458,16 @@ fn register_properties(engine: &mut Engine, shared: &SharedRef) {
             .collect();
         if declared.is_empty() { vec![Dynamic::from(HostHandle(HostRef::Implicit(s.0)))] } else { declared }
     });
-    engine.register_fn("to_string", {
+    let show = {
         let sh = shared.clone();
         move |s: &mut SubnetHandle| {
             let sh = sh.borrow();
             let d = sh.decls.subnet(s.0);
             format!("subnet {}/{} {}", sh.decls.vpc(d.vpc).name, d.name, d.cidr.text)
         }
-    });
+    };
+    engine.register_fn("to_string", show.clone());
+    engine.register_fn("to_debug", show);
 
     let sh = shared.clone();
     engine.register_get("name", move |h: &mut HostHandle| host_name(&sh.borrow().decls, h));
@@ -476,12 +482,14 @@ fn register_properties(engine: &mut Engine, shared: &SharedRef) {
         let shared = sh.borrow();
         VpcHandle(shared.decls.subnet(host_subnet(&shared.decls, h)).vpc)
     });
-    engine.register_fn("to_string", {
+    let show = {
         let sh = shared.clone();
         move |h: &mut HostHandle| {
             let s = sh.borrow();
             let ip = host_ip(&s.decls, h).map_or("-".to_string(), |i| i.to_string());
             format!("host {} {ip}", host_name(&s.decls, h))
         }
-    });
+    };
+    engine.register_fn("to_string", show.clone());
+    engine.register_fn("to_debug", show);
 }

@@ -167,6 +167,25 @@ impl Interpreter {
 
     /// Runs a script text in this interpreter's scope.
     pub fn run(&mut self, name: &str, text: &str) -> Result<(), ScriptError> {
+        self.eval(name, text).map(|_| ())
+    }
+
+    /// Runs a text and renders its value, if it has one (what the REPL prints).
+    pub fn eval_to_string(&mut self, name: &str, text: &str) -> Result<Option<String>, ScriptError> {
+        let value = self.eval(name, text)?;
+        if value.is_unit() {
+            return Ok(None);
+        }
+        let mut scope = Scope::new();
+        scope.push("value", value.clone());
+        Ok(Some(
+            self.engine
+                .eval_with_scope::<String>(&mut scope, "to_string(value)")
+                .unwrap_or_else(|_| value.to_string()),
+        ))
+    }
+
+    fn eval(&mut self, name: &str, text: &str) -> Result<rhai::Dynamic, ScriptError> {
         let id = {
             let mut shared = self.shared.borrow_mut();
             shared.sources.push(Source { name: name.into(), text: text.into() });
@@ -179,9 +198,22 @@ impl Interpreter {
         ast.set_source(name);
         let mut combined = self.functions.merge(&ast);
         combined.set_source(name);
-        let result = self.engine.run_ast_with_scope(&mut self.scope, &combined);
+        let result = self.engine.eval_ast_with_scope::<rhai::Dynamic>(&mut self.scope, &combined);
         self.functions.combine(ast.clone_functions_only());
         result.map_err(|e| errors::from_eval(&self.shared.borrow(), &self.engine, &self.functions, *e))
+    }
+
+    /// The names of the variables the session has defined.
+    pub fn variables(&self) -> Vec<String> {
+        self.scope.iter_raw().map(|(name, _, _)| name.to_string()).collect()
+    }
+
+    /// Makes reality match the declarations so far (after a REPL input).
+    pub fn apply_now(&mut self) -> Result<Summary, ScriptError> {
+        let mut shared = self.shared.borrow_mut();
+        let decls = shared.decls.clone();
+        let end = Span { source: shared.sources.len().saturating_sub(1) as u32, start: 0, len: 0 };
+        shared.effects.apply(&decls).map_err(|e| errors::from_effect(e, end))
     }
 
     /// Effects held back so far, as `would run: ...` lines.

@@ -9,4 +9,5 @@ mod golden_plan;
 mod internet;
 mod kernel;
 mod peering;
+mod repl;
 mod workloads;

@@ -1,0 +1,216 @@
+//! `vpcsh repl`: one persistent engine and scope; declarations apply live after each input,
+//! errors are diagnostics and the session carries on. Meta-commands start with `:`, and,
+//! as in Mininet, `w1 ping w2` runs a command in host w1 with host names as addresses.
+
+mod helper;
+mod save;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use rustyline::error::ReadlineError;
+use rustyline::{Config, Editor, history::DefaultHistory};
+
+use crate::diag::{self, Diag};
+use crate::model::{self, Declarations, Network};
+use crate::script::{Interpreter, api};
+use crate::session::{self, Interactive, Target};
+
+use helper::Helper;
+
+const HELP: &str = "\
+Type Rhai: declarations apply as soon as the input is complete.
+  let prod = vpc(\"prod\", \"10.10.0.0/16\");   let web = prod.subnet(\"web\", \"10.10.1.0/24\");
+  ping(web, prod.subnets[0])        exec(web, \"ip addr\").stdout
+Mininet style: HOST CMD ARGS...     (host names in ARGS become their addresses)
+  w1 ping -c1 w2                    w1 curl http://w2/
+Meta-commands:
+  :help [function]   the functions, or one in detail
+  :plan              what the next apply would change
+  :status            each object: ok, missing or drifted
+  :load FILE         run a script in this session
+  :save FILE         write a script that rebuilds this session's topology
+  :quit              leave (or Ctrl-D); Ctrl-C cancels the line";
+
+/// A REPL session over one target.
+struct Repl {
+    target: Target,
+    interpreter: Interpreter,
+    inputs: usize,
+}
+
+enum Flow {
+    Continue,
+    Quit,
+}
+
+impl Repl {
+    fn declarations(&self) -> Declarations {
+        self.interpreter.declarations()
+    }
+
+    /// The session's network as it would be applied (with what exists and was not declared).
+    fn network(&self) -> Result<Network, Vec<Diag>> {
+        Interactive::new(&self.target)
+            .network(&self.declarations())
+            .map(|(_, n)| n)
+            .map_err(session::effect_diag)
+    }
+
+    fn print_error(&self, e: &crate::script::ScriptError) {
+        diag::eprint(&diag::from_script_error(e, &self.interpreter.sources()));
+    }
+
+    /// Evaluates one complete input, then applies what it declared.
+    fn eval(&mut self, name: &str, text: &str) {
+        let value = match self.interpreter.eval_to_string(name, text) {
+            Ok(v) => v,
+            Err(e) => return self.print_error(&e),
+        };
+        match self.interpreter.apply_now() {
+            Ok(s) if s.created + s.changed + s.deleted > 0 => println!("{s}"),
+            Ok(_) => {}
+            Err(e) => return self.print_error(&e),
+        }
+        if let Some(v) = value {
+            println!("{v}");
+        }
+    }
+
+    fn meta(&mut self, line: &str) -> Flow {
+        let (cmd, arg) = line.split_once(char::is_whitespace).map_or((line, ""), |(c, a)| (c, a.trim()));
+        match cmd {
+            ":quit" | ":q" | ":exit" => return Flow::Quit,
+            ":help" | ":h" if arg.is_empty() => {
+                println!("{HELP}\nFunctions:");
+                for f in api::FUNCTIONS {
+                    println!("  {:<12} {}", f.name, f.doc);
+                }
+            }
+            ":help" | ":h" => match api::function(arg.trim_end_matches("()")) {
+                Some(f) => println!("{}\n  {}", f.signature, f.doc),
+                None => println!("no function `{arg}`; :help lists them"),
+            },
+            ":plan" => match self.plan() {
+                Ok(text) => print!("{text}"),
+                Err(d) => diag::eprint(&d),
+            },
+            ":status" => {
+                let _ = crate::cli::status(&self.target, false);
+            }
+            ":load" if !arg.is_empty() => match std::fs::read_to_string(arg) {
+                Ok(text) => self.eval(arg, &text),
+                Err(e) => eprintln!("cannot read {arg}: {e}"),
+            },
+            ":save" if !arg.is_empty() => match self.network() {
+                Ok(network) => match std::fs::write(arg, save::script(&network)) {
+                    Ok(()) => println!("wrote {arg}"),
+                    Err(e) => eprintln!("cannot write {arg}: {e}"),
+                },
+                Err(d) => diag::eprint(&d),
+            },
+            _ => println!("unknown command `{line}`; :help lists them"),
+        }
+        Flow::Continue
+    }
+
+    fn plan(&self) -> Result<String, Vec<Diag>> {
+        let (mut runner, network) =
+            Interactive::new(&self.target).network(&self.declarations()).map_err(session::effect_diag)?;
+        runner.plan(&network, false).map(|p| p.to_string()).map_err(session::effect_diag)
+    }
+
+    /// `HOST CMD ARGS...`: runs in that host, host names in ARGS replaced by addresses.
+    /// `None` when the first word is not a host.
+    fn mininet(&self, line: &str) -> Option<ExitCode> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (first, rest) = words.split_first()?;
+        // `w1 = ...` or `w1.ip` are Rhai; `w1 ping w2` is a command.
+        if !rest.first()?.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-' || c == '/') {
+            return None;
+        }
+        let network = self.network().ok()?;
+        let hosts = helper::host_table(&network);
+        let (vpc, host, _) = hosts.iter().find(|(v, h, _)| *h == *first || format!("{v}/{h}") == *first)?;
+        let argv: Vec<String> = rest
+            .iter()
+            .map(|w| {
+                let mut out = w.to_string();
+                for (_, name, ip) in &hosts {
+                    out = helper::replace_word(&out, name, &ip.to_string());
+                }
+                out
+            })
+            .collect();
+        crate::cli::exec_in(&self.target, &format!("{vpc}/{host}"), &argv).ok()
+    }
+}
+
+fn history_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
+    Some(base.join("vpcsh").join("history"))
+}
+
+pub fn run(target: &Target) -> ExitCode {
+    if let Err(d) = target.check() {
+        diag::eprint(&[d]);
+        return ExitCode::from(1);
+    }
+    let interpreter = Interpreter::new(Box::new(Interactive::new(target)), model::Network::default());
+    let mut repl = Repl { target: target.clone(), interpreter, inputs: 0 };
+    let config = Config::builder().auto_add_history(true).build();
+    let mut editor: Editor<Helper, DefaultHistory> = match Editor::with_config(config) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("vpcsh: cannot start the line editor: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let color = diag::color();
+    editor.set_helper(Some(Helper::new(color)));
+    let history = history_path();
+    if let Some(path) = &history {
+        let _ = editor.load_history(path);
+    }
+    let where_ = target.sandbox.as_deref().map_or("the real host".to_string(), |s| format!("sandbox {s}"));
+    println!("vpcsh repl on {where_}: :help for help, Ctrl-D to leave");
+    let prompt = if color { "\x1b[1;36mvpcsh>\x1b[0m " } else { "vpcsh> " };
+    loop {
+        if let Some(h) = editor.helper_mut() {
+            h.refresh(&repl.interpreter, repl.network().ok().as_ref());
+        }
+        match editor.readline(prompt) {
+            Ok(line) => {
+                let line = line.trim();
+                if line.is_empty() {
+                    continue;
+                }
+                if line.starts_with(':') {
+                    if let Flow::Quit = repl.meta(line) {
+                        break;
+                    }
+                    continue;
+                }
+                if repl.mininet(line).is_some() {
+                    continue;
+                }
+                repl.inputs += 1;
+                let name = format!("<input {}>", repl.inputs);
+                repl.eval(&name, line);
+            }
+            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Eof) => break,
+            Err(e) => {
+                eprintln!("vpcsh: {e}");
+                break;
+            }
+        }
+    }
+    if let Some(path) = &history {
+        let _ = path.parent().map(std::fs::create_dir_all);
+        let _ = editor.save_history(path);
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,112 @@
+//! `:save FILE`: a script that rebuilds a network, declaration by declaration.
+
+use std::fmt::Write;
+
+use crate::model::{FirewallRule, Network, RuleProto, Transport, WorkloadKind};
+
+fn var(kind: &str, parts: &[&str]) -> String {
+    format!("{kind}_{}", parts.join("_").replace('-', "_"))
+}
+
+fn quote(s: &str) -> String {
+    format!("{s:?}")
+}
+
+fn rules(rules: &[FirewallRule], peer_key: &str) -> String {
+    let items: Vec<String> = rules
+        .iter()
+        .map(|r| {
+            let proto = match r.proto {
+                RuleProto::Tcp => "tcp",
+                RuleProto::Udp => "udp",
+                RuleProto::Icmp => "icmp",
+                RuleProto::Any => "any",
+            };
+            let mut fields = vec![format!("proto: \"{proto}\"")];
+            match r.ports {
+                Some((lo, hi)) if lo == hi => fields.push(format!("port: {lo}")),
+                Some((lo, hi)) => fields.push(format!("port: \"{lo}-{hi}\"")),
+                None => {}
+            }
+            if !r.nets.is_empty() {
+                let nets: Vec<String> = r.nets.iter().map(|n| quote(&n.to_string())).collect();
+                fields.push(format!("{peer_key}: [{}]", nets.join(", ")));
+            }
+            fields.push(format!("action: \"{}\"", if r.allow { "allow" } else { "deny" }));
+            format!("#{{ {} }}", fields.join(", "))
+        })
+        .collect();
+    format!("[{}]", items.join(", "))
+}
+
+pub fn script(network: &Network) -> String {
+    let mut out = String::from("// Written by vpcsh repl's :save: rebuilds the session's topology.\n");
+    for vpc in &network.vpcs {
+        let v = var("v", &[&vpc.name]);
+        let _ = writeln!(out, "let {v} = vpc({}, {});", quote(&vpc.name), quote(&vpc.cidr.to_string()));
+        for subnet in &vpc.subnets {
+            let s = var("s", &[&vpc.name, &subnet.name]);
+            let opts = if subnet.public { ", #{ public: true }" } else { "" };
+            let _ = writeln!(
+                out,
+                "let {s} = {v}.subnet({}, {}{opts});",
+                quote(&subnet.name),
+                quote(&subnet.cidr.to_string())
+            );
+            if subnet.nat {
+                let _ = writeln!(out, "nat({s});");
+            }
+            for host in &subnet.hosts {
+                let h = var("h", &[&vpc.name, &host.name]);
+                let _ = writeln!(
+                    out,
+                    "let {h} = {s}.host({}, #{{ ip: {} }});",
+                    quote(&host.name),
+                    quote(&host.ip.to_string())
+                );
+            }
+        }
+    }
+    for p in &network.peerings {
+        let all: Vec<String> =
+            p.a_allowed.iter().chain(&p.b_allowed).map(|n| quote(&n.to_string())).collect();
+        let _ = writeln!(
+            out,
+            "peer({}, {}, #{{ allow: [{}] }});",
+            var("v", &[&p.a]),
+            var("v", &[&p.b]),
+            all.join(", ")
+        );
+    }
+    for p in &network.publishes {
+        let proto = if p.proto == Transport::Udp { ", \"udp\"" } else { "" };
+        let _ =
+            writeln!(out, "publish({}, {}, {}{proto});", var("h", &[&p.vpc, &p.host]), p.port, p.host_port);
+    }
+    for f in &network.firewalls {
+        let target = match (&f.host, &f.subnet) {
+            (Some(h), _) => var("h", &[&f.vpc, h]),
+            (None, Some(s)) => var("s", &[&f.vpc, s]),
+            (None, None) => continue,
+        };
+        let _ = writeln!(
+            out,
+            "firewall({target}, #{{ ingress: {}, egress: {} }});",
+            rules(&f.ingress, "from"),
+            rules(&f.egress, "to")
+        );
+    }
+    for w in &network.workloads {
+        let h = var("h", &[&w.vpc, &w.host]);
+        match &w.kind {
+            WorkloadKind::Serve { port } => {
+                let _ = writeln!(out, "serve({h}, {port});");
+            }
+            WorkloadKind::Run { argv } => {
+                let words: Vec<String> = argv.iter().map(|a| quote(a)).collect();
+                let _ = writeln!(out, "run({h}, [{}]);", words.join(", "));
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,251 @@
+//! The `Effects` a script run uses: held back (check, plan), live (a batch run, holding
+//! the state for the whole script), and interactive (the REPL, taking it per input).
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use super::Target;
+use super::runner::Runner;
+use crate::exec::probe;
+use crate::exec::process::ProcessRecord;
+use crate::model::{self, Declarations, Network, WorkloadKind};
+use crate::plan::naming::Naming;
+use crate::plan::{Summary, desired};
+use crate::script::{EffectError, Effects, Endpoint, ExecOutput};
+
+/// Effects held back: `check`, `plan` and dry runs validate and plan, changing nothing.
+/// Probes answer true, commands succeed with no output, and each is noted for `plan`.
+pub(super) struct HeldBack {
+    pub sandboxed: bool,
+    pub log: Vec<String>,
+}
+
+fn endpoint_text(e: &Endpoint) -> String {
+    match e {
+        Endpoint::Host { vpc, host } => format!("{vpc}/{host}"),
+        Endpoint::Internet => "internet".into(),
+    }
+}
+
+impl Effects for HeldBack {
+    fn apply(&mut self, _decls: &Declarations) -> Result<Summary, EffectError> {
+        Ok(Summary::default())
+    }
+    fn held_back(&self) -> bool {
+        true
+    }
+    fn sandboxed(&self) -> bool {
+        self.sandboxed
+    }
+    fn workload_pid(&mut self, _vpc: &str, _host: &str, _kind: &WorkloadKind) -> i64 {
+        0
+    }
+    fn exec(
+        &mut self,
+        on: &Endpoint,
+        argv: &[String],
+        _timeout: Duration,
+    ) -> Result<ExecOutput, EffectError> {
+        self.log.push(format!("exec in {}: {}", endpoint_text(on), argv.join(" ")));
+        Ok(ExecOutput::default())
+    }
+    fn ping(&mut self, from: &Endpoint, to: Ipv4Addr) -> Result<bool, EffectError> {
+        self.log.push(format!("ping from {} to {to}", endpoint_text(from)));
+        Ok(true)
+    }
+    fn connect(&mut self, from: &Endpoint, to: Ipv4Addr, port: u16) -> Result<bool, EffectError> {
+        self.log.push(format!("connect from {} to {to}:{port}", endpoint_text(from)));
+        Ok(true)
+    }
+    fn http_get(
+        &mut self,
+        from: &Endpoint,
+        to: Ipv4Addr,
+        port: u16,
+        path: &str,
+    ) -> Result<(u16, String), EffectError> {
+        self.log.push(format!("http get from {} of http://{to}:{port}{path}", endpoint_text(from)));
+        Ok((200, String::new()))
+    }
+    fn would_run(&self) -> Vec<String> {
+        self.log.clone()
+    }
+}
+
+/// What exists and a run keeps while declarations catch up, minus what it destroyed.
+fn kept(keep: &Network, decls: &Declarations) -> Network {
+    if decls.destroyed_all {
+        return Network::default();
+    }
+    let removed: Vec<String> = decls.vpcs.iter().filter(|v| v.removed).map(|v| v.name.clone()).collect();
+    keep.without(&removed)
+}
+
+/// Commands and probes inside the namespaces a scope's naming gives.
+struct Probes<'a>(&'a Naming);
+
+impl Probes<'_> {
+    fn ns(&self, e: &Endpoint) -> Result<String, EffectError> {
+        match e {
+            Endpoint::Host { vpc, host } => Ok(self.0.host_ns(vpc, host)),
+            Endpoint::Internet => self
+                .0
+                .internet_ns()
+                .ok_or_else(|| failed("the simulated internet exists only in a sandbox".into())),
+        }
+    }
+    fn exec(&self, on: &Endpoint, argv: &[String], timeout: Duration) -> Result<ExecOutput, EffectError> {
+        let ns = self.ns(on)?;
+        let out = probe::exec(&ns, argv, timeout)
+            .map_err(|e| failed(format!("running `{}` in {ns}: {e}", argv[0])))?;
+        Ok(ExecOutput { code: out.code, stdout: out.stdout, stderr: out.stderr })
+    }
+    fn ping(&self, from: &Endpoint, to: Ipv4Addr) -> Result<bool, EffectError> {
+        let ns = self.ns(from)?;
+        probe::ping(&ns, to, probe::TIMEOUT).map_err(|e| failed(format!("pinging {to} from {ns}: {e}")))
+    }
+    fn connect(&self, from: &Endpoint, to: Ipv4Addr, port: u16) -> Result<bool, EffectError> {
+        let ns = self.ns(from)?;
+        probe::connect(&ns, to, port, probe::TIMEOUT)
+            .map_err(|e| failed(format!("connecting to {to}:{port} from {ns}: {e}")))
+    }
+    fn http_get(
+        &self,
+        from: &Endpoint,
+        to: Ipv4Addr,
+        port: u16,
+        path: &str,
+    ) -> Result<(u16, String), EffectError> {
+        let ns = self.ns(from)?;
+        probe::http_get(&ns, to, port, path, probe::TIMEOUT)
+            .map_err(|e| failed(format!("fetching http://{to}:{port}{path} from {ns}: {e}")))
+    }
+}
+
+/// The pid of a live workload among recorded processes (0 when not running).
+fn workload_pid(
+    naming: &Naming,
+    records: &[ProcessRecord],
+    vpc: &str,
+    host: &str,
+    kind: &WorkloadKind,
+) -> i64 {
+    let ns = naming.host_ns(vpc, host);
+    let wanted = desired::process_for(vpc, host, kind);
+    records.iter().find(|p| p.ns == ns && p.process == wanted && p.alive()).map_or(0, |p| i64::from(p.pid))
+}
+
+/// Effects that really happen, in a batch run holding the state from start to end.
+pub(super) struct Live {
+    pub runner: Runner,
+    pub total: Summary,
+    /// What exists and the whole script still wants: an `apply()` in the middle of the
+    /// script keeps it, so re-running a script never tears down what it declares later.
+    pub keep: Network,
+}
+
+impl Effects for Live {
+    fn apply(&mut self, decls: &Declarations) -> Result<Summary, EffectError> {
+        let network = model::validate(decls).map_err(EffectError::Invalid)?;
+        let summary = self.runner.converge(&network.overlay(&kept(&self.keep, decls)), false)?;
+        self.total += summary;
+        Ok(summary)
+    }
+    fn finish(&mut self, decls: &Declarations) -> Result<Summary, EffectError> {
+        let network = model::validate(decls).map_err(EffectError::Invalid)?;
+        let summary = self.runner.converge(&network, false)?;
+        self.total += summary;
+        Ok(summary)
+    }
+    fn held_back(&self) -> bool {
+        false
+    }
+    fn total(&self) -> Summary {
+        self.total
+    }
+    fn sandboxed(&self) -> bool {
+        self.runner.naming().sandbox
+    }
+    fn workload_pid(&mut self, vpc: &str, host: &str, kind: &WorkloadKind) -> i64 {
+        workload_pid(self.runner.naming(), &self.runner.processes(), vpc, host, kind)
+    }
+    fn exec(&mut self, on: &Endpoint, argv: &[String], timeout: Duration) -> Result<ExecOutput, EffectError> {
+        Probes(self.runner.naming()).exec(on, argv, timeout)
+    }
+    fn ping(&mut self, from: &Endpoint, to: Ipv4Addr) -> Result<bool, EffectError> {
+        Probes(self.runner.naming()).ping(from, to)
+    }
+    fn connect(&mut self, from: &Endpoint, to: Ipv4Addr, port: u16) -> Result<bool, EffectError> {
+        Probes(self.runner.naming()).connect(from, to, port)
+    }
+    fn http_get(
+        &mut self,
+        from: &Endpoint,
+        to: Ipv4Addr,
+        port: u16,
+        path: &str,
+    ) -> Result<(u16, String), EffectError> {
+        Probes(self.runner.naming()).http_get(from, to, port, path)
+    }
+}
+
+/// Effects for the REPL: each input takes the state only while it applies, so other vpcsh
+/// commands can run between inputs. What exists and the session has not declared is kept:
+/// typing cannot undeclare, only `destroy()` removes.
+pub struct Interactive {
+    target: Target,
+    naming: Naming,
+}
+
+impl Interactive {
+    pub fn new(target: &Target) -> Self {
+        Self { target: target.clone(), naming: target.naming() }
+    }
+
+    /// The network the session's declarations make, with what exists kept.
+    pub fn network(&self, decls: &Declarations) -> Result<(Runner, Network), EffectError> {
+        let network = model::validate(decls).map_err(EffectError::Invalid)?;
+        let runner = Runner::open(&self.target).map_err(|d| failed(d.message))?;
+        let merged = network.overlay(&kept(runner.network(), decls));
+        Ok((runner, merged))
+    }
+}
+
+impl Effects for Interactive {
+    fn apply(&mut self, decls: &Declarations) -> Result<Summary, EffectError> {
+        let (mut runner, network) = self.network(decls)?;
+        runner.converge(&network, false)
+    }
+    fn held_back(&self) -> bool {
+        false
+    }
+    fn sandboxed(&self) -> bool {
+        self.naming.sandbox
+    }
+    fn workload_pid(&mut self, vpc: &str, host: &str, kind: &WorkloadKind) -> i64 {
+        let records = crate::state::peek(&self.target.dir()).map(|s| s.processes).unwrap_or_default();
+        workload_pid(&self.naming, &records, vpc, host, kind)
+    }
+    fn exec(&mut self, on: &Endpoint, argv: &[String], timeout: Duration) -> Result<ExecOutput, EffectError> {
+        Probes(&self.naming).exec(on, argv, timeout)
+    }
+    fn ping(&mut self, from: &Endpoint, to: Ipv4Addr) -> Result<bool, EffectError> {
+        Probes(&self.naming).ping(from, to)
+    }
+    fn connect(&mut self, from: &Endpoint, to: Ipv4Addr, port: u16) -> Result<bool, EffectError> {
+        Probes(&self.naming).connect(from, to, port)
+    }
+    fn http_get(
+        &mut self,
+        from: &Endpoint,
+        to: Ipv4Addr,
+        port: u16,
+        path: &str,
+    ) -> Result<(u16, String), EffectError> {
+        Probes(&self.naming).http_get(from, to, port, path)
+    }
+}
+
+pub(super) fn failed(message: String) -> EffectError {
+    EffectError::Failed { message, help: None, notes: Vec::new() }
+}

@@ -1,0 +1,221 @@
+//! The engine room of a run: the locked state, a kernel backend, and the naming of one
+//! scope; plans against the observed kernel and converges it.
+
+use std::collections::BTreeSet;
+
+use crate::diag::Diag;
+use crate::exec::netlink::Netlink;
+use crate::exec::{self, Backend, OpError, faults, netns};
+use crate::model::Network;
+use crate::plan::kernel::KernelState;
+use crate::plan::naming::{HOST_NS, Naming, UPLINK_IFNAME};
+use crate::plan::{self, Plan, Summary, desired};
+use crate::script::EffectError;
+use crate::state::{self, Store};
+
+use super::Target;
+
+/// The engine room: the locked state, a kernel backend and the naming of this scope.
+pub struct Runner {
+    naming: Naming,
+    store: Store,
+    backend: Box<dyn Backend>,
+    /// `--uplink`, for the real host.
+    uplink: Option<String>,
+}
+
+impl Runner {
+    pub fn open(target: &Target) -> Result<Self, Diag> {
+        target.check()?;
+        let store = Store::open(&target.dir()).map_err(state_diag)?;
+        let log_dir = store.dir().join("logs");
+        let netlink = Netlink::new(log_dir, store.state.processes.clone())
+            .map_err(|e| Diag::plain(format!("cannot start the netlink runtime: {e}"), None))?;
+        let backend = faults::from_env(Box::new(netlink));
+        Ok(Self { naming: target.naming(), store, backend, uplink: target.uplink.clone() })
+    }
+
+    pub fn network(&self) -> &Network {
+        &self.store.state.network
+    }
+
+    pub fn state(&self) -> &state::State {
+        &self.store.state
+    }
+
+    pub fn naming(&self) -> &Naming {
+        &self.naming
+    }
+
+    /// Where the logs of started processes go.
+    pub fn log_dir(&self) -> std::path::PathBuf {
+        self.store.dir().join("logs")
+    }
+
+    /// The processes started in namespaces, as the backend knows them now.
+    pub fn processes(&self) -> Vec<crate::exec::process::ProcessRecord> {
+        self.backend.processes()
+    }
+
+    /// The machine's interface towards the internet.
+    fn uplink(&mut self, network: &Network) -> Result<String, EffectError> {
+        if self.naming.sandbox {
+            return Ok(UPLINK_IFNAME.to_string());
+        }
+        if let Some(uplink) = &self.uplink {
+            return Ok(uplink.clone());
+        }
+        if network.vpcs.is_empty() {
+            return Ok(String::new());
+        }
+        match self.backend.default_route_dev(HOST_NS) {
+            Ok(Some(dev)) => Ok(dev),
+            Ok(None) => Err(EffectError::Failed {
+                message: "this machine has no default route, so vpcsh cannot tell its uplink".into(),
+                help: Some("pass --uplink IFACE (the interface towards the internet)".into()),
+                notes: Vec::new(),
+            }),
+            Err(e) => Err(op_failure(e)),
+        }
+    }
+
+    /// The desired kernel state for `network`. `bare` (destroying everything) leaves out
+    /// the sandbox too.
+    fn desired(&mut self, network: &Network, bare: bool) -> Result<KernelState, EffectError> {
+        if bare && self.naming.sandbox {
+            return Ok(KernelState::default());
+        }
+        let uplink = self.uplink(network)?;
+        Ok(desired::desired(network, &desired::Machine { naming: &self.naming, uplink: &uplink }))
+    }
+
+    /// Observes every namespace vpcsh owns here or wants.
+    fn observe(&mut self, desired: &KernelState) -> Result<KernelState, EffectError> {
+        let names: BTreeSet<String> =
+            self.store.state.namespaces.iter().chain(desired.namespaces.keys()).cloned().collect();
+        self.backend.observe(&names).map_err(op_failure)
+    }
+
+    /// The plan that makes the kernel match `network`.
+    pub fn plan(&mut self, network: &Network, bare: bool) -> Result<Plan, EffectError> {
+        let mut desired = self.desired(network, bare)?;
+        let observed = self.observe(&desired)?;
+        let owned = &self.store.state.namespaces;
+        if let Some(foreign) = desired
+            .namespaces
+            .keys()
+            .find(|n| *n != HOST_NS && observed.namespaces.contains_key(*n) && !owned.contains(*n))
+        {
+            return Err(EffectError::Failed {
+                message: format!("namespace {foreign} already exists and vpcsh did not make it"),
+                help: Some(format!(
+                    "vpcsh never takes over what it did not create: remove it (`ip netns delete {foreign}`) \
+                     or use another sandbox name or --prefix"
+                )),
+                notes: Vec::new(),
+            });
+        }
+        // The real host's forwarding is the machine's: turn it off only if vpcsh turned it on.
+        if let (Some(want), Some(have)) =
+            (desired.namespaces.get_mut(HOST_NS), observed.namespaces.get(HOST_NS))
+            && network.vpcs.is_empty()
+        {
+            want.forwarding = have.forwarding && !self.store.state.host_forwarding_set;
+        }
+        let previous_network = self.store.state.network.clone();
+        let previous = self.desired(&previous_network, false).unwrap_or_default();
+        Ok(plan::plan_from(&desired, &observed, &previous))
+    }
+
+    /// Makes the kernel match `network` and records the result.
+    pub fn converge(&mut self, network: &Network, bare: bool) -> Result<Summary, EffectError> {
+        let plan = self.plan(network, bare)?;
+        if plan.is_empty() {
+            return Ok(Summary::default());
+        }
+        require_privilege()?;
+        // Record namespaces before making them, so a crash cannot leave one unowned.
+        let creating = plan.steps.iter().filter_map(|s| match &s.op {
+            plan::Op::CreateNetns { ns, .. } => Some(ns.clone()),
+            _ => None,
+        });
+        let before = self.store.state.namespaces.clone();
+        self.store.state.namespaces.extend(creating);
+        self.save()?;
+        let result = exec::apply(self.backend.as_mut(), &plan);
+        let wanted: BTreeSet<String> =
+            self.desired(network, bare).map(|d| d.namespaces.into_keys().collect()).unwrap_or_default();
+        self.store.state.namespaces =
+            before.union(&wanted).filter(|n| *n != HOST_NS && netns::exists(n)).cloned().collect();
+        self.store.state.processes = self.backend.processes();
+        if result.is_ok() {
+            let turned_on = plan
+                .steps
+                .iter()
+                .any(|s| matches!(&s.op, plan::Op::SetForwarding { ns, on: true } if ns == HOST_NS));
+            if turned_on {
+                self.store.state.host_forwarding_set = true;
+            } else if network.vpcs.is_empty() {
+                self.store.state.host_forwarding_set = false;
+            }
+            self.store.state.network = network.clone();
+        }
+        self.save()?;
+        result.map_err(|e| {
+            let mut notes =
+                vec![format!("rolled back {} completed step(s); nothing half-built was left", e.undone)];
+            if !e.rollback_failures.is_empty() {
+                notes[0] = format!("rolled back {} step(s), but some undo steps failed:", e.undone);
+                notes.extend(e.rollback_failures.iter().map(|f| format!("  {f}")));
+                notes.push("`vpcsh status` shows what is left; `vpcsh destroy` removes it".into());
+            }
+            EffectError::Failed {
+                message: e.failed.to_string(),
+                help: e.failed.cause.hint().map(Into::into),
+                notes,
+            }
+        })
+    }
+
+    fn save(&self) -> Result<(), EffectError> {
+        self.store.save().map_err(|e| EffectError::Failed {
+            message: e.to_string(),
+            help: None,
+            notes: Vec::new(),
+        })
+    }
+}
+
+/// Changing namespaces needs CAP_SYS_ADMIN (mounts, setns) and CAP_NET_ADMIN (links).
+pub(super) fn require_privilege() -> Result<(), EffectError> {
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_SYS_ADMIN: u32 = 21;
+    let effective = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string())))
+        .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
+        .unwrap_or(0);
+    let has = |cap: u32| effective & (1 << cap) != 0;
+    if has(CAP_NET_ADMIN) && has(CAP_SYS_ADMIN) {
+        return Ok(());
+    }
+    Err(EffectError::Failed {
+        message: "vpcsh needs root or CAP_NET_ADMIN and CAP_SYS_ADMIN to change network namespaces".into(),
+        help: Some("run it with sudo; `vpcsh check SCRIPT` validates a script without privileges".into()),
+        notes: Vec::new(),
+    })
+}
+
+pub(super) fn op_failure(e: OpError) -> EffectError {
+    EffectError::Failed { message: e.to_string(), help: e.cause.hint().map(Into::into), notes: Vec::new() }
+}
+
+pub(super) fn state_diag(e: state::StateError) -> Diag {
+    let help = match &e {
+        state::StateError::Dir { .. } => {
+            Some("pass --state-dir DIR, or run as root for /var/lib/vpcsh".to_string())
+        }
+        _ => None,
+    };
+    Diag::plain(e.to_string(), help)
+}

@@ -1,0 +1,114 @@
+//! The REPL driven through a pseudo-terminal, as a person would: declare, apply live, probe,
+//! make a mistake and carry on, type over several lines, complete a name, leave with Ctrl-D.
+
+use std::io::{Read, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// vpcsh's REPL on a pseudo-terminal that `script` (util-linux) provides.
+struct Session {
+    child: Child,
+    input: ChildStdin,
+    seen: Arc<Mutex<String>>,
+    read: usize,
+}
+
+impl Session {
+    fn start(sb: &Sandbox) -> Self {
+        let command = format!("{VPCSH} --sandbox {} --state-dir {} repl", sb.name, sb.dir.0.display());
+        let mut child = Command::new("script")
+            .args(["-qfec", &command, "/dev/null"])
+            .env("TERM", "xterm")
+            .env("NO_COLOR", "1")
+            .env("HOME", &sb.dir.0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let seen = Arc::new(Mutex::new(String::new()));
+        let mut out = child.stdout.take().unwrap();
+        let sink = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let input = child.stdin.take().unwrap();
+        Session { child, input, seen, read: 0 }
+    }
+
+    /// Waits until `text` appears in what the terminal showed since the last call.
+    fn expect(&mut self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let seen = self.seen.lock().unwrap().clone();
+            if let Some(i) = seen[self.read..].find(text) {
+                self.read += i + text.len();
+                return;
+            }
+            if Instant::now() >= deadline || matches!(self.child.try_wait(), Ok(Some(_))) {
+                let _ = self.child.kill();
+                panic!("never saw {text:?}; the terminal showed:\n{}", &seen[self.read..]);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn send(&mut self, keys: &str) {
+        self.input.write_all(keys.as_bytes()).unwrap();
+        self.input.flush().unwrap();
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn a_repl_session_through_a_terminal() {
+    let sb = Sandbox::new("repl");
+    let mut s = Session::start(&sb);
+    s.expect("vpcsh> ");
+    s.send("let prod = vpc(\"prod\", \"10.31.0.0/16\");\r");
+    s.expect("created");
+    // Multi-line: the open `#{` keeps the input going.
+    s.send("let web = prod.subnet(\"web\", \"10.31.1.0/24\", #{\r");
+    s.send(" public: true });\r");
+    s.expect("created");
+    assert!(sb.namespaces().contains(&sb.ns("prod.web")), "applied live: {:?}", sb.namespaces());
+    s.expect("vpcsh> ");
+    s.send("ping(web, web.gateway)\r");
+    s.expect("true");
+    // A mistake is a diagnostic; the session and its state carry on.
+    s.send("prod.subnte(\"db\", \"10.31.2.0/24\")\r");
+    s.expect("did you mean `subnet`");
+    s.send("web.host(\"w2\").ip\r");
+    s.expect("10.31.1.");
+    // Completion: `pin` + Tab becomes `ping`.
+    s.send("pin\t");
+    s.expect("ping");
+    s.send("(web, internet())\r");
+    s.expect("true");
+    // Mininet's habit: a host name first runs the rest inside that host.
+    s.send("w2 ip -4 -o addr show eth0\r");
+    s.expect("10.31.1.");
+    s.send(":help peer\r");
+    s.expect("never transitively");
+    s.send("\x04");
+    let status = s.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    // What the session built is there after it ends, checked from outside.
+    assert!(ping(&sb.ns("prod.w2"), "10.31.1.1"));
+}
