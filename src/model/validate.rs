@@ -244,6 +244,8 @@ fn peerings(decls: &Declarations, problems: &mut Vec<Problem>) -> Vec<Peering> {
                     "peered again",
                 )
                 .related(*first, "first peered here")
+                .related(a.span, format!("`{}`", a.name))
+                .related(b.span, format!("`{}`", b.name))
                 .help("one peer() per pair; put every allowed CIDR in its allow list"),
             );
             continue;

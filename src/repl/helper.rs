@@ -94,6 +94,7 @@ impl Helper {
         words.extend(interpreter.variables());
         if let Some(n) = network {
             words.extend(n.vpcs.iter().map(|v| v.name.clone()));
+            words.extend(n.vpcs.iter().flat_map(|v| v.subnets.iter().map(|s| s.name.clone())));
             words.extend(host_table(n).into_iter().map(|(_, h, _)| h));
         }
         words.sort();
