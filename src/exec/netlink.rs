@@ -51,8 +51,9 @@ impl Space {
 }
 
 pub struct Netlink {
-    rt: tokio::runtime::Runtime,
+    // Fields drop in order: the sockets' handles before the runtime that drives them.
     spaces: HashMap<String, Space>,
+    rt: tokio::runtime::Runtime,
     netns_dir_ready: bool,
     log_dir: PathBuf,
     /// Processes vpcsh started, alive or not; kept in state between runs.
@@ -446,11 +447,5 @@ impl Backend for Netlink {
 
     fn default_route_dev(&mut self, ns: &str) -> Result<Option<String>, OpError> {
         self.route_dev(ns).map_err(|e| OpError::new(format!("reading the default route in {ns}"), &e))
-    }
-}
-
-impl Drop for Netlink {
-    fn drop(&mut self) {
-        self.spaces.clear();
     }
 }

@@ -59,7 +59,7 @@ impl std::fmt::Display for ScriptError {
     }
 }
 
-pub fn from_parse(shared: &Shared, _source: usize, e: ParseError) -> ScriptError {
+pub fn from_parse(shared: &Shared, e: ParseError) -> ScriptError {
     let pos = e.position();
     let span = shared.span_at(None, pos);
     let span = Span { len: span.len.clamp(usize::from(span.start < text_len(shared, span)), 1), ..span };

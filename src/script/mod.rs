@@ -186,15 +186,11 @@ impl Interpreter {
     }
 
     fn eval(&mut self, name: &str, text: &str) -> Result<rhai::Dynamic, ScriptError> {
-        let id = {
-            let mut shared = self.shared.borrow_mut();
-            shared.sources.push(Source { name: name.into(), text: text.into() });
-            shared.sources.len() - 1
-        };
+        self.shared.borrow_mut().sources.push(Source { name: name.into(), text: text.into() });
         let mut ast = self
             .engine
             .compile_with_scope(&self.scope, text)
-            .map_err(|e| errors::from_parse(&self.shared.borrow(), id, e))?;
+            .map_err(|e| errors::from_parse(&self.shared.borrow(), e))?;
         ast.set_source(name);
         let mut combined = self.functions.merge(&ast);
         combined.set_source(name);
