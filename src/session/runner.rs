@@ -20,7 +20,7 @@ pub struct Runner {
     naming: Naming,
     store: Store,
     backend: Box<dyn Backend>,
-    /// `--uplink`, for the real host.
+    /// The real host's uplink: `--uplink`, or the default route's, once looked up.
     uplink: Option<String>,
 }
 
@@ -69,7 +69,11 @@ impl Runner {
             return Ok(String::new());
         }
         match self.backend.default_route_dev(HOST_NS) {
-            Ok(Some(dev)) => Ok(dev),
+            Ok(Some(dev)) => {
+                // Asked once per run: plans for the old and the new network use the same one.
+                self.uplink = Some(dev.clone());
+                Ok(dev)
+            }
             Ok(None) => Err(EffectError::Failed {
                 message: "this machine has no default route, so vpcsh cannot tell its uplink".into(),
                 help: Some("pass --uplink IFACE (the interface towards the internet)".into()),
@@ -98,6 +102,11 @@ impl Runner {
 
     /// The plan that makes the kernel match `network`.
     pub fn plan(&mut self, network: &Network, bare: bool) -> Result<Plan, EffectError> {
+        self.plan_for(network, bare).map(|(plan, _)| plan)
+    }
+
+    /// The plan, and the desired state it leads to.
+    fn plan_for(&mut self, network: &Network, bare: bool) -> Result<(Plan, KernelState), EffectError> {
         let mut desired = self.desired(network, bare)?;
         let observed = self.observe(&desired)?;
         let owned = &self.store.state.namespaces;
@@ -124,12 +133,12 @@ impl Runner {
         }
         let previous_network = self.store.state.network.clone();
         let previous = self.desired(&previous_network, false).unwrap_or_default();
-        Ok(plan::plan_from(&desired, &observed, &previous))
+        Ok((plan::plan_from(&desired, &observed, &previous), desired))
     }
 
     /// Makes the kernel match `network` and records the result.
     pub fn converge(&mut self, network: &Network, bare: bool) -> Result<Summary, EffectError> {
-        let plan = self.plan(network, bare)?;
+        let (plan, desired) = self.plan_for(network, bare)?;
         if plan.is_empty() {
             return Ok(Summary::default());
         }
@@ -143,8 +152,7 @@ impl Runner {
         self.store.state.namespaces.extend(creating);
         self.save()?;
         let result = exec::apply(self.backend.as_mut(), &plan);
-        let wanted: BTreeSet<String> =
-            self.desired(network, bare).map(|d| d.namespaces.into_keys().collect()).unwrap_or_default();
+        let wanted: BTreeSet<String> = desired.namespaces.into_keys().collect();
         self.store.state.namespaces =
             before.union(&wanted).filter(|n| *n != HOST_NS && netns::exists(n)).cloned().collect();
         self.store.state.processes = self.backend.processes();
