@@ -30,7 +30,8 @@ use crate::plan::kernel::{Addr, KernelState, Link, LinkKind, Netns, Route};
 struct Space {
     fd: OwnedFd,
     handle: Handle,
-    nft: Nft,
+    /// `None` when this kernel has no nftables; only rules need it.
+    nft: Option<Nft>,
     forwarding: bool,
     index: HashMap<String, u32>,
     /// Made by this run: every link in it is known, so new links get their index chosen
@@ -86,8 +87,9 @@ impl Netlink {
     fn space(&mut self, ns: &str) -> io::Result<&mut Space> {
         if !self.spaces.contains_key(ns) {
             let fd = netns::open(ns)?;
-            let (socket, nft, forwarding) =
-                netns::run_in(&fd, || Ok((Socket::new(NETLINK_ROUTE)?, Nft::open()?, netns::forwarding()?)))?;
+            let (socket, nft, forwarding) = netns::run_in(&fd, || {
+                Ok((Socket::new(NETLINK_ROUTE)?, Nft::open().ok(), netns::forwarding()?))
+            })?;
             let handle = self.connect(socket);
             let space = Space { fd, handle, nft, forwarding, index: HashMap::new(), fresh: false };
             self.spaces.insert(ns.into(), space);
@@ -120,7 +122,7 @@ impl Netlink {
             if forwarding {
                 netns::set_forwarding(true)?;
             }
-            Ok((Socket::new(NETLINK_ROUTE)?, Nft::open()?))
+            Ok((Socket::new(NETLINK_ROUTE)?, Nft::open().ok()))
         })?;
         let handle = self.connect(socket);
         let fd = netns::open(ns)?;
@@ -279,8 +281,8 @@ impl Netlink {
                 stop.iter().for_each(super::process::stop);
                 Ok(())
             }
-            Op::SetRuleset { ns, ruleset, .. } => self.space(ns)?.nft.replace(ruleset),
-            Op::DeleteRuleset { ns } => self.space(ns)?.nft.delete(),
+            Op::SetRuleset { ns, ruleset, .. } => nft(self.space(ns)?)?.replace(ruleset),
+            Op::DeleteRuleset { ns } => nft(self.space(ns)?)?.delete(),
         }
     }
 
@@ -402,9 +404,20 @@ impl Netlink {
         }
         let space = self.space(ns)?;
         space.index = names.into_iter().map(|(i, n)| (n, i)).collect();
-        out.nft = space.nft.observe()?.map(crate::plan::kernel::Nft::Seen);
+        if let Some(nft) = &mut space.nft {
+            out.nft = nft.observe()?.map(crate::plan::kernel::Nft::Seen);
+        }
         Ok(out)
     }
+}
+
+fn nft(space: &mut Space) -> io::Result<&mut Nft> {
+    space.nft.as_mut().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this kernel has no nftables (nf_tables, nfnetlink modules)",
+        )
+    })
 }
 
 fn link_name(l: &LinkMessage) -> Option<String> {
