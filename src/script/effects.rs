@@ -141,7 +141,7 @@ fn exec(ctx: &NativeCallContext, sh: &SharedRef, host: &Dynamic, cmd: &Dynamic, 
         (endpoint(ctx, &shared, host, "host")?.0, argv(ctx, &shared, cmd)?, timeout)
     };
     run_apply(ctx, sh)?;
-    let result = sh.borrow_mut().effects.exec(&on, &argv, timeout);
+    let result = sh.borrow_mut().effects.prober().exec(&on, &argv, timeout);
     let out = result.or_else(|e| effect_error(ctx, sh, e))?;
     let mut m = Map::new();
     m.insert("code".into(), Dynamic::from(i64::from(out.code)));
@@ -156,14 +156,14 @@ fn probe<T>(
     sh: &SharedRef,
     from: &Dynamic,
     to: &Dynamic,
-    probe: impl FnOnce(&mut dyn super::Effects, &Endpoint, Ipv4Addr) -> Result<T, super::EffectError>,
+    probe: impl FnOnce(&mut dyn super::Prober, &Endpoint, Ipv4Addr) -> Result<T, super::EffectError>,
 ) -> Res<T> {
     let (source, target) = {
         let shared = sh.borrow();
         (endpoint(ctx, &shared, from, "source")?.0, endpoint(ctx, &shared, to, "target")?.1)
     };
     run_apply(ctx, sh)?;
-    let result = probe(sh.borrow_mut().effects.as_mut(), &source, target);
+    let result = probe(sh.borrow_mut().effects.prober(), &source, target);
     result.or_else(|e| effect_error(ctx, sh, e))
 }
 

@@ -79,6 +79,16 @@ pub trait Effects {
     fn sandboxed(&self) -> bool;
     /// The pid of a running workload (0 when held back or not running).
     fn workload_pid(&mut self, vpc: &str, host: &str, kind: &crate::model::WorkloadKind) -> i64;
+    /// Where commands and probes run.
+    fn prober(&mut self) -> &mut dyn Prober;
+    /// Effects held back, as `would run: ...` lines for `plan`.
+    fn would_run(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Commands and probes: `exec()`, `ping()`, `connect()`, `http_get()`.
+pub trait Prober {
     fn exec(
         &mut self,
         on: &Endpoint,
@@ -94,10 +104,6 @@ pub trait Effects {
         port: u16,
         path: &str,
     ) -> Result<(u16, String), EffectError>;
-    /// Effects held back, as `would run: ...` lines for `plan`.
-    fn would_run(&self) -> Vec<String> {
-        Vec::new()
-    }
 }
 
 pub(crate) struct Shared {

@@ -11,7 +11,7 @@ use crate::exec::process::ProcessRecord;
 use crate::model::{self, Declarations, Network, WorkloadKind};
 use crate::plan::naming::Naming;
 use crate::plan::{Summary, desired};
-use crate::script::{EffectError, Effects, Endpoint, ExecOutput};
+use crate::script::{EffectError, Effects, Endpoint, ExecOutput, Prober};
 
 /// Effects held back: `check`, `plan` and dry runs validate and plan, changing nothing.
 /// Probes answer true, commands succeed with no output, and each is noted for `plan`.
@@ -40,6 +40,15 @@ impl Effects for HeldBack {
     fn workload_pid(&mut self, _vpc: &str, _host: &str, _kind: &WorkloadKind) -> i64 {
         0
     }
+    fn prober(&mut self) -> &mut dyn Prober {
+        self
+    }
+    fn would_run(&self) -> Vec<String> {
+        self.log.clone()
+    }
+}
+
+impl Prober for HeldBack {
     fn exec(
         &mut self,
         on: &Endpoint,
@@ -67,9 +76,6 @@ impl Effects for HeldBack {
         self.log.push(format!("http get from {} of http://{to}:{port}{path}", endpoint_text(from)));
         Ok((200, String::new()))
     }
-    fn would_run(&self) -> Vec<String> {
-        self.log.clone()
-    }
 }
 
 /// What exists and a run keeps while declarations catch up, minus what it destroyed.
@@ -82,9 +88,9 @@ fn kept(keep: &Network, decls: &Declarations) -> Network {
 }
 
 /// Commands and probes inside the namespaces a scope's naming gives.
-struct Probes<'a>(&'a Naming);
+pub(super) struct Probes(pub Naming);
 
-impl Probes<'_> {
+impl Probes {
     fn ns(&self, e: &Endpoint) -> Result<String, EffectError> {
         match e {
             Endpoint::Host { vpc, host } => Ok(self.0.host_ns(vpc, host)),
@@ -94,23 +100,26 @@ impl Probes<'_> {
                 .ok_or_else(|| failed("the simulated internet exists only in a sandbox".into())),
         }
     }
-    fn exec(&self, on: &Endpoint, argv: &[String], timeout: Duration) -> Result<ExecOutput, EffectError> {
+}
+
+impl Prober for Probes {
+    fn exec(&mut self, on: &Endpoint, argv: &[String], timeout: Duration) -> Result<ExecOutput, EffectError> {
         let ns = self.ns(on)?;
         let out = probe::exec(&ns, argv, timeout)
             .map_err(|e| failed(format!("running `{}` in {ns}: {e}", argv[0])))?;
         Ok(ExecOutput { code: out.code, stdout: out.stdout, stderr: out.stderr })
     }
-    fn ping(&self, from: &Endpoint, to: Ipv4Addr) -> Result<bool, EffectError> {
+    fn ping(&mut self, from: &Endpoint, to: Ipv4Addr) -> Result<bool, EffectError> {
         let ns = self.ns(from)?;
         probe::ping(&ns, to, probe::TIMEOUT).map_err(|e| failed(format!("pinging {to} from {ns}: {e}")))
     }
-    fn connect(&self, from: &Endpoint, to: Ipv4Addr, port: u16) -> Result<bool, EffectError> {
+    fn connect(&mut self, from: &Endpoint, to: Ipv4Addr, port: u16) -> Result<bool, EffectError> {
         let ns = self.ns(from)?;
         probe::connect(&ns, to, port, probe::TIMEOUT)
             .map_err(|e| failed(format!("connecting to {to}:{port} from {ns}: {e}")))
     }
     fn http_get(
-        &self,
+        &mut self,
         from: &Endpoint,
         to: Ipv4Addr,
         port: u16,
@@ -138,6 +147,7 @@ fn workload_pid(
 /// Effects that really happen, in a batch run holding the state from start to end.
 pub(super) struct Live {
     pub runner: Runner,
+    pub probes: Probes,
     pub total: Summary,
     /// What exists and the whole script still wants: an `apply()` in the middle of the
     /// script keeps it, so re-running a script never tears down what it declares later.
@@ -169,23 +179,8 @@ impl Effects for Live {
     fn workload_pid(&mut self, vpc: &str, host: &str, kind: &WorkloadKind) -> i64 {
         workload_pid(self.runner.naming(), &self.runner.processes(), vpc, host, kind)
     }
-    fn exec(&mut self, on: &Endpoint, argv: &[String], timeout: Duration) -> Result<ExecOutput, EffectError> {
-        Probes(self.runner.naming()).exec(on, argv, timeout)
-    }
-    fn ping(&mut self, from: &Endpoint, to: Ipv4Addr) -> Result<bool, EffectError> {
-        Probes(self.runner.naming()).ping(from, to)
-    }
-    fn connect(&mut self, from: &Endpoint, to: Ipv4Addr, port: u16) -> Result<bool, EffectError> {
-        Probes(self.runner.naming()).connect(from, to, port)
-    }
-    fn http_get(
-        &mut self,
-        from: &Endpoint,
-        to: Ipv4Addr,
-        port: u16,
-        path: &str,
-    ) -> Result<(u16, String), EffectError> {
-        Probes(self.runner.naming()).http_get(from, to, port, path)
+    fn prober(&mut self) -> &mut dyn Prober {
+        &mut self.probes
     }
 }
 
@@ -194,12 +189,12 @@ impl Effects for Live {
 /// typing cannot undeclare, only `destroy()` removes.
 pub struct Interactive {
     target: Target,
-    naming: Naming,
+    probes: Probes,
 }
 
 impl Interactive {
     pub fn new(target: &Target) -> Self {
-        Self { target: target.clone(), naming: target.naming() }
+        Self { target: target.clone(), probes: Probes(target.naming()) }
     }
 
     /// The network the session's declarations make, with what exists kept.
@@ -220,29 +215,14 @@ impl Effects for Interactive {
         false
     }
     fn sandboxed(&self) -> bool {
-        self.naming.sandbox
+        self.probes.0.sandbox
     }
     fn workload_pid(&mut self, vpc: &str, host: &str, kind: &WorkloadKind) -> i64 {
         let records = crate::state::peek(&self.target.dir()).map(|s| s.processes).unwrap_or_default();
-        workload_pid(&self.naming, &records, vpc, host, kind)
+        workload_pid(&self.probes.0, &records, vpc, host, kind)
     }
-    fn exec(&mut self, on: &Endpoint, argv: &[String], timeout: Duration) -> Result<ExecOutput, EffectError> {
-        Probes(&self.naming).exec(on, argv, timeout)
-    }
-    fn ping(&mut self, from: &Endpoint, to: Ipv4Addr) -> Result<bool, EffectError> {
-        Probes(&self.naming).ping(from, to)
-    }
-    fn connect(&mut self, from: &Endpoint, to: Ipv4Addr, port: u16) -> Result<bool, EffectError> {
-        Probes(&self.naming).connect(from, to, port)
-    }
-    fn http_get(
-        &mut self,
-        from: &Endpoint,
-        to: Ipv4Addr,
-        port: u16,
-        path: &str,
-    ) -> Result<(u16, String), EffectError> {
-        Probes(&self.naming).http_get(from, to, port, path)
+    fn prober(&mut self) -> &mut dyn Prober {
+        &mut self.probes
     }
 }
 

@@ -143,7 +143,15 @@ pub fn run_script(target: &Target, path: &Path, mode: Mode) -> Result<Outcome, V
     }
 
     let keep = previous.common(&network);
-    let mut live = Interpreter::new(Box::new(Live { runner, total: Summary::default(), keep }), previous);
+    let mut live = Interpreter::new(
+        Box::new(Live {
+            probes: effects::Probes(runner.naming().clone()),
+            runner,
+            total: Summary::default(),
+            keep,
+        }),
+        previous,
+    );
     live.run(&name, &text).map_err(|e| script_diags(&e, &live.sources()))?;
     live.apply().map(Outcome::Applied).map_err(|e| script_diags(&e, &live.sources()))
 }
