@@ -106,6 +106,13 @@ fn a_repl_session_through_a_terminal() {
     s.expect("10.31.1.");
     s.send(":help peer\r");
     s.expect("never transitively");
+    // :save writes a script that rebuilds the session, and it checks clean.
+    let saved = sb.dir.0.join("saved.rhai");
+    s.send(&format!(":save {}\r", saved.display()));
+    s.expect("wrote");
+    let check = Command::new(VPCSH).arg("check").arg(&saved).output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    assert!(std::fs::read_to_string(&saved).unwrap().contains("host(\"w2\""));
     s.send("\x04");
     let status = s.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
