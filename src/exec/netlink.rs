@@ -23,7 +23,9 @@ use super::process::{self, ProcessRecord};
 use super::{Backend, OpError, netns};
 
 const ENODEV: i32 = nix::errno::Errno::ENODEV as i32;
+const EEXIST: i32 = nix::errno::Errno::EEXIST as i32;
 use crate::plan::Op;
+use crate::plan::kernel::LINK_GROUP;
 use crate::plan::kernel::{Addr, KernelState, Link, LinkKind, Netns, Route};
 
 /// A namespace vpcsh is talking to: its fd (to put veth peers into it) and a socket in it.
@@ -286,6 +288,34 @@ impl Netlink {
         }
     }
 
+    /// For a create that found its name taken: what holds it, and whether vpcsh made it.
+    fn existing(&mut self, op: &Op) -> Option<String> {
+        let names: Vec<(&str, &str)> = match op {
+            Op::CreateNetns { ns, .. } => {
+                return Some(format!("/run/netns/{ns} exists, and vpcsh's state does not record it"));
+            }
+            Op::CreateBridge { ns, name } => vec![(ns.as_str(), name.as_str())],
+            Op::CreateVeth { ns, name, peer_ns, peer, .. } => {
+                vec![(ns.as_str(), name.as_str()), (peer_ns.as_str(), peer.as_str())]
+            }
+            _ => return None,
+        };
+        for (ns, name) in names {
+            let handle = self.space(ns).ok()?.handle.clone();
+            let found: Vec<LinkMessage> = self
+                .rt
+                .block_on(handle.link().get().match_name(name.to_string()).execute().try_collect())
+                .ok()?;
+            if let Some(link) = found.first() {
+                let ours =
+                    link.attributes.iter().any(|a| matches!(a, LinkAttribute::Group(g) if *g == LINK_GROUP));
+                let whose = if ours { "it is vpcsh's" } else { "vpcsh did not make it" };
+                return Some(format!("link {name} already exists in {ns}, and {whose}"));
+            }
+        }
+        None
+    }
+
     fn route_dev(&mut self, ns: &str) -> io::Result<Option<String>> {
         let handle = self.space(ns)?.handle.clone();
         let routes: Vec<RouteMessage> = self
@@ -451,7 +481,15 @@ impl Backend for Netlink {
 
     fn apply(&mut self, op: &Op) -> Result<(), OpError> {
         tracing::debug!("{op}");
-        self.apply_op(op).map_err(|e| OpError::new(op.to_string(), &e))
+        self.apply_op(op).map_err(|e| {
+            let mut err = OpError::new(op.to_string(), &e);
+            if e.raw_os_error() == Some(EEXIST)
+                && let Some(whose) = self.existing(op)
+            {
+                err.cause.message = format!("{}: {whose}", err.cause.message);
+            }
+            err
+        })
     }
 
     fn processes(&self) -> Vec<ProcessRecord> {

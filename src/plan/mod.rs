@@ -190,9 +190,10 @@ fn diff_netns(
                 }
             }
             LinkKind::Bridge | LinkKind::Other(_) => match hl {
-                Some(hl) if wl.kind.matches(&hl.kind) => fix_link(p, ns, name, wl, hl),
+                Some(hl) if hl.ours && wl.kind.matches(&hl.kind) => fix_link(p, ns, name, wl, hl),
                 _ => {
-                    if hl.is_some() {
+                    // Only vpcsh's own links make way; a stranger's name clash fails the create.
+                    if hl.is_some_and(|l| l.ours) {
                         p.clear.push(step(&wl.owner, Op::DeleteLink { ns: ns.into(), name: name.clone() }));
                     }
                     p.bridges.push(step(&wl.owner, Op::CreateBridge { ns: ns.into(), name: name.clone() }));
@@ -200,16 +201,16 @@ fn diff_netns(
             },
             LinkKind::Veth { peer_ns, peer } => {
                 let peer_have = observed.namespaces.get(peer_ns).and_then(|n| n.links.get(peer));
-                let near_ok = hl.is_some_and(|l| wl.kind.matches(&l.kind));
-                let far_ok = peer_have.is_some_and(|l| wl.kind.matches(&l.kind));
+                let near_ok = hl.is_some_and(|l| l.ours && wl.kind.matches(&l.kind));
+                let far_ok = peer_have.is_some_and(|l| l.ours && wl.kind.matches(&l.kind));
                 if let (true, true, Some(hl)) = (near_ok, far_ok, hl) {
                     fix_link(p, ns, name, wl, hl);
                     continue;
                 }
-                if hl.is_some() {
+                if hl.is_some_and(|l| l.ours) {
                     p.clear.push(step(&wl.owner, Op::DeleteLink { ns: ns.into(), name: name.clone() }));
                 }
-                if peer_have.is_some() && desired.namespaces.contains_key(peer_ns) {
+                if peer_have.is_some_and(|l| l.ours) && desired.namespaces.contains_key(peer_ns) {
                     p.clear.push(step(&wl.owner, Op::DeleteLink { ns: peer_ns.clone(), name: peer.clone() }));
                 }
                 let op = Op::CreateVeth {

@@ -229,3 +229,15 @@ fn the_sandbox_scaffold_is_planned_with_the_network() {
     let ops: Vec<_> = p.steps.iter().map(|s| &s.op).collect();
     assert!(matches!(ops[0], Op::CreateNetns { forwarding: false, .. }));
 }
+
+#[test]
+fn a_stranger_link_with_a_wanted_name_is_neither_adopted_nor_deleted() {
+    let mut backend = Recording::default();
+    converge(&mut backend, &base());
+    let router = backend.state.namespaces.get_mut("t.prod").unwrap();
+    router.links.get_mut("b-app").unwrap().ours = false;
+    let p = plan(&want(&base()), &backend.observe(&names(&backend.state)).unwrap());
+    let l = lines(&p);
+    assert!(l.contains(&"create bridge b-app in t.prod".to_string()), "{l:#?}");
+    assert!(!l.iter().any(|x| x.starts_with("delete link b-app")), "{l:#?}");
+}

@@ -317,3 +317,29 @@ fn without_privileges_vpcsh_says_what_it_needs_and_changes_nothing() {
         .into();
     assert_eq!(check.code, 0, "{check:?}");
 }
+
+#[test]
+fn a_name_taken_by_someone_else_is_left_alone_and_reported() {
+    let sb = Sandbox::new("clash");
+    sb.apply(TWO_SUBNETS);
+    // Someone else's link where the next subnet's bridge would go.
+    in_ns(&sb.ns("prod"), &["ip", "link", "add", "b-db", "type", "bridge"]);
+    let script = sb.script(&format!("{TWO_SUBNETS}\nprod.subnet(\"db\", \"10.9.3.0/24\");"));
+    let run = sb.run(&["apply", script.to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{run:?}");
+    // Diagnostics wrap long lines; compare the words.
+    let words = run.stderr.replace('│', " ").split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        words.contains("link b-db already exists in") && words.contains("vpcsh did not make it"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("rolled back"), "{run:?}");
+    let links = ip(&sb.ns("prod"), &["-o", "link", "show", "b-db"]);
+    assert!(links.contains("b-db") && !links.contains("UP"), "the stranger's link was touched: {links}");
+    assert!(
+        ip(&sb.ns("prod"), &["-4", "addr", "show", "b-db"]).trim().is_empty(),
+        "an address was put on it"
+    );
+    assert!(!sb.namespaces().contains(&sb.ns("prod.db")), "the half-made subnet stayed");
+    assert!(ping(&sb.ns("prod.w1"), "10.9.2.2"), "the rest still works");
+}
