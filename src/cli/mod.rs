@@ -196,7 +196,24 @@ fn init_logging(global: &Global) {
         .try_init();
 }
 
+/// Ctrl-C or SIGTERM during a change: finish the current step, roll back, save state.
+fn stop_gracefully() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    extern "C" fn on_signal(_: i32) {
+        crate::exec::interrupt();
+    }
+    let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::empty(), SigSet::empty());
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        let _ = sigaction(Signal::SIGINT, &action);
+        let _ = sigaction(Signal::SIGTERM, &action);
+    }
+}
+
 fn run(command: Command, target: &Target) -> Result<ExitCode, Vec<Diag>> {
+    if matches!(command, Command::Apply { .. } | Command::Destroy { .. } | Command::Policy(_)) {
+        stop_gracefully();
+    }
     match command {
         Command::Apply { script, dry_run } => {
             let mode = if dry_run { Mode::DryRun } else { Mode::Apply };

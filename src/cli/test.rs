@@ -52,8 +52,7 @@ impl Fixture<'_> {
         };
         loop {
             if INTERRUPTED.load(Ordering::SeqCst) {
-                let _ = child.kill();
-                let _ = child.wait();
+                stop(&mut child);
                 return Verdict::Interrupted;
             }
             match child.try_wait() {
@@ -73,6 +72,22 @@ impl Fixture<'_> {
         let _ = self.vpcsh().arg("destroy").stdout(Stdio::null()).stderr(Stdio::null()).status();
         let _ = std::fs::remove_dir_all(&self.state);
     }
+}
+
+/// Asks a fixture's vpcsh to stop (it rolls back and records what it started), and kills
+/// it if it has not within a few seconds.
+fn stop(child: &mut std::process::Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, Signal::SIGINT);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 pub fn run(opts: Options) -> ExitCode {

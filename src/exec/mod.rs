@@ -14,6 +14,7 @@ pub mod recording;
 
 use std::collections::BTreeSet;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::plan::kernel::KernelState;
 use crate::plan::{Op, Plan, Summary};
@@ -101,11 +102,30 @@ pub struct ApplyError {
     pub undone: usize,
 }
 
-/// Applies a plan in order. On failure, undoes the completed steps that can be undone, in
-/// reverse, and reports every error.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Asks a running apply to stop at the next step and roll back (from a signal handler:
+/// it only stores to an atomic).
+pub fn interrupt() {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// Applies a plan in order. On failure, or when interrupted, undoes the completed steps
+/// that can be undone, in reverse, and reports every error.
 pub fn apply(backend: &mut dyn Backend, plan: &Plan) -> Result<Summary, ApplyError> {
     for (i, step) in plan.steps.iter().enumerate() {
-        if let Err(failed) = backend.apply(&step.op) {
+        let result = if interrupted() {
+            let cause =
+                KernelError { errno: Some(nix::errno::Errno::EINTR as i32), message: "interrupted".into() };
+            Err(OpError { doing: step.op.to_string(), cause })
+        } else {
+            backend.apply(&step.op)
+        };
+        if let Err(failed) = result {
             let mut rollback_failures = Vec::new();
             let mut undone = 0;
             for done in plan.steps[..i].iter().rev() {

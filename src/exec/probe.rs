@@ -128,7 +128,8 @@ pub fn http_get(
 pub fn exec(ns: &str, argv: &[String], timeout: Duration) -> io::Result<Output> {
     let fd = netns::open(ns)?;
     let mut cmd = Command::new(&argv[0]);
-    cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // A group of its own, so a timeout ends the whole command (a shell's children too).
+    cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
     // SAFETY: between fork and exec the child only makes the setns system call.
     unsafe {
         cmd.pre_exec(move || setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(io::Error::from));
@@ -152,8 +153,9 @@ pub fn exec(ns: &str, argv: &[String], timeout: Duration) -> io::Result<Output> 
         if let Some(status) = child.try_wait()? {
             break Some(status);
         }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
+        if Instant::now() >= deadline || super::interrupted() {
+            let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
+            let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
             let _ = child.wait();
             break None;
         }

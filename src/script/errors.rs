@@ -126,6 +126,9 @@ fn convert(
         )
         .help("look for a loop that never ends")
         .into(),
+        EvalAltResult::ErrorTerminated(..) => Fault::new("interrupted", span, "stopped here")
+            .help("what this run applied before stays, and `vpcsh status` shows it; nothing is half-built")
+            .into(),
         EvalAltResult::ErrorStackOverflow(_) => Fault::new("calls nest too deeply", span, "too deep here")
             .help("look for unbounded recursion")
             .into(),

@@ -162,6 +162,8 @@ impl Interpreter {
             rhai::Token::Reserved(word) if word.as_str() == "public" => rhai::Token::Identifier(word),
             other => other,
         });
+        // Ctrl-C (or `vpcsh test` stopping a fixture) ends the script between operations.
+        engine.on_progress(|_| crate::exec::interrupted().then(|| rhai::Dynamic::from("interrupted")));
         bindings::register(&mut engine, &shared);
         Self { engine, scope: Scope::new(), functions: AST::empty(), shared }
     }

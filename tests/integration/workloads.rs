@@ -38,13 +38,19 @@ fn every_effect_works_against_real_namespaces() {
         assert(e.code == 3 && e.stdout == "out\n" && e.stderr == "err\n", `exec ${{e}}`);
         let argv = exec(w1, ["printf", "%s|", "a b", "$HOME"]);
         assert(argv.stdout == "a b|$HOME|", `an argv is not a shell line: ${{argv}}`);
-        let t = exec(w1, "sleep 5", #{{ timeout: 0.3 }});
+        let t = exec(w1, "sleep 123; echo never", #{{ timeout: 0.3 }});
         assert(t.code == 124 && t.stderr.contains("timed out"), `timeout ${{t}}`);
         assert(exec(internet(), "ip -4 -o addr").stdout.contains("198.51.100.1"), "exec in the internet");
         print("all effects ok");
         "#
     ));
     assert!(run.stdout.contains("all effects ok"), "{run:?}");
+    // The timed-out command is gone, with the shell's child.
+    let sleeping = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .any(|c| String::from_utf8_lossy(&c).replace('\0', " ").trim() == "sleep 123");
+    assert!(!sleeping, "a timed-out command kept running");
     // From outside vpcsh: the server answers, the process runs in the right namespace.
     assert_eq!(get(&sb.ns("prod.db"), "10.10.1.2", 80, "/").as_deref(), Some("prod/w1\n"));
     let status = sb.run(&["status", "--json"]);
@@ -189,6 +195,15 @@ fn vpcsh_test_cleans_up_on_interrupt() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
     assert!(test_sandboxes(pid).is_empty(), "interrupted fixture left {:?}", test_sandboxes(pid));
+    // Nor a process keeping an unmounted namespace alive (the simulated internet's server).
+    let sandbox = format!("test-{pid}-");
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("__serve") && c.contains(&sandbox))
+        .collect();
+    assert!(left.is_empty(), "left running: {left:?}");
 }
 
 #[test]
