@@ -123,26 +123,30 @@ fn wait_ready(record: &ProcessRecord) -> io::Result<()> {
     }
 }
 
-/// Stops a recorded process: TERM, then KILL after a grace period. Reaps it if it is our
-/// child, so no zombie stays behind.
+/// Stops a recorded process and everything it started: TERM to its process group, then
+/// KILL after a grace period. Reaps it if it is our child, so no zombie stays behind.
+///
+/// Each process vpcsh starts leads a group of its own, so a shell's children go with it.
+/// The group is signalled only while it is provably ours: its leader is the recorded
+/// process (same start time), or it still has members, which keeps the kernel from giving
+/// the number to anyone else.
 pub fn stop(record: &ProcessRecord) {
     let pid = Pid::from_raw(record.pid);
-    if !record.alive() {
+    let group = Pid::from_raw(-record.pid);
+    let running = || kill(group, None).is_ok();
+    if !record.alive() && !running() {
         reap(pid);
         return;
     }
-    let _ = kill(pid, Signal::SIGTERM);
-    let deadline = Instant::now() + GRACE;
-    while record.alive() && Instant::now() < deadline {
-        reap(pid);
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    if record.alive() {
-        let _ = kill(pid, Signal::SIGKILL);
+    for signal in [Signal::SIGTERM, Signal::SIGKILL] {
+        let _ = kill(group, signal);
         let deadline = Instant::now() + GRACE;
-        while record.alive() && Instant::now() < deadline {
+        while running() && Instant::now() < deadline {
             reap(pid);
-            std::thread::sleep(Duration::from_millis(2));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if !running() {
+            break;
         }
     }
     reap(pid);

@@ -23,7 +23,7 @@ fn every_effect_works_against_real_namespaces() {
         r#"{TOPOLOGY}
         let s = serve(w1, 80);
         assert(s.pid > 0, "serve has a pid");
-        let r = run(db, "echo started; sleep 300");
+        let r = run(db, "echo started; sleep 301");
         assert(r.pid > 0, "run has a pid");
         assert(ping(db, w1) && ping(db, web) && ping(w1, "10.10.3.2"), "inside the VPC");
         assert(!ping(d1, w1), "another VPC");
@@ -46,17 +46,13 @@ fn every_effect_works_against_real_namespaces() {
     ));
     assert!(run.stdout.contains("all effects ok"), "{run:?}");
     // The timed-out command is gone, with the shell's child.
-    let sleeping = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
-        .any(|c| String::from_utf8_lossy(&c).replace('\0', " ").trim() == "sleep 123");
-    assert!(!sleeping, "a timed-out command kept running");
+    assert!(!command_runs("sleep 123"), "a timed-out command kept running");
     // From outside vpcsh: the server answers, the process runs in the right namespace.
     assert_eq!(get(&sb.ns("prod.db"), "10.10.1.2", 80, "/").as_deref(), Some("prod/w1\n"));
     let status = sb.run(&["status", "--json"]);
     let json: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
     let processes = json["processes"].as_array().unwrap();
-    let sleeper = processes.iter().find(|p| p["argv"].to_string().contains("sleep 300")).unwrap();
+    let sleeper = processes.iter().find(|p| p["argv"].to_string().contains("sleep 301")).unwrap();
     let pid = sleeper["pid"].as_i64().unwrap();
     assert!(running(pid));
     let netns = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
@@ -70,19 +66,20 @@ fn every_effect_works_against_real_namespaces() {
     assert!(logs.stdout.contains("started"), "{logs:?}");
 
     // Re-applying keeps the same processes; destroy ends them, no zombie left.
-    sb.apply(&format!("{TOPOLOGY}\nserve(w1, 80); run(db, \"echo started; sleep 300\");"));
+    sb.apply(&format!("{TOPOLOGY}\nserve(w1, 80); run(db, \"echo started; sleep 301\");"));
     assert!(running(pid), "a re-apply restarted the workload");
     let all: Vec<i64> = processes.iter().map(|p| p["pid"].as_i64().unwrap()).collect();
     sb.run(&["destroy"]);
     for pid in all {
         assert!(!running(pid), "process {pid} outlived destroy");
     }
+    assert!(!command_runs("sleep 301"), "the shell's child outlived destroy");
 }
 
 #[test]
 fn removing_run_from_the_script_stops_the_process() {
     let sb = Sandbox::new("unrun");
-    sb.apply(&format!("{TOPOLOGY}\nrun(db, \"sleep 300\");"));
+    sb.apply(&format!("{TOPOLOGY}\nrun(db, \"sleep 302; true\");"));
     let status: serde_json::Value = serde_json::from_str(&sb.run(&["status", "--json"]).stdout).unwrap();
     let pid = status["processes"]
         .as_array()
@@ -95,6 +92,7 @@ fn removing_run_from_the_script_stops_the_process() {
     let run = sb.apply(TOPOLOGY);
     assert!(run.stdout.contains("1 deleted"), "{run:?}");
     assert!(!running(pid));
+    assert!(!command_runs("sleep 302"), "the shell's child kept running");
 }
 
 #[test]
@@ -213,4 +211,13 @@ fn the_demo_passes_as_a_test_fixture() {
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.trim_end().ends_with("1 passed, 0 failed"), "{run:?}");
     assert!(test_sandboxes(pid).is_empty());
+}
+
+/// Whether a process with exactly this command line runs (zombies aside).
+fn command_runs(cmdline: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()).any(|e| {
+        let line = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        String::from_utf8_lossy(&line).replace('\0', " ").trim() == cmdline
+            && e.file_name().to_str().and_then(|p| p.parse().ok()).is_some_and(running)
+    })
 }
