@@ -133,7 +133,7 @@ fn wait_ready(record: &ProcessRecord) -> io::Result<()> {
 pub fn stop(record: &ProcessRecord) {
     let pid = Pid::from_raw(record.pid);
     let group = Pid::from_raw(-record.pid);
-    let running = || kill(group, None).is_ok();
+    let running = || group_alive(record.pid);
     if !record.alive() && !running() {
         reap(pid);
         return;
@@ -150,6 +150,20 @@ pub fn stop(record: &ProcessRecord) {
         }
     }
     reap(pid);
+}
+
+/// Whether any process of the group `pgid` still runs (zombies waiting to be reaped do not).
+fn group_alive(pgid: i32) -> bool {
+    let Ok(dir) = fs::read_dir("/proc") else { return false };
+    dir.filter_map(|e| e.ok()?.file_name().into_string().ok()?.parse::<i32>().ok()).any(|pid| {
+        fs::read_to_string(format!("/proc/{pid}/stat")).ok().is_some_and(|stat| {
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { return false };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let state = fields.first().and_then(|s| s.chars().next());
+            fields.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid)
+                && !matches!(state, Some('Z' | 'X'))
+        })
+    })
 }
 
 fn reap(pid: Pid) {
