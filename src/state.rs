@@ -99,6 +99,11 @@ impl Store {
         self.path.parent().expect("state file lives in a directory")
     }
 
+    /// Where the logs of the processes this state records are kept.
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir().join("logs")
+    }
+
     /// Writes the state atomically; an empty state removes the file instead.
     pub fn save(&self) -> Result<(), StateError> {
         let write_err = |source| StateError::Write { path: self.path.clone(), source };

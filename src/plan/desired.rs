@@ -139,27 +139,39 @@ pub fn process_for(vpc: &str, host: &str, kind: &WorkloadKind) -> Process {
 /// nothing allows is dropped, and egress too once a policy has egress rules.
 fn host_ruleset(policies: &[&Firewall]) -> Ruleset {
     let lo = || IfName::Exact("lo".into());
-    let mut input = Chain::filter("input", Hook::Input, true)
-        .rule(vec![Match::Established], Action::Accept)
-        .rule(vec![Match::Iif(lo())], Action::Accept);
-    for rule in policies.iter().flat_map(|p| &p.ingress) {
-        for m in rule_matches(rule, Match::Saddr) {
-            input = input.rule(m, if rule.allow { Action::Accept } else { Action::Drop });
-        }
-    }
-    let mut chains = vec![input];
+    let ingress = policies.iter().flat_map(|p| &p.ingress);
+    let mut chains = vec![policy_chain(
+        Chain::filter("input", Hook::Input, true),
+        Match::Iif(lo()),
+        Match::Saddr,
+        ingress,
+    )];
     if policies.iter().any(|p| !p.egress.is_empty()) {
-        let mut output = Chain::filter("output", Hook::Output, true)
-            .rule(vec![Match::Established], Action::Accept)
-            .rule(vec![Match::Oif(lo())], Action::Accept);
-        for rule in policies.iter().flat_map(|p| &p.egress) {
-            for m in rule_matches(rule, Match::Daddr) {
-                output = output.rule(m, if rule.allow { Action::Accept } else { Action::Drop });
-            }
-        }
-        chains.push(output);
+        let egress = policies.iter().flat_map(|p| &p.egress);
+        chains.push(policy_chain(
+            Chain::filter("output", Hook::Output, true),
+            Match::Oif(lo()),
+            Match::Daddr,
+            egress,
+        ));
     }
     Ruleset { chains }
+}
+
+/// A dropping chain that passes replies and loopback, then the rules in order.
+fn policy_chain<'a>(
+    chain: Chain,
+    loopback: Match,
+    peer: fn(Ipv4Network) -> Match,
+    rules: impl Iterator<Item = &'a FirewallRule>,
+) -> Chain {
+    let mut chain = chain.rule(vec![Match::Established], Action::Accept).rule(vec![loopback], Action::Accept);
+    for rule in rules {
+        for m in rule_matches(rule, peer) {
+            chain = chain.rule(m, if rule.allow { Action::Accept } else { Action::Drop });
+        }
+    }
+    chain
 }
 
 /// The nft matches of one policy rule: one set per protocol (`any` with a port is tcp and

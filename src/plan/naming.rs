@@ -65,8 +65,4 @@ impl Naming {
     pub fn machine_uplink(vpc: &str) -> String {
         ifname(MACHINE_UPLINK_PREFIX, vpc)
     }
-    /// Whether a namespace name is one this naming could produce.
-    pub fn owns_name(&self, ns: &str) -> bool {
-        ns == self.prefix || ns.strip_prefix(&self.prefix).is_some_and(|rest| rest.starts_with('.'))
-    }
 }

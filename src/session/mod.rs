@@ -10,7 +10,7 @@ use crate::diag::{self, Diag};
 use crate::model::{self, Network, names};
 use crate::plan::naming::Naming;
 use crate::plan::{Plan, Summary};
-use crate::script::{EffectError, Interpreter, ScriptError, Source};
+use crate::script::{EffectError, Interpreter, ScriptError};
 use crate::state;
 
 pub use effects::Interactive;
@@ -99,10 +99,6 @@ pub fn effect_diag(e: EffectError) -> Vec<Diag> {
     }
 }
 
-fn script_diags(e: &ScriptError, sources: &[Source]) -> Vec<Diag> {
-    diag::from_script_error(e, sources)
-}
-
 /// Runs a script file: validates it whole with effects held back, then (for `apply`) runs
 /// it for real. Any error in the first pass leaves the kernel untouched.
 pub fn run_script(target: &Target, path: &Path, mode: Mode) -> Result<Outcome, Vec<Diag>> {
@@ -110,15 +106,15 @@ pub fn run_script(target: &Target, path: &Path, mode: Mode) -> Result<Outcome, V
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| vec![Diag::plain(format!("cannot read {name}: {e}"), None)])?;
-    let previous = match mode {
-        Mode::Check => state::peek(&target.dir()).map(|s| s.network).unwrap_or_default(),
-        _ => Network::default(),
-    };
+    // `check` needs no privileges: it only peeks at the state, without locking it.
     let mut runner = match mode {
         Mode::Check => None,
         _ => Some(Runner::open(target).map_err(|d| vec![d])?),
     };
-    let previous = runner.as_ref().map_or(previous, |r| r.network().clone());
+    let previous = match &runner {
+        Some(r) => r.network().clone(),
+        None => state::peek(&target.dir()).map(|s| s.network).unwrap_or_default(),
+    };
 
     let held_back = HeldBack { sandboxed: target.sandbox.is_some(), log: Vec::new() };
     let mut check = Interpreter::new(Box::new(held_back), previous.clone());
@@ -126,7 +122,7 @@ pub fn run_script(target: &Target, path: &Path, mode: Mode) -> Result<Outcome, V
     let checked = check
         .run(&name, &text)
         .and_then(|()| model::validate(&check.declarations()).map_err(ScriptError::Invalid));
-    let network = checked.map_err(|e| script_diags(&e, &check.sources()))?;
+    let network = checked.map_err(|e| diag::from_script_error(&e, &check.sources()))?;
     let warnings = model::warnings(&check.declarations());
     diag::eprint(
         &warnings.iter().map(|w| diag::from_problem(w, &check.sources()).warning()).collect::<Vec<_>>(),
@@ -152,8 +148,8 @@ pub fn run_script(target: &Target, path: &Path, mode: Mode) -> Result<Outcome, V
         }),
         previous,
     );
-    live.run(&name, &text).map_err(|e| script_diags(&e, &live.sources()))?;
-    live.apply().map(Outcome::Applied).map_err(|e| script_diags(&e, &live.sources()))
+    live.run(&name, &text).map_err(|e| diag::from_script_error(&e, &live.sources()))?;
+    live.apply().map(Outcome::Applied).map_err(|e| diag::from_script_error(&e, &live.sources()))
 }
 
 /// Removes the named VPCs, or everything this scope owns (the sandbox included).

@@ -28,8 +28,7 @@ impl Runner {
     pub fn open(target: &Target) -> Result<Self, Diag> {
         target.check()?;
         let store = Store::open(&target.dir()).map_err(state_diag)?;
-        let log_dir = store.dir().join("logs");
-        let netlink = Netlink::new(log_dir, store.state.processes.clone())
+        let netlink = Netlink::new(store.log_dir(), store.state.processes.clone())
             .map_err(|e| Diag::plain(format!("cannot start the netlink runtime: {e}"), None))?;
         let backend = faults::from_env(Box::new(netlink));
         Ok(Self { naming: target.naming(), store, backend, uplink: target.uplink.clone() })
@@ -49,7 +48,7 @@ impl Runner {
 
     /// Where the logs of started processes go.
     pub fn log_dir(&self) -> std::path::PathBuf {
-        self.store.dir().join("logs")
+        self.store.log_dir()
     }
 
     /// The processes started in namespaces, as the backend knows them now.

@@ -79,7 +79,11 @@ fn reapplying_an_unchanged_script_changes_nothing() {
     let first = sb.run(&["apply", path]);
     assert_eq!(first.code, 0, "{first:?}");
     assert!(!first.stdout.contains(" 0 created"), "{first:?}");
+    // Asked of the kernel too: the same links, by index, before and after.
+    let links = || ip(&sb.ns("prod"), &["-o", "link"]) + &ip(&sb.ns("prod.w1"), &["-o", "addr"]);
+    let before = links();
     let again = sb.run(&["apply", path]);
+    assert_eq!(links(), before, "a re-apply recreated something");
     assert_eq!(again.stdout.trim(), "0 created, 0 changed, 0 deleted", "{again:?}");
     let plan = sb.run(&["plan", path]);
     assert_eq!(plan.stdout.trim(), "no changes", "{plan:?}");
