@@ -11,7 +11,7 @@ use crate::script::{Fault, ScriptError, Source};
 /// One renderable diagnostic.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
-pub struct Diag {
+pub(crate) struct Diag {
     pub message: String,
     severity: miette::Severity,
     src: Option<Box<NamedSource<String>>>,
@@ -37,7 +37,7 @@ impl Diagnostic for Diag {
 
 impl Diag {
     /// A diagnostic with no script text to point at.
-    pub fn plain(message: impl Into<String>, help: Option<String>) -> Self {
+    pub(crate) fn plain(message: impl Into<String>, help: Option<String>) -> Self {
         Self {
             message: message.into(),
             severity: miette::Severity::Error,
@@ -48,7 +48,7 @@ impl Diag {
     }
 
     /// The same, as a warning: printed, but nothing fails.
-    pub fn warning(mut self) -> Self {
+    pub(crate) fn warning(mut self) -> Self {
         self.severity = miette::Severity::Warning;
         self
     }
@@ -89,14 +89,14 @@ impl Diag {
 }
 
 /// 1-based line and character column of a byte offset.
-pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, col)
 }
 
-pub fn from_problem(p: &Problem, sources: &[Source]) -> Diag {
+pub(crate) fn from_problem(p: &Problem, sources: &[Source]) -> Diag {
     let mut d = Diag::at(p.message.clone(), sources, (p.span, p.label.clone()), p.related.clone());
     d.help = match (p.help.clone(), d.help.take()) {
         (Some(h), Some(notes)) => Some(format!("{h}\n{notes}")),
@@ -105,7 +105,7 @@ pub fn from_problem(p: &Problem, sources: &[Source]) -> Diag {
     d
 }
 
-pub fn from_fault(f: &Fault, sources: &[Source]) -> Diag {
+pub(crate) fn from_fault(f: &Fault, sources: &[Source]) -> Diag {
     let chain = f.chain.iter().map(|(name, span)| (*span, format!("in call to `{name}`"))).collect();
     let mut d = Diag::at(f.message.clone(), sources, (f.span, f.label.clone()), chain);
     let extra = d.help.take();
@@ -113,7 +113,7 @@ pub fn from_fault(f: &Fault, sources: &[Source]) -> Diag {
     d.with_notes(f.notes.clone().into_iter().chain(extra).collect())
 }
 
-pub fn from_script_error(e: &ScriptError, sources: &[Source]) -> Vec<Diag> {
+pub(crate) fn from_script_error(e: &ScriptError, sources: &[Source]) -> Vec<Diag> {
     match e {
         ScriptError::Invalid(problems) => problems.iter().map(|p| from_problem(p, sources)).collect(),
         ScriptError::Fault(f) => vec![from_fault(f, sources)],
@@ -121,12 +121,12 @@ pub fn from_script_error(e: &ScriptError, sources: &[Source]) -> Vec<Diag> {
 }
 
 /// Whether to colour output on stderr: a terminal, and `NO_COLOR` unset.
-pub fn color() -> bool {
+pub(crate) fn color() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Renders a diagnostic as text (coloured when `color`).
-pub fn render(d: &Diag, color: bool) -> String {
+pub(crate) fn render(d: &Diag, color: bool) -> String {
     let theme = if color { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
     let handler = GraphicalReportHandler::new_themed(theme).with_context_lines(1).with_width(100);
     let mut out = String::new();
@@ -137,7 +137,7 @@ pub fn render(d: &Diag, color: bool) -> String {
 }
 
 /// Prints diagnostics to stderr.
-pub fn eprint(diags: &[Diag]) {
+pub(crate) fn eprint(diags: &[Diag]) {
     let color = color();
     for d in diags {
         eprint!("{}", render(d, color));

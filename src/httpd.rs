@@ -10,7 +10,7 @@ use nix::sched::{CloneFlags, setns};
 use crate::exec::{netns, process::READY_LINE};
 
 /// Enters `ns` (this process is still single-threaded), listens on `port`, serves forever.
-pub fn serve(ns: &str, port: u16, body: &str) -> io::Result<()> {
+pub(crate) fn serve(ns: &str, port: u16, body: &str) -> io::Result<()> {
     let fd = netns::open(ns)?;
     setns(&fd, CloneFlags::CLONE_NEWNET)?;
     let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))?;

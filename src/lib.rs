@@ -1,17 +1,20 @@
 //! vpcsh: AWS-style virtual private clouds on one Linux host, from kernel primitives.
 //!
-//! Data flows one way: `script` (Rhai bindings) records declarations into `model`, which
-//! validates them; `plan` turns the model and the observed kernel into ordered operations;
-//! `exec` applies them over netlink; `state` records what vpcsh owns. `session` wires those
-//! together for one run; `cli` and `diag` sit on top and only call down.
+//! Layers call only downwards (`docs/design.md` draws them):
+//! `cli` → `repl` → `commands` → `session` → `script` → `plan` → `exec` → `state`/`model`.
+//! `script` records declarations into `model`, which validates them; `plan` turns the model
+//! and the observed kernel into ordered operations; `exec` applies them over netlink;
+//! `state` records what vpcsh owns. Only `main` is public: the binary is the product.
 
-pub mod cli;
-pub mod diag;
-pub mod exec;
-pub mod httpd;
-pub mod model;
-pub mod plan;
-pub mod repl;
-pub mod script;
-pub mod session;
-pub mod state;
+mod cli;
+mod diag;
+mod exec;
+mod httpd;
+mod model;
+mod plan;
+mod repl;
+mod script;
+mod session;
+mod state;
+
+pub use cli::main;

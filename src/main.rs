@@ -7,5 +7,5 @@ fn main() -> std::process::ExitCode {
         let _ =
             nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
     }
-    vpcsh::cli::main()
+    vpcsh::main()
 }

@@ -15,11 +15,11 @@ use serde::{Deserialize, Serialize};
 use crate::exec::process::ProcessRecord;
 use crate::model::Network;
 
-pub const VERSION: u32 = 1;
-pub const DEFAULT_DIR: &str = "/var/lib/vpcsh";
+pub(crate) const VERSION: u32 = 1;
+pub(crate) const DEFAULT_DIR: &str = "/var/lib/vpcsh";
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct State {
+pub(crate) struct State {
     pub version: u32,
     /// The network last applied.
     pub network: Network,
@@ -33,14 +33,14 @@ pub struct State {
 }
 
 /// The state of one scope, locked for as long as this value lives.
-pub struct Store {
+pub(crate) struct Store {
     path: PathBuf,
     _lock: File,
     pub state: State,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum StateError {
+pub(crate) enum StateError {
     #[error("cannot use state directory {dir}: {source}")]
     Dir { dir: PathBuf, source: io::Error },
     #[error("cannot read state file {path}: {source}")]
@@ -54,7 +54,7 @@ pub enum StateError {
 }
 
 /// Where a scope keeps its state: `DIR/state.json`, or `DIR/sandbox/NAME/state.json`.
-pub fn scope_dir(state_dir: &Path, sandbox: Option<&str>) -> PathBuf {
+pub(crate) fn scope_dir(state_dir: &Path, sandbox: Option<&str>) -> PathBuf {
     match sandbox {
         Some(name) => state_dir.join("sandbox").join(name),
         None => state_dir.to_path_buf(),
@@ -62,14 +62,14 @@ pub fn scope_dir(state_dir: &Path, sandbox: Option<&str>) -> PathBuf {
 }
 
 /// Reads the state in `dir` without locking or creating anything (for `check`).
-pub fn peek(dir: &Path) -> Option<State> {
+pub(crate) fn peek(dir: &Path) -> Option<State> {
     serde_json::from_slice(&fs::read(dir.join("state.json")).ok()?).ok()
 }
 
 impl Store {
     /// Opens (creating if needed) and locks the state in `dir`, waiting for another run
     /// holding the lock to finish.
-    pub fn open(dir: &Path) -> Result<Self, StateError> {
+    pub(crate) fn open(dir: &Path) -> Result<Self, StateError> {
         let dir_err = |source| StateError::Dir { dir: dir.to_path_buf(), source };
         fs::create_dir_all(dir).map_err(dir_err)?;
         let lock = File::options()
@@ -95,17 +95,17 @@ impl Store {
         Ok(Self { path, _lock: lock, state })
     }
 
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         self.path.parent().expect("state file lives in a directory")
     }
 
     /// Where the logs of the processes this state records are kept.
-    pub fn log_dir(&self) -> PathBuf {
+    pub(crate) fn log_dir(&self) -> PathBuf {
         self.dir().join("logs")
     }
 
     /// Writes the state atomically; an empty state removes the file instead.
-    pub fn save(&self) -> Result<(), StateError> {
+    pub(crate) fn save(&self) -> Result<(), StateError> {
         let write_err = |source| StateError::Write { path: self.path.clone(), source };
         if self.state.namespaces.is_empty()
             && self.state.processes.is_empty()

@@ -12,7 +12,7 @@ use crate::session::Target;
 use crate::state;
 
 /// The namespace a target names: `internet`, `VPC/HOST` or `VPC` (its router).
-pub fn resolve(target: &Target, who: &str) -> Result<String, Diag> {
+pub(super) fn resolve(target: &Target, who: &str) -> Result<String, Diag> {
     let naming = target.naming();
     let network = state::peek(&target.dir()).map(|s| s.network).unwrap_or_default();
     if who == "internet" {
@@ -50,7 +50,7 @@ pub fn resolve(target: &Target, who: &str) -> Result<String, Diag> {
 }
 
 /// Prints the logs of the processes vpcsh started in a host.
-pub fn logs(target: &Target, who: &str) -> Result<(), Vec<Diag>> {
+pub(super) fn logs(target: &Target, who: &str) -> Result<(), Vec<Diag>> {
     let ns = resolve(target, who).map_err(|d| vec![d])?;
     let processes = state::peek(&target.dir()).map(|s| s.processes).unwrap_or_default();
     let mine: Vec<_> = processes.iter().filter(|p| p.ns == ns).collect();
@@ -69,7 +69,7 @@ pub fn logs(target: &Target, who: &str) -> Result<(), Vec<Diag>> {
     Ok(())
 }
 
-pub fn run(target: &Target, who: &str, command: &[String]) -> Result<ExitCode, Vec<Diag>> {
+pub(super) fn run(target: &Target, who: &str, command: &[String]) -> Result<ExitCode, Vec<Diag>> {
     let ns = resolve(target, who).map_err(|d| vec![d])?;
     let fd = netns::open(&ns).map_err(|e| {
         vec![Diag::plain(

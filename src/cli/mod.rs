@@ -170,12 +170,12 @@ pub fn main() -> ExitCode {
 }
 
 /// `vpcsh status` for the REPL's `:status`.
-pub fn status(target: &Target, json: bool) -> Result<ExitCode, Vec<Diag>> {
+pub(crate) fn status(target: &Target, json: bool) -> Result<ExitCode, Vec<Diag>> {
     report::status(target, json)
 }
 
 /// Runs a command in a host, passing the terminal through (the REPL's `w1 ping w2`).
-pub fn exec_in(target: &Target, who: &str, command: &[String]) -> Result<ExitCode, Vec<Diag>> {
+pub(crate) fn exec_in(target: &Target, who: &str, command: &[String]) -> Result<ExitCode, Vec<Diag>> {
     exec::run(target, who, command)
 }
 

@@ -24,7 +24,7 @@ fn object_status(plan: &Plan, owner: &str) -> (&'static str, Vec<String>) {
     (status, steps.iter().map(|s| s.op.to_string()).collect())
 }
 
-pub fn status(target: &Target, json: bool) -> Result<ExitCode, Vec<Diag>> {
+pub(super) fn status(target: &Target, json: bool) -> Result<ExitCode, Vec<Diag>> {
     let (runner, plan) = session::status_plan(target)?;
     let network = runner.network();
     let mut owners: Vec<String> = Vec::new();
@@ -79,7 +79,7 @@ pub fn status(target: &Target, json: bool) -> Result<ExitCode, Vec<Diag>> {
     Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-pub fn list(target: &Target, json: bool) -> Result<(), Vec<Diag>> {
+pub(super) fn list(target: &Target, json: bool) -> Result<(), Vec<Diag>> {
     target.check().map_err(|d| vec![d])?;
     let network = state::peek(&target.dir()).map(|s| s.network).unwrap_or_default();
     let naming = target.naming();

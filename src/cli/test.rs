@@ -16,7 +16,7 @@ extern "C" fn on_interrupt(_: i32) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
-pub struct Options {
+pub(super) struct Options {
     pub scripts: Vec<PathBuf>,
     pub keep: bool,
     pub jobs: usize,
@@ -90,7 +90,7 @@ fn stop(child: &mut std::process::Child) {
     let _ = child.wait();
 }
 
-pub fn run(opts: Options) -> ExitCode {
+pub(super) fn run(opts: Options) -> ExitCode {
     let handler = SigAction::new(SigHandler::Handler(on_interrupt), SaFlags::empty(), SigSet::empty());
     // SAFETY: the handler only stores to an atomic.
     unsafe {

@@ -4,13 +4,14 @@
 //! planner and apply tests without root). `apply` runs a plan and, when a step fails,
 //! undoes every step this run made, in reverse, collecting every error on the way.
 
-pub mod faults;
-pub mod netlink;
-pub mod netns;
-pub mod nft;
-pub mod probe;
-pub mod process;
-pub mod recording;
+pub(crate) mod faults;
+pub(crate) mod netlink;
+pub(crate) mod netns;
+pub(crate) mod nft;
+pub(crate) mod probe;
+pub(crate) mod process;
+#[cfg(test)]
+pub(crate) mod recording;
 
 use std::collections::BTreeSet;
 use std::io;
@@ -20,7 +21,7 @@ use crate::plan::kernel::KernelState;
 use crate::plan::{Op, Plan, Summary};
 
 /// What a backend must do: observe the named namespaces and apply single operations.
-pub trait Backend {
+pub(crate) trait Backend {
     /// The kernel state of those of `namespaces` that exist.
     fn observe(&mut self, namespaces: &BTreeSet<String>) -> Result<KernelState, OpError>;
     fn apply(&mut self, op: &Op) -> Result<(), OpError>;
@@ -32,18 +33,18 @@ pub trait Backend {
 
 /// A kernel error with the errno it carried, when there was one.
 #[derive(Debug)]
-pub struct KernelError {
+pub(crate) struct KernelError {
     pub errno: Option<i32>,
     pub message: String,
 }
 
 impl KernelError {
-    pub fn from_io(e: &io::Error) -> Self {
+    pub(crate) fn from_io(e: &io::Error) -> Self {
         Self { errno: e.raw_os_error(), message: e.to_string() }
     }
 
     /// What the user can do about it.
-    pub fn hint(&self) -> Option<&'static str> {
+    pub(crate) fn hint(&self) -> Option<&'static str> {
         match self.errno? {
             libc_errno::EPERM | libc_errno::EACCES => {
                 Some("vpcsh needs root or CAP_NET_ADMIN (and CAP_SYS_ADMIN for namespaces): run it with sudo")
@@ -68,34 +69,33 @@ impl std::fmt::Display for KernelError {
 }
 
 /// Errno values vpcsh gives advice for.
-pub mod libc_errno {
+pub(crate) mod libc_errno {
     use nix::errno::Errno;
-    pub const EPERM: i32 = Errno::EPERM as i32;
-    pub const EACCES: i32 = Errno::EACCES as i32;
-    pub const EEXIST: i32 = Errno::EEXIST as i32;
-    pub const ENOENT: i32 = Errno::ENOENT as i32;
-    pub const EOPNOTSUPP: i32 = Errno::EOPNOTSUPP as i32;
-    pub const EAFNOSUPPORT: i32 = Errno::EAFNOSUPPORT as i32;
-    pub const EROFS: i32 = Errno::EROFS as i32;
+    pub(crate) const EPERM: i32 = Errno::EPERM as i32;
+    pub(crate) const EACCES: i32 = Errno::EACCES as i32;
+    pub(crate) const EEXIST: i32 = Errno::EEXIST as i32;
+    pub(crate) const EOPNOTSUPP: i32 = Errno::EOPNOTSUPP as i32;
+    pub(crate) const EAFNOSUPPORT: i32 = Errno::EAFNOSUPPORT as i32;
+    pub(crate) const EROFS: i32 = Errno::EROFS as i32;
 }
 
 /// An operation that failed: what vpcsh was doing, and what the kernel said.
 #[derive(Debug, thiserror::Error)]
 #[error("{doing}: {cause}")]
-pub struct OpError {
+pub(crate) struct OpError {
     pub doing: String,
     pub cause: KernelError,
 }
 
 impl OpError {
-    pub fn new(doing: impl Into<String>, cause: &io::Error) -> Self {
+    pub(crate) fn new(doing: impl Into<String>, cause: &io::Error) -> Self {
         Self { doing: doing.into(), cause: KernelError::from_io(cause) }
     }
 }
 
 /// A failed apply: the step that failed, and any undo steps that failed after it.
 #[derive(Debug)]
-pub struct ApplyError {
+pub(crate) struct ApplyError {
     pub failed: OpError,
     pub rollback_failures: Vec<OpError>,
     /// How many completed steps were undone.
@@ -106,17 +106,17 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// Asks a running apply to stop at the next step and roll back (from a signal handler:
 /// it only stores to an atomic).
-pub fn interrupt() {
+pub(crate) fn interrupt() {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
-pub fn interrupted() -> bool {
+pub(crate) fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
 /// Applies a plan in order. On failure, or when interrupted, undoes the completed steps
 /// that can be undone, in reverse, and reports every error.
-pub fn apply(backend: &mut dyn Backend, plan: &Plan) -> Result<Summary, ApplyError> {
+pub(crate) fn apply(backend: &mut dyn Backend, plan: &Plan) -> Result<Summary, ApplyError> {
     for (i, step) in plan.steps.iter().enumerate() {
         let result = if interrupted() {
             let cause =

@@ -53,7 +53,7 @@ impl Space {
     }
 }
 
-pub struct Netlink {
+pub(crate) struct Netlink {
     // Fields drop in order: the sockets' handles before the runtime that drives them.
     spaces: HashMap<String, Space>,
     rt: tokio::runtime::Runtime,
@@ -71,7 +71,7 @@ fn io_err(e: rtnetlink::Error) -> io::Error {
 }
 
 impl Netlink {
-    pub fn new(log_dir: PathBuf, processes: Vec<ProcessRecord>) -> io::Result<Self> {
+    pub(crate) fn new(log_dir: PathBuf, processes: Vec<ProcessRecord>) -> io::Result<Self> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
         Ok(Self { rt, spaces: HashMap::new(), netns_dir_ready: false, log_dir, processes })
     }

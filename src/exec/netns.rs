@@ -13,35 +13,26 @@ use nix::sched::{CloneFlags, setns, unshare};
 
 use crate::plan::naming::HOST_NS;
 
-pub const NETNS_DIR: &str = "/run/netns";
+pub(crate) const NETNS_DIR: &str = "/run/netns";
 
 /// The namespace vpcsh runs in stands for the machine on the real host.
 const SELF_NS: &str = "/proc/self/ns/net";
 
-pub fn path(name: &str) -> PathBuf {
+pub(crate) fn path(name: &str) -> PathBuf {
     if name == HOST_NS { PathBuf::from(SELF_NS) } else { Path::new(NETNS_DIR).join(name) }
 }
 
-pub fn exists(name: &str) -> bool {
+pub(crate) fn exists(name: &str) -> bool {
     path(name).exists()
 }
 
-/// Names of all namespaces under `/run/netns`.
-pub fn list() -> io::Result<Vec<String>> {
-    match fs::read_dir(NETNS_DIR) {
-        Ok(dir) => Ok(dir.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(e),
-    }
-}
-
-pub fn open(name: &str) -> io::Result<OwnedFd> {
+pub(crate) fn open(name: &str) -> io::Result<OwnedFd> {
     File::open(path(name)).map(OwnedFd::from)
 }
 
 /// Makes `/run/netns` a shared mount point, as `ip netns add` does, so namespace mounts
 /// made here are seen by every mount namespace.
-pub fn prepare_dir() -> io::Result<()> {
+pub(crate) fn prepare_dir() -> io::Result<()> {
     fs::create_dir_all(NETNS_DIR)?;
     if receives_mounts_only() {
         return Err(io::Error::other(
@@ -80,7 +71,7 @@ fn receives_mounts_only() -> bool {
 }
 
 /// Runs `f` on a fresh thread that has entered the namespace behind `ns`.
-pub fn run_in<T: Send + 'static>(
+pub(crate) fn run_in<T: Send + 'static>(
     ns: &OwnedFd,
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
@@ -95,7 +86,7 @@ pub fn run_in<T: Send + 'static>(
 
 /// Creates the namespace `name` and runs `f` inside it, on the thread that made it.
 /// On any failure the half-made namespace is removed again.
-pub fn create<T: Send + 'static>(
+pub(crate) fn create<T: Send + 'static>(
     name: &str,
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
@@ -119,7 +110,7 @@ pub fn create<T: Send + 'static>(
 
 /// Removes a namespace's name; the kernel destroys it, with its devices, once nothing
 /// (process or open fd) holds it any more.
-pub fn remove(name: &str) -> io::Result<()> {
+pub(crate) fn remove(name: &str) -> io::Result<()> {
     if name == HOST_NS {
         return Err(io::Error::other("the machine's own namespace is never removed"));
     }
@@ -135,10 +126,10 @@ pub fn remove(name: &str) -> io::Result<()> {
 }
 
 /// Reads or writes `net.ipv4.ip_forward` of the calling thread's namespace.
-pub fn forwarding() -> io::Result<bool> {
+pub(crate) fn forwarding() -> io::Result<bool> {
     Ok(fs::read_to_string("/proc/sys/net/ipv4/ip_forward")?.trim() == "1")
 }
 
-pub fn set_forwarding(on: bool) -> io::Result<()> {
+pub(crate) fn set_forwarding(on: bool) -> io::Result<()> {
     fs::write("/proc/sys/net/ipv4/ip_forward", if on { "1" } else { "0" })
 }

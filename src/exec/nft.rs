@@ -60,7 +60,7 @@ const NF_DROP: u32 = 0;
 const NF_ACCEPT: u32 = 1;
 
 /// A netfilter netlink socket in one namespace.
-pub struct Nft {
+pub(crate) struct Nft {
     socket: Socket,
     seq: u32,
 }
@@ -335,7 +335,7 @@ fn be32(bytes: &[u8]) -> u32 {
 
 impl Nft {
     /// Opens the socket in the calling thread's namespace.
-    pub fn open() -> io::Result<Self> {
+    pub(crate) fn open() -> io::Result<Self> {
         Ok(Self { socket: Socket::new(NETLINK_NETFILTER)?, seq: 1 })
     }
 
@@ -397,7 +397,7 @@ impl Nft {
     }
 
     /// Replaces vpcsh's table with `ruleset`, atomically.
-    pub fn replace(&mut self, ruleset: &Ruleset) -> io::Result<()> {
+    pub(crate) fn replace(&mut self, ruleset: &Ruleset) -> io::Result<()> {
         self.transact(|nft| {
             let mut msgs = vec![
                 table_message(NFT_MSG_NEWTABLE, NLM_F_CREATE, nft.next_seq()),
@@ -417,7 +417,7 @@ impl Nft {
     }
 
     /// Deletes vpcsh's table, if there is one.
-    pub fn delete(&mut self) -> io::Result<()> {
+    pub(crate) fn delete(&mut self) -> io::Result<()> {
         self.transact(|nft| {
             vec![
                 table_message(NFT_MSG_NEWTABLE, NLM_F_CREATE, nft.next_seq()),
@@ -451,7 +451,7 @@ impl Nft {
     }
 
     /// The signature (see `Ruleset::signature`) of vpcsh's table, or `None` without one.
-    pub fn observe(&mut self) -> io::Result<Option<Vec<String>>> {
+    pub(crate) fn observe(&mut self) -> io::Result<Option<Vec<String>>> {
         let seq = self.next_seq();
         let mut get = Msg::nft(NFT_MSG_GETTABLE, NLM_F_ACK, seq);
         get.str(NFTA_TABLE_NAME, TABLE);

@@ -21,19 +21,19 @@ use super::netns;
 
 /// What `exec()` returns.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Output {
+pub(crate) struct Output {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
 }
 
 /// How long a probe waits for an answer (SPEC: 1 s).
-pub const TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(1);
 
 static NEXT_ID: AtomicU16 = AtomicU16::new(0);
 
 /// One ICMP echo from inside `ns` to `to`; true when the reply came in time.
-pub fn ping(ns: &str, to: Ipv4Addr, timeout: Duration) -> io::Result<bool> {
+pub(crate) fn ping(ns: &str, to: Ipv4Addr, timeout: Duration) -> io::Result<bool> {
     let fd = netns::open(ns)?;
     netns::run_in(&fd, move || echo(to, timeout))
 }
@@ -88,13 +88,13 @@ fn echo(to: Ipv4Addr, timeout: Duration) -> io::Result<bool> {
 }
 
 /// A TCP connection from inside `ns`; true when it was accepted in time.
-pub fn connect(ns: &str, to: Ipv4Addr, port: u16, timeout: Duration) -> io::Result<bool> {
+pub(crate) fn connect(ns: &str, to: Ipv4Addr, port: u16, timeout: Duration) -> io::Result<bool> {
     let fd = netns::open(ns)?;
     netns::run_in(&fd, move || Ok(TcpStream::connect_timeout(&SocketAddr::from((to, port)), timeout).is_ok()))
 }
 
 /// `GET path` from inside `ns`: the status and body, or status 0 when nothing answered.
-pub fn http_get(
+pub(crate) fn http_get(
     ns: &str,
     to: Ipv4Addr,
     port: u16,
@@ -125,7 +125,7 @@ pub fn http_get(
 }
 
 /// Runs `argv` to completion inside `ns`; killed after `timeout` (code 124, as timeout(1)).
-pub fn exec(ns: &str, argv: &[String], timeout: Duration) -> io::Result<Output> {
+pub(crate) fn exec(ns: &str, argv: &[String], timeout: Duration) -> io::Result<Output> {
     let fd = netns::open(ns)?;
     let mut cmd = Command::new(&argv[0]);
     // A group of its own, so a timeout ends the whole command (a shell's children too).

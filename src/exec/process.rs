@@ -25,10 +25,10 @@ const GRACE: Duration = Duration::from_secs(2);
 /// How long a new server gets to start listening.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The line the built-in server logs once it listens.
-pub const READY_LINE: &str = "listening on";
+pub(crate) const READY_LINE: &str = "listening on";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProcessRecord {
+pub(crate) struct ProcessRecord {
     pub ns: String,
     pub pid: i32,
     /// Start time in clock ticks since boot (`/proc/PID/stat` field 22).
@@ -42,7 +42,7 @@ pub struct ProcessRecord {
 
 impl ProcessRecord {
     /// Whether this very process (not a later one with the same pid) still runs.
-    pub fn alive(&self) -> bool {
+    pub(crate) fn alive(&self) -> bool {
         proc_stat(self.pid)
             .is_some_and(|(state, start)| start == self.start_time && state != 'Z' && state != 'X')
     }
@@ -59,7 +59,7 @@ fn proc_stat(pid: i32) -> Option<(char, u64)> {
 
 /// Starts `process` inside `ns`, its output in a log file in `log_dir`; an HTTP server is
 /// waited for until it listens.
-pub fn start(ns: &str, process: &Process, log_dir: &Path) -> io::Result<ProcessRecord> {
+pub(crate) fn start(ns: &str, process: &Process, log_dir: &Path) -> io::Result<ProcessRecord> {
     fs::create_dir_all(log_dir)?;
     let (argv, log) = match process {
         Process::Http { port, body } => {
@@ -130,7 +130,7 @@ fn wait_ready(record: &ProcessRecord) -> io::Result<()> {
 /// The group is signalled only while it is provably ours: its leader is the recorded
 /// process (same start time), or it still has members, which keeps the kernel from giving
 /// the number to anyone else.
-pub fn stop(record: &ProcessRecord) {
+pub(crate) fn stop(record: &ProcessRecord) {
     let pid = Pid::from_raw(record.pid);
     let group = Pid::from_raw(-record.pid);
     let running = || group_alive(record.pid);

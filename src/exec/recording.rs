@@ -8,7 +8,7 @@ use crate::plan::Op;
 use crate::plan::kernel::{KernelState, Link, LinkKind, Netns, Nft};
 
 #[derive(Default)]
-pub struct Recording {
+pub(crate) struct Recording {
     pub state: KernelState,
     pub applied: Vec<Op>,
     /// Fail the operation with this index (counting every `apply` call), to test rollback.
@@ -37,7 +37,7 @@ impl Backend for Recording {
         let missing = || OpError {
             doing: op.to_string(),
             cause: KernelError {
-                errno: Some(super::libc_errno::ENOENT),
+                errno: Some(nix::errno::Errno::ENOENT as i32),
                 message: "no such namespace".into(),
             },
         };

@@ -5,15 +5,15 @@ use std::net::Ipv4Addr;
 use ipnetwork::Ipv4Network;
 
 /// Subnets need room for a network, a gateway, one host and a broadcast address.
-pub const MAX_SUBNET_PREFIX: u8 = 30;
+pub(crate) const MAX_SUBNET_PREFIX: u8 = 30;
 
 /// The gateway of a subnet: its first usable address.
-pub fn gateway(net: Ipv4Network) -> Ipv4Addr {
+pub(crate) fn gateway(net: Ipv4Network) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(net.network()) + 1)
 }
 
 /// Why an address cannot be a host's address in a subnet, if it cannot.
-pub fn unusable_reason(net: Ipv4Network, ip: Ipv4Addr) -> Option<&'static str> {
+pub(crate) fn unusable_reason(net: Ipv4Network, ip: Ipv4Addr) -> Option<&'static str> {
     if !net.contains(ip) {
         Some("is outside")
     } else if ip == net.network() {
@@ -28,7 +28,11 @@ pub fn unusable_reason(net: Ipv4Network, ip: Ipv4Addr) -> Option<&'static str> {
 }
 
 /// The next free host address: `preferred` when it is usable and free, else the lowest free.
-pub fn next_free(net: Ipv4Network, taken: &[Ipv4Addr], preferred: Option<Ipv4Addr>) -> Option<Ipv4Addr> {
+pub(crate) fn next_free(
+    net: Ipv4Network,
+    taken: &[Ipv4Addr],
+    preferred: Option<Ipv4Addr>,
+) -> Option<Ipv4Addr> {
     if let Some(ip) = preferred
         && unusable_reason(net, ip).is_none()
         && !taken.contains(&ip)

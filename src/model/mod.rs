@@ -4,8 +4,8 @@
 //! of the call that made it. `validate` turns it into a `Network` (or every problem found).
 //! Nothing here knows about Rhai or netlink.
 
-pub mod ipam;
-pub mod names;
+pub(crate) mod ipam;
+pub(crate) mod names;
 mod overlay;
 mod validate;
 
@@ -14,32 +14,32 @@ use std::net::Ipv4Addr;
 use ipnetwork::Ipv4Network;
 use serde::{Deserialize, Serialize};
 
-pub use validate::{Problem, validate, warnings};
+pub(crate) use validate::{Problem, validate, warnings};
 
 /// Where a declaration came from: a byte range in one loaded source.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Span {
+pub(crate) struct Span {
     pub source: u32,
     pub start: usize,
     pub len: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct VpcId(pub usize);
+pub(crate) struct VpcId(pub usize);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SubnetId(pub usize);
+pub(crate) struct SubnetId(pub usize);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct HostId(pub usize);
+pub(crate) struct HostId(pub usize);
 
 /// A CIDR as the user wrote it; `net` is `None` when it did not parse (already reported).
 #[derive(Clone, Debug)]
-pub struct Cidr {
+pub(crate) struct Cidr {
     pub text: String,
     pub net: Option<Ipv4Network>,
 }
 
 #[derive(Clone, Debug)]
-pub struct VpcDecl {
+pub(crate) struct VpcDecl {
     pub name: String,
     pub cidr: Cidr,
     pub span: Span,
@@ -48,7 +48,7 @@ pub struct VpcDecl {
 }
 
 #[derive(Clone, Debug)]
-pub struct SubnetDecl {
+pub(crate) struct SubnetDecl {
     pub vpc: VpcId,
     pub name: String,
     pub cidr: Cidr,
@@ -57,7 +57,7 @@ pub struct SubnetDecl {
 }
 
 #[derive(Clone, Debug)]
-pub struct HostDecl {
+pub(crate) struct HostDecl {
     pub subnet: SubnetId,
     pub name: String,
     /// The address: fixed by the script, or allocated when declared. `None` when the
@@ -69,21 +69,21 @@ pub struct HostDecl {
 
 /// A host as scripts refer to it: declared, or the one a subnet gets when it declares none.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HostRef {
+pub(crate) enum HostRef {
     Declared(HostId),
     Implicit(SubnetId),
 }
 
 /// `nat(subnet)`: egress-only internet for a private subnet.
 #[derive(Clone, Debug)]
-pub struct NatDecl {
+pub(crate) struct NatDecl {
     pub subnet: SubnetId,
     pub span: Span,
 }
 
 /// `publish(host, port, host_port[, proto])`: the machine's `host_port` forwards to the host.
 #[derive(Clone, Debug)]
-pub struct PublishDecl {
+pub(crate) struct PublishDecl {
     pub host: HostRef,
     pub port: i64,
     pub host_port: i64,
@@ -93,7 +93,7 @@ pub struct PublishDecl {
 
 /// `peer(a, b[, #{ allow: [...] }])`: two VPCs route to each other.
 #[derive(Clone, Debug)]
-pub struct PeerDecl {
+pub(crate) struct PeerDecl {
     pub a: VpcId,
     pub b: VpcId,
     /// Only these CIDRs cross (each inside one of the two VPCs); `None`: all of both.
@@ -104,7 +104,7 @@ pub struct PeerDecl {
 /// What `run()` and `serve()` keep running in a host.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum WorkloadKind {
+pub(crate) enum WorkloadKind {
     /// A command, as an argv (a string command is `/bin/sh -c` with it).
     Run { argv: Vec<String> },
     /// vpcsh's HTTP server: `GET /` answers `<vpc>/<host>`, `GET /ip` the caller's address.
@@ -112,7 +112,7 @@ pub enum WorkloadKind {
 }
 
 #[derive(Clone, Debug)]
-pub struct WorkloadDecl {
+pub(crate) struct WorkloadDecl {
     pub host: HostRef,
     pub kind: WorkloadKind,
     pub span: Span,
@@ -121,7 +121,7 @@ pub struct WorkloadDecl {
 /// Protocols a firewall rule can name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum RuleProto {
+pub(crate) enum RuleProto {
     Tcp,
     Udp,
     Icmp,
@@ -130,7 +130,7 @@ pub enum RuleProto {
 
 /// Where a rule's traffic comes from (ingress) or goes to (egress).
 #[derive(Clone, Debug)]
-pub enum PeerRef {
+pub(crate) enum PeerRef {
     Cidr(Cidr),
     Vpc(VpcId),
     Subnet(SubnetId),
@@ -138,7 +138,7 @@ pub enum PeerRef {
 }
 
 #[derive(Clone, Debug)]
-pub struct RuleDecl {
+pub(crate) struct RuleDecl {
     pub proto: RuleProto,
     /// Inclusive port range; `None` is any port.
     pub ports: Option<(u16, u16)>,
@@ -148,28 +148,27 @@ pub struct RuleDecl {
 }
 
 #[derive(Clone, Debug, Default)]
-pub struct PolicyDecl {
+pub(crate) struct PolicyDecl {
     pub ingress: Vec<RuleDecl>,
     pub egress: Vec<RuleDecl>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FirewallTarget {
+pub(crate) enum FirewallTarget {
     Host(HostRef),
     Subnet(SubnetId),
 }
 
 /// `firewall(target, policy)`: the latest policy for a target wins.
 #[derive(Clone, Debug)]
-pub struct FirewallDecl {
+pub(crate) struct FirewallDecl {
     pub target: FirewallTarget,
     pub policy: PolicyDecl,
-    pub span: Span,
 }
 
 /// Everything a script declared, in declaration order, with problems found while declaring.
 #[derive(Clone, Debug, Default)]
-pub struct Declarations {
+pub(crate) struct Declarations {
     pub vpcs: Vec<VpcDecl>,
     pub subnets: Vec<SubnetDecl>,
     pub hosts: Vec<HostDecl>,
@@ -185,40 +184,40 @@ pub struct Declarations {
 }
 
 impl Declarations {
-    pub fn vpc(&self, id: VpcId) -> &VpcDecl {
+    pub(crate) fn vpc(&self, id: VpcId) -> &VpcDecl {
         &self.vpcs[id.0]
     }
-    pub fn subnet(&self, id: SubnetId) -> &SubnetDecl {
+    pub(crate) fn subnet(&self, id: SubnetId) -> &SubnetDecl {
         &self.subnets[id.0]
     }
-    pub fn host(&self, id: HostId) -> &HostDecl {
+    pub(crate) fn host(&self, id: HostId) -> &HostDecl {
         &self.hosts[id.0]
     }
 
-    pub fn live_vpcs(&self) -> impl Iterator<Item = (VpcId, &VpcDecl)> {
+    pub(crate) fn live_vpcs(&self) -> impl Iterator<Item = (VpcId, &VpcDecl)> {
         self.vpcs.iter().enumerate().filter(|(_, v)| !v.removed).map(|(i, v)| (VpcId(i), v))
     }
 
-    pub fn subnets_of(&self, vpc: VpcId) -> impl Iterator<Item = (SubnetId, &SubnetDecl)> {
+    pub(crate) fn subnets_of(&self, vpc: VpcId) -> impl Iterator<Item = (SubnetId, &SubnetDecl)> {
         self.subnets.iter().enumerate().filter(move |(_, s)| s.vpc == vpc).map(|(i, s)| (SubnetId(i), s))
     }
 
-    pub fn hosts_of(&self, subnet: SubnetId) -> impl Iterator<Item = (HostId, &HostDecl)> {
+    pub(crate) fn hosts_of(&self, subnet: SubnetId) -> impl Iterator<Item = (HostId, &HostDecl)> {
         self.hosts.iter().enumerate().filter(move |(_, h)| h.subnet == subnet).map(|(i, h)| (HostId(i), h))
     }
 
-    pub fn vpc_by_name(&self, name: &str) -> Option<VpcId> {
+    pub(crate) fn vpc_by_name(&self, name: &str) -> Option<VpcId> {
         self.live_vpcs().find(|(_, v)| v.name == name).map(|(id, _)| id)
     }
 
-    pub fn host_subnet(&self, host: HostRef) -> SubnetId {
+    pub(crate) fn host_subnet(&self, host: HostRef) -> SubnetId {
         match host {
             HostRef::Declared(id) => self.host(id).subnet,
             HostRef::Implicit(subnet) => subnet,
         }
     }
 
-    pub fn host_name(&self, host: HostRef) -> &str {
+    pub(crate) fn host_name(&self, host: HostRef) -> &str {
         match host {
             HostRef::Declared(id) => &self.host(id).name,
             HostRef::Implicit(subnet) => &self.subnet(subnet).name,
@@ -226,14 +225,14 @@ impl Declarations {
     }
 
     /// Addresses already given to hosts of a subnet.
-    pub fn taken_in(&self, subnet: SubnetId) -> Vec<Ipv4Addr> {
+    pub(crate) fn taken_in(&self, subnet: SubnetId) -> Vec<Ipv4Addr> {
         self.hosts_of(subnet).filter_map(|(_, h)| h.ip).collect()
     }
 }
 
 /// A validated topology: what the kernel should look like, and what state records.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Network {
+pub(crate) struct Network {
     pub vpcs: Vec<Vpc>,
     #[serde(default)]
     pub publishes: Vec<Publish>,
@@ -247,7 +246,7 @@ pub struct Network {
 
 /// A stateful policy on a host, or on every host of a subnet.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Firewall {
+pub(crate) struct Firewall {
     pub vpc: String,
     /// A subnet's name, or a host's.
     pub subnet: Option<String>,
@@ -258,7 +257,7 @@ pub struct Firewall {
 
 /// One rule with its peers resolved to addresses (empty: anywhere).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FirewallRule {
+pub(crate) struct FirewallRule {
     pub proto: RuleProto,
     pub ports: Option<(u16, u16)>,
     pub nets: Vec<Ipv4Network>,
@@ -267,7 +266,7 @@ pub struct FirewallRule {
 
 /// A process kept running in a host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Workload {
+pub(crate) struct Workload {
     pub vpc: String,
     pub host: String,
     pub kind: WorkloadKind,
@@ -275,7 +274,7 @@ pub struct Workload {
 
 /// Two VPCs that route to each other, and what may cross.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Peering {
+pub(crate) struct Peering {
     pub a: String,
     pub b: String,
     /// CIDRs of `a` and of `b` that may cross (all of each VPC without an allow-list).
@@ -285,7 +284,7 @@ pub struct Peering {
 
 impl Peering {
     /// The other side and what each side may send, seen from `vpc`.
-    pub fn seen_from(&self, vpc: &str) -> Option<(&str, &[Ipv4Network], &[Ipv4Network])> {
+    pub(crate) fn seen_from(&self, vpc: &str) -> Option<(&str, &[Ipv4Network], &[Ipv4Network])> {
         if self.a == vpc {
             Some((&self.b, &self.a_allowed, &self.b_allowed))
         } else if self.b == vpc {
@@ -298,14 +297,14 @@ impl Peering {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Transport {
+pub(crate) enum Transport {
     Tcp,
     Udp,
 }
 
 /// A published port: the machine's `host_port` forwards to `ip:port` of a public host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Publish {
+pub(crate) struct Publish {
     pub vpc: String,
     pub host: String,
     pub ip: Ipv4Addr,
@@ -315,14 +314,14 @@ pub struct Publish {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Vpc {
+pub(crate) struct Vpc {
     pub name: String,
     pub cidr: Ipv4Network,
     pub subnets: Vec<Subnet>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Subnet {
+pub(crate) struct Subnet {
     pub name: String,
     pub cidr: Ipv4Network,
     pub public: bool,
@@ -335,24 +334,24 @@ pub struct Subnet {
 
 impl Subnet {
     /// Whether its hosts reach the internet (public, or private behind `nat()`).
-    pub fn egress(&self) -> bool {
+    pub(crate) fn egress(&self) -> bool {
         self.public || self.nat
     }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Host {
+pub(crate) struct Host {
     pub name: String,
     pub ip: Ipv4Addr,
 }
 
 impl Network {
-    pub fn vpc(&self, name: &str) -> Option<&Vpc> {
+    pub(crate) fn vpc(&self, name: &str) -> Option<&Vpc> {
         self.vpcs.iter().find(|v| v.name == name)
     }
 
     /// The network without the named VPCs and everything that refers to them.
-    pub fn without(&self, vpcs: &[String]) -> Network {
+    pub(crate) fn without(&self, vpcs: &[String]) -> Network {
         let gone = |name: &String| vpcs.contains(name);
         Network {
             vpcs: self.vpcs.iter().filter(|v| !gone(&v.name)).cloned().collect(),
@@ -364,13 +363,13 @@ impl Network {
     }
 
     /// The address a host had in this network, for keeping automatic addresses stable.
-    pub fn host_ip(&self, vpc: &str, subnet: &str, host: &str) -> Option<Ipv4Addr> {
+    pub(crate) fn host_ip(&self, vpc: &str, subnet: &str, host: &str) -> Option<Ipv4Addr> {
         let subnet = self.vpc(vpc)?.subnets.iter().find(|s| s.name == subnet)?;
         subnet.hosts.iter().find(|h| h.name == host).map(|h| h.ip)
     }
 
     /// Every host with its VPC and subnet.
-    pub fn hosts(&self) -> impl Iterator<Item = (&Vpc, &Subnet, &Host)> {
+    pub(crate) fn hosts(&self) -> impl Iterator<Item = (&Vpc, &Subnet, &Host)> {
         self.vpcs
             .iter()
             .flat_map(|v| v.subnets.iter().flat_map(move |s| s.hosts.iter().map(move |h| (v, s, h))))

@@ -4,13 +4,13 @@
 //! letter or digit and not ending with `-`. The rule keeps every kernel name derived from
 //! it (namespaces `PREFIX.vpc.host`, interfaces) unambiguous: `.` never appears in a name.
 
-pub const MAX_NAME_LEN: usize = 32;
+pub(crate) const MAX_NAME_LEN: usize = 32;
 
 /// VPC names that would collide with vpcsh's own namespaces or CLI targets.
-pub const RESERVED_VPC_NAMES: &[&str] = &["internet"];
+pub(crate) const RESERVED_VPC_NAMES: &[&str] = &["internet"];
 
 /// Why `name` breaks the naming rule, if it does.
-pub fn name_problem(name: &str) -> Option<String> {
+pub(crate) fn name_problem(name: &str) -> Option<String> {
     if name.is_empty() {
         return Some("a name cannot be empty".into());
     }
@@ -29,7 +29,7 @@ pub fn name_problem(name: &str) -> Option<String> {
     None
 }
 
-pub const NAME_RULE_HELP: &str =
+pub(crate) const NAME_RULE_HELP: &str =
     "names are 1-32 characters: lowercase letters, digits and `-`, not starting or ending with `-`";
 
 #[cfg(test)]
@@ -54,7 +54,7 @@ mod tests {
 /// A deterministic interface name of at most 15 bytes: `prefix` + `name` when it fits,
 /// else `prefix` + the name's start + `.` + a hash of the whole name. Names never contain
 /// `.`, so a shortened name cannot equal a short one.
-pub fn ifname(prefix: &str, name: &str) -> String {
+pub(crate) fn ifname(prefix: &str, name: &str) -> String {
     const IFNAMSIZ: usize = 15;
     let full = format!("{prefix}{name}");
     if full.len() <= IFNAMSIZ {

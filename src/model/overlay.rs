@@ -7,7 +7,7 @@ use super::Network;
 impl Network {
     /// What `self` and `other` both have (by name, or by what a policy, peering or published
     /// port applies to), in `self`'s version.
-    pub fn common(&self, other: &Network) -> Network {
+    pub(crate) fn common(&self, other: &Network) -> Network {
         let mut out = Network::default();
         for vpc in &self.vpcs {
             let Some(theirs) = other.vpc(&vpc.name) else { continue };
@@ -46,7 +46,7 @@ impl Network {
     }
 
     /// `self`, plus whatever of `extra` it does not name (its own declarations win).
-    pub fn overlay(&self, extra: &Network) -> Network {
+    pub(crate) fn overlay(&self, extra: &Network) -> Network {
         let mut out = self.clone();
         for vpc in &extra.vpcs {
             let Some(mine) = out.vpcs.iter_mut().find(|v| v.name == vpc.name) else {

@@ -8,11 +8,11 @@ use super::{
 };
 
 /// Smallest and largest VPC prefix, as in AWS.
-pub const VPC_PREFIX_RANGE: (u8, u8) = (16, 28);
+pub(super) const VPC_PREFIX_RANGE: (u8, u8) = (16, 28);
 
 /// One thing wrong with the declarations, pointing at the declaring call.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
+pub(crate) struct Problem {
     pub message: String,
     pub span: Span,
     pub label: String,
@@ -22,21 +22,21 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub fn new(message: impl Into<String>, span: Span, label: impl Into<String>) -> Self {
+    pub(crate) fn new(message: impl Into<String>, span: Span, label: impl Into<String>) -> Self {
         Self { message: message.into(), span, label: label.into(), related: Vec::new(), help: None }
     }
-    pub fn related(mut self, span: Span, label: impl Into<String>) -> Self {
+    pub(crate) fn related(mut self, span: Span, label: impl Into<String>) -> Self {
         self.related.push((span, label.into()));
         self
     }
-    pub fn help(mut self, help: impl Into<String>) -> Self {
+    pub(crate) fn help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
         self
     }
 }
 
 /// Checks everything and resolves the topology, or returns every problem found.
-pub fn validate(decls: &Declarations) -> Result<Network, Vec<Problem>> {
+pub(crate) fn validate(decls: &Declarations) -> Result<Network, Vec<Problem>> {
     let mut problems = decls.problems.clone();
     let mut network = Network::default();
     let mut vpc_names: HashMap<&str, Span> = HashMap::new();
@@ -404,7 +404,7 @@ fn peer_net(decls: &Declarations, network: &Network, peer: &PeerRef) -> Option<i
 }
 
 /// Things that work but are probably not what was meant.
-pub fn warnings(decls: &Declarations) -> Vec<Problem> {
+pub(crate) fn warnings(decls: &Declarations) -> Vec<Problem> {
     decls
         .nats
         .iter()

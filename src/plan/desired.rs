@@ -18,22 +18,22 @@ use super::nft::{Action, Chain, Hook, IfName, Match, Proto, Ruleset};
 use crate::model::{Firewall, FirewallRule, Network, RuleProto, Transport, Vpc, WorkloadKind};
 
 /// The simulated internet's address, and the sandbox machine's uplink address.
-pub const INTERNET_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
-pub const SANDBOX_UPLINK_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
-pub const INTERNET_PREFIX: u8 = 24;
-pub const INTERNET_HTTP_BODY: &str = "internet\n";
+pub(crate) const INTERNET_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+pub(crate) const SANDBOX_UPLINK_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+pub(crate) const INTERNET_PREFIX: u8 = 24;
+pub(crate) const INTERNET_HTTP_BODY: &str = "internet\n";
 /// Where VPC uplinks get their /30s (RFC 2544 benchmarking space: not routed anywhere).
-pub const TRANSFER_SPACE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 0);
-pub const TRANSFER_PREFIX: u8 = 15;
+pub(crate) const TRANSFER_SPACE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 0);
+pub(crate) const TRANSFER_PREFIX: u8 = 15;
 
 /// The machine side of the world: where VPC uplinks end, and its own uplink.
-pub struct Machine<'a> {
+pub(crate) struct Machine<'a> {
     pub naming: &'a Naming,
     /// The interface towards the internet (`up0` in a sandbox, the default route's on a host).
     pub uplink: &'a str,
 }
 
-pub fn desired(network: &Network, machine: &Machine) -> KernelState {
+pub(crate) fn desired(network: &Network, machine: &Machine) -> KernelState {
     let naming = machine.naming;
     let mut state = KernelState::default();
     let machine_ns = naming.machine_ns();
@@ -128,7 +128,7 @@ pub fn desired(network: &Network, machine: &Machine) -> KernelState {
 }
 
 /// The process that realises a workload of a host.
-pub fn process_for(vpc: &str, host: &str, kind: &WorkloadKind) -> Process {
+pub(crate) fn process_for(vpc: &str, host: &str, kind: &WorkloadKind) -> Process {
     match kind {
         WorkloadKind::Run { argv } => Process::Command { argv: argv.clone() },
         WorkloadKind::Serve { port } => Process::Http { port: *port, body: format!("{vpc}/{host}\n") },
@@ -285,14 +285,14 @@ fn proto(t: Transport) -> Proto {
 }
 
 /// The key of a peering's /30 among the transfer networks (`~` never appears in names).
-pub fn peering_key(a: &str, b: &str) -> String {
+pub(crate) fn peering_key(a: &str, b: &str) -> String {
     format!("{a}~{b}")
 }
 
 /// A /30 per VPC uplink (keyed by the VPC's name) and per peering (by `peering_key`),
 /// placed by a hash of the key (probing on collision, in key order), so adding or removing
 /// one does not renumber the others.
-pub fn transfer_nets(network: &Network) -> BTreeMap<String, Ipv4Network> {
+pub(crate) fn transfer_nets(network: &Network) -> BTreeMap<String, Ipv4Network> {
     let blocks: u32 = 1 << (32 - TRANSFER_PREFIX - 2);
     let names: BTreeSet<String> = network
         .vpcs
@@ -314,7 +314,7 @@ pub fn transfer_nets(network: &Network) -> BTreeMap<String, Ipv4Network> {
 }
 
 /// The machine's and the router's address on an uplink /30.
-pub fn transfer_ips(link: Ipv4Network) -> (Ipv4Addr, Ipv4Addr) {
+pub(crate) fn transfer_ips(link: Ipv4Network) -> (Ipv4Addr, Ipv4Addr) {
     let base = u32::from(link.network());
     (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2))
 }
@@ -355,7 +355,7 @@ fn net(ip: Ipv4Addr, prefix: u8) -> Ipv4Network {
     Ipv4Network::new(ip, prefix).expect("prefix comes from a parsed network")
 }
 
-pub fn default_route() -> Ipv4Network {
+pub(crate) fn default_route() -> Ipv4Network {
     Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 0).expect("0.0.0.0/0 is valid")
 }
 

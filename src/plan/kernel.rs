@@ -13,15 +13,15 @@ use super::nft::Ruleset;
 
 /// The link group that marks links vpcsh made (ASCII "vpcs"); honoured at creation, unlike
 /// an alias, so marking costs no extra request.
-pub const LINK_GROUP: u32 = 0x7670_6373;
+pub(crate) const LINK_GROUP: u32 = 0x7670_6373;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct KernelState {
+pub(crate) struct KernelState {
     pub namespaces: BTreeMap<String, Netns>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Netns {
+pub(crate) struct Netns {
     /// The model object this namespace realises (`prod`, `prod/w1`, `sandbox`), for status.
     pub owner: String,
     pub forwarding: bool,
@@ -35,13 +35,13 @@ pub struct Netns {
 
 /// vpcsh's nftables table: the ruleset wanted, or the signature observed in the kernel.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub enum Nft {
+pub(crate) enum Nft {
     Wanted(Ruleset),
     Seen(Vec<String>),
 }
 
 impl Nft {
-    pub fn signature(&self) -> Vec<String> {
+    pub(crate) fn signature(&self) -> Vec<String> {
         match self {
             Nft::Wanted(r) => r.signature(),
             Nft::Seen(s) => s.clone(),
@@ -50,7 +50,7 @@ impl Nft {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Link {
+pub(crate) struct Link {
     pub kind: LinkKind,
     pub master: Option<String>,
     pub up: bool,
@@ -61,7 +61,7 @@ pub struct Link {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub enum LinkKind {
+pub(crate) enum LinkKind {
     Loopback,
     Bridge,
     /// A veth end created from this namespace, its peer put straight into `peer_ns`.
@@ -78,7 +78,7 @@ pub enum LinkKind {
 impl LinkKind {
     /// Whether an observed link can stand for this wanted one. Observation cannot see where
     /// a veth's peer lives, so any veth matches a wanted veth or veth peer.
-    pub fn matches(&self, observed: &LinkKind) -> bool {
+    pub(crate) fn matches(&self, observed: &LinkKind) -> bool {
         match (self, observed) {
             (LinkKind::Veth { .. } | LinkKind::VethPeer, LinkKind::Veth { .. } | LinkKind::VethPeer) => true,
             (a, b) => a == b,
@@ -87,13 +87,13 @@ impl LinkKind {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct Addr {
+pub(crate) struct Addr {
     pub dev: String,
     pub net: Ipv4Network,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct Route {
+pub(crate) struct Route {
     pub dst: Ipv4Network,
     pub via: Ipv4Addr,
     pub dev: String,
@@ -102,7 +102,7 @@ pub struct Route {
 /// A process vpcsh keeps running in a namespace.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Process {
+pub(crate) enum Process {
     /// vpcsh's built-in HTTP server (`serve()`, the simulated internet).
     Http { port: u16, body: String },
     /// A command from `run()`.

@@ -4,21 +4,21 @@
 //! in reverse dependency order; an unchanged topology plans to nothing. `Display` on `Op` is
 //! what `vpcsh plan` prints.
 
-pub mod desired;
-pub mod kernel;
-pub mod naming;
-pub mod nft;
+pub(crate) mod desired;
+pub(crate) mod kernel;
+pub(crate) mod naming;
+pub(crate) mod nft;
 mod ops;
 
 use std::collections::BTreeMap;
 
-pub use ops::{Op, OpClass};
+pub(crate) use ops::{Op, OpClass};
 
 use kernel::{KernelState, LinkKind, Netns, Nft};
 
 /// One operation and the model object it is for (`prod/web`, `sandbox`, ...).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Step {
+pub(crate) struct Step {
     pub op: Op,
     pub owner: String,
     /// What puts things back if a later step fails; `None` where nothing can.
@@ -26,12 +26,12 @@ pub struct Step {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub steps: Vec<Step>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub created: usize,
     pub changed: usize,
     pub deleted: usize,
@@ -52,11 +52,11 @@ impl std::fmt::Display for Summary {
 }
 
 impl Plan {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.steps.is_empty()
     }
 
-    pub fn summary(&self) -> Summary {
+    pub(crate) fn summary(&self) -> Summary {
         let mut s = Summary::default();
         for step in &self.steps {
             match step.op.class() {
@@ -106,13 +106,14 @@ struct Phases {
 
 /// Plans the operations that make `observed` into `desired`. Only namespaces present in
 /// `observed` are ever deleted: the caller observes exactly what it owns.
-pub fn plan(desired: &KernelState, observed: &KernelState) -> Plan {
+#[cfg(test)]
+pub(crate) fn plan(desired: &KernelState, observed: &KernelState) -> Plan {
     plan_from(desired, observed, &KernelState::default())
 }
 
 /// `plan`, knowing what was wanted before (`previous`): a replaced ruleset that is still
 /// what was wanted then can be put back if a later step fails.
-pub fn plan_from(desired: &KernelState, observed: &KernelState, previous: &KernelState) -> Plan {
+pub(crate) fn plan_from(desired: &KernelState, observed: &KernelState, previous: &KernelState) -> Plan {
     let mut p = Phases::default();
     let empty = Netns::default();
     for (name, want) in &desired.namespaces {

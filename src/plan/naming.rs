@@ -14,55 +14,55 @@
 
 use crate::model::names::ifname;
 
-pub const REAL_HOST_PREFIX: &str = "vpcsh";
-pub const HOST_IFNAME: &str = "eth0";
+pub(crate) const REAL_HOST_PREFIX: &str = "vpcsh";
+pub(crate) const HOST_IFNAME: &str = "eth0";
 /// The sandbox machine's uplink to the simulated internet.
-pub const UPLINK_IFNAME: &str = "up0";
+pub(crate) const UPLINK_IFNAME: &str = "up0";
 /// A router's end of its VPC's uplink (the internet gateway).
-pub const ROUTER_UPLINK: &str = "igw";
+pub(crate) const ROUTER_UPLINK: &str = "igw";
 /// The machine's ends of the VPC uplinks all start with this.
-pub const MACHINE_UPLINK_PREFIX: &str = "vpc-";
+pub(crate) const MACHINE_UPLINK_PREFIX: &str = "vpc-";
 /// Stands for the namespace vpcsh itself runs in: the machine, on the real host.
-pub const HOST_NS: &str = "@host";
+pub(crate) const HOST_NS: &str = "@host";
 /// A router's ends of its peerings all start with this: `p-OTHER`.
-pub const PEER_PREFIX: &str = "p-";
+pub(crate) const PEER_PREFIX: &str = "p-";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Naming {
+pub(crate) struct Naming {
     pub prefix: String,
     pub sandbox: bool,
 }
 
 impl Naming {
-    pub fn sandbox(name: &str) -> Self {
+    pub(crate) fn sandbox(name: &str) -> Self {
         Self { prefix: name.to_string(), sandbox: true }
     }
-    pub fn real_host(prefix: &str) -> Self {
+    pub(crate) fn real_host(prefix: &str) -> Self {
         Self { prefix: prefix.to_string(), sandbox: false }
     }
     /// The namespace that plays the machine: the sandbox, or the one vpcsh runs in.
-    pub fn machine_ns(&self) -> String {
+    pub(crate) fn machine_ns(&self) -> String {
         if self.sandbox { self.prefix.clone() } else { HOST_NS.to_string() }
     }
-    pub fn internet_ns(&self) -> Option<String> {
+    pub(crate) fn internet_ns(&self) -> Option<String> {
         self.sandbox.then(|| format!("{}.internet", self.prefix))
     }
-    pub fn router_ns(&self, vpc: &str) -> String {
+    pub(crate) fn router_ns(&self, vpc: &str) -> String {
         format!("{}.{vpc}", self.prefix)
     }
-    pub fn host_ns(&self, vpc: &str, host: &str) -> String {
+    pub(crate) fn host_ns(&self, vpc: &str, host: &str) -> String {
         format!("{}.{vpc}.{host}", self.prefix)
     }
-    pub fn bridge(subnet: &str) -> String {
+    pub(crate) fn bridge(subnet: &str) -> String {
         ifname("b-", subnet)
     }
-    pub fn host_veth(host: &str) -> String {
+    pub(crate) fn host_veth(host: &str) -> String {
         ifname("h-", host)
     }
-    pub fn peer_link(other_vpc: &str) -> String {
+    pub(crate) fn peer_link(other_vpc: &str) -> String {
         ifname(PEER_PREFIX, other_vpc)
     }
-    pub fn machine_uplink(vpc: &str) -> String {
+    pub(crate) fn machine_uplink(vpc: &str) -> String {
         ifname(MACHINE_UPLINK_PREFIX, vpc)
     }
 }

@@ -11,21 +11,21 @@ use ipnetwork::Ipv4Network;
 use serde::Serialize;
 
 /// The one table vpcsh owns in each namespace (family `ip`).
-pub const TABLE: &str = "vpcsh";
+pub(crate) const TABLE: &str = "vpcsh";
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Ruleset {
+pub(crate) struct Ruleset {
     pub chains: Vec<Chain>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum ChainType {
+pub(crate) enum ChainType {
     Filter,
     Nat,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum Hook {
+pub(crate) enum Hook {
     Prerouting,
     Input,
     Forward,
@@ -34,7 +34,7 @@ pub enum Hook {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Chain {
+pub(crate) struct Chain {
     pub name: &'static str,
     pub kind: ChainType,
     pub hook: Hook,
@@ -45,27 +45,27 @@ pub struct Chain {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Rule {
+pub(crate) struct Rule {
     pub matches: Vec<Match>,
     pub action: Action,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub enum IfName {
+pub(crate) enum IfName {
     Exact(String),
     /// Every interface whose name starts with this (nft's `"v-*"`).
     Prefix(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum Proto {
+pub(crate) enum Proto {
     Tcp,
     Udp,
     Icmp,
 }
 
 impl Proto {
-    pub fn number(self) -> u8 {
+    pub(crate) fn number(self) -> u8 {
         match self {
             Proto::Tcp => 6,
             Proto::Udp => 17,
@@ -75,7 +75,7 @@ impl Proto {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub enum Match {
+pub(crate) enum Match {
     Iif(IfName),
     Oif(IfName),
     Saddr(Ipv4Network),
@@ -90,7 +90,7 @@ pub enum Match {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub enum Action {
+pub(crate) enum Action {
     Accept,
     Drop,
     Masquerade,
@@ -98,18 +98,18 @@ pub enum Action {
 }
 
 impl Chain {
-    pub fn filter(name: &'static str, hook: Hook, drop_by_default: bool) -> Self {
+    pub(crate) fn filter(name: &'static str, hook: Hook, drop_by_default: bool) -> Self {
         Self { name, kind: ChainType::Filter, hook, priority: 0, drop_by_default, rules: Vec::new() }
     }
-    pub fn nat(name: &'static str, hook: Hook) -> Self {
+    pub(crate) fn nat(name: &'static str, hook: Hook) -> Self {
         let priority = if hook == Hook::Prerouting { -100 } else { 100 };
         Self { name, kind: ChainType::Nat, hook, priority, drop_by_default: false, rules: Vec::new() }
     }
-    pub fn rule(mut self, matches: Vec<Match>, action: Action) -> Self {
+    pub(crate) fn rule(mut self, matches: Vec<Match>, action: Action) -> Self {
         self.rules.push(Rule { matches, action });
         self
     }
-    pub fn header(&self) -> String {
+    pub(crate) fn header(&self) -> String {
         let kind = match self.kind {
             ChainType::Filter => "filter",
             ChainType::Nat => "nat",
@@ -124,7 +124,7 @@ impl Chain {
 
 impl Ruleset {
     /// The ruleset as comparable lines: each chain's header, then its rules' fingerprints.
-    pub fn signature(&self) -> Vec<String> {
+    pub(crate) fn signature(&self) -> Vec<String> {
         self.chains
             .iter()
             .flat_map(|c| {
@@ -133,14 +133,14 @@ impl Ruleset {
             })
             .collect()
     }
-    pub fn rule_count(&self) -> usize {
+    pub(crate) fn rule_count(&self) -> usize {
         self.chains.iter().map(|c| c.rules.len()).sum()
     }
 }
 
 impl Rule {
     /// The comment vpcsh stores with the rule in the kernel: `vpcsh` and a hash of its text.
-    pub fn fingerprint(&self) -> String {
+    pub(crate) fn fingerprint(&self) -> String {
         let hash = self
             .to_string()
             .bytes()

@@ -7,7 +7,7 @@ use super::kernel::{Addr, Process, Route};
 use super::nft::{Ruleset, TABLE};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Op {
+pub(crate) enum Op {
     /// A new namespace with `lo` up, and IPv4 forwarding on when it routes.
     CreateNetns {
         ns: String,
@@ -82,14 +82,14 @@ pub enum Op {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OpClass {
+pub(crate) enum OpClass {
     Create,
     Change,
     Delete,
 }
 
 impl Op {
-    pub fn class(&self) -> OpClass {
+    pub(crate) fn class(&self) -> OpClass {
         match self {
             Op::CreateNetns { .. }
             | Op::CreateBridge { .. }
@@ -113,7 +113,7 @@ impl Op {
 
     /// The operation that takes a create back. Changes get theirs from the planner, which
     /// knows the old value; deletes cannot be taken back.
-    pub fn inverse(&self) -> Option<Op> {
+    pub(crate) fn inverse(&self) -> Option<Op> {
         Some(match self.clone() {
             Op::CreateNetns { ns, .. } => Op::DeleteNetns { ns },
             Op::CreateBridge { ns, name } | Op::CreateVeth { ns, name, .. } => Op::DeleteLink { ns, name },
@@ -125,8 +125,31 @@ impl Op {
         })
     }
 
+    /// A stable name for the kind of operation (`add-route`, `create-veth`, ...), for
+    /// selecting operations without parsing their printed form.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Op::CreateNetns { .. } => "create-netns",
+            Op::DeleteNetns { .. } => "delete-netns",
+            Op::SetForwarding { .. } => "set-forwarding",
+            Op::CreateBridge { .. } => "create-bridge",
+            Op::CreateVeth { .. } => "create-veth",
+            Op::SetLink { .. } => "set-link",
+            Op::DeleteLink { .. } => "delete-link",
+            Op::AddAddr { .. } => "add-address",
+            Op::DelAddr { .. } => "delete-address",
+            Op::AddRoute { .. } => "add-route",
+            Op::ReplaceRoute { .. } => "replace-route",
+            Op::DelRoute { .. } => "delete-route",
+            Op::StartProcess { .. } => "start-process",
+            Op::StopProcess { .. } => "stop-process",
+            Op::SetRuleset { .. } => "set-ruleset",
+            Op::DeleteRuleset { .. } => "delete-ruleset",
+        }
+    }
+
     /// The namespace the operation works in.
-    pub fn ns(&self) -> &str {
+    pub(crate) fn ns(&self) -> &str {
         match self {
             Op::CreateNetns { ns, .. }
             | Op::DeleteNetns { ns }

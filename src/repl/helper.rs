@@ -21,19 +21,19 @@ const PROPERTIES: &[&str] = &[
     "stderr", "code",
 ];
 
-pub struct Helper {
+pub(super) struct Helper {
     color: bool,
     words: Vec<String>,
 }
 
 /// Every host of a network with its VPC and address.
-pub fn host_table(network: &Network) -> Vec<(String, String, Ipv4Addr)> {
+pub(super) fn host_table(network: &Network) -> Vec<(String, String, Ipv4Addr)> {
     network.hosts().map(|(v, _, h)| (v.name.clone(), h.name.clone(), h.ip)).collect()
 }
 
 /// `text` with whole-word occurrences of `word` replaced (words are names: letters,
 /// digits, `-` and `_`).
-pub fn replace_word(text: &str, word: &str, with: &str) -> String {
+pub(super) fn replace_word(text: &str, word: &str, with: &str) -> String {
     let is_name = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
     let mut out = String::new();
     let mut rest = text;
@@ -53,7 +53,7 @@ pub fn replace_word(text: &str, word: &str, with: &str) -> String {
 }
 
 /// Whether brackets or a string are still open at the end of `text`.
-pub fn incomplete(text: &str) -> bool {
+pub(super) fn incomplete(text: &str) -> bool {
     let mut depth = 0i32;
     let mut quote = None;
     let mut escaped = false;
@@ -80,12 +80,12 @@ pub fn incomplete(text: &str) -> bool {
 }
 
 impl Helper {
-    pub fn new(color: bool) -> Self {
+    pub(super) fn new(color: bool) -> Self {
         Self { color, words: Vec::new() }
     }
 
     /// Updates the names completion offers from the session as it is now.
-    pub fn refresh(&mut self, interpreter: &Interpreter, network: Option<&Network>) {
+    pub(super) fn refresh(&mut self, interpreter: &Interpreter, network: Option<&Network>) {
         let mut words: Vec<String> = api::FUNCTIONS.iter().map(|f| f.name.to_string()).collect();
         words.extend(
             ["ping", "connect", "http_get", "exec", "run", "serve", "internet", "print"].map(String::from),

@@ -153,7 +153,7 @@ fn history_path() -> Option<PathBuf> {
     Some(base.join("vpcsh").join("history"))
 }
 
-pub fn run(target: &Target) -> ExitCode {
+pub(crate) fn run(target: &Target) -> ExitCode {
     if let Err(d) = target.check() {
         diag::eprint(&[d]);
         return ExitCode::from(1);

@@ -39,7 +39,7 @@ fn rules(rules: &[FirewallRule], peer_key: &str) -> String {
     format!("[{}]", items.join(", "))
 }
 
-pub fn script(network: &Network) -> String {
+pub(super) fn script(network: &Network) -> String {
     let mut out = String::from("// Written by vpcsh repl's :save: rebuilds the session's topology.\n");
     for vpc in &network.vpcs {
         let v = var("v", &[&vpc.name]);

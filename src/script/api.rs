@@ -1,13 +1,13 @@
 //! The script API as users see it: signatures and one-line docs, for error help (and for
 //! the REPL's `:help` and completion).
 
-pub struct Function {
+pub(crate) struct Function {
     pub name: &'static str,
     pub signature: &'static str,
     pub doc: &'static str,
 }
 
-pub const FUNCTIONS: &[Function] = &[
+pub(crate) const FUNCTIONS: &[Function] = &[
     Function {
         name: "vpc",
         signature: "vpc(name, cidr[, opts]) -> Vpc",
@@ -65,12 +65,12 @@ pub const FUNCTIONS: &[Function] = &[
     },
 ];
 
-pub fn function(name: &str) -> Option<&'static Function> {
+pub(crate) fn function(name: &str) -> Option<&'static Function> {
     FUNCTIONS.iter().find(|f| f.name == name)
 }
 
 /// Rhai's spelling of argument types, made readable: `&str | ImmutableString | String` → `string`.
-pub fn readable_types(signature: &str) -> String {
+pub(crate) fn readable_types(signature: &str) -> String {
     signature
         .replace("&str | ImmutableString | String", "string")
         .replace("ImmutableString", "string")

@@ -16,17 +16,17 @@ use crate::model::{
 };
 
 /// Every handle property, for "did you mean" on a misspelt one.
-pub const PROPERTIES: &[&str] =
+pub(super) const PROPERTIES: &[&str] =
     &["name", "cidr", "ip", "vpc", "subnet", "gateway", "hosts", "subnets", "public"];
 
 #[derive(Clone, Debug)]
-pub struct VpcHandle(pub VpcId);
+pub(super) struct VpcHandle(pub VpcId);
 
 #[derive(Clone, Debug)]
-pub struct SubnetHandle(pub SubnetId);
+pub(super) struct SubnetHandle(pub SubnetId);
 
 #[derive(Clone, Debug)]
-pub struct HostHandle(pub HostRef);
+pub(super) struct HostHandle(pub HostRef);
 
 pub(super) type Res<T> = Result<T, Box<EvalAltResult>>;
 pub(super) type SharedRef = Rc<RefCell<Shared>>;
@@ -300,7 +300,7 @@ fn text_or_unit(v: Option<String>) -> Dynamic {
     v.map_or(Dynamic::UNIT, Dynamic::from)
 }
 
-pub fn register(engine: &mut Engine, shared: &SharedRef) {
+pub(super) fn register(engine: &mut Engine, shared: &SharedRef) {
     engine.register_type_with_name::<VpcHandle>("Vpc");
     engine.register_type_with_name::<SubnetHandle>("Subnet");
     engine.register_type_with_name::<HostHandle>("Host");

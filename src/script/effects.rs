@@ -17,10 +17,10 @@ use crate::model::{HostRef, WorkloadDecl, WorkloadKind};
 
 /// The simulated internet as a script sees it.
 #[derive(Clone, Debug)]
-pub struct InternetHandle;
+pub(super) struct InternetHandle;
 
-pub const INTERNET_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
-pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const INTERNET_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+pub(super) const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A host, a subnet (its first host), `internet()`, or an address string.
 fn endpoint(ctx: &NativeCallContext, shared: &Shared, v: &Dynamic, role: &str) -> Res<(Endpoint, Ipv4Addr)> {
@@ -179,7 +179,7 @@ fn parse_url(url: &str) -> Option<(String, u16, String)> {
     Some((host.to_string(), port, path))
 }
 
-pub fn register(engine: &mut Engine, shared: &SharedRef) {
+pub(super) fn register(engine: &mut Engine, shared: &SharedRef) {
     engine.register_type_with_name::<InternetHandle>("Internet");
     engine.register_get("name", |_: &mut InternetHandle| "internet".to_string());
     engine.register_get("ip", |_: &mut InternetHandle| INTERNET_IP.to_string());

@@ -7,7 +7,7 @@ use crate::model::{Problem, Span};
 
 /// An error at a place in a script.
 #[derive(Clone, Debug)]
-pub struct Fault {
+pub(crate) struct Fault {
     pub message: String,
     pub span: Span,
     pub label: String,
@@ -18,7 +18,7 @@ pub struct Fault {
 }
 
 impl Fault {
-    pub fn new(message: impl Into<String>, span: Span, label: impl Into<String>) -> Self {
+    pub(crate) fn new(message: impl Into<String>, span: Span, label: impl Into<String>) -> Self {
         Self {
             message: message.into(),
             span,
@@ -28,14 +28,14 @@ impl Fault {
             notes: Vec::new(),
         }
     }
-    pub fn help(mut self, help: impl Into<String>) -> Self {
+    pub(crate) fn help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
         self
     }
 }
 
 #[derive(Clone, Debug)]
-pub enum ScriptError {
+pub(crate) enum ScriptError {
     /// The declarations do not validate: every problem.
     Invalid(Vec<Problem>),
     Fault(Box<Fault>),
@@ -59,7 +59,7 @@ impl std::fmt::Display for ScriptError {
     }
 }
 
-pub fn from_parse(shared: &Shared, e: ParseError) -> ScriptError {
+pub(super) fn from_parse(shared: &Shared, e: ParseError) -> ScriptError {
     let pos = e.position();
     let span = shared.span_at(None, pos);
     let span = Span { len: span.len.clamp(usize::from(span.start < text_len(shared, span)), 1), ..span };
@@ -73,7 +73,7 @@ fn text_len(shared: &Shared, span: Span) -> usize {
 }
 
 /// Converts an evaluation error, following it into script functions it passed through.
-pub fn from_eval(shared: &Shared, engine: &Engine, functions: &AST, e: EvalAltResult) -> ScriptError {
+pub(super) fn from_eval(shared: &Shared, engine: &Engine, functions: &AST, e: EvalAltResult) -> ScriptError {
     convert(shared, engine, functions, e, None)
 }
 
@@ -174,7 +174,7 @@ fn known_functions(engine: &Engine, functions: &AST) -> Vec<String> {
 }
 
 /// An effect's error, placed at the call that asked for the effect.
-pub fn from_effect(e: EffectError, span: Span) -> ScriptError {
+pub(super) fn from_effect(e: EffectError, span: Span) -> ScriptError {
     match e {
         EffectError::Invalid(problems) => ScriptError::Invalid(problems),
         EffectError::Failed { message, help, notes } => {
@@ -187,7 +187,7 @@ pub fn from_effect(e: EffectError, span: Span) -> ScriptError {
 }
 
 /// The closest candidate to `word`, if one is close enough to be a likely typo.
-pub fn suggest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+pub(super) fn suggest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     let limit = (word.len() / 3).max(1);
     candidates
         .filter(|c| *c != word)

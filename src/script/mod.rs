@@ -2,43 +2,43 @@
 //! span of every call, and hand effects (`apply()`, `destroy()`) to an `Effects` the caller
 //! supplies. Nothing here touches the kernel.
 
-pub mod api;
+pub(crate) mod api;
 mod bindings;
 mod effects;
 mod errors;
-pub mod policy;
-pub mod span;
+pub(crate) mod policy;
+pub(crate) mod span;
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use rhai::{AST, Engine, Position, Scope};
 
-pub use errors::{Fault, ScriptError};
+pub(crate) use errors::{Fault, ScriptError};
 
 use crate::model::{Declarations, Network, Problem, Span};
 use crate::plan::Summary;
 
 /// Limits that turn a runaway script into a diagnostic instead of a hang.
-pub mod limits {
-    pub const MAX_OPERATIONS: u64 = 10_000_000;
-    pub const MAX_CALL_LEVELS: usize = 64;
-    pub const MAX_EXPR_DEPTH: usize = 64;
-    pub const MAX_STRING_SIZE: usize = 1 << 20;
-    pub const MAX_ARRAY_SIZE: usize = 100_000;
-    pub const MAX_MAP_SIZE: usize = 10_000;
+pub(crate) mod limits {
+    pub(crate) const MAX_OPERATIONS: u64 = 10_000_000;
+    pub(crate) const MAX_CALL_LEVELS: usize = 64;
+    pub(crate) const MAX_EXPR_DEPTH: usize = 64;
+    pub(crate) const MAX_STRING_SIZE: usize = 1 << 20;
+    pub(crate) const MAX_ARRAY_SIZE: usize = 100_000;
+    pub(crate) const MAX_MAP_SIZE: usize = 10_000;
 }
 
 /// A script text, named for diagnostics.
 #[derive(Clone, Debug)]
-pub struct Source {
+pub(crate) struct Source {
     pub name: String,
     pub text: String,
 }
 
 /// Why an effect could not happen.
 #[derive(Clone, Debug)]
-pub enum EffectError {
+pub(crate) enum EffectError {
     /// The declarations so far do not validate.
     Invalid(Vec<Problem>),
     /// The system refused: what was being done, what to do about it, and further detail.
@@ -47,14 +47,14 @@ pub enum EffectError {
 
 /// Where a command or probe runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     Host { vpc: String, host: String },
     Internet,
 }
 
 /// What `exec()` returns.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ExecOutput {
+pub(crate) struct ExecOutput {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
@@ -62,7 +62,7 @@ pub struct ExecOutput {
 
 /// What effect functions do. The session layer implements it over state, plan and exec;
 /// under `check`/`plan` effects are held back.
-pub trait Effects {
+pub(crate) trait Effects {
     /// Makes reality match the declarations (validating them first).
     fn apply(&mut self, decls: &Declarations) -> Result<Summary, EffectError>;
     /// Whether effects are held back (check, plan, dry run).
@@ -88,7 +88,7 @@ pub trait Effects {
 }
 
 /// Commands and probes: `exec()`, `ping()`, `connect()`, `http_get()`.
-pub trait Prober {
+pub(crate) trait Prober {
     fn exec(
         &mut self,
         on: &Endpoint,
@@ -116,7 +116,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// The span of the call at `pos` in the source named `source`.
-    pub fn span_at(&self, source: Option<&str>, pos: Position) -> Span {
+    pub(crate) fn span_at(&self, source: Option<&str>, pos: Position) -> Span {
         let id = source
             .and_then(|name| self.sources.iter().rposition(|s| s.name == name))
             .unwrap_or(self.sources.len().saturating_sub(1));
@@ -132,7 +132,7 @@ impl Shared {
 }
 
 /// One Rhai engine and scope over one set of declarations; scripts and REPL lines run in it.
-pub struct Interpreter {
+pub(crate) struct Interpreter {
     engine: Engine,
     scope: Scope<'static>,
     /// Functions defined so far, kept for later inputs (REPL).
@@ -141,7 +141,7 @@ pub struct Interpreter {
 }
 
 impl Interpreter {
-    pub fn new(effects: Box<dyn Effects>, previous: Network) -> Self {
+    pub(crate) fn new(effects: Box<dyn Effects>, previous: Network) -> Self {
         let shared = Rc::new(RefCell::new(Shared {
             decls: Declarations::default(),
             sources: Vec::new(),
@@ -169,17 +169,17 @@ impl Interpreter {
     }
 
     /// Silences `print` and `debug` (the validation pass of a batch run).
-    pub fn quiet(&mut self) {
+    pub(crate) fn quiet(&mut self) {
         self.engine.on_print(|_| {}).on_debug(|_, _, _| {});
     }
 
     /// Runs a script text in this interpreter's scope.
-    pub fn run(&mut self, name: &str, text: &str) -> Result<(), ScriptError> {
+    pub(crate) fn run(&mut self, name: &str, text: &str) -> Result<(), ScriptError> {
         self.eval(name, text).map(|_| ())
     }
 
     /// Runs a text and renders its value, if it has one (what the REPL prints).
-    pub fn eval_to_string(&mut self, name: &str, text: &str) -> Result<Option<String>, ScriptError> {
+    pub(crate) fn eval_to_string(&mut self, name: &str, text: &str) -> Result<Option<String>, ScriptError> {
         let value = self.eval(name, text)?;
         if value.is_unit() {
             return Ok(None);
@@ -208,12 +208,12 @@ impl Interpreter {
     }
 
     /// The names of the variables the session has defined.
-    pub fn variables(&self) -> Vec<String> {
+    pub(crate) fn variables(&self) -> Vec<String> {
         self.scope.iter_raw().map(|(name, _, _)| name.to_string()).collect()
     }
 
     /// Makes reality match the declarations so far (after a REPL input).
-    pub fn apply_now(&mut self) -> Result<Summary, ScriptError> {
+    pub(crate) fn apply_now(&mut self) -> Result<Summary, ScriptError> {
         let mut shared = self.shared.borrow_mut();
         let decls = shared.decls.clone();
         let end = Span { source: shared.sources.len().saturating_sub(1) as u32, start: 0, len: 0 };
@@ -221,21 +221,21 @@ impl Interpreter {
     }
 
     /// Effects held back so far, as `would run: ...` lines.
-    pub fn would_run(&self) -> Vec<String> {
+    pub(crate) fn would_run(&self) -> Vec<String> {
         self.shared.borrow().effects.would_run()
     }
 
-    pub fn declarations(&self) -> Declarations {
+    pub(crate) fn declarations(&self) -> Declarations {
         self.shared.borrow().decls.clone()
     }
 
-    pub fn sources(&self) -> Vec<Source> {
+    pub(crate) fn sources(&self) -> Vec<Source> {
         self.shared.borrow().sources.clone()
     }
 
     /// Makes reality match everything declared so far (the end of a script); returns the
     /// total of every apply in this run.
-    pub fn apply(&mut self) -> Result<Summary, ScriptError> {
+    pub(crate) fn apply(&mut self) -> Result<Summary, ScriptError> {
         let mut shared = self.shared.borrow_mut();
         let decls = shared.decls.clone();
         let end = shared.sources.last().map_or(Span::default(), |s| Span {

@@ -36,7 +36,7 @@ fn unknown_key<T>(
 }
 
 /// `"80"`, `80`, `"8000-8100"` or `"*"` (any) as an inclusive range.
-pub fn parse_ports(text: &str) -> Result<Option<(u16, u16)>, String> {
+pub(crate) fn parse_ports(text: &str) -> Result<Option<(u16, u16)>, String> {
     if text == "*" {
         return Ok(None);
     }
@@ -214,8 +214,7 @@ fn declare(ctx: &NativeCallContext, sh: &SharedRef, target: &Dynamic, map: &Map)
     };
     live_vpc(ctx, &shared, shared.decls.subnet(subnet).vpc)?;
     let policy = policy(ctx, &mut shared, map)?;
-    let span = span(&shared, ctx);
-    shared.decls.firewalls.push(FirewallDecl { target, policy, span });
+    shared.decls.firewalls.push(FirewallDecl { target, policy });
     Ok(())
 }
 
@@ -278,7 +277,7 @@ fn seed_port<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D
 }
 
 /// Parses a seed-format policy into the script's policy map.
-pub fn seed_to_map(json: &str) -> Result<Map, serde_json::Error> {
+pub(crate) fn seed_to_map(json: &str) -> Result<Map, serde_json::Error> {
     let seed: SeedPolicy = serde_json::from_str(json)?;
     let convert = |rules: &[SeedRule], peer_key: &str, ingress: bool| -> Array {
         rules
@@ -320,13 +319,13 @@ pub fn seed_to_map(json: &str) -> Result<Map, serde_json::Error> {
 }
 
 /// A seed policy read for `vpcsh policy apply`: the subnet CIDR it names, and its rules.
-pub struct SeedFirewall {
+pub(crate) struct SeedFirewall {
     pub subnet: Option<String>,
     pub ingress: Vec<FirewallRule>,
     pub egress: Vec<FirewallRule>,
 }
 
-pub fn seed_firewall(json: &str) -> Result<SeedFirewall, String> {
+pub(crate) fn seed_firewall(json: &str) -> Result<SeedFirewall, String> {
     let seed: SeedPolicy = serde_json::from_str(json).map_err(|e| e.to_string())?;
     let convert = |rules: &[SeedRule], ingress: bool| -> Result<Vec<FirewallRule>, String> {
         rules

@@ -2,7 +2,7 @@
 //! they point into, so a diagnostic underlines `subnet(prod, "web", "10.0.1.0/24")`, not `s`.
 
 /// Byte offset of a 1-based line and character column.
-pub fn offset(text: &str, line: usize, column: usize) -> usize {
+pub(crate) fn offset(text: &str, line: usize, column: usize) -> usize {
     let mut start = 0;
     for _ in 1..line {
         match text[start..].find('\n') {
@@ -17,7 +17,7 @@ pub fn offset(text: &str, line: usize, column: usize) -> usize {
 
 /// The span of the call or expression starting at `at`: an identifier (with a receiver
 /// chain like `prod.` before it), and its parenthesised arguments when a `(` follows.
-pub fn widen(text: &str, at: usize) -> (usize, usize) {
+pub(crate) fn widen(text: &str, at: usize) -> (usize, usize) {
     let bytes = text.as_bytes();
     let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     let at = at.min(text.len());

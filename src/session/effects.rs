@@ -187,18 +187,18 @@ impl Effects for Live {
 /// Effects for the REPL: each input takes the state only while it applies, so other vpcsh
 /// commands can run between inputs. What exists and the session has not declared is kept:
 /// typing cannot undeclare, only `destroy()` removes.
-pub struct Interactive {
+pub(crate) struct Interactive {
     target: Target,
     probes: Probes,
 }
 
 impl Interactive {
-    pub fn new(target: &Target) -> Self {
+    pub(crate) fn new(target: &Target) -> Self {
         Self { target: target.clone(), probes: Probes(target.naming()) }
     }
 
     /// The network the session's declarations make, with what exists kept.
-    pub fn network(&self, decls: &Declarations) -> Result<(Runner, Network), EffectError> {
+    pub(crate) fn network(&self, decls: &Declarations) -> Result<(Runner, Network), EffectError> {
         let network = model::validate(decls).map_err(EffectError::Invalid)?;
         let runner = Runner::open(&self.target).map_err(|d| failed(d.message))?;
         let merged = network.overlay(&kept(runner.network(), decls));

@@ -13,13 +13,13 @@ use crate::plan::{Plan, Summary};
 use crate::script::{EffectError, Interpreter, ScriptError};
 use crate::state;
 
-pub use effects::Interactive;
+pub(crate) use effects::Interactive;
 use effects::{HeldBack, Live};
-pub use runner::Runner;
+pub(crate) use runner::Runner;
 
 /// Where a run works: the state directory, and the sandbox if any.
 #[derive(Clone, Debug)]
-pub struct Target {
+pub(crate) struct Target {
     pub state_dir: PathBuf,
     pub sandbox: Option<String>,
     /// Prefix of namespace names on the real host (`vpcsh`).
@@ -29,17 +29,17 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn naming(&self) -> Naming {
+    pub(crate) fn naming(&self) -> Naming {
         match &self.sandbox {
             Some(name) => Naming::sandbox(name),
             None => Naming::real_host(&self.prefix),
         }
     }
-    pub fn dir(&self) -> PathBuf {
+    pub(crate) fn dir(&self) -> PathBuf {
         state::scope_dir(&self.state_dir, self.sandbox.as_deref())
     }
     /// Checks the sandbox name against the naming rule.
-    pub fn check(&self) -> Result<(), Diag> {
+    pub(crate) fn check(&self) -> Result<(), Diag> {
         if let Some(why) = names::name_problem(&self.prefix) {
             return Err(Diag::plain(format!("invalid prefix: {why}"), Some(names::NAME_RULE_HELP.into())));
         }
@@ -62,7 +62,7 @@ impl Target {
 
 /// What a script run should do with the script.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     Apply,
     DryRun,
     Plan,
@@ -71,7 +71,7 @@ pub enum Mode {
 
 /// The result of a script run, for the CLI to print.
 #[derive(Debug)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Applied(Summary),
     /// The plan, and the effects held back while planning (`would run: ...`).
     Planned(Plan, Vec<String>),
@@ -83,7 +83,7 @@ pub enum Outcome {
 }
 
 /// An effect error with no script place to point at, as a diagnostic.
-pub fn effect_diag(e: EffectError) -> Vec<Diag> {
+pub(crate) fn effect_diag(e: EffectError) -> Vec<Diag> {
     match e {
         EffectError::Invalid(problems) => {
             problems.iter().map(|p| Diag::plain(p.message.clone(), p.help.clone())).collect()
@@ -101,7 +101,7 @@ pub fn effect_diag(e: EffectError) -> Vec<Diag> {
 
 /// Runs a script file: validates it whole with effects held back, then (for `apply`) runs
 /// it for real. Any error in the first pass leaves the kernel untouched.
-pub fn run_script(target: &Target, path: &Path, mode: Mode) -> Result<Outcome, Vec<Diag>> {
+pub(crate) fn run_script(target: &Target, path: &Path, mode: Mode) -> Result<Outcome, Vec<Diag>> {
     target.check().map_err(|d| vec![d])?;
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path)
@@ -153,7 +153,7 @@ pub fn run_script(target: &Target, path: &Path, mode: Mode) -> Result<Outcome, V
 }
 
 /// Removes the named VPCs, or everything this scope owns (the sandbox included).
-pub fn destroy(target: &Target, vpcs: &[String]) -> Result<Summary, Vec<Diag>> {
+pub(crate) fn destroy(target: &Target, vpcs: &[String]) -> Result<Summary, Vec<Diag>> {
     let mut runner = Runner::open(target).map_err(|d| vec![d])?;
     let current = runner.network().clone();
     let network = if vpcs.is_empty() {
@@ -182,7 +182,7 @@ pub fn destroy(target: &Target, vpcs: &[String]) -> Result<Summary, Vec<Diag>> {
 
 /// `vpcsh policy apply FILE.json [--vpc VPC]`: a seed-format policy onto the applied subnet
 /// whose CIDR it names.
-pub fn apply_policy(target: &Target, path: &Path, vpc: Option<&str>) -> Result<Summary, Vec<Diag>> {
+pub(crate) fn apply_policy(target: &Target, path: &Path, vpc: Option<&str>) -> Result<Summary, Vec<Diag>> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| vec![Diag::plain(format!("cannot read {name}: {e}"), None)])?;
@@ -234,7 +234,7 @@ pub fn apply_policy(target: &Target, path: &Path, vpc: Option<&str>) -> Result<S
 }
 
 /// The plan that would repair drift: what `status` reports on.
-pub fn status_plan(target: &Target) -> Result<(Runner, Plan), Vec<Diag>> {
+pub(crate) fn status_plan(target: &Target) -> Result<(Runner, Plan), Vec<Diag>> {
     let mut runner = Runner::open(target).map_err(|d| vec![d])?;
     let network = runner.network().clone();
     if network.vpcs.is_empty() && runner.state().namespaces.is_empty() {

@@ -16,7 +16,7 @@ use crate::state::{self, Store};
 use super::Target;
 
 /// The engine room: the locked state, a kernel backend and the naming of this scope.
-pub struct Runner {
+pub(crate) struct Runner {
     naming: Naming,
     store: Store,
     backend: Box<dyn Backend>,
@@ -25,7 +25,7 @@ pub struct Runner {
 }
 
 impl Runner {
-    pub fn open(target: &Target) -> Result<Self, Diag> {
+    pub(crate) fn open(target: &Target) -> Result<Self, Diag> {
         target.check()?;
         let store = Store::open(&target.dir()).map_err(state_diag)?;
         let netlink = Netlink::new(store.log_dir(), store.state.processes.clone())
@@ -34,25 +34,25 @@ impl Runner {
         Ok(Self { naming: target.naming(), store, backend, uplink: target.uplink.clone() })
     }
 
-    pub fn network(&self) -> &Network {
+    pub(crate) fn network(&self) -> &Network {
         &self.store.state.network
     }
 
-    pub fn state(&self) -> &state::State {
+    pub(crate) fn state(&self) -> &state::State {
         &self.store.state
     }
 
-    pub fn naming(&self) -> &Naming {
+    pub(crate) fn naming(&self) -> &Naming {
         &self.naming
     }
 
     /// Where the logs of started processes go.
-    pub fn log_dir(&self) -> std::path::PathBuf {
+    pub(crate) fn log_dir(&self) -> std::path::PathBuf {
         self.store.log_dir()
     }
 
     /// The processes started in namespaces, as the backend knows them now.
-    pub fn processes(&self) -> Vec<crate::exec::process::ProcessRecord> {
+    pub(crate) fn processes(&self) -> Vec<crate::exec::process::ProcessRecord> {
         self.backend.processes()
     }
 
@@ -100,7 +100,7 @@ impl Runner {
     }
 
     /// The plan that makes the kernel match `network`.
-    pub fn plan(&mut self, network: &Network, bare: bool) -> Result<Plan, EffectError> {
+    pub(crate) fn plan(&mut self, network: &Network, bare: bool) -> Result<Plan, EffectError> {
         self.plan_for(network, bare).map(|(plan, _)| plan)
     }
 
@@ -136,7 +136,7 @@ impl Runner {
     }
 
     /// Makes the kernel match `network` and records the result.
-    pub fn converge(&mut self, network: &Network, bare: bool) -> Result<Summary, EffectError> {
+    pub(crate) fn converge(&mut self, network: &Network, bare: bool) -> Result<Summary, EffectError> {
         let (plan, desired) = self.plan_for(network, bare)?;
         if plan.is_empty() {
             return Ok(Summary::default());

@@ -6,25 +6,25 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-pub const VPCSH: &str = env!("CARGO_BIN_EXE_vpcsh");
+pub(crate) const VPCSH: &str = env!("CARGO_BIN_EXE_vpcsh");
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A unique name per test and process: safe with parallel tests and parallel runs.
-pub fn unique(tag: &str) -> String {
+pub(crate) fn unique(tag: &str) -> String {
     format!("vt{}-{tag}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A temporary directory removed on drop.
-pub struct TempDir(pub PathBuf);
+pub(crate) struct TempDir(pub PathBuf);
 
 impl TempDir {
-    pub fn new(tag: &str) -> Self {
+    pub(crate) fn new(tag: &str) -> Self {
         let dir = std::env::temp_dir().join(unique(tag));
         fs::create_dir_all(&dir).unwrap();
         Self(dir)
     }
-    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+    pub(crate) fn write(&self, name: &str, text: &str) -> PathBuf {
         let path = self.0.join(name);
         fs::write(&path, text).unwrap();
         path
@@ -38,7 +38,7 @@ impl Drop for TempDir {
 }
 
 /// What a vpcsh run printed and returned.
-pub struct Run {
+pub(crate) struct Run {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
@@ -61,53 +61,53 @@ impl std::fmt::Debug for Run {
 }
 
 /// A sandbox with its own state directory; everything it made is destroyed on drop.
-pub struct Sandbox {
+pub(crate) struct Sandbox {
     pub name: String,
     pub dir: TempDir,
 }
 
 impl Sandbox {
-    pub fn new(tag: &str) -> Self {
+    pub(crate) fn new(tag: &str) -> Self {
         let name = unique(tag);
         let dir = TempDir::new(&format!("{tag}-state"));
         Self { name, dir }
     }
 
     /// A vpcsh command in this sandbox.
-    pub fn cmd(&self, args: &[&str]) -> Command {
+    pub(crate) fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(VPCSH);
         cmd.arg("--sandbox").arg(&self.name).arg("--state-dir").arg(&self.dir.0).args(args);
         cmd.env("NO_COLOR", "1").env_remove("VPCSH_INJECT_FAULT");
         cmd
     }
 
-    pub fn run(&self, args: &[&str]) -> Run {
+    pub(crate) fn run(&self, args: &[&str]) -> Run {
         self.cmd(args).output().unwrap().into()
     }
 
     /// Writes `text` as a script and applies it; the run must succeed.
-    pub fn apply(&self, text: &str) -> Run {
+    pub(crate) fn apply(&self, text: &str) -> Run {
         let script = self.script(text);
         let run = self.run(&["apply", script.to_str().unwrap()]);
         assert_eq!(run.code, 0, "apply failed: {run:?}");
         run
     }
 
-    pub fn script(&self, text: &str) -> PathBuf {
+    pub(crate) fn script(&self, text: &str) -> PathBuf {
         self.dir.write(&format!("{}.rhai", unique("script")), text)
     }
 
-    pub fn ns(&self, suffix: &str) -> String {
+    pub(crate) fn ns(&self, suffix: &str) -> String {
         if suffix.is_empty() { self.name.clone() } else { format!("{}.{suffix}", self.name) }
     }
 
     /// Namespaces under /run/netns that belong to this sandbox.
-    pub fn namespaces(&self) -> Vec<String> {
+    pub(crate) fn namespaces(&self) -> Vec<String> {
         let prefix = format!("{}.", self.name);
         list_netns().into_iter().filter(|n| *n == self.name || n.starts_with(&prefix)).collect()
     }
 
-    pub fn state_file(&self) -> PathBuf {
+    pub(crate) fn state_file(&self) -> PathBuf {
         self.dir.0.join("sandbox").join(&self.name).join("state.json")
     }
 }
@@ -122,30 +122,30 @@ impl Drop for Sandbox {
     }
 }
 
-pub fn list_netns() -> Vec<String> {
+pub(crate) fn list_netns() -> Vec<String> {
     fs::read_dir("/run/netns")
         .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
         .unwrap_or_default()
 }
 
 /// `ip netns exec NS ARGS...`
-pub fn in_ns(ns: &str, args: &[&str]) -> Run {
+pub(crate) fn in_ns(ns: &str, args: &[&str]) -> Run {
     Command::new("ip").args(["netns", "exec", ns]).args(args).output().unwrap().into()
 }
 
 /// One ICMP echo from inside `ns`, one second to answer.
-pub fn ping(ns: &str, addr: &str) -> bool {
+pub(crate) fn ping(ns: &str, addr: &str) -> bool {
     in_ns(ns, &["ping", "-c1", "-W1", "-q", addr]).code == 0
 }
 
 /// `ip -n NS ARGS...` output.
-pub fn ip(ns: &str, args: &[&str]) -> String {
+pub(crate) fn ip(ns: &str, args: &[&str]) -> String {
     let out = Command::new("ip").arg("-n").arg(ns).args(args).output().unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Whether a process runs (a zombie waiting for init to reap it does not).
-pub fn running(pid: i64) -> bool {
+pub(crate) fn running(pid: i64) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with('Z')))
@@ -153,10 +153,10 @@ pub fn running(pid: i64) -> bool {
 }
 
 /// vpcsh's built-in HTTP server run by the test in a namespace; killed (by pid) on drop.
-pub struct Server(Child);
+pub(crate) struct Server(Child);
 
 impl Server {
-    pub fn start(ns: &str, port: u16, body: &str) -> Self {
+    pub(crate) fn start(ns: &str, port: u16, body: &str) -> Self {
         let mut child = Command::new(VPCSH)
             .args(["__serve", "--netns", ns, "--port", &port.to_string(), "--body", body])
             .stdout(Stdio::piped())
@@ -178,7 +178,7 @@ impl Drop for Server {
 }
 
 /// An HTTP GET from inside `ns` with bash's /dev/tcp (no client package needed); the body.
-pub fn get(ns: &str, addr: &str, port: u16, path: &str) -> Option<String> {
+pub(crate) fn get(ns: &str, addr: &str, port: u16, path: &str) -> Option<String> {
     let script = format!(
         "exec 3<>/dev/tcp/{addr}/{port} && printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' >&3 && timeout 2 cat <&3"
     );
@@ -191,7 +191,7 @@ pub fn get(ns: &str, addr: &str, port: u16, path: &str) -> Option<String> {
 
 /// Whether a UDP datagram from inside `ns` reaches `addr:port`, where nothing listens: the
 /// host's ICMP port-unreachable comes back as a refused receive; a firewall drop is silence.
-pub fn udp_reaches(ns: &str, addr: &str, port: u16) -> bool {
+pub(crate) fn udp_reaches(ns: &str, addr: &str, port: u16) -> bool {
     let path = format!("/run/netns/{ns}");
     let addr: std::net::SocketAddr = format!("{addr}:{port}").parse().unwrap();
     std::thread::spawn(move || {

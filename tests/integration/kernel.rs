@@ -147,7 +147,7 @@ fn a_failure_mid_apply_is_rolled_back() {
     let script = sb.script(TWO_SUBNETS);
     let run: Run = sb
         .cmd(&["apply", script.to_str().unwrap()])
-        .env("VPCSH_INJECT_FAULT", "add route default via 10.9.2.1")
+        .env("VPCSH_INJECT_FAULT", format!("add-route@{}", sb.ns("prod.app")))
         .output()
         .unwrap()
         .into();
@@ -161,7 +161,7 @@ fn a_failure_mid_apply_is_rolled_back() {
     let bigger = sb.script(&format!("{TWO_SUBNETS}\nprod.subnet(\"db\", \"10.9.3.0/24\");"));
     let run: Run = sb
         .cmd(&["apply", bigger.to_str().unwrap()])
-        .env("VPCSH_INJECT_FAULT", "add route default via 10.9.3.1")
+        .env("VPCSH_INJECT_FAULT", format!("add-route@{}", sb.ns("prod.db")))
         .output()
         .unwrap()
         .into();
