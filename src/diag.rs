@@ -7,6 +7,7 @@ use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, Na
 
 use crate::model::{Problem, Span};
 use crate::script::{Fault, ScriptError, Source};
+use crate::session::{Failure, Warnings};
 
 /// One renderable diagnostic.
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +119,25 @@ pub(crate) fn from_script_error(e: &ScriptError, sources: &[Source]) -> Vec<Diag
         ScriptError::Invalid(problems) => problems.iter().map(|p| from_problem(p, sources)).collect(),
         ScriptError::Fault(f) => vec![from_fault(f, sources)],
     }
+}
+
+/// A failed run as diagnostics.
+pub(crate) fn from_failure(f: &Failure) -> Vec<Diag> {
+    match f {
+        Failure::Script { error, sources } => from_script_error(error, sources),
+        Failure::Problems(problems) => {
+            problems.iter().map(|p| Diag::plain(p.message.clone(), p.help.clone())).collect()
+        }
+        Failure::Refused { message, help, notes } => {
+            let help = help.iter().chain(notes).cloned().collect::<Vec<_>>().join("\n");
+            vec![Diag::plain(message.clone(), (!help.is_empty()).then_some(help))]
+        }
+    }
+}
+
+/// Validation warnings as warning diagnostics.
+pub(crate) fn from_warnings(w: &Warnings) -> Vec<Diag> {
+    w.problems.iter().map(|p| from_problem(p, &w.sources).warning()).collect()
 }
 
 /// Whether to colour output on stderr: a terminal, and `NO_COLOR` unset.

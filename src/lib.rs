@@ -7,6 +7,7 @@
 //! `state` records what vpcsh owns. Only `main` is public: the binary is the product.
 
 mod cli;
+mod commands;
 mod diag;
 mod exec;
 mod httpd;

@@ -61,9 +61,30 @@ pub(crate) fn scope_dir(state_dir: &Path, sandbox: Option<&str>) -> PathBuf {
     }
 }
 
-/// Reads the state in `dir` without locking or creating anything (for `check`).
-pub(crate) fn peek(dir: &Path) -> Option<State> {
-    serde_json::from_slice(&fs::read(dir.join("state.json")).ok()?).ok()
+/// Reads the state in `dir` without locking or creating anything (for `check`, `list`, the
+/// REPL between inputs): `None` when nothing is applied there, an error when the file cannot
+/// be read or is not state this vpcsh understands.
+pub(crate) fn peek(dir: &Path) -> Result<Option<State>, StateError> {
+    let path = dir.join("state.json");
+    match fs::read(&path) {
+        Ok(bytes) => parse(&path, &bytes).map(Some),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StateError::Read { path, source }),
+    }
+}
+
+fn parse(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
+    // The version first, so a newer file says so rather than failing to parse.
+    #[derive(Deserialize)]
+    struct Versioned {
+        version: u32,
+    }
+    let parse_err = |source| StateError::Parse { path: path.to_path_buf(), source };
+    let Versioned { version } = serde_json::from_slice(bytes).map_err(parse_err)?;
+    if version != VERSION {
+        return Err(StateError::Version { path: path.to_path_buf(), found: version });
+    }
+    serde_json::from_slice(bytes).map_err(parse_err)
 }
 
 impl Store {
@@ -81,14 +102,7 @@ impl Store {
         lock.lock().map_err(dir_err)?;
         let path = dir.join("state.json");
         let state = match fs::read(&path) {
-            Ok(bytes) => {
-                let state: State = serde_json::from_slice(&bytes)
-                    .map_err(|source| StateError::Parse { path: path.clone(), source })?;
-                if state.version != VERSION {
-                    return Err(StateError::Version { path, found: state.version });
-                }
-                state
-            }
+            Ok(bytes) => parse(&path, &bytes)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => State { version: VERSION, ..State::default() },
             Err(source) => return Err(StateError::Read { path, source }),
         };
@@ -159,6 +173,18 @@ mod tests {
         store.save().unwrap();
         assert!(!dir.join("state.json").exists());
         drop(store);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn peek_reports_damage_instead_of_reading_nothing() {
+        let dir = temp_dir("peek");
+        assert!(matches!(peek(&dir), Ok(None)));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("state.json"), "{ not json").unwrap();
+        assert!(matches!(peek(&dir), Err(StateError::Parse { .. })));
+        fs::write(dir.join("state.json"), r#"{"version":99,"something":"new"}"#).unwrap();
+        assert!(matches!(peek(&dir), Err(StateError::Version { found: 99, .. })));
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -1,18 +1,17 @@
 //! The command line: clap definitions, and dispatch to the session layer. Exit codes: 0
 //! success, 1 the script or the system refused (diagnostic printed), 2 usage error.
 
-mod exec;
-mod report;
 mod test;
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::diag::{self, Diag};
-use crate::session::{self, Mode, Outcome, Target};
+use crate::commands;
+use crate::diag;
+use crate::session::{self, Failure, Mode, Outcome, Target};
 
 const ABOUT: &str = "Build AWS-style virtual private clouds on one Linux host from network namespaces, \
 veth pairs, bridges and routes, described as Rhai scripts.";
@@ -162,21 +161,11 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
-        Err(diags) => {
-            diag::eprint(&diags);
+        Err(failure) => {
+            diag::eprint(&diag::from_failure(&failure));
             ExitCode::from(1)
         }
     }
-}
-
-/// `vpcsh status` for the REPL's `:status`.
-pub(crate) fn status(target: &Target, json: bool) -> Result<ExitCode, Vec<Diag>> {
-    report::status(target, json)
-}
-
-/// Runs a command in a host, passing the terminal through (the REPL's `w1 ping w2`).
-pub(crate) fn exec_in(target: &Target, who: &str, command: &[String]) -> Result<ExitCode, Vec<Diag>> {
-    exec::run(target, who, command)
 }
 
 fn init_logging(global: &Global) {
@@ -196,55 +185,21 @@ fn init_logging(global: &Global) {
         .try_init();
 }
 
-/// Ctrl-C or SIGTERM during a change: finish the current step, roll back, save state.
-fn stop_gracefully() {
-    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-    extern "C" fn on_signal(_: i32) {
-        crate::exec::interrupt();
-    }
-    let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::empty(), SigSet::empty());
-    // SAFETY: the handler only stores to an atomic.
-    unsafe {
-        let _ = sigaction(Signal::SIGINT, &action);
-        let _ = sigaction(Signal::SIGTERM, &action);
-    }
-}
-
-fn run(command: Command, target: &Target) -> Result<ExitCode, Vec<Diag>> {
+fn run(command: Command, target: &Target) -> Result<ExitCode, Failure> {
     if matches!(command, Command::Apply { .. } | Command::Destroy { .. } | Command::Policy(_)) {
-        stop_gracefully();
+        crate::exec::stop_on_signals();
     }
     match command {
         Command::Apply { script, dry_run } => {
-            let mode = if dry_run { Mode::DryRun } else { Mode::Apply };
-            match session::run_script(target, &script, mode)? {
-                Outcome::Applied(summary) => println!("{summary}"),
-                Outcome::Planned(plan, would_run) => {
-                    print!("{plan}");
-                    would_run.iter().for_each(|w| println!("would run: {w}"));
-                    println!("dry run: {}", plan.summary());
-                }
-                Outcome::Checked { .. } => unreachable!("apply does not only check"),
-            }
+            return run_script(target, &script, if dry_run { Mode::DryRun } else { Mode::Apply });
         }
-        Command::Plan { script } => match session::run_script(target, &script, Mode::Plan)? {
-            Outcome::Planned(plan, would_run) => {
-                print!("{plan}");
-                would_run.iter().for_each(|w| println!("would run: {w}"));
-            }
-            other => unreachable!("plan returned {other:?}"),
-        },
-        Command::Check { script } => match session::run_script(target, &script, Mode::Check)? {
-            Outcome::Checked { vpcs, subnets, hosts } => {
-                println!("{}: ok ({vpcs} VPCs, {subnets} subnets, {hosts} hosts)", script.display())
-            }
-            other => unreachable!("check returned {other:?}"),
-        },
+        Command::Plan { script } => return run_script(target, &script, Mode::Plan),
+        Command::Check { script } => return run_script(target, &script, Mode::Check),
         Command::Destroy { vpcs } => println!("{}", session::destroy(target, &vpcs)?),
-        Command::Status { json } => return report::status(target, json),
-        Command::List { json } => report::list(target, json)?,
-        Command::Exec { target: who, command } => return exec::run(target, &who, &command),
-        Command::Logs { target: who } => exec::logs(target, &who)?,
+        Command::Status { json } => return commands::status(target, json),
+        Command::List { json } => commands::list(target, json)?,
+        Command::Exec { target: who, command } => return commands::exec(target, &who, &command),
+        Command::Logs { target: who } => commands::logs(target, &who)?,
         Command::Repl => return Ok(crate::repl::run(target)),
         Command::Policy(PolicyCommand::Apply { file, vpc }) => {
             println!("{}", session::apply_policy(target, &file, vpc.as_deref())?)
@@ -254,9 +209,27 @@ fn run(command: Command, target: &Target) -> Result<ExitCode, Vec<Diag>> {
             return Ok(test::run(test::Options { scripts, keep, jobs, state_dir }));
         }
         Command::Serve { netns, port, body } => {
-            if let Err(e) = crate::httpd::serve(&netns, port, &body) {
-                return Err(vec![Diag::plain(format!("http server in {netns}: {e}"), None)]);
+            crate::httpd::serve(&netns, port, &body)
+                .map_err(|e| Failure::refused(format!("http server in {netns}: {e}"), None))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `apply`, `plan` and `check`: runs the script and prints what came of it.
+fn run_script(target: &Target, script: &Path, mode: Mode) -> Result<ExitCode, Failure> {
+    let mut warn = |w: session::Warnings| diag::eprint(&diag::from_warnings(&w));
+    match session::run_script(target, script, mode, &mut warn)? {
+        Outcome::Applied(summary) => println!("{summary}"),
+        Outcome::Planned(plan, would_run) => {
+            print!("{plan}");
+            would_run.iter().for_each(|w| println!("would run: {w}"));
+            if mode == Mode::DryRun {
+                println!("dry run: {}", plan.summary());
             }
+        }
+        Outcome::Checked { vpcs, subnets, hosts } => {
+            println!("{}: ok ({vpcs} VPCs, {subnets} subnets, {hosts} hosts)", script.display())
         }
     }
     Ok(ExitCode::SUCCESS)

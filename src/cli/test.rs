@@ -5,16 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_interrupt(_: i32) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
+use crate::exec::{interrupted, stop_on_signals};
 
 pub(super) struct Options {
     pub scripts: Vec<PathBuf>,
@@ -51,7 +44,7 @@ impl Fixture<'_> {
             Err(e) => return Verdict::Failed(format!("cannot start vpcsh: {e}")),
         };
         loop {
-            if INTERRUPTED.load(Ordering::SeqCst) {
+            if interrupted() {
                 stop(&mut child);
                 return Verdict::Interrupted;
             }
@@ -78,7 +71,7 @@ impl Fixture<'_> {
 /// it if it has not within a few seconds.
 fn stop(child: &mut std::process::Child) {
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let _ = nix::sys::signal::kill(pid, Signal::SIGINT);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
@@ -91,12 +84,7 @@ fn stop(child: &mut std::process::Child) {
 }
 
 pub(super) fn run(opts: Options) -> ExitCode {
-    let handler = SigAction::new(SigHandler::Handler(on_interrupt), SaFlags::empty(), SigSet::empty());
-    // SAFETY: the handler only stores to an atomic.
-    unsafe {
-        let _ = sigaction(Signal::SIGINT, &handler);
-        let _ = sigaction(Signal::SIGTERM, &handler);
-    }
+    stop_on_signals();
     let queue = Mutex::new(opts.scripts.iter().enumerate());
     let results = Mutex::new((0usize, 0usize));
     let print = Mutex::new(());
@@ -105,7 +93,7 @@ pub(super) fn run(opts: Options) -> ExitCode {
             s.spawn(|| {
                 loop {
                     let Some((i, script)) = queue.lock().expect("queue").next() else { break };
-                    if INTERRUPTED.load(Ordering::SeqCst) {
+                    if interrupted() {
                         break;
                     }
                     let sandbox = format!("test-{}-{i}", std::process::id());
@@ -150,7 +138,7 @@ pub(super) fn run(opts: Options) -> ExitCode {
     });
     let (passed, failed) = *results.lock().expect("results");
     println!("{passed} passed, {failed} failed");
-    if INTERRUPTED.load(Ordering::SeqCst) {
+    if interrupted() {
         ExitCode::from(130)
     } else if failed == 0 && passed == opts.scripts.len() {
         ExitCode::SUCCESS

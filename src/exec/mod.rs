@@ -114,6 +114,21 @@ pub(crate) fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
+/// From now on Ctrl-C and SIGTERM ask the running work to stop (see `interrupted`) instead
+/// of killing vpcsh, so it can finish the current step, roll back and save its state.
+pub(crate) fn stop_on_signals() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    extern "C" fn on_signal(_: i32) {
+        interrupt();
+    }
+    let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::empty(), SigSet::empty());
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        let _ = sigaction(Signal::SIGINT, &action);
+        let _ = sigaction(Signal::SIGTERM, &action);
+    }
+}
+
 /// Applies a plan in order. On failure, or when interrupted, undoes the completed steps
 /// that can be undone, in reverse, and reports every error.
 pub(crate) fn apply(backend: &mut dyn Backend, plan: &Plan) -> Result<Summary, ApplyError> {

@@ -26,7 +26,7 @@ const ENODEV: i32 = nix::errno::Errno::ENODEV as i32;
 const EEXIST: i32 = nix::errno::Errno::EEXIST as i32;
 use crate::plan::Op;
 use crate::plan::kernel::LINK_GROUP;
-use crate::plan::kernel::{Addr, KernelState, Link, LinkKind, Netns, Route};
+use crate::plan::kernel::{Addr, KernelState, Link, LinkKind, Netns, Owner, Route};
 
 /// A namespace vpcsh is talking to: its fd (to put veth peers into it) and a socket in it.
 struct Space {
@@ -394,7 +394,7 @@ impl Netlink {
             }
             let up = l.header.flags.contains(LinkFlags::Up);
             let ours = group == crate::plan::kernel::LINK_GROUP;
-            out.links.insert(name.clone(), Link { kind, master, up, owner: String::new(), ours });
+            out.links.insert(name.clone(), Link { kind, master, up, owner: Owner::Unclaimed, ours });
         }
         for a in &addrs {
             let Some(dev) = names.get(&a.header.index) else {

@@ -133,3 +133,13 @@ pub(crate) fn forwarding() -> io::Result<bool> {
 pub(crate) fn set_forwarding(on: bool) -> io::Result<()> {
     fs::write("/proc/sys/net/ipv4/ip_forward", if on { "1" } else { "0" })
 }
+
+/// Makes `cmd`'s child enter the namespace `fd` between fork and exec, so the command (and
+/// only it) runs inside, whatever thread spawns it.
+pub(crate) fn enter_on_exec(cmd: &mut std::process::Command, fd: OwnedFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec the child only makes the setns system call.
+    unsafe {
+        cmd.pre_exec(move || setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(io::Error::from));
+    }
+}

@@ -12,10 +12,8 @@ use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
-
-use nix::sched::{CloneFlags, setns};
 
 use super::netns;
 use crate::plan::kernel::Process;
@@ -96,10 +94,7 @@ fn spawn(
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out).process_group(0);
     if let Some(fd) = enter {
-        // SAFETY: between fork and exec the child only makes the setns system call.
-        unsafe {
-            cmd.pre_exec(move || setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(io::Error::from));
-        }
+        netns::enter_on_exec(&mut cmd, fd);
     }
     let child = cmd.spawn()?;
     let pid = child.id() as i32;

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use super::{Backend, KernelError, OpError};
 use crate::plan::Op;
-use crate::plan::kernel::{KernelState, Link, LinkKind, Netns, Nft};
+use crate::plan::kernel::{KernelState, Link, LinkKind, Netns, Nft, Owner};
 
 #[derive(Default)]
 pub(crate) struct Recording {
@@ -41,7 +41,7 @@ impl Backend for Recording {
                 message: "no such namespace".into(),
             },
         };
-        let link = |kind| Link { kind, master: None, up: true, owner: String::new(), ours: true };
+        let link = |kind| Link { kind, master: None, up: true, owner: Owner::Unclaimed, ours: true };
         match op {
             Op::CreateNetns { ns, forwarding } => {
                 let mut n = Netns { forwarding: *forwarding, ..Netns::default() };

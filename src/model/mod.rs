@@ -7,6 +7,7 @@
 pub(crate) mod ipam;
 pub(crate) mod names;
 mod overlay;
+pub(crate) mod policy;
 mod validate;
 
 use std::net::Ipv4Addr;
@@ -85,9 +86,9 @@ pub(crate) struct NatDecl {
 #[derive(Clone, Debug)]
 pub(crate) struct PublishDecl {
     pub host: HostRef,
-    pub port: i64,
-    pub host_port: i64,
-    pub proto: String,
+    pub port: u16,
+    pub host_port: u16,
+    pub proto: Transport,
     pub span: Span,
 }
 
@@ -248,11 +249,52 @@ pub(crate) struct Network {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Firewall {
     pub vpc: String,
-    /// A subnet's name, or a host's.
-    pub subnet: Option<String>,
-    pub host: Option<String>,
+    #[serde(flatten)]
+    pub protects: Protected,
     pub ingress: Vec<FirewallRule>,
     pub egress: Vec<FirewallRule>,
+}
+
+impl Firewall {
+    /// Whether this policy is on the same thing as `other`.
+    pub(crate) fn same_target(&self, other: &Firewall) -> bool {
+        self.vpc == other.vpc && self.protects == other.protects
+    }
+}
+
+/// What a firewall protects, by name within its VPC. Stored as the `subnet`/`host` fields
+/// state files have always had.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "ProtectedFields", into = "ProtectedFields")]
+pub(crate) enum Protected {
+    Subnet(String),
+    Host(String),
+}
+
+#[derive(Serialize, Deserialize)]
+struct ProtectedFields {
+    subnet: Option<String>,
+    host: Option<String>,
+}
+
+impl TryFrom<ProtectedFields> for Protected {
+    type Error = &'static str;
+    fn try_from(f: ProtectedFields) -> Result<Self, Self::Error> {
+        match (f.subnet, f.host) {
+            (Some(subnet), None) => Ok(Protected::Subnet(subnet)),
+            (None, Some(host)) => Ok(Protected::Host(host)),
+            _ => Err("a firewall protects either a subnet or a host"),
+        }
+    }
+}
+
+impl From<Protected> for ProtectedFields {
+    fn from(p: Protected) -> Self {
+        match p {
+            Protected::Subnet(subnet) => ProtectedFields { subnet: Some(subnet), host: None },
+            Protected::Host(host) => ProtectedFields { subnet: None, host: Some(host) },
+        }
+    }
 }
 
 /// One rule with its peers resolved to addresses (empty: anywhere).
@@ -300,6 +342,15 @@ impl Peering {
 pub(crate) enum Transport {
     Tcp,
     Udp,
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        })
+    }
 }
 
 /// A published port: the machine's `host_port` forwards to `ip:port` of a public host.

@@ -37,9 +37,7 @@ impl Network {
         out.firewalls = self
             .firewalls
             .iter()
-            .filter(|f| {
-                other.firewalls.iter().any(|g| g.vpc == f.vpc && g.subnet == f.subnet && g.host == f.host)
-            })
+            .filter(|f| other.firewalls.iter().any(|g| g.same_target(f)))
             .cloned()
             .collect();
         out
@@ -80,8 +78,7 @@ impl Network {
             }
         }
         for f in &extra.firewalls {
-            let named =
-                out.firewalls.iter().any(|g| g.vpc == f.vpc && g.subnet == f.subnet && g.host == f.host);
+            let named = out.firewalls.iter().any(|g| g.same_target(f));
             if !named {
                 out.firewalls.push(f.clone());
             }

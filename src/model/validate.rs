@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use super::{
-    Declarations, Firewall, FirewallRule, FirewallTarget, Host, Network, PeerRef, Peering, Publish, RuleDecl,
-    Span, Subnet, SubnetId, Transport, Vpc, Workload, WorkloadKind, ipam, names,
+    Declarations, Firewall, FirewallRule, FirewallTarget, Host, Network, PeerRef, Peering, Protected,
+    Publish, RuleDecl, Span, Subnet, SubnetId, Transport, Vpc, Workload, WorkloadKind, ipam, names,
 };
 
 /// Smallest and largest VPC prefix, as in AWS.
@@ -351,11 +351,12 @@ fn workloads(decls: &Declarations, problems: &mut Vec<Problem>) -> Vec<Workload>
 fn firewalls(decls: &Declarations, network: &Network) -> Vec<Firewall> {
     let mut out: Vec<Firewall> = Vec::new();
     for f in &decls.firewalls {
-        let (subnet_id, host) = match f.target {
-            FirewallTarget::Subnet(s) => (s, None),
-            FirewallTarget::Host(h) => (decls.host_subnet(h), Some(decls.host_name(h).to_string())),
+        let (subnet, protects) = match f.target {
+            FirewallTarget::Subnet(s) => (decls.subnet(s), Protected::Subnet(decls.subnet(s).name.clone())),
+            FirewallTarget::Host(h) => {
+                (decls.subnet(decls.host_subnet(h)), Protected::Host(decls.host_name(h).to_string()))
+            }
         };
-        let subnet = decls.subnet(subnet_id);
         let vpc = decls.vpc(subnet.vpc);
         if vpc.removed {
             continue;
@@ -371,18 +372,14 @@ fn firewalls(decls: &Declarations, network: &Network) -> Vec<Firewall> {
                 })
                 .collect()
         };
-        let (subnet_name, host_name) = match host {
-            Some(h) => (None, Some(h)),
-            None => (Some(subnet.name.clone()), None),
-        };
-        out.retain(|g| !(g.vpc == vpc.name && g.subnet == subnet_name && g.host == host_name));
-        out.push(Firewall {
+        let firewall = Firewall {
             vpc: vpc.name.clone(),
-            subnet: subnet_name,
-            host: host_name,
+            protects,
             ingress: resolve(&f.policy.ingress),
             egress: resolve(&f.policy.egress),
-        });
+        };
+        out.retain(|g| !g.same_target(&firewall));
+        out.push(firewall);
     }
     out
 }
@@ -434,31 +431,6 @@ fn publishes(decls: &Declarations, network: &Network, problems: &mut Vec<Problem
             continue;
         }
         let host = decls.host_name(p.host);
-        let mut ok = true;
-        for (what, value) in [("port", p.port), ("host port", p.host_port)] {
-            if !(1..=65535).contains(&value) {
-                problems.push(
-                    Problem::new(format!("{what} {value} is not a port"), p.span, "out of range")
-                        .help("ports are 1 to 65535"),
-                );
-                ok = false;
-            }
-        }
-        let proto = match p.proto.as_str() {
-            "tcp" => Transport::Tcp,
-            "udp" => Transport::Udp,
-            other => {
-                problems.push(
-                    Problem::new(
-                        format!("`{other}` is not a protocol publish() knows"),
-                        p.span,
-                        "unknown protocol",
-                    )
-                    .help("use \"tcp\" (the default) or \"udp\""),
-                );
-                continue;
-            }
-        };
         if !subnet.public {
             problems.push(
                 Problem::new(
@@ -472,16 +444,13 @@ fn publishes(decls: &Declarations, network: &Network, problems: &mut Vec<Problem
                 .related(subnet.span, "a private subnet")
                 .help("declare the subnet with #{ public: true }; nat() gives private subnets egress only"),
             );
-            ok = false;
-        }
-        if !ok {
             continue;
         }
-        let host_port = p.host_port as u16;
+        let (host_port, proto) = (p.host_port, p.proto);
         if let Some(first) = seen.insert((host_port, proto), p.span) {
             problems.push(
                 Problem::new(
-                    format!("host port {host_port}/{} is published twice", p.proto),
+                    format!("host port {host_port}/{proto} is published twice"),
                     p.span,
                     "published again",
                 )
@@ -499,7 +468,7 @@ fn publishes(decls: &Declarations, network: &Network, problems: &mut Vec<Problem
                 vpc: vpc.name.clone(),
                 host: host.to_string(),
                 ip: h.ip,
-                port: p.port as u16,
+                port: p.port,
                 host_port,
                 proto,
             });

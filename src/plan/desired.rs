@@ -12,10 +12,10 @@ use std::net::Ipv4Addr;
 
 use ipnetwork::Ipv4Network;
 
-use super::kernel::{Addr, KernelState, Link, LinkKind, Netns, Nft, Process, Route};
+use super::kernel::{Addr, KernelState, Link, LinkKind, Netns, Nft, Owner, Process, Route};
 use super::naming::{HOST_IFNAME, MACHINE_UPLINK_PREFIX, Naming, PEER_PREFIX, ROUTER_UPLINK, UPLINK_IFNAME};
 use super::nft::{Action, Chain, Hook, IfName, Match, Proto, Ruleset};
-use crate::model::{Firewall, FirewallRule, Network, RuleProto, Transport, Vpc, WorkloadKind};
+use crate::model::{Firewall, FirewallRule, Network, Protected, RuleProto, Transport, Vpc, WorkloadKind};
 
 /// The simulated internet's address, and the sandbox machine's uplink address.
 pub(crate) const INTERNET_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
@@ -43,15 +43,15 @@ pub(crate) fn desired(network: &Network, machine: &Machine) -> KernelState {
         sandbox_machine(&internet)
     } else {
         // The real host: only what vpcsh adds, never its own lo or other links.
-        Netns { owner: "machine".into(), ..Netns::default() }
+        Netns { owner: Owner::Machine, ..Netns::default() }
     };
     let transfer = transfer_nets(network);
 
     for vpc in &network.vpcs {
         let router_name = naming.router_ns(&vpc.name);
-        let mut router = netns_with_lo(&format!("vpc {}", vpc.name));
+        let owner = Owner::Vpc(vpc.name.clone());
+        let mut router = netns_with_lo(&owner);
         router.forwarding = true;
-        let owner = format!("vpc {}", vpc.name);
         let link_net = transfer[&vpc.name];
         let (machine_ip, router_ip) = transfer_ips(link_net);
         let machine_end = Naming::machine_uplink(&vpc.name);
@@ -63,12 +63,12 @@ pub(crate) fn desired(network: &Network, machine: &Machine) -> KernelState {
         m.addrs.insert(Addr { dev: machine_end, net: net(machine_ip, 30) });
 
         for subnet in &vpc.subnets {
-            let owner = format!("subnet {}/{}", vpc.name, subnet.name);
+            let owner = Owner::Subnet { vpc: vpc.name.clone(), subnet: subnet.name.clone() };
             let bridge = Naming::bridge(&subnet.name);
             router.links.insert(bridge.clone(), link(LinkKind::Bridge, None, &owner));
             router.addrs.insert(Addr { dev: bridge.clone(), net: net(subnet.gateway, subnet.cidr.prefix()) });
             for host in &subnet.hosts {
-                let owner = format!("host {}/{}", vpc.name, host.name);
+                let owner = Owner::Host { vpc: vpc.name.clone(), host: host.name.clone() };
                 let host_ns = naming.host_ns(&vpc.name, &host.name);
                 let veth = LinkKind::Veth { peer_ns: host_ns.clone(), peer: HOST_IFNAME.into() };
                 router.links.insert(Naming::host_veth(&host.name), link(veth, Some(bridge.clone()), &owner));
@@ -80,15 +80,14 @@ pub(crate) fn desired(network: &Network, machine: &Machine) -> KernelState {
                     via: subnet.gateway,
                     dev: HOST_IFNAME.into(),
                 });
-                let policies: Vec<&Firewall> =
-                    network
-                        .firewalls
-                        .iter()
-                        .filter(|f| f.vpc == vpc.name && f.host.as_deref() == Some(host.name.as_str()))
-                        .chain(network.firewalls.iter().filter(|f| {
-                            f.vpc == vpc.name && f.subnet.as_deref() == Some(subnet.name.as_str())
-                        }))
-                        .collect();
+                let policies: Vec<&Firewall> = network
+                    .firewalls
+                    .iter()
+                    .filter(|f| f.vpc == vpc.name && f.protects == Protected::Host(host.name.clone()))
+                    .chain(network.firewalls.iter().filter(|f| {
+                        f.vpc == vpc.name && f.protects == Protected::Subnet(subnet.name.clone())
+                    }))
+                    .collect();
                 if !policies.is_empty() {
                     ns.nft = Some(Nft::Wanted(host_ruleset(&policies)));
                 }
@@ -103,7 +102,7 @@ pub(crate) fn desired(network: &Network, machine: &Machine) -> KernelState {
             let (a_ip, b_ip) = transfer_ips(transfer[&peering_key(&p.a, &p.b)]);
             let (mine_ip, their_ip) = if p.a == vpc.name { (a_ip, b_ip) } else { (b_ip, a_ip) };
             let dev = Naming::peer_link(other);
-            let owner = format!("peering {}<->{}", p.a, p.b);
+            let owner = Owner::Peering { a: p.a.clone(), b: p.b.clone() };
             if p.a == vpc.name {
                 let kind =
                     LinkKind::Veth { peer_ns: naming.router_ns(other), peer: Naming::peer_link(&vpc.name) };
@@ -325,30 +324,29 @@ fn fnv1a(s: &str) -> u64 {
 
 /// The sandbox machine: `up0` towards the simulated internet.
 fn sandbox_machine(internet: &str) -> Netns {
-    let owner = "sandbox";
-    let mut m = netns_with_lo(owner);
+    let mut m = netns_with_lo(&Owner::Sandbox);
     let uplink = LinkKind::Veth { peer_ns: internet.into(), peer: HOST_IFNAME.into() };
-    m.links.insert(UPLINK_IFNAME.into(), link(uplink, None, owner));
+    m.links.insert(UPLINK_IFNAME.into(), link(uplink, None, &Owner::Sandbox));
     m.addrs.insert(Addr { dev: UPLINK_IFNAME.into(), net: net(SANDBOX_UPLINK_IP, INTERNET_PREFIX) });
     m
 }
 
 fn internet_ns() -> Netns {
-    let mut i = netns_with_lo("internet");
-    i.links.insert(HOST_IFNAME.into(), link(LinkKind::VethPeer, None, "internet"));
+    let mut i = netns_with_lo(&Owner::Internet);
+    i.links.insert(HOST_IFNAME.into(), link(LinkKind::VethPeer, None, &Owner::Internet));
     i.addrs.insert(Addr { dev: HOST_IFNAME.into(), net: net(INTERNET_IP, INTERNET_PREFIX) });
     i.processes.insert(Process::Http { port: 80, body: INTERNET_HTTP_BODY.into() });
     i
 }
 
-fn netns_with_lo(owner: &str) -> Netns {
-    let mut ns = Netns { owner: owner.into(), ..Netns::default() };
+fn netns_with_lo(owner: &Owner) -> Netns {
+    let mut ns = Netns { owner: owner.clone(), ..Netns::default() };
     ns.links.insert("lo".into(), link(LinkKind::Loopback, None, owner));
     ns
 }
 
-fn link(kind: LinkKind, master: Option<String>, owner: &str) -> Link {
-    Link { kind, master, up: true, owner: owner.into(), ours: true }
+fn link(kind: LinkKind, master: Option<String>, owner: &Owner) -> Link {
+    Link { kind, master, up: true, owner: owner.clone(), ours: true }
 }
 
 fn net(ip: Ipv4Addr, prefix: u8) -> Ipv4Network {

@@ -20,10 +20,80 @@ pub(crate) struct KernelState {
     pub namespaces: BTreeMap<String, Netns>,
 }
 
+/// The model object a kernel object realises: what `status` reports per object, and what
+/// each planned step is for.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub(crate) enum Owner {
+    /// Observed, not wanted: nothing in the model claims it.
+    #[default]
+    Unclaimed,
+    /// What vpcsh adds to the real machine.
+    Machine,
+    /// The sandbox namespace that plays the machine.
+    Sandbox,
+    /// The sandbox's simulated internet.
+    Internet,
+    Vpc(String),
+    Subnet {
+        vpc: String,
+        subnet: String,
+    },
+    Host {
+        vpc: String,
+        host: String,
+    },
+    Peering {
+        a: String,
+        b: String,
+    },
+}
+
+impl Owner {
+    /// The kind of object (`vpc`, `subnet`, `host`, `peering`, ...).
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Owner::Unclaimed => "unclaimed",
+            Owner::Machine => "machine",
+            Owner::Sandbox => "sandbox",
+            Owner::Internet => "internet",
+            Owner::Vpc(_) => "vpc",
+            Owner::Subnet { .. } => "subnet",
+            Owner::Host { .. } => "host",
+            Owner::Peering { .. } => "peering",
+        }
+    }
+
+    /// Its name as users write it (`prod`, `prod/web`, `a<->b`); empty for the singletons.
+    pub(crate) fn name(&self) -> String {
+        match self {
+            Owner::Unclaimed | Owner::Machine | Owner::Sandbox | Owner::Internet => String::new(),
+            Owner::Vpc(vpc) => vpc.clone(),
+            Owner::Subnet { vpc, subnet } => format!("{vpc}/{subnet}"),
+            Owner::Host { vpc, host } => format!("{vpc}/{host}"),
+            Owner::Peering { a, b } => format!("{a}<->{b}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owner::Unclaimed => f.write_str("unclaimed"),
+            Owner::Machine => f.write_str("machine"),
+            Owner::Sandbox => f.write_str("sandbox"),
+            Owner::Internet => f.write_str("internet"),
+            Owner::Vpc(vpc) => write!(f, "vpc {vpc}"),
+            Owner::Subnet { vpc, subnet } => write!(f, "subnet {vpc}/{subnet}"),
+            Owner::Host { vpc, host } => write!(f, "host {vpc}/{host}"),
+            Owner::Peering { a, b } => write!(f, "peering {a}<->{b}"),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub(crate) struct Netns {
-    /// The model object this namespace realises (`prod`, `prod/w1`, `sandbox`), for status.
-    pub owner: String,
+    /// The model object this namespace realises.
+    pub owner: Owner,
     pub forwarding: bool,
     pub links: BTreeMap<String, Link>,
     pub addrs: BTreeSet<Addr>,
@@ -54,8 +124,8 @@ pub(crate) struct Link {
     pub kind: LinkKind,
     pub master: Option<String>,
     pub up: bool,
-    /// The model object it realises (wanted links), empty when observed.
-    pub owner: String,
+    /// The model object it realises (wanted links); unclaimed when observed.
+    pub owner: Owner,
     /// Made by vpcsh (in its link group): only such links are ever deleted as unwanted.
     pub ours: bool,
 }

@@ -14,13 +14,14 @@ use std::collections::BTreeMap;
 
 pub(crate) use ops::{Op, OpClass};
 
+pub(crate) use kernel::Owner;
 use kernel::{KernelState, LinkKind, Netns, Nft};
 
-/// One operation and the model object it is for (`prod/web`, `sandbox`, ...).
+/// One operation and the model object it is for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Step {
     pub op: Op,
-    pub owner: String,
+    pub owner: Owner,
     /// What puts things back if a later step fails; `None` where nothing can.
     pub undo: Option<Op>,
 }
@@ -153,12 +154,12 @@ pub(crate) fn plan_from(desired: &KernelState, observed: &KernelState, previous:
     Plan { steps }
 }
 
-fn step(owner: &str, op: Op) -> Step {
-    Step { undo: op.inverse(), op, owner: owner.to_string() }
+fn step(owner: &Owner, op: Op) -> Step {
+    Step { undo: op.inverse(), op, owner: owner.clone() }
 }
 
-fn change(owner: &str, op: Op, undo: Op) -> Step {
-    Step { op, owner: owner.to_string(), undo: Some(undo) }
+fn change(owner: &Owner, op: Op, undo: Op) -> Step {
+    Step { op, owner: owner.clone(), undo: Some(undo) }
 }
 
 fn diff_netns(
@@ -232,12 +233,12 @@ fn diff_netns(
     }
     let managed = |dev: &str| want.links.get(dev).is_some_and(|l| l.kind != LinkKind::Loopback);
     for addr in want.addrs.difference(&have.addrs) {
-        p.addrs.push(step(&owner_of(want, &addr.dev), Op::AddAddr { ns: ns.into(), addr: addr.clone() }));
+        p.addrs.push(step(owner_of(want, &addr.dev), Op::AddAddr { ns: ns.into(), addr: addr.clone() }));
     }
     for addr in have.addrs.difference(&want.addrs) {
         if managed(&addr.dev) {
             p.del_addrs
-                .push(step(&owner_of(want, &addr.dev), Op::DelAddr { ns: ns.into(), addr: addr.clone() }));
+                .push(step(owner_of(want, &addr.dev), Op::DelAddr { ns: ns.into(), addr: addr.clone() }));
         }
     }
     // One default route per namespace: a changed gateway is a replace, not add + delete.
@@ -297,8 +298,8 @@ fn fix_link(p: &mut Phases, ns: &str, name: &str, want: &kernel::Link, have: &ke
     }
 }
 
-fn owner_of(ns: &Netns, dev: &str) -> String {
-    ns.links.get(dev).map_or_else(|| ns.owner.clone(), |l| l.owner.clone())
+fn owner_of<'a>(ns: &'a Netns, dev: &str) -> &'a Owner {
+    ns.links.get(dev).map_or(&ns.owner, |l| &l.owner)
 }
 
 #[cfg(test)]

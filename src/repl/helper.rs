@@ -11,19 +11,23 @@ use rustyline::validate::{ValidationContext, ValidationResult, Validator};
 use rustyline::{Context, Helper as LineHelper};
 
 use crate::model::Network;
-use crate::script::{Interpreter, api};
+use crate::script::{Function, Interpreter};
 
 const META: &[&str] = &[":help", ":plan", ":status", ":load", ":save", ":quit"];
 const KEYWORDS: &[&str] =
     &["let", "const", "if", "else", "for", "in", "while", "loop", "fn", "return", "true", "false"];
-const PROPERTIES: &[&str] = &[
-    "name", "cidr", "ip", "vpc", "subnet", "gateway", "hosts", "subnets", "public", "pid", "stdout",
-    "stderr", "code",
-];
+/// Fields of the maps effects return, completed after a `.` like handle properties.
+const RESULT_FIELDS: &[&str] = &["pid", "stdout", "stderr", "code", "status", "body"];
+/// Declarations that read as methods of a handle: `vpc.subnet(...)`, `subnet.host(...)`.
+const METHODS: &[&str] = &["subnet", "host"];
 
 pub(super) struct Helper {
     color: bool,
+    /// Names completion offers at the start of a word.
     words: Vec<String>,
+    /// Names completion offers after a `.`.
+    members: Vec<String>,
+    functions: Vec<Function>,
 }
 
 /// Every host of a network with its VPC and address.
@@ -81,15 +85,20 @@ pub(super) fn incomplete(text: &str) -> bool {
 
 impl Helper {
     pub(super) fn new(color: bool) -> Self {
-        Self { color, words: Vec::new() }
+        Self { color, words: Vec::new(), members: Vec::new(), functions: Vec::new() }
     }
 
     /// Updates the names completion offers from the session as it is now.
     pub(super) fn refresh(&mut self, interpreter: &Interpreter, network: Option<&Network>) {
-        let mut words: Vec<String> = api::FUNCTIONS.iter().map(|f| f.name.to_string()).collect();
-        words.extend(
-            ["ping", "connect", "http_get", "exec", "run", "serve", "internet", "print"].map(String::from),
-        );
+        let reference = interpreter.reference();
+        self.functions = reference.functions.clone();
+        let mut members: Vec<String> = reference.property_names(None).into_iter().map(String::from).collect();
+        members.extend(RESULT_FIELDS.iter().chain(METHODS).map(|m| m.to_string()));
+        members.sort();
+        members.dedup();
+        self.members = members;
+        let mut words: Vec<String> = self.functions.iter().map(|f| f.name.clone()).collect();
+        words.push("print".into());
         words.extend(KEYWORDS.iter().map(|k| k.to_string()));
         words.extend(interpreter.variables());
         if let Some(n) = network {
@@ -115,7 +124,7 @@ impl Completer for Helper {
         let pool: Vec<&str> = if word.starts_with(':') {
             META.to_vec()
         } else if after_dot {
-            PROPERTIES.iter().copied().chain(["subnet", "host"]).collect()
+            self.members.iter().map(String::as_str).collect()
         } else {
             self.words.iter().map(String::as_str).collect()
         };
@@ -138,8 +147,8 @@ impl Hinter for Helper {
         }
         let head = &line[..line.len() - 1];
         let name_start = head.rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(0, |i| i + 1);
-        let f = api::function(&head[name_start..])?;
-        let rest = f.signature.split_once('(')?.1;
+        let f = self.functions.iter().find(|f| f.name == head[name_start..])?;
+        let rest = f.signature.lines().next()?.split_once('(')?.1;
         Some(rest.to_string())
     }
 }

@@ -11,10 +11,11 @@ use std::process::ExitCode;
 use rustyline::error::ReadlineError;
 use rustyline::{Config, Editor, history::DefaultHistory};
 
-use crate::diag::{self, Diag};
+use crate::commands;
+use crate::diag;
 use crate::model::{self, Declarations, Network};
-use crate::script::{Interpreter, api};
-use crate::session::{self, Interactive, Target};
+use crate::script::Interpreter;
+use crate::session::{Failure, Interactive, Target};
 
 use helper::Helper;
 
@@ -50,11 +51,8 @@ impl Repl {
     }
 
     /// The session's network as it would be applied (with what exists and was not declared).
-    fn network(&self) -> Result<Network, Vec<Diag>> {
-        Interactive::new(&self.target)
-            .network(&self.declarations())
-            .map(|(_, n)| n)
-            .map_err(session::effect_diag)
+    fn network(&self) -> Result<Network, Failure> {
+        Ok(Interactive::new(&self.target).network(&self.declarations())?.1)
     }
 
     fn print_error(&self, e: &crate::script::ScriptError) {
@@ -81,22 +79,15 @@ impl Repl {
         let (cmd, arg) = line.split_once(char::is_whitespace).map_or((line, ""), |(c, a)| (c, a.trim()));
         match cmd {
             ":quit" | ":q" | ":exit" => return Flow::Quit,
-            ":help" | ":h" if arg.is_empty() => {
-                println!("{HELP}\nFunctions:");
-                for f in api::FUNCTIONS {
-                    println!("  {:<12} {}", f.name, f.doc);
-                }
-            }
-            ":help" | ":h" => match api::function(arg.trim_end_matches("()")) {
-                Some(f) => println!("{}\n  {}", f.signature, f.doc),
-                None => println!("no function `{arg}`; :help lists them"),
-            },
+            ":help" | ":h" => self.help(arg),
             ":plan" => match self.plan() {
                 Ok(text) => print!("{text}"),
-                Err(d) => diag::eprint(&d),
+                Err(f) => diag::eprint(&diag::from_failure(&f)),
             },
             ":status" => {
-                let _ = crate::cli::status(&self.target, false);
+                if let Err(f) = commands::status(&self.target, false) {
+                    diag::eprint(&diag::from_failure(&f));
+                }
             }
             ":load" if !arg.is_empty() => match std::fs::read_to_string(arg) {
                 Ok(text) => self.eval(arg, &text),
@@ -107,17 +98,41 @@ impl Repl {
                     Ok(()) => println!("wrote {arg}"),
                     Err(e) => eprintln!("cannot write {arg}: {e}"),
                 },
-                Err(d) => diag::eprint(&d),
+                Err(f) => diag::eprint(&diag::from_failure(&f)),
             },
             _ => println!("unknown command `{line}`; :help lists them"),
         }
         Flow::Continue
     }
 
-    fn plan(&self) -> Result<String, Vec<Diag>> {
-        let (mut runner, network) =
-            Interactive::new(&self.target).network(&self.declarations()).map_err(session::effect_diag)?;
-        runner.plan(&network, false).map(|p| p.to_string()).map_err(session::effect_diag)
+    /// `:help` lists the API; `:help NAME` shows a function or property in full.
+    fn help(&self, arg: &str) {
+        let reference = self.interpreter.reference();
+        let name = arg.trim_start_matches('.').trim_end_matches("()");
+        if name.is_empty() {
+            println!("{HELP}\nFunctions (:help NAME for more):");
+            for f in &reference.functions {
+                println!("  {:<12} {}", f.name, f.summary());
+            }
+            println!("Properties: {}", reference.property_names(None).join(", "));
+            return;
+        }
+        if let Some(f) = reference.function(name) {
+            println!("{}\n\n{}", f.signature, f.doc);
+            return;
+        }
+        let properties: Vec<_> = reference.properties.iter().filter(|p| p.name == name).collect();
+        if properties.is_empty() {
+            println!("no function or property `{name}`; :help lists them");
+        }
+        for p in properties {
+            println!("{}.{}: {}", p.on, p.name, p.doc);
+        }
+    }
+
+    fn plan(&self) -> Result<String, Failure> {
+        let (mut runner, network) = Interactive::new(&self.target).network(&self.declarations())?;
+        Ok(runner.plan(&network, false)?.to_string())
     }
 
     /// `HOST CMD ARGS...`: runs in that host, host names in ARGS replaced by addresses.
@@ -142,7 +157,13 @@ impl Repl {
                 out
             })
             .collect();
-        crate::cli::exec_in(&self.target, &format!("{vpc}/{host}"), &argv).ok()
+        match commands::exec(&self.target, &format!("{vpc}/{host}"), &argv) {
+            Ok(code) => Some(code),
+            Err(f) => {
+                diag::eprint(&diag::from_failure(&f));
+                Some(ExitCode::FAILURE)
+            }
+        }
     }
 }
 
@@ -154,8 +175,8 @@ fn history_path() -> Option<PathBuf> {
 }
 
 pub(crate) fn run(target: &Target) -> ExitCode {
-    if let Err(d) = target.check() {
-        diag::eprint(&[d]);
+    if let Err(f) = target.check() {
+        diag::eprint(&diag::from_failure(&f));
         return ExitCode::from(1);
     }
     let interpreter = Interpreter::new(Box::new(Interactive::new(target)), model::Network::default());

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::model::{FirewallRule, Network, RuleProto, Transport, WorkloadKind};
+use crate::model::{FirewallRule, Network, Protected, RuleProto, Transport, WorkloadKind};
 
 fn var(kind: &str, parts: &[&str]) -> String {
     format!("{kind}_{}", parts.join("_").replace('-', "_"))
@@ -84,10 +84,9 @@ pub(super) fn script(network: &Network) -> String {
             writeln!(out, "publish({}, {}, {}{proto});", var("h", &[&p.vpc, &p.host]), p.port, p.host_port);
     }
     for f in &network.firewalls {
-        let target = match (&f.host, &f.subnet) {
-            (Some(h), _) => var("h", &[&f.vpc, h]),
-            (None, Some(s)) => var("s", &[&f.vpc, s]),
-            (None, None) => continue,
+        let target = match &f.protects {
+            Protected::Host(h) => var("h", &[&f.vpc, h]),
+            Protected::Subnet(s) => var("s", &[&f.vpc, s]),
         };
         let _ = writeln!(
             out,

@@ -1,267 +1,89 @@
-//! Effect functions: workloads (`run`, `serve`), commands (`exec`) and probes (`ping`,
-//! `connect`, `http_get`), each applying pending declarations first, then asking the
-//! `Effects` the caller supplied.
+//! What a script asks of the world outside it: applying declarations, commands and probes.
+//! The session layer implements these traits over state, plan and exec; under `check` and
+//! `plan` effects are held back. Nothing in the script layer touches the kernel itself.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use rhai::{Array, Dynamic, Engine, Map, NativeCallContext};
+use crate::model::{Declarations, Problem, WorkloadKind};
+use crate::plan::Summary;
 
-use super::bindings::{
-    HostHandle, Res, SharedRef, SubnetHandle, check_options, fail, first_host, host_ip, option_type_error,
-    run_apply, span,
-};
-use super::errors::{Fault, from_effect};
-use super::{Endpoint, Shared};
-use crate::model::{HostRef, WorkloadDecl, WorkloadKind};
-
-/// The simulated internet as a script sees it.
+/// Why an effect could not happen.
 #[derive(Clone, Debug)]
-pub(super) struct InternetHandle;
-
-pub(super) const INTERNET_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
-pub(super) const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A host, a subnet (its first host), `internet()`, or an address string.
-fn endpoint(ctx: &NativeCallContext, shared: &Shared, v: &Dynamic, role: &str) -> Res<(Endpoint, Ipv4Addr)> {
-    let host = |h: HostRef| {
-        let subnet = shared.decls.subnet(shared.decls.host_subnet(h));
-        let endpoint = Endpoint::Host {
-            vpc: shared.decls.vpc(subnet.vpc).name.clone(),
-            host: shared.decls.host_name(h).to_string(),
-        };
-        (endpoint, host_ip(&shared.decls, &HostHandle(h)).unwrap_or(Ipv4Addr::UNSPECIFIED))
-    };
-    if let Some(h) = v.clone().try_cast::<HostHandle>() {
-        return Ok(host(h.0));
-    }
-    if let Some(s) = v.clone().try_cast::<SubnetHandle>() {
-        return Ok(host(first_host(&shared.decls, s.0)));
-    }
-    if v.is::<InternetHandle>() {
-        return Ok((Endpoint::Internet, INTERNET_IP));
-    }
-    if let Ok(text) = v.clone().into_string() {
-        if let Ok(ip) = text.parse::<Ipv4Addr>() {
-            if role == "target" {
-                return Ok((Endpoint::Internet, ip));
-            }
-            // As a source, an address names the host that has it.
-            let owners: Vec<HostRef> = (0..shared.decls.hosts.len())
-                .map(|i| HostRef::Declared(crate::model::HostId(i)))
-                .filter(|h| host_ip(&shared.decls, &HostHandle(*h)) == Some(ip))
-                .collect();
-            if let [one] = owners[..] {
-                return Ok(host(one));
-            }
-            let why = if owners.is_empty() { "no host has" } else { "several hosts have" };
-            let fault = Fault::new(format!("{why} address {ip}"), span(shared, ctx), "ambiguous source")
-                .help("pass the host handle itself");
-            return fail(ctx, fault);
-        }
-        let fault =
-            Fault::new(format!("`{text}` is not an IPv4 address"), span(shared, ctx), "not an address");
-        return fail(ctx, fault);
-    }
-    let fault = Fault::new(
-        format!("the {role} must be a Host, a Subnet, internet() or an address, not {}", v.type_name()),
-        span(shared, ctx),
-        "wrong type",
-    );
-    fail(ctx, fault)
+pub(crate) enum EffectError {
+    /// The declarations so far do not validate.
+    Invalid(Vec<Problem>),
+    /// The system refused: what was being done, what to do about it, and further detail.
+    Failed { message: String, help: Option<String>, notes: Vec<String> },
 }
 
-fn argv(ctx: &NativeCallContext, shared: &Shared, cmd: &Dynamic) -> Res<Vec<String>> {
-    if let Ok(text) = cmd.clone().into_string() {
-        return Ok(vec!["/bin/sh".into(), "-c".into(), text]);
+impl EffectError {
+    /// A refusal with nothing more to say than its message.
+    pub(crate) fn failed(message: impl Into<String>) -> Self {
+        EffectError::Failed { message: message.into(), help: None, notes: Vec::new() }
     }
-    if let Some(list) = cmd.clone().try_cast::<Array>() {
-        let words: Vec<String> = list.into_iter().filter_map(|w| w.into_string().ok()).collect();
-        if !words.is_empty() {
-            return Ok(words);
+}
+
+/// Where a command or probe runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    Host { vpc: String, host: String },
+    Internet,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Host { vpc, host } => write!(f, "{vpc}/{host}"),
+            Endpoint::Internet => f.write_str("internet"),
         }
     }
-    let fault = Fault::new(
-        "a command is a string (run by /bin/sh) or a non-empty array of strings",
-        span(shared, ctx),
-        "bad command",
-    );
-    fail(ctx, fault)
 }
 
-fn host_of(ctx: &NativeCallContext, shared: &Shared, v: &Dynamic) -> Res<HostRef> {
-    if let Some(h) = v.clone().try_cast::<HostHandle>() {
-        return Ok(h.0);
+/// What `exec()` returns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ExecOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// What effect functions do.
+pub(crate) trait Effects {
+    /// Makes reality match the declarations (validating them first).
+    fn apply(&mut self, decls: &Declarations) -> Result<Summary, EffectError>;
+    /// Whether effects are held back (check, plan, dry run).
+    fn held_back(&self) -> bool;
+    /// Makes reality match the declarations at the end of a script, exactly.
+    fn finish(&mut self, decls: &Declarations) -> Result<Summary, EffectError> {
+        self.apply(decls)
     }
-    if let Some(s) = v.clone().try_cast::<SubnetHandle>() {
-        return Ok(first_host(&shared.decls, s.0));
+    /// Everything applied so far in this run.
+    fn total(&self) -> Summary {
+        Summary::default()
     }
-    let fault = Fault::new(
-        format!("expected a Host or a Subnet, not {}", v.type_name()),
-        span(shared, ctx),
-        "wrong type",
-    );
-    fail(ctx, fault)
-}
-
-/// Declares a workload, applies, and returns its handle `#{ pid, host }`.
-fn workload(ctx: &NativeCallContext, sh: &SharedRef, host: &Dynamic, kind: WorkloadKind) -> Res<Map> {
-    let (vpc, name) = {
-        let mut shared = sh.borrow_mut();
-        let host = host_of(ctx, &shared, host)?;
-        let span = span(&shared, ctx);
-        shared.decls.workloads.push(WorkloadDecl { host, kind: kind.clone(), span });
-        let subnet = shared.decls.subnet(shared.decls.host_subnet(host));
-        (shared.decls.vpc(subnet.vpc).name.clone(), shared.decls.host_name(host).to_string())
-    };
-    run_apply(ctx, sh)?;
-    let pid = sh.borrow_mut().effects.workload_pid(&vpc, &name, &kind);
-    let mut m = Map::new();
-    m.insert("pid".into(), Dynamic::from(pid));
-    m.insert("host".into(), Dynamic::from(format!("{vpc}/{name}")));
-    Ok(m)
-}
-
-fn effect_error<T>(ctx: &NativeCallContext, sh: &SharedRef, e: super::EffectError) -> Res<T> {
-    let span = span(&sh.borrow(), ctx);
-    fail(ctx, from_effect(e, span))
-}
-
-fn exec(ctx: &NativeCallContext, sh: &SharedRef, host: &Dynamic, cmd: &Dynamic, opts: Map) -> Res<Map> {
-    let (on, argv, timeout) = {
-        let shared = sh.borrow();
-        check_options(ctx, &shared, "exec", &opts, &["timeout"])?;
-        let timeout = match opts.get("timeout") {
-            None => DEFAULT_EXEC_TIMEOUT,
-            Some(v) => match v.as_int().map(|s| s as f64).or_else(|_| v.as_float()) {
-                Ok(secs) if secs > 0.0 => Duration::from_secs_f64(secs),
-                _ => return option_type_error(ctx, &shared, "timeout", "a positive number of seconds", v),
-            },
-        };
-        (endpoint(ctx, &shared, host, "host")?.0, argv(ctx, &shared, cmd)?, timeout)
-    };
-    run_apply(ctx, sh)?;
-    let result = sh.borrow_mut().effects.prober().exec(&on, &argv, timeout);
-    let out = result.or_else(|e| effect_error(ctx, sh, e))?;
-    let mut m = Map::new();
-    m.insert("code".into(), Dynamic::from(i64::from(out.code)));
-    m.insert("stdout".into(), Dynamic::from(out.stdout));
-    m.insert("stderr".into(), Dynamic::from(out.stderr));
-    Ok(m)
-}
-
-/// Runs a probe from `from` after applying; `probe` gets the effects, source and target.
-fn probe<T>(
-    ctx: &NativeCallContext,
-    sh: &SharedRef,
-    from: &Dynamic,
-    to: &Dynamic,
-    probe: impl FnOnce(&mut dyn super::Prober, &Endpoint, Ipv4Addr) -> Result<T, super::EffectError>,
-) -> Res<T> {
-    let (source, target) = {
-        let shared = sh.borrow();
-        (endpoint(ctx, &shared, from, "source")?.0, endpoint(ctx, &shared, to, "target")?.1)
-    };
-    run_apply(ctx, sh)?;
-    let result = probe(sh.borrow_mut().effects.prober(), &source, target);
-    result.or_else(|e| effect_error(ctx, sh, e))
-}
-
-/// `http://ADDRESS[:PORT][/PATH]` → (address, port, path).
-fn parse_url(url: &str) -> Option<(String, u16, String)> {
-    let rest = url.strip_prefix("http://")?;
-    let (authority, path) =
-        rest.split_once('/').map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
-    let (host, port) = match authority.split_once(':') {
-        Some((h, p)) => (h, p.parse().ok()?),
-        None => (authority, 80),
-    };
-    Some((host.to_string(), port, path))
-}
-
-pub(super) fn register(engine: &mut Engine, shared: &SharedRef) {
-    engine.register_type_with_name::<InternetHandle>("Internet");
-    engine.register_get("name", |_: &mut InternetHandle| "internet".to_string());
-    engine.register_get("ip", |_: &mut InternetHandle| INTERNET_IP.to_string());
-    engine.register_fn("to_string", |_: &mut InternetHandle| format!("internet {INTERNET_IP}"));
-
-    let sh = shared.clone();
-    engine.register_fn("internet", move |ctx: NativeCallContext| -> Res<InternetHandle> {
-        let shared = sh.borrow();
-        if !shared.effects.sandboxed() {
-            let fault = Fault::new(
-                "internet() exists only in a sandbox",
-                span(&shared, &ctx),
-                "no simulated internet",
-            )
-            .help("run with --sandbox NAME");
-            return fail(&ctx, fault);
-        }
-        Ok(InternetHandle)
-    });
-    let sh = shared.clone();
-    engine.register_fn("run", move |ctx: NativeCallContext, host: Dynamic, cmd: Dynamic| {
-        let argv = argv(&ctx, &sh.borrow(), &cmd)?;
-        workload(&ctx, &sh, &host, WorkloadKind::Run { argv })
-    });
-    let sh = shared.clone();
-    engine.register_fn("serve", move |ctx: NativeCallContext, host: Dynamic, port: i64| {
-        if !(1..=65535).contains(&port) {
-            let shared = sh.borrow();
-            return fail(
-                &ctx,
-                Fault::new(format!("{port} is not a port"), span(&shared, &ctx), "out of range"),
-            );
-        }
-        workload(&ctx, &sh, &host, WorkloadKind::Serve { port: port as u16 })
-    });
-    let sh = shared.clone();
-    engine.register_fn("exec", move |ctx: NativeCallContext, host: Dynamic, cmd: Dynamic| {
-        exec(&ctx, &sh, &host, &cmd, Map::new())
-    });
-    let sh = shared.clone();
-    engine.register_fn("exec", move |ctx: NativeCallContext, host: Dynamic, cmd: Dynamic, opts: Map| {
-        exec(&ctx, &sh, &host, &cmd, opts)
-    });
-    let sh = shared.clone();
-    engine.register_fn("ping", move |ctx: NativeCallContext, from: Dynamic, to: Dynamic| {
-        probe(&ctx, &sh, &from, &to, |fx, from, to| fx.ping(from, to))
-    });
-    let sh = shared.clone();
-    engine.register_fn("connect", move |ctx: NativeCallContext, from: Dynamic, to: Dynamic, port: i64| {
-        let port = u16::try_from(port).unwrap_or(0);
-        probe(&ctx, &sh, &from, &to, |fx, from, to| fx.connect(from, to, port))
-    });
-    let sh = shared.clone();
-    engine.register_fn("http_get", move |ctx: NativeCallContext, from: Dynamic, url: &str| -> Res<Map> {
-        let Some((host, port, path)) = parse_url(url) else {
-            let shared = sh.borrow();
-            let fault = Fault::new(
-                format!("`{url}` is not an http:// URL with an address"),
-                span(&shared, &ctx),
-                "bad URL",
-            )
-            .help("e.g. http://10.0.1.2/ or http://198.51.100.1:8080/ip");
-            return fail(&ctx, fault);
-        };
-        let (status, body) =
-            probe(&ctx, &sh, &from, &Dynamic::from(host), |fx, from, to| fx.http_get(from, to, port, &path))?;
-        let mut m = Map::new();
-        m.insert("status".into(), Dynamic::from(i64::from(status)));
-        m.insert("body".into(), Dynamic::from(body));
-        Ok(m)
-    });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_url;
-
-    #[test]
-    fn urls_need_an_address_and_may_have_a_port_and_path() {
-        assert_eq!(parse_url("http://10.0.1.2/"), Some(("10.0.1.2".into(), 80, "/".into())));
-        assert_eq!(parse_url("http://10.0.1.2:8080/ip"), Some(("10.0.1.2".into(), 8080, "/ip".into())));
-        assert_eq!(parse_url("http://10.0.1.2"), Some(("10.0.1.2".into(), 80, "/".into())));
-        assert_eq!(parse_url("ftp://x/"), None);
+    /// Whether there is a simulated internet.
+    fn sandboxed(&self) -> bool;
+    /// The pid of a running workload (0 when held back or not running).
+    fn workload_pid(&mut self, vpc: &str, host: &str, kind: &WorkloadKind) -> i64;
+    /// Where commands and probes run.
+    fn prober(&mut self) -> &mut dyn Prober;
+    /// Effects held back, as `would run: ...` lines for `plan`.
+    fn would_run(&self) -> Vec<String> {
+        Vec::new()
     }
+}
+
+/// Commands and probes: `exec()`, `ping()`, `connect()`, `http_get()`.
+pub(crate) trait Prober {
+    fn exec(&mut self, on: &Endpoint, argv: &[String], timeout: Duration) -> Result<ExecOutput, EffectError>;
+    fn ping(&mut self, from: &Endpoint, to: Ipv4Addr) -> Result<bool, EffectError>;
+    fn connect(&mut self, from: &Endpoint, to: Ipv4Addr, port: u16) -> Result<bool, EffectError>;
+    fn http_get(
+        &mut self,
+        from: &Endpoint,
+        to: Ipv4Addr,
+        port: u16,
+        path: &str,
+    ) -> Result<(u16, String), EffectError>;
 }

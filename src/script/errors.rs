@@ -1,8 +1,11 @@
 //! Script errors: Rhai's errors and refused effects turned into spans, labels and help.
 
-use rhai::{AST, Engine, EvalAltResult, ParseError};
+use rhai::{AST, EvalAltResult, ParseError};
 
-use super::{EffectError, Shared, api, limits};
+use super::effects::EffectError;
+use super::limits;
+use super::reference::{Reference, readable_types};
+use super::span::{Source, span_at};
 use crate::model::{Problem, Span};
 
 /// An error at a place in a script.
@@ -59,66 +62,41 @@ impl std::fmt::Display for ScriptError {
     }
 }
 
-pub(super) fn from_parse(shared: &Shared, e: ParseError) -> ScriptError {
-    let pos = e.position();
-    let span = shared.span_at(None, pos);
-    let span = Span { len: span.len.clamp(usize::from(span.start < text_len(shared, span)), 1), ..span };
+pub(crate) fn from_parse(sources: &[Source], e: ParseError) -> ScriptError {
+    let span = span_at(sources, None, e.position());
+    let text_len = sources.get(span.source as usize).map_or(0, |s| s.text.len());
+    let span = Span { len: span.len.clamp(usize::from(span.start < text_len), 1), ..span };
     Fault::new(format!("syntax error: {}", e.err_type()), span, "here")
         .help("check the brackets, commas and semicolons around this point")
         .into()
 }
 
-fn text_len(shared: &Shared, span: Span) -> usize {
-    shared.sources.get(span.source as usize).map_or(0, |s| s.text.len())
+/// What converting an evaluation error needs to know.
+pub(crate) struct EvalContext<'a> {
+    pub sources: &'a [Source],
+    pub reference: &'a Reference,
+    /// Functions the script defined, for "did you mean".
+    pub functions: &'a AST,
 }
 
 /// Converts an evaluation error, following it into script functions it passed through.
-pub(super) fn from_eval(shared: &Shared, engine: &Engine, functions: &AST, e: EvalAltResult) -> ScriptError {
-    convert(shared, engine, functions, e, None)
+pub(crate) fn from_eval(cx: &EvalContext, e: EvalAltResult) -> ScriptError {
+    convert(cx, e, None)
 }
 
-fn convert(
-    shared: &Shared,
-    engine: &Engine,
-    functions: &AST,
-    e: EvalAltResult,
-    source: Option<&str>,
-) -> ScriptError {
-    let pos = e.position();
-    let span = shared.span_at(source, pos);
+fn convert(cx: &EvalContext, e: EvalAltResult, source: Option<&str>) -> ScriptError {
+    let span = span_at(cx.sources, source, e.position());
     match e {
         EvalAltResult::ErrorRuntime(value, _) if value.is::<ScriptError>() => value.cast::<ScriptError>(),
         EvalAltResult::ErrorInFunctionCall(name, src, inner, _) => {
             let inner_source = if src.is_empty() { source.map(str::to_string) } else { Some(src) };
-            let mut err = convert(shared, engine, functions, *inner, inner_source.as_deref());
+            let mut err = convert(cx, *inner, inner_source.as_deref());
             if let ScriptError::Fault(f) = &mut err {
                 f.chain.push((name, span));
             }
             err
         }
-        EvalAltResult::ErrorFunctionNotFound(signature, _) => {
-            let name = signature.split([' ', '(']).next().unwrap_or(&signature).to_string();
-            let args = signature[name.len()..].trim();
-            let known = known_functions(engine, functions);
-            if let Some(f) = api::function(&name) {
-                return Fault::new(
-                    format!("{name}() cannot take {}", api::readable_types(args)),
-                    span,
-                    "wrong argument types",
-                )
-                .help(format!("{}: {}", f.signature, f.doc))
-                .into();
-            }
-            let mut fault = Fault::new(format!("no function `{name}`"), span, "unknown function");
-            if let Some(best) = suggest(&name, known.iter().map(String::as_str)) {
-                let hint = api::function(best).map_or(String::new(), |f| format!(": {}", f.signature));
-                fault = fault.help(format!("did you mean `{best}`?{hint}"));
-            } else if known.contains(&name) {
-                fault.message = format!("`{name}` cannot take {}", api::readable_types(args));
-                fault.label = "wrong argument types".into();
-            }
-            fault.into()
-        }
+        EvalAltResult::ErrorFunctionNotFound(signature, _) => function_not_found(cx, &signature, span),
         EvalAltResult::ErrorTooManyOperations(_) => Fault::new(
             format!("the script ran more than {} operations and was stopped", limits::MAX_OPERATIONS),
             span,
@@ -142,18 +120,10 @@ fn convert(
                 ))
                 .into()
         }
-        EvalAltResult::ErrorPropertyNotFound(text, _) | EvalAltResult::ErrorDotExpr(text, _) => {
-            // Rhai says "Unknown property 'cdir' - a getter is not registered for type 'Vpc'".
-            let mut quoted = text.split('\'').skip(1).step_by(2);
-            let prop = quoted.next().unwrap_or(&text).to_string();
-            let on = quoted.next().map_or(String::new(), |t| format!(" on a {t}"));
-            let mut fault = Fault::new(format!("no property `{prop}`{on}"), span, "unknown property");
-            if let Some(best) = suggest(&prop, super::bindings::PROPERTIES.iter().copied()) {
-                fault = fault.help(format!("did you mean `{best}`?"));
-            } else {
-                fault = fault.help(format!("properties: {}", super::bindings::PROPERTIES.join(", ")));
-            }
-            fault.into()
+        EvalAltResult::ErrorDotExpr(..) => {
+            Fault::new("properties of VPCs, subnets and hosts are read-only", span, "cannot set this")
+                .help("declare a new object instead of changing one")
+                .into()
         }
         EvalAltResult::ErrorVariableNotFound(var, _) => {
             Fault::new(format!("no variable `{var}`"), span, "not defined")
@@ -167,14 +137,36 @@ fn convert(
     }
 }
 
-fn known_functions(engine: &Engine, functions: &AST) -> Vec<String> {
-    let mut names = engine.gen_fn_signatures(false);
-    names.extend(functions.iter_functions().map(|f| format!("{}({})", f.name, f.params.join(", "))));
-    names.into_iter().map(|s| s.split('(').next().unwrap_or(&s).trim().to_string()).collect()
+/// A call no function takes: a known function with the wrong arguments, or a typo.
+fn function_not_found(cx: &EvalContext, signature: &str, span: Span) -> ScriptError {
+    // Rhai writes the call as `name (type, type)`.
+    let name = signature.split([' ', '(']).next().unwrap_or(signature).to_string();
+    let args = signature[name.len()..].trim();
+    if let Some(f) = cx.reference.function(&name) {
+        return Fault::new(
+            format!("{name}() cannot take {}", readable_types(args)),
+            span,
+            "wrong argument types",
+        )
+        .help(format!("{}: {}", f.signature, f.summary()))
+        .into();
+    }
+    let script_functions: Vec<&str> = cx.functions.iter_functions().map(|f| f.name).collect();
+    let known =
+        cx.reference.functions.iter().map(|f| f.name.as_str()).chain(script_functions.iter().copied());
+    let mut fault = Fault::new(format!("no function `{name}`"), span, "unknown function");
+    if let Some(best) = suggest(&name, known) {
+        let hint = cx.reference.function(best).map_or(String::new(), |f| format!(": {}", f.signature));
+        fault = fault.help(format!("did you mean `{best}`?{hint}"));
+    } else if script_functions.contains(&name.as_str()) {
+        fault.message = format!("`{name}` cannot take {}", readable_types(args));
+        fault.label = "wrong argument types".into();
+    }
+    fault.into()
 }
 
 /// An effect's error, placed at the call that asked for the effect.
-pub(super) fn from_effect(e: EffectError, span: Span) -> ScriptError {
+pub(crate) fn from_effect(e: EffectError, span: Span) -> ScriptError {
     match e {
         EffectError::Invalid(problems) => ScriptError::Invalid(problems),
         EffectError::Failed { message, help, notes } => {
@@ -187,7 +179,7 @@ pub(super) fn from_effect(e: EffectError, span: Span) -> ScriptError {
 }
 
 /// The closest candidate to `word`, if one is close enough to be a likely typo.
-pub(super) fn suggest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn suggest<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     let limit = (word.len() / 3).max(1);
     candidates
         .filter(|c| *c != word)

@@ -2,22 +2,29 @@
 //! span of every call, and hand effects (`apply()`, `destroy()`) to an `Effects` the caller
 //! supplies. Nothing here touches the kernel.
 
-pub(crate) mod api;
-mod bindings;
+mod context;
+mod declare;
 mod effects;
 mod errors;
-pub(crate) mod policy;
-pub(crate) mod span;
+mod handles;
+mod policy;
+mod probes;
+mod reference;
+mod span;
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use rhai::{AST, Engine, Position, Scope};
+use rhai::{AST, Engine, Scope};
 
+pub(crate) use effects::{EffectError, Effects, Endpoint, ExecOutput, Prober};
 pub(crate) use errors::{Fault, ScriptError};
+pub(crate) use reference::{Function, Reference};
+pub(crate) use span::Source;
 
-use crate::model::{Declarations, Network, Problem, Span};
+use crate::model::{Declarations, Network, Span};
 use crate::plan::Summary;
+use context::{Shared, SharedRef};
 
 /// Limits that turn a runaway script into a diagnostic instead of a hang.
 pub(crate) mod limits {
@@ -29,115 +36,15 @@ pub(crate) mod limits {
     pub(crate) const MAX_MAP_SIZE: usize = 10_000;
 }
 
-/// A script text, named for diagnostics.
-#[derive(Clone, Debug)]
-pub(crate) struct Source {
-    pub name: String,
-    pub text: String,
-}
-
-/// Why an effect could not happen.
-#[derive(Clone, Debug)]
-pub(crate) enum EffectError {
-    /// The declarations so far do not validate.
-    Invalid(Vec<Problem>),
-    /// The system refused: what was being done, what to do about it, and further detail.
-    Failed { message: String, help: Option<String>, notes: Vec<String> },
-}
-
-/// Where a command or probe runs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Endpoint {
-    Host { vpc: String, host: String },
-    Internet,
-}
-
-/// What `exec()` returns.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct ExecOutput {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-/// What effect functions do. The session layer implements it over state, plan and exec;
-/// under `check`/`plan` effects are held back.
-pub(crate) trait Effects {
-    /// Makes reality match the declarations (validating them first).
-    fn apply(&mut self, decls: &Declarations) -> Result<Summary, EffectError>;
-    /// Whether effects are held back (check, plan, dry run).
-    fn held_back(&self) -> bool;
-    /// Makes reality match the declarations at the end of a script, exactly.
-    fn finish(&mut self, decls: &Declarations) -> Result<Summary, EffectError> {
-        self.apply(decls)
-    }
-    /// Everything applied so far in this run.
-    fn total(&self) -> Summary {
-        Summary::default()
-    }
-    /// Whether there is a simulated internet.
-    fn sandboxed(&self) -> bool;
-    /// The pid of a running workload (0 when held back or not running).
-    fn workload_pid(&mut self, vpc: &str, host: &str, kind: &crate::model::WorkloadKind) -> i64;
-    /// Where commands and probes run.
-    fn prober(&mut self) -> &mut dyn Prober;
-    /// Effects held back, as `would run: ...` lines for `plan`.
-    fn would_run(&self) -> Vec<String> {
-        Vec::new()
-    }
-}
-
-/// Commands and probes: `exec()`, `ping()`, `connect()`, `http_get()`.
-pub(crate) trait Prober {
-    fn exec(
-        &mut self,
-        on: &Endpoint,
-        argv: &[String],
-        timeout: std::time::Duration,
-    ) -> Result<ExecOutput, EffectError>;
-    fn ping(&mut self, from: &Endpoint, to: std::net::Ipv4Addr) -> Result<bool, EffectError>;
-    fn connect(&mut self, from: &Endpoint, to: std::net::Ipv4Addr, port: u16) -> Result<bool, EffectError>;
-    fn http_get(
-        &mut self,
-        from: &Endpoint,
-        to: std::net::Ipv4Addr,
-        port: u16,
-        path: &str,
-    ) -> Result<(u16, String), EffectError>;
-}
-
-pub(crate) struct Shared {
-    pub decls: Declarations,
-    pub sources: Vec<Source>,
-    pub effects: Box<dyn Effects>,
-    /// The network last applied, so automatic addresses stay where they were.
-    pub previous: Network,
-}
-
-impl Shared {
-    /// The span of the call at `pos` in the source named `source`.
-    pub(crate) fn span_at(&self, source: Option<&str>, pos: Position) -> Span {
-        let id = source
-            .and_then(|name| self.sources.iter().rposition(|s| s.name == name))
-            .unwrap_or(self.sources.len().saturating_sub(1));
-        let Some(src) = self.sources.get(id) else {
-            return Span::default();
-        };
-        let (Some(line), Some(col)) = (pos.line(), pos.position()) else {
-            return Span { source: id as u32, start: src.text.len(), len: 0 };
-        };
-        let (start, len) = span::widen(&src.text, span::offset(&src.text, line, col));
-        Span { source: id as u32, start, len }
-    }
-}
-
 /// One Rhai engine and scope over one set of declarations; scripts and REPL lines run in it.
 pub(crate) struct Interpreter {
     engine: Engine,
     scope: Scope<'static>,
     /// Functions defined so far, kept for later inputs (REPL).
     functions: AST,
-    shared: Rc<RefCell<Shared>>,
+    shared: SharedRef,
+    /// The API's functions and properties, read from the engine once.
+    reference: Reference,
 }
 
 impl Interpreter {
@@ -156,7 +63,7 @@ impl Interpreter {
             .set_max_string_size(limits::MAX_STRING_SIZE)
             .set_max_array_size(limits::MAX_ARRAY_SIZE)
             .set_max_map_size(limits::MAX_MAP_SIZE);
-        // SPEC.md writes `#{ public: true }`, but Rhai reserves `public`: read it as a name.
+        // The API writes `#{ public: true }`, but Rhai reserves `public`: read it as a name.
         #[allow(deprecated)]
         engine.on_parse_token(|token, _, _| match token {
             rhai::Token::Reserved(word) if word.as_str() == "public" => rhai::Token::Identifier(word),
@@ -164,8 +71,16 @@ impl Interpreter {
         });
         // Ctrl-C (or `vpcsh test` stopping a fixture) ends the script between operations.
         engine.on_progress(|_| crate::exec::interrupted().then(|| rhai::Dynamic::from("interrupted")));
-        bindings::register(&mut engine, &shared);
-        Self { engine, scope: Scope::new(), functions: AST::empty(), shared }
+        engine.register_type_with_name::<ScriptError>("Error");
+        engine.register_fn("to_string", |e: &mut ScriptError| e.to_string());
+        handles::register(&mut engine);
+        declare::register(&mut engine);
+        probes::register(&mut engine);
+        policy::register(&mut engine);
+        // Plugin functions reach the declarations through the engine's tag.
+        engine.set_default_tag(rhai::Dynamic::from(shared.clone()));
+        let reference = Reference::of(&engine);
+        Self { engine, scope: Scope::new(), functions: AST::empty(), shared, reference }
     }
 
     /// Silences `print` and `debug` (the validation pass of a batch run).
@@ -198,13 +113,26 @@ impl Interpreter {
         let mut ast = self
             .engine
             .compile_with_scope(&self.scope, text)
-            .map_err(|e| errors::from_parse(&self.shared.borrow(), e))?;
+            .map_err(|e| errors::from_parse(&self.shared.borrow().sources, e))?;
         ast.set_source(name);
         let mut combined = self.functions.merge(&ast);
         combined.set_source(name);
         let result = self.engine.eval_ast_with_scope::<rhai::Dynamic>(&mut self.scope, &combined);
         self.functions.combine(ast.clone_functions_only());
-        result.map_err(|e| errors::from_eval(&self.shared.borrow(), &self.engine, &self.functions, *e))
+        result.map_err(|e| {
+            let shared = self.shared.borrow();
+            let cx = errors::EvalContext {
+                sources: &shared.sources,
+                reference: &self.reference,
+                functions: &self.functions,
+            };
+            errors::from_eval(&cx, *e)
+        })
+    }
+
+    /// The script API, from the engine's metadata.
+    pub(crate) fn reference(&self) -> &Reference {
+        &self.reference
     }
 
     /// The names of the variables the session has defined.
@@ -245,5 +173,60 @@ impl Interpreter {
         });
         shared.effects.finish(&decls).map_err(|e| errors::from_effect(e, end))?;
         Ok(shared.effects.total())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::net::Ipv4Addr;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::WorkloadKind;
+
+    /// Effects that do nothing, for tests of the script layer alone.
+    struct Inert;
+
+    impl Effects for Inert {
+        fn apply(&mut self, _: &Declarations) -> Result<Summary, EffectError> {
+            Ok(Summary::default())
+        }
+        fn held_back(&self) -> bool {
+            true
+        }
+        fn sandboxed(&self) -> bool {
+            true
+        }
+        fn workload_pid(&mut self, _: &str, _: &str, _: &WorkloadKind) -> i64 {
+            0
+        }
+        fn prober(&mut self) -> &mut dyn Prober {
+            self
+        }
+    }
+
+    impl Prober for Inert {
+        fn exec(&mut self, _: &Endpoint, _: &[String], _: Duration) -> Result<ExecOutput, EffectError> {
+            Ok(ExecOutput::default())
+        }
+        fn ping(&mut self, _: &Endpoint, _: Ipv4Addr) -> Result<bool, EffectError> {
+            Ok(true)
+        }
+        fn connect(&mut self, _: &Endpoint, _: Ipv4Addr, _: u16) -> Result<bool, EffectError> {
+            Ok(true)
+        }
+        fn http_get(
+            &mut self,
+            _: &Endpoint,
+            _: Ipv4Addr,
+            _: u16,
+            _: &str,
+        ) -> Result<(u16, String), EffectError> {
+            Ok((200, String::new()))
+        }
+    }
+
+    pub(crate) fn interpreter() -> Interpreter {
+        Interpreter::new(Box::new(Inert), Network::default())
     }
 }

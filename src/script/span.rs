@@ -1,6 +1,33 @@
 //! Mapping Rhai positions (line, character column) to byte spans, widened to the whole call
 //! they point into, so a diagnostic underlines `subnet(prod, "web", "10.0.1.0/24")`, not `s`.
 
+use rhai::Position;
+
+use crate::model::Span;
+
+/// A script text, named for diagnostics.
+#[derive(Clone, Debug)]
+pub(crate) struct Source {
+    pub name: String,
+    pub text: String,
+}
+
+/// The span of the call at `pos` in the source named `source` (the latest source when it
+/// has no name), widened to the whole call.
+pub(crate) fn span_at(sources: &[Source], source: Option<&str>, pos: Position) -> Span {
+    let id = source
+        .and_then(|name| sources.iter().rposition(|s| s.name == name))
+        .unwrap_or(sources.len().saturating_sub(1));
+    let Some(src) = sources.get(id) else {
+        return Span::default();
+    };
+    let (Some(line), Some(col)) = (pos.line(), pos.position()) else {
+        return Span { source: id as u32, start: src.text.len(), len: 0 };
+    };
+    let (start, len) = widen(&src.text, offset(&src.text, line, col));
+    Span { source: id as u32, start, len }
+}
+
 /// Byte offset of a 1-based line and character column.
 pub(crate) fn offset(text: &str, line: usize, column: usize) -> usize {
     let mut start = 0;

@@ -4,8 +4,8 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use super::Target;
 use super::runner::Runner;
+use super::{Failure, Target};
 use crate::exec::probe;
 use crate::exec::process::ProcessRecord;
 use crate::model::{self, Declarations, Network, WorkloadKind};
@@ -18,13 +18,6 @@ use crate::script::{EffectError, Effects, Endpoint, ExecOutput, Prober};
 pub(super) struct HeldBack {
     pub sandboxed: bool,
     pub log: Vec<String>,
-}
-
-fn endpoint_text(e: &Endpoint) -> String {
-    match e {
-        Endpoint::Host { vpc, host } => format!("{vpc}/{host}"),
-        Endpoint::Internet => "internet".into(),
-    }
 }
 
 impl Effects for HeldBack {
@@ -55,15 +48,15 @@ impl Prober for HeldBack {
         argv: &[String],
         _timeout: Duration,
     ) -> Result<ExecOutput, EffectError> {
-        self.log.push(format!("exec in {}: {}", endpoint_text(on), argv.join(" ")));
+        self.log.push(format!("exec in {}: {}", on, argv.join(" ")));
         Ok(ExecOutput::default())
     }
     fn ping(&mut self, from: &Endpoint, to: Ipv4Addr) -> Result<bool, EffectError> {
-        self.log.push(format!("ping from {} to {to}", endpoint_text(from)));
+        self.log.push(format!("ping from {} to {to}", from));
         Ok(true)
     }
     fn connect(&mut self, from: &Endpoint, to: Ipv4Addr, port: u16) -> Result<bool, EffectError> {
-        self.log.push(format!("connect from {} to {to}:{port}", endpoint_text(from)));
+        self.log.push(format!("connect from {} to {to}:{port}", from));
         Ok(true)
     }
     fn http_get(
@@ -73,7 +66,7 @@ impl Prober for HeldBack {
         port: u16,
         path: &str,
     ) -> Result<(u16, String), EffectError> {
-        self.log.push(format!("http get from {} of http://{to}:{port}{path}", endpoint_text(from)));
+        self.log.push(format!("http get from {} of http://{to}:{port}{path}", from));
         Ok((200, String::new()))
     }
 }
@@ -200,7 +193,7 @@ impl Interactive {
     /// The network the session's declarations make, with what exists kept.
     pub(crate) fn network(&self, decls: &Declarations) -> Result<(Runner, Network), EffectError> {
         let network = model::validate(decls).map_err(EffectError::Invalid)?;
-        let runner = Runner::open(&self.target).map_err(|d| failed(d.message))?;
+        let runner = Runner::open(&self.target).map_err(effect_error)?;
         let merged = network.overlay(&kept(runner.network(), decls));
         Ok((runner, merged))
     }
@@ -218,7 +211,8 @@ impl Effects for Interactive {
         self.probes.0.sandbox
     }
     fn workload_pid(&mut self, vpc: &str, host: &str, kind: &WorkloadKind) -> i64 {
-        let records = crate::state::peek(&self.target.dir()).map(|s| s.processes).unwrap_or_default();
+        let records =
+            crate::state::peek(&self.target.dir()).ok().flatten().map(|s| s.processes).unwrap_or_default();
         workload_pid(&self.probes.0, &records, vpc, host, kind)
     }
     fn prober(&mut self) -> &mut dyn Prober {
@@ -227,5 +221,14 @@ impl Effects for Interactive {
 }
 
 pub(super) fn failed(message: String) -> EffectError {
-    EffectError::Failed { message, help: None, notes: Vec::new() }
+    EffectError::failed(message)
+}
+
+/// A session failure as the script layer's effect error.
+fn effect_error(f: Failure) -> EffectError {
+    match f {
+        Failure::Problems(problems) => EffectError::Invalid(problems),
+        Failure::Refused { message, help, notes } => EffectError::Failed { message, help, notes },
+        Failure::Script { error, .. } => EffectError::failed(error.to_string()),
+    }
 }

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeSet;
 
-use crate::diag::Diag;
 use crate::exec::netlink::Netlink;
 use crate::exec::{self, Backend, OpError, faults, netns};
 use crate::model::Network;
@@ -13,7 +12,7 @@ use crate::plan::{self, Plan, Summary, desired};
 use crate::script::EffectError;
 use crate::state::{self, Store};
 
-use super::Target;
+use super::{Failure, Target};
 
 /// The engine room: the locked state, a kernel backend and the naming of this scope.
 pub(crate) struct Runner {
@@ -25,11 +24,11 @@ pub(crate) struct Runner {
 }
 
 impl Runner {
-    pub(crate) fn open(target: &Target) -> Result<Self, Diag> {
+    pub(crate) fn open(target: &Target) -> Result<Self, Failure> {
         target.check()?;
-        let store = Store::open(&target.dir()).map_err(state_diag)?;
+        let store = Store::open(&target.dir()).map_err(state_failure)?;
         let netlink = Netlink::new(store.log_dir(), store.state.processes.clone())
-            .map_err(|e| Diag::plain(format!("cannot start the netlink runtime: {e}"), None))?;
+            .map_err(|e| Failure::refused(format!("cannot start the netlink runtime: {e}"), None))?;
         let backend = faults::from_env(Box::new(netlink));
         Ok(Self { naming: target.naming(), store, backend, uplink: target.uplink.clone() })
     }
@@ -217,12 +216,16 @@ pub(super) fn op_failure(e: OpError) -> EffectError {
     EffectError::Failed { message: e.to_string(), help: e.cause.hint().map(Into::into), notes: Vec::new() }
 }
 
-pub(super) fn state_diag(e: state::StateError) -> Diag {
+pub(super) fn state_failure(e: state::StateError) -> Failure {
     let help = match &e {
-        state::StateError::Dir { .. } => {
-            Some("pass --state-dir DIR, or run as root for /var/lib/vpcsh".to_string())
+        state::StateError::Dir { .. } => Some("pass --state-dir DIR, or run as root for /var/lib/vpcsh"),
+        state::StateError::Version { .. } => {
+            Some("use the vpcsh that wrote it, or move the state directory aside")
+        }
+        state::StateError::Parse { .. } => {
+            Some("the file is damaged: `vpcsh status` cannot trust it; move it aside")
         }
         _ => None,
     };
-    Diag::plain(e.to_string(), help)
+    Failure::refused(e.to_string(), help)
 }

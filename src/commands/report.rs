@@ -4,15 +4,14 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 
-use crate::diag::Diag;
-use crate::plan::{Op, Plan};
-use crate::session::{self, Target};
+use crate::plan::{Op, Owner, Plan};
+use crate::session::{self, Failure, Target};
 use crate::state;
 
 /// Status of one model object: `ok`, `missing` (its namespace or bridge is gone) or
 /// `drifted` (there, but different), with the operations that would repair it.
-fn object_status(plan: &Plan, owner: &str) -> (&'static str, Vec<String>) {
-    let steps: Vec<_> = plan.steps.iter().filter(|s| s.owner == owner).collect();
+fn object_status(plan: &Plan, owner: &Owner) -> (&'static str, Vec<String>) {
+    let steps: Vec<_> = plan.steps.iter().filter(|s| s.owner == *owner).collect();
     let missing = steps.iter().any(|s| matches!(s.op, Op::CreateNetns { .. } | Op::CreateBridge { .. }));
     let status = if steps.is_empty() {
         "ok"
@@ -24,22 +23,25 @@ fn object_status(plan: &Plan, owner: &str) -> (&'static str, Vec<String>) {
     (status, steps.iter().map(|s| s.op.to_string()).collect())
 }
 
-pub(super) fn status(target: &Target, json: bool) -> Result<ExitCode, Vec<Diag>> {
+/// `vpcsh status`: each object ok, missing or drifted (with its repairs), and processes.
+pub(crate) fn status(target: &Target, json: bool) -> Result<ExitCode, Failure> {
     let (runner, plan) = session::status_plan(target)?;
     let network = runner.network();
-    let mut owners: Vec<String> = Vec::new();
+    let mut owners: Vec<Owner> = Vec::new();
     if runner.naming().sandbox && !runner.state().namespaces.is_empty() {
-        owners.extend(["sandbox".to_string(), "internet".to_string()]);
+        owners.extend([Owner::Sandbox, Owner::Internet]);
     }
-    owners.extend(network.peerings.iter().map(|p| format!("peering {}<->{}", p.a, p.b)));
+    owners.extend(network.peerings.iter().map(|p| Owner::Peering { a: p.a.clone(), b: p.b.clone() }));
     for vpc in &network.vpcs {
-        owners.push(format!("vpc {}", vpc.name));
+        owners.push(Owner::Vpc(vpc.name.clone()));
         for subnet in &vpc.subnets {
-            owners.push(format!("subnet {}/{}", vpc.name, subnet.name));
-            owners.extend(subnet.hosts.iter().map(|h| format!("host {}/{}", vpc.name, h.name)));
+            owners.push(Owner::Subnet { vpc: vpc.name.clone(), subnet: subnet.name.clone() });
+            owners.extend(
+                subnet.hosts.iter().map(|h| Owner::Host { vpc: vpc.name.clone(), host: h.name.clone() }),
+            );
         }
     }
-    let objects: Vec<(String, &str, Vec<String>)> = owners
+    let objects: Vec<(Owner, &str, Vec<String>)> = owners
         .into_iter()
         .map(|o| {
             let (status, repairs) = object_status(&plan, &o);
@@ -50,7 +52,9 @@ pub(super) fn status(target: &Target, json: bool) -> Result<ExitCode, Vec<Diag>>
     let healthy = objects.iter().all(|(_, s, _)| *s == "ok");
     if json {
         let value = json!({
-            "objects": objects.iter().map(|(o, s, r)| json!({"object": o, "status": s, "repairs": r})).collect::<Vec<_>>(),
+            "objects": objects.iter().map(|(o, s, r)| json!({
+                "object": o.to_string(), "kind": o.kind(), "name": o.name(), "status": s, "repairs": r,
+            })).collect::<Vec<_>>(),
             "processes": processes.iter().map(|p| json!({
                 "netns": p.ns, "pid": p.pid, "alive": p.alive(), "argv": p.argv, "log": p.log,
             })).collect::<Vec<_>>(),
@@ -79,9 +83,11 @@ pub(super) fn status(target: &Target, json: bool) -> Result<ExitCode, Vec<Diag>>
     Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-pub(super) fn list(target: &Target, json: bool) -> Result<(), Vec<Diag>> {
-    target.check().map_err(|d| vec![d])?;
-    let network = state::peek(&target.dir()).map(|s| s.network).unwrap_or_default();
+/// `vpcsh list`: VPCs, subnets, hosts, addresses and peerings, from the state.
+pub(crate) fn list(target: &Target, json: bool) -> Result<(), Failure> {
+    target.check()?;
+    let state = state::peek(&target.dir()).map_err(|e| Failure::refused(e.to_string(), None))?;
+    let network = state.map(|s| s.network).unwrap_or_default();
     let naming = target.naming();
     if json {
         let vpcs: Vec<Value> = network

@@ -1,25 +1,33 @@
-//! `vpcsh exec TARGET -- CMD`: a command run inside a host, a router or the internet.
+//! `vpcsh exec TARGET -- CMD` and `vpcsh logs TARGET`: into a host, a router or the
+//! internet, by the name a user types.
 
-use std::os::fd::AsFd;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitCode};
 
-use nix::sched::{CloneFlags, setns};
-
-use crate::diag::Diag;
 use crate::exec::netns;
-use crate::session::Target;
-use crate::state;
+use crate::model::Network;
+use crate::session::{Failure, Target};
+use crate::state::{self, State};
+
+/// The applied state of a target, read without locking it.
+fn peek(target: &Target) -> Result<Option<State>, Failure> {
+    state::peek(&target.dir()).map_err(|e| Failure::refused(e.to_string(), None))
+}
 
 /// The namespace a target names: `internet`, `VPC/HOST` or `VPC` (its router).
-pub(super) fn resolve(target: &Target, who: &str) -> Result<String, Diag> {
+fn resolve(target: &Target, who: &str) -> Result<String, Failure> {
     let naming = target.naming();
-    let network = state::peek(&target.dir()).map(|s| s.network).unwrap_or_default();
+    let network = peek(target)?.map(|s| s.network).unwrap_or_default();
     if who == "internet" {
         return naming.internet_ns().ok_or_else(|| {
-            Diag::plain("`internet` exists only in a sandbox", Some("pass --sandbox NAME".into()))
+            Failure::refused("`internet` exists only in a sandbox", Some("pass --sandbox NAME"))
         });
     }
+    resolve_in(&network, target, who)
+}
+
+fn resolve_in(network: &Network, target: &Target, who: &str) -> Result<String, Failure> {
+    let naming = target.naming();
     let (vpc_name, host) = match who.split_once('/') {
         Some((v, h)) => (v, Some(h)),
         None => (who, None),
@@ -31,7 +39,7 @@ pub(super) fn resolve(target: &Target, who: &str) -> Result<String, Diag> {
         } else {
             format!("VPCs: {}", known.join(", "))
         };
-        return Err(Diag::plain(format!("no VPC named `{vpc_name}` is applied here"), Some(help)));
+        return Err(Failure::refused(format!("no VPC named `{vpc_name}` is applied here"), Some(&help)));
     };
     match host {
         None => Ok(naming.router_ns(&vpc.name)),
@@ -41,18 +49,18 @@ pub(super) fn resolve(target: &Target, who: &str) -> Result<String, Diag> {
         Some(h) => {
             let hosts: Vec<_> =
                 vpc.subnets.iter().flat_map(|s| s.hosts.iter().map(|x| x.name.as_str())).collect();
-            Err(Diag::plain(
+            Err(Failure::refused(
                 format!("VPC `{}` has no host `{h}`", vpc.name),
-                Some(format!("hosts: {}", hosts.join(", "))),
+                Some(&format!("hosts: {}", hosts.join(", "))),
             ))
         }
     }
 }
 
 /// Prints the logs of the processes vpcsh started in a host.
-pub(super) fn logs(target: &Target, who: &str) -> Result<(), Vec<Diag>> {
-    let ns = resolve(target, who).map_err(|d| vec![d])?;
-    let processes = state::peek(&target.dir()).map(|s| s.processes).unwrap_or_default();
+pub(crate) fn logs(target: &Target, who: &str) -> Result<(), Failure> {
+    let ns = resolve(target, who)?;
+    let processes = peek(target)?.map(|s| s.processes).unwrap_or_default();
     let mine: Vec<_> = processes.iter().filter(|p| p.ns == ns).collect();
     if mine.is_empty() {
         println!("no processes in {who}");
@@ -69,23 +77,22 @@ pub(super) fn logs(target: &Target, who: &str) -> Result<(), Vec<Diag>> {
     Ok(())
 }
 
-pub(super) fn run(target: &Target, who: &str, command: &[String]) -> Result<ExitCode, Vec<Diag>> {
-    let ns = resolve(target, who).map_err(|d| vec![d])?;
+/// Runs a command inside a host (`VPC/HOST`), a router (`VPC`) or `internet`, passing the
+/// terminal through; exits with the command's status.
+pub(crate) fn exec(target: &Target, who: &str, command: &[String]) -> Result<ExitCode, Failure> {
+    let ns = resolve(target, who)?;
     let fd = netns::open(&ns).map_err(|e| {
-        vec![Diag::plain(
+        Failure::refused(
             format!("cannot open namespace {ns}: {e}"),
-            Some("is it applied? see `vpcsh status`".into()),
-        )]
+            Some("is it applied? see `vpcsh status`"),
+        )
     })?;
     let mut cmd = Command::new(&command[0]);
     cmd.args(&command[1..]);
-    // SAFETY: between fork and exec the child only makes the setns system call.
-    unsafe {
-        cmd.pre_exec(move || setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from));
-    }
+    netns::enter_on_exec(&mut cmd, fd);
     let status = cmd
         .status()
-        .map_err(|e| vec![Diag::plain(format!("cannot run `{}` in {ns}: {e}", command[0]), None)])?;
+        .map_err(|e| Failure::refused(format!("cannot run `{}` in {ns}: {e}", command[0]), None))?;
     let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }

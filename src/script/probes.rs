@@ -1,0 +1,279 @@
+//! Effects on the running network: workloads (`run`, `serve`), commands (`exec`) and probes
+//! (`ping`, `connect`, `http_get`), each applying pending declarations first, then asking
+//! the `Effects` the session supplied; and `internet()`, the simulated internet.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use rhai::plugin::*;
+use rhai::{Array, Dynamic, Map, NativeCallContext};
+
+use super::context::{
+    Res, Shared, check_options, effect_failed, fail, fail_here, option_type_error, run_apply, shared, span,
+};
+use super::effects::{EffectError, Endpoint, Prober};
+use super::errors::Fault;
+use super::handles::{HostHandle, InternetHandle, SubnetHandle, first_host, host_ip};
+use crate::model::{HostId, HostRef, WorkloadDecl, WorkloadKind};
+use crate::plan::desired::INTERNET_IP;
+
+const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A host, a subnet (its first host), `internet()`, or an address string.
+fn endpoint(ctx: &NativeCallContext, shared: &Shared, v: &Dynamic, role: &str) -> Res<(Endpoint, Ipv4Addr)> {
+    let host = |h: HostRef| {
+        let subnet = shared.decls.subnet(shared.decls.host_subnet(h));
+        let endpoint = Endpoint::Host {
+            vpc: shared.decls.vpc(subnet.vpc).name.clone(),
+            host: shared.decls.host_name(h).to_string(),
+        };
+        (endpoint, host_ip(&shared.decls, h).unwrap_or(Ipv4Addr::UNSPECIFIED))
+    };
+    if let Some(h) = v.clone().try_cast::<HostHandle>() {
+        return Ok(host(h.0));
+    }
+    if let Some(s) = v.clone().try_cast::<SubnetHandle>() {
+        return Ok(host(first_host(&shared.decls, s.0)));
+    }
+    if v.is::<InternetHandle>() {
+        return Ok((Endpoint::Internet, INTERNET_IP));
+    }
+    if let Ok(text) = v.clone().into_string() {
+        if let Ok(ip) = text.parse::<Ipv4Addr>() {
+            if role == "target" {
+                return Ok((Endpoint::Internet, ip));
+            }
+            // As a source, an address names the host that has it.
+            let owners: Vec<HostRef> = (0..shared.decls.hosts.len())
+                .map(|i| HostRef::Declared(HostId(i)))
+                .filter(|h| host_ip(&shared.decls, *h) == Some(ip))
+                .collect();
+            if let [one] = owners[..] {
+                return Ok(host(one));
+            }
+            let why = if owners.is_empty() { "no host has" } else { "several hosts have" };
+            let fault = Fault::new(format!("{why} address {ip}"), span(shared, ctx), "ambiguous source")
+                .help("pass the host handle itself");
+            return fail(ctx, fault);
+        }
+        let fault =
+            Fault::new(format!("`{text}` is not an IPv4 address"), span(shared, ctx), "not an address");
+        return fail(ctx, fault);
+    }
+    let fault = Fault::new(
+        format!("the {role} must be a Host, a Subnet, internet() or an address, not {}", v.type_name()),
+        span(shared, ctx),
+        "wrong type",
+    );
+    fail(ctx, fault)
+}
+
+fn argv(ctx: &NativeCallContext, shared: &Shared, cmd: &Dynamic) -> Res<Vec<String>> {
+    if let Ok(text) = cmd.clone().into_string() {
+        return Ok(vec!["/bin/sh".into(), "-c".into(), text]);
+    }
+    if let Some(list) = cmd.clone().try_cast::<Array>() {
+        let words: Vec<String> = list.into_iter().filter_map(|w| w.into_string().ok()).collect();
+        if !words.is_empty() {
+            return Ok(words);
+        }
+    }
+    let fault = Fault::new(
+        "a command is a string (run by /bin/sh) or a non-empty array of strings",
+        span(shared, ctx),
+        "bad command",
+    );
+    fail(ctx, fault)
+}
+
+fn host_of(ctx: &NativeCallContext, shared: &Shared, v: &Dynamic) -> Res<HostRef> {
+    if let Some(h) = v.clone().try_cast::<HostHandle>() {
+        return Ok(h.0);
+    }
+    if let Some(s) = v.clone().try_cast::<SubnetHandle>() {
+        return Ok(first_host(&shared.decls, s.0));
+    }
+    let fault = Fault::new(
+        format!("expected a Host or a Subnet, not {}", v.type_name()),
+        span(shared, ctx),
+        "wrong type",
+    );
+    fail(ctx, fault)
+}
+
+/// Declares a workload, applies, and returns its handle `#{ pid, host }`.
+fn workload(ctx: &NativeCallContext, host: &Dynamic, kind: WorkloadKind) -> Res<Map> {
+    let sh = shared(ctx);
+    let (vpc, name) = {
+        let mut shared = sh.borrow_mut();
+        let host = host_of(ctx, &shared, host)?;
+        let span = span(&shared, ctx);
+        shared.decls.workloads.push(WorkloadDecl { host, kind: kind.clone(), span });
+        let subnet = shared.decls.subnet(shared.decls.host_subnet(host));
+        (shared.decls.vpc(subnet.vpc).name.clone(), shared.decls.host_name(host).to_string())
+    };
+    run_apply(ctx, &sh)?;
+    let pid = sh.borrow_mut().effects.workload_pid(&vpc, &name, &kind);
+    let mut m = Map::new();
+    m.insert("pid".into(), Dynamic::from(pid));
+    m.insert("host".into(), Dynamic::from(format!("{vpc}/{name}")));
+    Ok(m)
+}
+
+fn exec(ctx: &NativeCallContext, host: &Dynamic, cmd: &Dynamic, opts: Map) -> Res<Map> {
+    let sh = shared(ctx);
+    let (on, argv, timeout) = {
+        let shared = sh.borrow();
+        check_options(ctx, &shared, "exec", &opts, &["timeout"])?;
+        let timeout = match opts.get("timeout") {
+            None => DEFAULT_EXEC_TIMEOUT,
+            Some(v) => match v.as_int().map(|s| s as f64).or_else(|_| v.as_float()) {
+                Ok(secs) if secs > 0.0 => Duration::from_secs_f64(secs),
+                _ => return option_type_error(ctx, &shared, "timeout", "a positive number of seconds", v),
+            },
+        };
+        (endpoint(ctx, &shared, host, "host")?.0, argv(ctx, &shared, cmd)?, timeout)
+    };
+    run_apply(ctx, &sh)?;
+    let result = sh.borrow_mut().effects.prober().exec(&on, &argv, timeout);
+    let out = result.or_else(|e| effect_failed(ctx, &sh, e))?;
+    let mut m = Map::new();
+    m.insert("code".into(), Dynamic::from(i64::from(out.code)));
+    m.insert("stdout".into(), Dynamic::from(out.stdout));
+    m.insert("stderr".into(), Dynamic::from(out.stderr));
+    Ok(m)
+}
+
+/// Runs a probe from `from` after applying; `probe` gets the effects, source and target.
+fn probe<T>(
+    ctx: &NativeCallContext,
+    from: &Dynamic,
+    to: &Dynamic,
+    probe: impl FnOnce(&mut dyn Prober, &Endpoint, Ipv4Addr) -> Result<T, EffectError>,
+) -> Res<T> {
+    let sh = shared(ctx);
+    let (source, target) = {
+        let shared = sh.borrow();
+        (endpoint(ctx, &shared, from, "source")?.0, endpoint(ctx, &shared, to, "target")?.1)
+    };
+    run_apply(ctx, &sh)?;
+    let result = probe(sh.borrow_mut().effects.prober(), &source, target);
+    result.or_else(|e| effect_failed(ctx, &sh, e))
+}
+
+/// `http://ADDRESS[:PORT][/PATH]` → (address, port, path).
+fn parse_url(url: &str) -> Option<(String, u16, String)> {
+    let rest = url.strip_prefix("http://")?;
+    let (authority, path) =
+        rest.split_once('/').map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
+    let (host, port) = match authority.split_once(':') {
+        Some((h, p)) => (h, p.parse().ok()?),
+        None => (authority, 80),
+    };
+    Some((host.to_string(), port, path))
+}
+
+/// The effect functions of the script API. Their `///` comments are the reference.
+// Rhai exports a plugin module\'s `pub` functions only.
+#[allow(unreachable_pub)]
+#[export_module]
+mod api {
+    use super::*;
+
+    /// The simulated internet (sandbox only): a Host-like handle for 198.51.100.1, which
+    /// serves HTTP on port 80.
+    #[rhai_fn(return_raw)]
+    pub fn internet(ctx: NativeCallContext) -> Res<InternetHandle> {
+        let sh = shared(&ctx);
+        let shared = sh.borrow();
+        if !shared.effects.sandboxed() {
+            let fault = Fault::new(
+                "internet() exists only in a sandbox",
+                span(&shared, &ctx),
+                "no simulated internet",
+            )
+            .help("run with --sandbox NAME");
+            return fail(&ctx, fault);
+        }
+        Ok(InternetHandle)
+    }
+
+    /// Keeps a command running in a host (a string runs under /bin/sh, an array is argv); it
+    /// outlives the script until `destroy`. Returns `#{ pid, host }`; output goes to a log.
+    #[rhai_fn(return_raw)]
+    pub fn run(ctx: NativeCallContext, host: Dynamic, cmd: Dynamic) -> Res<Map> {
+        let argv = argv(&ctx, &shared(&ctx).borrow(), &cmd)?;
+        workload(&ctx, &host, WorkloadKind::Run { argv })
+    }
+
+    /// Runs vpcsh's HTTP server in a host: `GET /` answers `<vpc>/<host>`, `GET /ip` the
+    /// caller's address as the server sees it. Returns `#{ pid, host }`.
+    #[rhai_fn(return_raw)]
+    pub fn serve(ctx: NativeCallContext, host: Dynamic, port: i64) -> Res<Map> {
+        let Some(port) = u16::try_from(port).ok().filter(|p| *p > 0) else {
+            return fail_here(&ctx, &shared(&ctx).borrow(), format!("{port} is not a port"), "out of range");
+        };
+        workload(&ctx, &host, WorkloadKind::Serve { port })
+    }
+
+    /// Runs a command in a host to completion (default timeout 10 s, `#{ timeout: secs }`);
+    /// returns `#{ code, stdout, stderr }`.
+    #[rhai_fn(return_raw)]
+    pub fn exec(ctx: NativeCallContext, host: Dynamic, cmd: Dynamic) -> Res<Map> {
+        super::exec(&ctx, &host, &cmd, Map::new())
+    }
+    #[rhai_fn(name = "exec", return_raw)]
+    pub fn exec_with(ctx: NativeCallContext, host: Dynamic, cmd: Dynamic, opts: Map) -> Res<Map> {
+        super::exec(&ctx, &host, &cmd, opts)
+    }
+
+    /// Whether `to` answers an ICMP echo from `from` within 1 s.
+    #[rhai_fn(return_raw)]
+    pub fn ping(ctx: NativeCallContext, from: Dynamic, to: Dynamic) -> Res<bool> {
+        probe(&ctx, &from, &to, |p, from, to| p.ping(from, to))
+    }
+
+    /// Whether a TCP connection from `from` to `to:port` is accepted within 1 s.
+    #[rhai_fn(return_raw)]
+    pub fn connect(ctx: NativeCallContext, from: Dynamic, to: Dynamic, port: i64) -> Res<bool> {
+        let port = u16::try_from(port).unwrap_or(0);
+        probe(&ctx, &from, &to, |p, from, to| p.connect(from, to, port))
+    }
+
+    /// An HTTP GET from a host: `#{ status, body }`, status 0 when nothing answered.
+    #[rhai_fn(return_raw)]
+    pub fn http_get(ctx: NativeCallContext, from: Dynamic, url: &str) -> Res<Map> {
+        let Some((host, port, path)) = parse_url(url) else {
+            let fault = Fault::new(
+                format!("`{url}` is not an http:// URL with an address"),
+                span(&shared(&ctx).borrow(), &ctx),
+                "bad URL",
+            )
+            .help("e.g. http://10.0.1.2/ or http://198.51.100.1:8080/ip");
+            return fail(&ctx, fault);
+        };
+        let (status, body) =
+            probe(&ctx, &from, &Dynamic::from(host), |p, from, to| p.http_get(from, to, port, &path))?;
+        let mut m = Map::new();
+        m.insert("status".into(), Dynamic::from(i64::from(status)));
+        m.insert("body".into(), Dynamic::from(body));
+        Ok(m)
+    }
+}
+
+pub(super) fn register(engine: &mut rhai::Engine) {
+    engine.register_global_module(exported_module!(api).into());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_url;
+
+    #[test]
+    fn urls_need_an_address_and_may_have_a_port_and_path() {
+        assert_eq!(parse_url("http://10.0.1.2/"), Some(("10.0.1.2".into(), 80, "/".into())));
+        assert_eq!(parse_url("http://10.0.1.2:8080/ip"), Some(("10.0.1.2".into(), 8080, "/ip".into())));
+        assert_eq!(parse_url("http://10.0.1.2"), Some(("10.0.1.2".into(), 80, "/".into())));
+        assert_eq!(parse_url("ftp://x/"), None);
+    }
+}
