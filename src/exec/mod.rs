@@ -1,17 +1,19 @@
 //! Execution: applying planned operations to the kernel, and observing what is there.
 //!
-//! `Backend` is the seam: `Netlink` speaks to the kernel, `Recording` only remembers (for
-//! planner and apply tests without root). `apply` runs a plan and, when a step fails,
+//! `Backend` is the seam: `System` speaks to the kernel (`Netlink`) and supervises processes
+//! (`process::Supervisor`); `Recording` only remembers (for planner and apply tests without
+//! root). `apply` runs a plan and, when a step fails,
 //! undoes every step this run made, in reverse, collecting every error on the way.
 
 pub(crate) mod faults;
-pub(crate) mod netlink;
+mod netlink;
 pub(crate) mod netns;
 pub(crate) mod nft;
 pub(crate) mod probe;
 pub(crate) mod process;
 #[cfg(test)]
 pub(crate) mod recording;
+mod system;
 
 use std::collections::BTreeSet;
 use std::io;
@@ -19,6 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::plan::kernel::KernelState;
 use crate::plan::{Op, Plan, Summary};
+
+pub(crate) use system::System;
 
 /// What a backend must do: observe the named namespaces and apply single operations.
 pub(crate) trait Backend {

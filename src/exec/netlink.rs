@@ -1,16 +1,15 @@
-//! The real backend: netlink over sockets opened inside each namespace, namespaces mounted
-//! in-process, servers started as vpcsh processes.
+//! The kernel's network state over netlink: sockets opened inside each namespace,
+//! namespaces mounted in-process, nftables through its own netlink socket.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
-use std::path::PathBuf;
 
 use futures::TryStreamExt;
 use ipnetwork::Ipv4Network;
 use netlink_packet_route::AddressFamily;
-use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
@@ -19,8 +18,7 @@ use netlink_sys::{Socket, TokioSocket, protocols::NETLINK_ROUTE};
 use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
 
 use super::nft::Nft;
-use super::process::{self, ProcessRecord};
-use super::{Backend, OpError, netns};
+use super::{OpError, netns};
 
 const ENODEV: i32 = nix::errno::Errno::ENODEV as i32;
 const EEXIST: i32 = nix::errno::Errno::EEXIST as i32;
@@ -58,9 +56,6 @@ pub(crate) struct Netlink {
     spaces: HashMap<String, Space>,
     rt: tokio::runtime::Runtime,
     netns_dir_ready: bool,
-    log_dir: PathBuf,
-    /// Processes vpcsh started, alive or not; kept in state between runs.
-    processes: Vec<ProcessRecord>,
 }
 
 fn io_err(e: rtnetlink::Error) -> io::Error {
@@ -71,9 +66,9 @@ fn io_err(e: rtnetlink::Error) -> io::Error {
 }
 
 impl Netlink {
-    pub(crate) fn new(log_dir: PathBuf, processes: Vec<ProcessRecord>) -> io::Result<Self> {
+    pub(crate) fn new() -> io::Result<Self> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
-        Ok(Self { rt, spaces: HashMap::new(), netns_dir_ready: false, log_dir, processes })
+        Ok(Self { rt, spaces: HashMap::new(), netns_dir_ready: false })
     }
 
     /// Wraps a netlink socket opened inside a namespace into an rtnetlink handle.
@@ -137,11 +132,6 @@ impl Netlink {
     }
 
     fn delete_netns(&mut self, ns: &str) -> io::Result<()> {
-        // A process inside keeps the namespace alive: stop ours first.
-        for record in self.processes.iter().filter(|p| p.ns == ns) {
-            process::stop(record);
-        }
-        self.processes.retain(|p| p.ns != ns);
         self.spaces.remove(ns);
         netns::remove(ns)
     }
@@ -196,68 +186,19 @@ impl Netlink {
                 space.forwarding = on;
                 Ok(())
             }
-            Op::CreateBridge { ns, name } => {
-                let mut builder = LinkBridge::new(name).link_group(crate::plan::kernel::LINK_GROUP).up();
-                if let Some(i) = self.space(ns)?.claim_index(name) {
-                    builder = builder.index(i);
-                }
-                let msg = builder.build();
-                let handle = self.space(ns)?.handle.clone();
-                self.rt.block_on(handle.link().add(msg).execute()).map_err(io_err)
-            }
+            Op::CreateBridge { ns, name } => self.create_bridge(ns, name),
             Op::CreateVeth { ns, name, master, peer_ns, peer } => {
                 self.create_veth(ns, name, master.as_deref(), peer_ns, peer)
             }
-            Op::SetLink { ns, name, up, master } => {
-                let index = self.index(ns, name)?;
-                let mut b = LinkUnspec::new_with_index(index);
-                b = if *up { b.up() } else { b.down() };
-                b = match master {
-                    Some(m) => b.controller(self.index(ns, m)?),
-                    None => b.nocontroller(),
-                };
-                let handle = self.space(ns)?.handle.clone();
-                self.rt.block_on(handle.link().set(b.build()).execute()).map_err(io_err)
-            }
-            Op::DeleteLink { ns, name } => {
-                // Deleting one end of a veth takes the other with it: gone is done.
-                let gone = |e: &io::Error| e.raw_os_error() == Some(ENODEV);
-                let index = match self.index(ns, name) {
-                    Err(e) if gone(&e) => return Ok(()),
-                    other => other?,
-                };
-                let space = self.space(ns)?;
-                space.index.remove(name);
-                space.fresh = false;
-                let handle = space.handle.clone();
-                match self.rt.block_on(handle.link().del(index).execute()).map_err(io_err) {
-                    Err(e) if gone(&e) => Ok(()),
-                    other => other,
-                }
-            }
+            Op::SetLink { ns, name, up, master } => self.set_link(ns, name, *up, master.as_deref()),
+            Op::DeleteLink { ns, name } => self.delete_link(ns, name),
             Op::AddAddr { ns, addr } => {
                 let index = self.index(ns, &addr.dev)?;
                 let handle = self.space(ns)?.handle.clone();
                 let req = handle.address().add(index, IpAddr::V4(addr.net.ip()), addr.net.prefix());
                 self.rt.block_on(req.execute()).map_err(io_err)
             }
-            Op::DelAddr { ns, addr } => {
-                let index = self.index(ns, &addr.dev)?;
-                let handle = self.space(ns)?.handle.clone();
-                self.rt.block_on(async {
-                    let mut msgs = handle.address().get().set_link_index_filter(index).execute();
-                    while let Some(msg) = msgs.try_next().await.map_err(io_err)? {
-                        let ip = msg.attributes.iter().find_map(|a| match a {
-                            AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
-                            _ => None,
-                        });
-                        if ip == Some(addr.net.ip()) && msg.header.prefix_len == addr.net.prefix() {
-                            return handle.address().del(msg).execute().await.map_err(io_err);
-                        }
-                    }
-                    Ok(())
-                })
-            }
+            Op::DelAddr { ns, addr } => self.delete_addr(ns, addr),
             Op::AddRoute { ns, route } | Op::ReplaceRoute { ns, route } => {
                 let handle = self.space(ns)?.handle.clone();
                 let mut req = handle.route().add(route_message(route));
@@ -270,22 +211,70 @@ impl Netlink {
                 let handle = self.space(ns)?.handle.clone();
                 self.rt.block_on(handle.route().del(route_message(route)).execute()).map_err(io_err)
             }
-            Op::StartProcess { ns, process } => {
-                let record = super::process::start(ns, process, &self.log_dir)?;
-                self.processes.push(record);
-                Ok(())
-            }
-            Op::StopProcess { ns, process } => {
-                let (stop, keep) = std::mem::take(&mut self.processes)
-                    .into_iter()
-                    .partition(|p| &p.ns == ns && &p.process == process);
-                self.processes = keep;
-                stop.iter().for_each(super::process::stop);
-                Ok(())
+            // Processes are the supervisor's (see `System`).
+            Op::StartProcess { .. } | Op::StopProcess { .. } => {
+                Err(io::Error::from(io::ErrorKind::Unsupported))
             }
             Op::SetRuleset { ns, ruleset, .. } => nft(self.space(ns)?)?.replace(ruleset),
             Op::DeleteRuleset { ns } => nft(self.space(ns)?)?.delete(),
         }
+    }
+
+    fn create_bridge(&mut self, ns: &str, name: &str) -> io::Result<()> {
+        let mut builder = LinkBridge::new(name).link_group(LINK_GROUP).up();
+        if let Some(i) = self.space(ns)?.claim_index(name) {
+            builder = builder.index(i);
+        }
+        let msg = builder.build();
+        let handle = self.space(ns)?.handle.clone();
+        self.rt.block_on(handle.link().add(msg).execute()).map_err(io_err)
+    }
+
+    fn set_link(&mut self, ns: &str, name: &str, up: bool, master: Option<&str>) -> io::Result<()> {
+        let index = self.index(ns, name)?;
+        let mut b = LinkUnspec::new_with_index(index);
+        b = if up { b.up() } else { b.down() };
+        b = match master {
+            Some(m) => b.controller(self.index(ns, m)?),
+            None => b.nocontroller(),
+        };
+        let handle = self.space(ns)?.handle.clone();
+        self.rt.block_on(handle.link().set(b.build()).execute()).map_err(io_err)
+    }
+
+    fn delete_link(&mut self, ns: &str, name: &str) -> io::Result<()> {
+        // Deleting one end of a veth takes the other with it: gone is done.
+        let gone = |e: &io::Error| e.raw_os_error() == Some(ENODEV);
+        let index = match self.index(ns, name) {
+            Err(e) if gone(&e) => return Ok(()),
+            other => other?,
+        };
+        let space = self.space(ns)?;
+        space.index.remove(name);
+        space.fresh = false;
+        let handle = space.handle.clone();
+        match self.rt.block_on(handle.link().del(index).execute()).map_err(io_err) {
+            Err(e) if gone(&e) => Ok(()),
+            other => other,
+        }
+    }
+
+    fn delete_addr(&mut self, ns: &str, addr: &Addr) -> io::Result<()> {
+        let index = self.index(ns, &addr.dev)?;
+        let handle = self.space(ns)?.handle.clone();
+        self.rt.block_on(async {
+            let mut msgs = handle.address().get().set_link_index_filter(index).execute();
+            while let Some(msg) = msgs.try_next().await.map_err(io_err)? {
+                let ip = msg.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
+                    _ => None,
+                });
+                if ip == Some(addr.net.ip()) && msg.header.prefix_len == addr.net.prefix() {
+                    return handle.address().del(msg).execute().await.map_err(io_err);
+                }
+            }
+            Ok(())
+        })
     }
 
     /// For a create that found its name taken: what holds it, and whether vpcsh made it.
@@ -359,79 +348,15 @@ impl Netlink {
                 Ok::<_, rtnetlink::Error>((links, addrs, routes))
             })
             .map_err(io_err)?;
-
-        let mut out = Netns { forwarding, ..Netns::default() };
         let names: HashMap<u32, String> =
             links.iter().filter_map(|l| Some((l.header.index, link_name(l)?))).collect();
-        for l in &links {
-            let Some(name) = names.get(&l.header.index) else {
-                continue;
-            };
-            let mut group = 0;
-            let mut master = None;
-            let mut kind = if l.header.flags.contains(LinkFlags::Loopback) {
-                LinkKind::Loopback
-            } else {
-                LinkKind::Other(String::new())
-            };
-            for attr in &l.attributes {
-                match attr {
-                    LinkAttribute::Group(g) => group = *g,
-                    LinkAttribute::Controller(i) => master = names.get(i).cloned(),
-                    LinkAttribute::LinkInfo(infos) => {
-                        for info in infos {
-                            if let LinkInfo::Kind(k) = info {
-                                kind = match k {
-                                    InfoKind::Bridge => LinkKind::Bridge,
-                                    InfoKind::Veth => LinkKind::VethPeer,
-                                    other => LinkKind::Other(other.to_string()),
-                                };
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            let up = l.header.flags.contains(LinkFlags::Up);
-            let ours = group == crate::plan::kernel::LINK_GROUP;
-            out.links.insert(name.clone(), Link { kind, master, up, owner: Owner::Unclaimed, ours });
-        }
-        for a in &addrs {
-            let Some(dev) = names.get(&a.header.index) else {
-                continue;
-            };
-            let ip = a.attributes.iter().find_map(|attr| match attr {
-                AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
-                _ => None,
-            });
-            if let Some(net) = ip.and_then(|ip| Ipv4Network::new(ip, a.header.prefix_len).ok())
-                && a.header.family == AddressFamily::Inet
-            {
-                out.addrs.insert(Addr { dev: dev.clone(), net });
-            }
-        }
-        for r in &routes {
-            if r.header.table != RouteHeader::RT_TABLE_MAIN || r.header.protocol != RouteProtocol::Static {
-                continue;
-            }
-            let mut dst = Ipv4Addr::UNSPECIFIED;
-            let mut via = None;
-            let mut dev = String::new();
-            for attr in &r.attributes {
-                match attr {
-                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = *ip,
-                    RouteAttribute::Gateway(RouteAddress::Inet(ip)) => via = Some(*ip),
-                    RouteAttribute::Oif(i) => dev = names.get(i).cloned().unwrap_or_default(),
-                    _ => {}
-                }
-            }
-            if let (Some(via), Ok(dst)) = (via, Ipv4Network::new(dst, r.header.destination_prefix_length)) {
-                out.routes.insert(Route { dst, via, dev });
-            }
-        }
-        for p in self.processes.iter().filter(|p| p.ns == ns && p.alive()) {
-            out.processes.insert(p.process.clone());
-        }
+        let mut out = Netns { forwarding, ..Netns::default() };
+        out.links = links
+            .iter()
+            .filter_map(|l| Some((names.get(&l.header.index)?.clone(), link_of(l, &names))))
+            .collect();
+        out.addrs = addrs.iter().filter_map(|a| addr_of(a, &names)).collect();
+        out.routes = routes.iter().filter_map(|r| route_of(r, &names)).collect();
         let space = self.space(ns)?;
         space.index = names.into_iter().map(|(i, n)| (n, i)).collect();
         if let Some(nft) = &mut space.nft {
@@ -439,6 +364,68 @@ impl Netlink {
         }
         Ok(out)
     }
+}
+
+/// A link as the planner compares it: kind, master, up, and whether it is vpcsh's.
+fn link_of(l: &LinkMessage, names: &HashMap<u32, String>) -> Link {
+    let mut group = 0;
+    let mut master = None;
+    let mut kind = if l.header.flags.contains(LinkFlags::Loopback) {
+        LinkKind::Loopback
+    } else {
+        LinkKind::Other(String::new())
+    };
+    for attr in &l.attributes {
+        match attr {
+            LinkAttribute::Group(g) => group = *g,
+            LinkAttribute::Controller(i) => master = names.get(i).cloned(),
+            LinkAttribute::LinkInfo(infos) => {
+                for info in infos {
+                    if let LinkInfo::Kind(k) = info {
+                        kind = match k {
+                            InfoKind::Bridge => LinkKind::Bridge,
+                            InfoKind::Veth => LinkKind::VethPeer,
+                            other => LinkKind::Other(other.to_string()),
+                        };
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let up = l.header.flags.contains(LinkFlags::Up);
+    Link { kind, master, up, owner: Owner::Unclaimed, ours: group == LINK_GROUP }
+}
+
+/// An IPv4 address on a named link.
+fn addr_of(a: &AddressMessage, names: &HashMap<u32, String>) -> Option<Addr> {
+    let dev = names.get(&a.header.index)?;
+    let ip = a.attributes.iter().find_map(|attr| match attr {
+        AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
+        _ => None,
+    })?;
+    let net = Ipv4Network::new(ip, a.header.prefix_len).ok()?;
+    (a.header.family == AddressFamily::Inet).then(|| Addr { dev: dev.clone(), net })
+}
+
+/// A static route of the main table, the kind vpcsh adds.
+fn route_of(r: &RouteMessage, names: &HashMap<u32, String>) -> Option<Route> {
+    if r.header.table != RouteHeader::RT_TABLE_MAIN || r.header.protocol != RouteProtocol::Static {
+        return None;
+    }
+    let mut dst = Ipv4Addr::UNSPECIFIED;
+    let mut via = None;
+    let mut dev = String::new();
+    for attr in &r.attributes {
+        match attr {
+            RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = *ip,
+            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => via = Some(*ip),
+            RouteAttribute::Oif(i) => dev = names.get(i).cloned().unwrap_or_default(),
+            _ => {}
+        }
+    }
+    let dst = Ipv4Network::new(dst, r.header.destination_prefix_length).ok()?;
+    Some(Route { dst, via: via?, dev })
 }
 
 fn nft(space: &mut Space) -> io::Result<&mut Nft> {
@@ -464,8 +451,9 @@ fn route_message(route: &Route) -> RouteMessage {
         .build()
 }
 
-impl Backend for Netlink {
-    fn observe(&mut self, namespaces: &BTreeSet<String>) -> Result<KernelState, OpError> {
+impl Netlink {
+    /// The network state of those of `namespaces` that exist (no processes: see `System`).
+    pub(crate) fn observe(&mut self, namespaces: &BTreeSet<String>) -> Result<KernelState, OpError> {
         let mut state = KernelState::default();
         for ns in namespaces {
             if !netns::exists(ns) {
@@ -479,8 +467,7 @@ impl Backend for Netlink {
         Ok(state)
     }
 
-    fn apply(&mut self, op: &Op) -> Result<(), OpError> {
-        tracing::debug!("{op}");
+    pub(crate) fn apply(&mut self, op: &Op) -> Result<(), OpError> {
         self.apply_op(op).map_err(|e| {
             let mut err = OpError::new(op.to_string(), &e);
             if e.raw_os_error() == Some(EEXIST)
@@ -492,11 +479,7 @@ impl Backend for Netlink {
         })
     }
 
-    fn processes(&self) -> Vec<ProcessRecord> {
-        self.processes.clone()
-    }
-
-    fn default_route_dev(&mut self, ns: &str) -> Result<Option<String>, OpError> {
+    pub(crate) fn default_route_dev(&mut self, ns: &str) -> Result<Option<String>, OpError> {
         self.route_dev(ns).map_err(|e| OpError::new(format!("reading the default route in {ns}"), &e))
     }
 }

@@ -55,9 +55,46 @@ fn proc_stat(pid: i32) -> Option<(char, u64)> {
     Some((fields.first()?.chars().next()?, fields.get(19)?.parse().ok()?))
 }
 
+/// The processes vpcsh started, alive or not, as state records them between runs; each
+/// is identified by pid and start time, so a reused pid is never mistaken for it.
+pub(crate) struct Supervisor {
+    log_dir: PathBuf,
+    records: Vec<ProcessRecord>,
+}
+
+impl Supervisor {
+    pub(crate) fn new(log_dir: PathBuf, records: Vec<ProcessRecord>) -> Self {
+        Self { log_dir, records }
+    }
+
+    pub(crate) fn records(&self) -> &[ProcessRecord] {
+        &self.records
+    }
+
+    /// What runs in `ns` now.
+    pub(crate) fn running_in<'a>(&'a self, ns: &'a str) -> impl Iterator<Item = &'a Process> + 'a {
+        self.records.iter().filter(move |p| p.ns == ns && p.alive()).map(|p| &p.process)
+    }
+
+    pub(crate) fn start(&mut self, ns: &str, process: &Process) -> io::Result<()> {
+        let record = start(ns, process, &self.log_dir)?;
+        self.records.push(record);
+        Ok(())
+    }
+
+    /// Stops the processes in `ns` that match (all of them when `process` is `None`).
+    pub(crate) fn stop(&mut self, ns: &str, process: Option<&Process>) {
+        let (stopping, keep) = std::mem::take(&mut self.records)
+            .into_iter()
+            .partition(|p| p.ns == ns && process.is_none_or(|want| p.process == *want));
+        self.records = keep;
+        stopping.iter().for_each(stop);
+    }
+}
+
 /// Starts `process` inside `ns`, its output in a log file in `log_dir`; an HTTP server is
 /// waited for until it listens.
-pub(crate) fn start(ns: &str, process: &Process, log_dir: &Path) -> io::Result<ProcessRecord> {
+fn start(ns: &str, process: &Process, log_dir: &Path) -> io::Result<ProcessRecord> {
     fs::create_dir_all(log_dir)?;
     let (argv, log) = match process {
         Process::Http { port, body } => {
@@ -125,7 +162,7 @@ fn wait_ready(record: &ProcessRecord) -> io::Result<()> {
 /// The group is signalled only while it is provably ours: its leader is the recorded
 /// process (same start time), or it still has members, which keeps the kernel from giving
 /// the number to anyone else.
-pub(crate) fn stop(record: &ProcessRecord) {
+fn stop(record: &ProcessRecord) {
     let pid = Pid::from_raw(record.pid);
     let group = Pid::from_raw(-record.pid);
     let running = || group_alive(record.pid);

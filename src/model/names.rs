@@ -51,6 +51,33 @@ mod tests {
     }
 }
 
+/// Interface name prefixes: each kind of link vpcsh makes has its own, so names never clash
+/// across kinds and observation can tell them apart.
+pub(crate) const BRIDGE_PREFIX: &str = "b-";
+pub(crate) const HOST_VETH_PREFIX: &str = "h-";
+pub(crate) const PEER_PREFIX: &str = "p-";
+pub(crate) const MACHINE_UPLINK_PREFIX: &str = "vpc-";
+
+/// A subnet's bridge in its VPC's router.
+pub(crate) fn bridge_ifname(subnet: &str) -> String {
+    ifname(BRIDGE_PREFIX, subnet)
+}
+
+/// The router's end of a host's veth.
+pub(crate) fn host_veth_ifname(host: &str) -> String {
+    ifname(HOST_VETH_PREFIX, host)
+}
+
+/// A router's end of its peering with `other_vpc`.
+pub(crate) fn peer_ifname(other_vpc: &str) -> String {
+    ifname(PEER_PREFIX, other_vpc)
+}
+
+/// The machine's end of a VPC's uplink.
+pub(crate) fn machine_uplink_ifname(vpc: &str) -> String {
+    ifname(MACHINE_UPLINK_PREFIX, vpc)
+}
+
 /// A deterministic interface name of at most 15 bytes: `prefix` + `name` when it fits,
 /// else `prefix` + the name's start + `.` + a hash of the whole name. Names never contain
 /// `.`, so a shortened name cannot equal a short one.

@@ -2,9 +2,12 @@
 
 use std::collections::HashMap;
 
+use ipnetwork::Ipv4Network;
+
 use super::{
-    Declarations, Firewall, FirewallRule, FirewallTarget, Host, Network, PeerRef, Peering, Protected,
-    Publish, RuleDecl, Span, Subnet, SubnetId, Transport, Vpc, Workload, WorkloadKind, ipam, names,
+    Cidr, Declarations, Firewall, FirewallRule, FirewallTarget, Host, Network, PeerDecl, PeerRef, Peering,
+    Protected, Publish, RuleDecl, Span, Subnet, SubnetDecl, SubnetId, Transport, Vpc, VpcDecl, VpcId,
+    Workload, WorkloadKind, ipam, names,
 };
 
 /// Smallest and largest VPC prefix, as in AWS.
@@ -39,68 +42,104 @@ impl Problem {
 pub(crate) fn validate(decls: &Declarations) -> Result<Network, Vec<Problem>> {
     let mut problems = decls.problems.clone();
     let mut network = Network::default();
-    let mut vpc_names: HashMap<&str, Span> = HashMap::new();
-    let mut uplink_names: HashMap<String, Span> = HashMap::new();
-
+    let mut seen = Seen::default();
     for (vpc_id, vpc) in decls.live_vpcs() {
-        check_name(&mut problems, &vpc.name, vpc.span, "VPC");
-        if names::RESERVED_VPC_NAMES.contains(&vpc.name.as_str()) {
-            problems.push(
-                Problem::new(
-                    format!("`{}` is reserved and cannot name a VPC", vpc.name),
-                    vpc.span,
-                    "reserved name",
-                )
-                .help("`internet` names the simulated internet; choose another name"),
-            );
+        check_vpc(vpc, &mut seen, &mut problems);
+        if let Some(vpc_net) = vpc.cidr.net {
+            network.vpcs.push(resolve_vpc(decls, vpc_id, vpc_net, &mut problems));
         }
-        if let Some(other) = uplink_names.insert(names::ifname("vpc-", &vpc.name), vpc.span)
-            && !vpc_names.contains_key(vpc.name.as_str())
-        {
-            problems.push(
-                Problem::new("two VPC names shorten to the same interface name", vpc.span, "this VPC")
-                    .related(other, "and this one")
-                    .help("make the first 3 characters of long VPC names differ"),
-            );
-        }
-        if let Some(first) = vpc_names.insert(&vpc.name, vpc.span) {
-            problems.push(
-                Problem::new(
-                    format!("a VPC named `{}` is already declared", vpc.name),
-                    vpc.span,
-                    "declared again here",
-                )
-                .related(first, "first declared here")
-                .help("VPC names are unique; rename one of them"),
-            );
-        }
-        let Some(vpc_net) = vpc.cidr.net else { continue };
-        let (lo, hi) = VPC_PREFIX_RANGE;
-        if vpc_net.prefix() < lo || vpc_net.prefix() > hi {
-            problems.push(
-                Problem::new(
-                    format!(
-                        "VPC CIDR {} has a /{} prefix; VPCs are /{lo} to /{hi}",
-                        vpc.cidr.text,
-                        vpc_net.prefix()
-                    ),
-                    vpc.span,
-                    "prefix out of range",
-                )
-                .help(format!("use a prefix between /{lo} (65,536 addresses) and /{hi} (16 addresses)")),
-            );
-        }
+    }
+    network.publishes = publishes(decls, &network, &mut problems);
+    network.peerings = peerings(decls, &mut problems);
+    network.workloads = workloads(decls, &mut problems);
+    network.firewalls = firewalls(decls, &network);
 
-        let mut out = Vpc { name: vpc.name.clone(), cidr: vpc_net, subnets: Vec::new() };
-        let mut subnet_names: HashMap<&str, Span> = HashMap::new();
-        let mut bridge_names: HashMap<String, Span> = HashMap::new();
-        let mut placed: Vec<(ipnetwork::Ipv4Network, Span, &str)> = Vec::new();
-        let mut host_names: HashMap<String, Span> = HashMap::new();
-        let mut veth_names: HashMap<String, Span> = HashMap::new();
+    if problems.is_empty() { Ok(network) } else { Err(problems) }
+}
 
-        for (subnet_id, subnet) in decls.subnets_of(vpc_id) {
-            check_name(&mut problems, &subnet.name, subnet.span, "subnet");
-            if let Some(first) = subnet_names.insert(&subnet.name, subnet.span) {
+/// Names already taken, with the declaration that took them.
+#[derive(Default)]
+struct Seen {
+    names: HashMap<String, Span>,
+    interfaces: HashMap<String, Span>,
+}
+
+impl Seen {
+    /// Records a name and the interface name it shortens to: the earlier declaration of the
+    /// same name, or of another name with the same interface name.
+    fn take(&mut self, name: &str, ifname: String, span: Span) -> (Option<Span>, Option<Span>) {
+        let same_name = self.names.insert(name.to_string(), span);
+        let same_ifname = self.interfaces.insert(ifname, span).filter(|_| same_name.is_none());
+        (same_name, same_ifname)
+    }
+}
+
+/// A VPC's name and prefix length.
+fn check_vpc(vpc: &VpcDecl, seen: &mut Seen, problems: &mut Vec<Problem>) {
+    check_name(problems, &vpc.name, vpc.span, "VPC");
+    if names::RESERVED_VPC_NAMES.contains(&vpc.name.as_str()) {
+        problems.push(
+            Problem::new(
+                format!("`{}` is reserved and cannot name a VPC", vpc.name),
+                vpc.span,
+                "reserved name",
+            )
+            .help("`internet` names the simulated internet; choose another name"),
+        );
+    }
+    let (same_name, same_ifname) = seen.take(&vpc.name, names::machine_uplink_ifname(&vpc.name), vpc.span);
+    if let Some(other) = same_ifname {
+        problems.push(
+            Problem::new("two VPC names shorten to the same interface name", vpc.span, "this VPC")
+                .related(other, "and this one")
+                .help("make the first 3 characters of long VPC names differ"),
+        );
+    }
+    if let Some(first) = same_name {
+        problems.push(
+            Problem::new(
+                format!("a VPC named `{}` is already declared", vpc.name),
+                vpc.span,
+                "declared again here",
+            )
+            .related(first, "first declared here")
+            .help("VPC names are unique; rename one of them"),
+        );
+    }
+    let Some(vpc_net) = vpc.cidr.net else { return };
+    let (lo, hi) = VPC_PREFIX_RANGE;
+    if vpc_net.prefix() < lo || vpc_net.prefix() > hi {
+        problems.push(
+            Problem::new(
+                format!(
+                    "VPC CIDR {} has a /{} prefix; VPCs are /{lo} to /{hi}",
+                    vpc.cidr.text,
+                    vpc_net.prefix()
+                ),
+                vpc.span,
+                "prefix out of range",
+            )
+            .help(format!("use a prefix between /{lo} (65,536 addresses) and /{hi} (16 addresses)")),
+        );
+    }
+}
+
+/// A VPC with the subnets and hosts that validate.
+fn resolve_vpc(
+    decls: &Declarations,
+    vpc_id: VpcId,
+    vpc_net: Ipv4Network,
+    problems: &mut Vec<Problem>,
+) -> Vpc {
+    let vpc = decls.vpc(vpc_id);
+    let mut out = Vpc { name: vpc.name.clone(), cidr: vpc_net, subnets: Vec::new() };
+    let mut subnets = Seen::default();
+    let mut hosts = Seen::default();
+    let mut placed: Vec<(Ipv4Network, Span, &str)> = Vec::new();
+    for (subnet_id, subnet) in decls.subnets_of(vpc_id) {
+        check_name(problems, &subnet.name, subnet.span, "subnet");
+        match subnets.take(&subnet.name, names::bridge_ifname(&subnet.name), subnet.span) {
+            (Some(first), _) => {
                 problems.push(
                     Problem::new(
                         format!("VPC `{}` already has a subnet named `{}`", vpc.name, subnet.name),
@@ -111,97 +150,101 @@ pub(crate) fn validate(decls: &Declarations) -> Result<Network, Vec<Problem>> {
                     .help("subnet names are unique within a VPC"),
                 );
                 continue;
-            } else if let Some(other) = bridge_names.insert(names::ifname("b-", &subnet.name), subnet.span) {
-                problems.push(
-                    Problem::new(
-                        "two subnet names shorten to the same interface name",
-                        subnet.span,
-                        "this subnet",
-                    )
-                    .related(other, "and this one")
-                    .help("make the first 5 characters of long subnet names differ"),
-                );
             }
-            let Some(net) = subnet.cidr.net else { continue };
-            if !vpc_net.contains(net.network()) || !vpc_net.contains(net.broadcast()) {
-                problems.push(
-                    Problem::new(
-                        format!(
-                            "subnet {} is not inside VPC `{}` ({})",
-                            subnet.cidr.text, vpc.name, vpc.cidr.text
-                        ),
-                        subnet.span,
-                        "outside its VPC",
-                    )
-                    .related(vpc.span, format!("VPC `{}` is {}", vpc.name, vpc.cidr.text))
-                    .help(format!("choose a CIDR inside {}", vpc.cidr.text)),
-                );
-                continue;
-            }
-            if net.prefix() > ipam::MAX_SUBNET_PREFIX {
-                problems.push(
-                    Problem::new(
-                        format!(
-                            "subnet {} is too small: it has no room for a gateway and a host",
-                            subnet.cidr.text
-                        ),
-                        subnet.span,
-                        "too small",
-                    )
-                    .help(format!("subnets are /{} or larger", ipam::MAX_SUBNET_PREFIX)),
-                );
-                continue;
-            }
-            if let Some((other, other_span, other_name)) = placed.iter().find(|(n, ..)| n.overlaps(net)) {
-                problems.push(
-                    Problem::new(
-                        format!("subnet `{}` ({net}) overlaps subnet `{other_name}` ({other})", subnet.name),
-                        subnet.span,
-                        "overlaps",
-                    )
-                    .related(*other_span, format!("`{other_name}` is {other}"))
-                    .help("subnets of one VPC must not overlap; pick a free range"),
-                );
-                continue;
-            }
-            placed.push((net, subnet.span, &subnet.name));
-            let hosts = resolve_hosts(decls, subnet_id, net, &mut problems);
-            for (host, span) in &hosts {
-                if let Some(first) = host_names.insert(host.name.clone(), *span) {
-                    problems.push(
-                        Problem::new(
-                            format!("VPC `{}` already has a host named `{}`", vpc.name, host.name),
-                            *span,
-                            "declared again here",
-                        )
-                        .related(first, "first declared here")
-                        .help("host names are unique within a VPC (a subnet with no hosts gets one named after it)"),
-                    );
-                } else if let Some(other) = veth_names.insert(names::ifname("h-", &host.name), *span) {
-                    problems.push(
-                        Problem::new("two host names shorten to the same interface name", *span, "this host")
-                            .related(other, "and this one")
-                            .help("make the first 5 characters of long host names differ"),
-                    );
-                }
-            }
-            out.subnets.push(Subnet {
-                name: subnet.name.clone(),
-                cidr: net,
-                public: subnet.public,
-                nat: decls.nats.iter().any(|n| n.subnet == subnet_id),
-                gateway: ipam::gateway(net),
-                hosts: hosts.into_iter().map(|(h, _)| h).collect(),
-            });
+            (None, Some(other)) => problems.push(
+                Problem::new(
+                    "two subnet names shorten to the same interface name",
+                    subnet.span,
+                    "this subnet",
+                )
+                .related(other, "and this one")
+                .help("make the first 5 characters of long subnet names differ"),
+            ),
+            (None, None) => {}
         }
-        network.vpcs.push(out);
+        let Some(net) = subnet.cidr.net else { continue };
+        if let Some(problem) = placement_problem(vpc, vpc_net, subnet, net, &placed) {
+            problems.push(problem);
+            continue;
+        }
+        placed.push((net, subnet.span, &subnet.name));
+        let resolved = resolve_hosts(decls, subnet_id, net, problems);
+        check_host_names(&vpc.name, &resolved, &mut hosts, problems);
+        out.subnets.push(Subnet {
+            name: subnet.name.clone(),
+            cidr: net,
+            public: subnet.public,
+            nat: decls.nats.iter().any(|n| n.subnet == subnet_id),
+            gateway: ipam::gateway(net),
+            hosts: resolved.into_iter().map(|(h, _)| h).collect(),
+        });
     }
-    network.publishes = publishes(decls, &network, &mut problems);
-    network.peerings = peerings(decls, &mut problems);
-    network.workloads = workloads(decls, &mut problems);
-    network.firewalls = firewalls(decls, &network);
+    out
+}
 
-    if problems.is_empty() { Ok(network) } else { Err(problems) }
+/// Why a subnet cannot go where it is declared: outside its VPC, too small, or overlapping
+/// a sibling.
+fn placement_problem(
+    vpc: &VpcDecl,
+    vpc_net: Ipv4Network,
+    subnet: &SubnetDecl,
+    net: Ipv4Network,
+    placed: &[(Ipv4Network, Span, &str)],
+) -> Option<Problem> {
+    if !vpc_net.contains(net.network()) || !vpc_net.contains(net.broadcast()) {
+        return Some(
+            Problem::new(
+                format!("subnet {} is not inside VPC `{}` ({})", subnet.cidr.text, vpc.name, vpc.cidr.text),
+                subnet.span,
+                "outside its VPC",
+            )
+            .related(vpc.span, format!("VPC `{}` is {}", vpc.name, vpc.cidr.text))
+            .help(format!("choose a CIDR inside {}", vpc.cidr.text)),
+        );
+    }
+    if net.prefix() > ipam::MAX_SUBNET_PREFIX {
+        return Some(
+            Problem::new(
+                format!("subnet {} is too small: it has no room for a gateway and a host", subnet.cidr.text),
+                subnet.span,
+                "too small",
+            )
+            .help(format!("subnets are /{} or larger", ipam::MAX_SUBNET_PREFIX)),
+        );
+    }
+    let (other, other_span, other_name) = placed.iter().find(|(n, ..)| n.overlaps(net))?;
+    Some(
+        Problem::new(
+            format!("subnet `{}` ({net}) overlaps subnet `{other_name}` ({other})", subnet.name),
+            subnet.span,
+            "overlaps",
+        )
+        .related(*other_span, format!("`{other_name}` is {other}"))
+        .help("subnets of one VPC must not overlap; pick a free range"),
+    )
+}
+
+/// Host names are unique within a VPC, and so are the interface names they shorten to.
+fn check_host_names(vpc: &str, hosts: &[(Host, Span)], seen: &mut Seen, problems: &mut Vec<Problem>) {
+    for (host, span) in hosts {
+        match seen.take(&host.name, names::host_veth_ifname(&host.name), *span) {
+            (Some(first), _) => problems.push(
+                Problem::new(
+                    format!("VPC `{vpc}` already has a host named `{}`", host.name),
+                    *span,
+                    "declared again here",
+                )
+                .related(first, "first declared here")
+                .help("host names are unique within a VPC (a subnet with no hosts gets one named after it)"),
+            ),
+            (None, Some(other)) => problems.push(
+                Problem::new("two host names shorten to the same interface name", *span, "this host")
+                    .related(other, "and this one")
+                    .help("make the first 5 characters of long host names differ"),
+            ),
+            (None, None) => {}
+        }
+    }
 }
 
 /// Checks `peer()` calls: no self-peering, no overlap, no duplicates, no two peers of one
@@ -221,91 +264,102 @@ fn peerings(decls: &Declarations, problems: &mut Vec<Problem>) -> Vec<Peering> {
             continue;
         }
         let (Some(a_net), Some(b_net)) = (a.cidr.net, b.cidr.net) else { continue };
-        if a_net.overlaps(b_net) {
-            problems.push(
-                Problem::new(
-                    format!("VPCs `{}` ({a_net}) and `{}` ({b_net}) overlap and cannot peer", a.name, b.name),
-                    p.span,
-                    "overlapping peering",
-                )
-                .related(a.span, format!("`{}` is {a_net}", a.name))
-                .related(b.span, format!("`{}` is {b_net}", b.name))
-                .help("peered VPCs route to each other, so their CIDRs must be distinct"),
-            );
+        if let Some(problem) = peering_conflict(decls, p, &out) {
+            problems.push(problem);
             continue;
         }
-        if let Some((_, first)) =
-            out.iter().find(|(q, _)| (q.a == a.name && q.b == b.name) || (q.a == b.name && q.b == a.name))
-        {
-            problems.push(
-                Problem::new(
-                    format!("`{}` and `{}` are already peered", a.name, b.name),
-                    p.span,
-                    "peered again",
-                )
+        let (a_allowed, b_allowed) = match &p.allow {
+            None => (vec![a_net], vec![b_net]),
+            Some(list) => allowed_sides(list, (a, a_net), (b, b_net), p.span, problems),
+        };
+        out.push((Peering { a: a.name.clone(), b: b.name.clone(), a_allowed, b_allowed }, p.span));
+    }
+    out.into_iter().map(|(p, _)| p).collect()
+}
+
+/// Why a peering of two distinct VPCs cannot be: their CIDRs overlap, they are peered
+/// already, or one of them would route to two VPCs whose CIDRs overlap.
+fn peering_conflict(decls: &Declarations, p: &PeerDecl, earlier: &[(Peering, Span)]) -> Option<Problem> {
+    let (a, b) = (decls.vpc(p.a), decls.vpc(p.b));
+    let (a_net, b_net) = (a.cidr.net?, b.cidr.net?);
+    if a_net.overlaps(b_net) {
+        return Some(
+            Problem::new(
+                format!("VPCs `{}` ({a_net}) and `{}` ({b_net}) overlap and cannot peer", a.name, b.name),
+                p.span,
+                "overlapping peering",
+            )
+            .related(a.span, format!("`{}` is {a_net}", a.name))
+            .related(b.span, format!("`{}` is {b_net}", b.name))
+            .help("peered VPCs route to each other, so their CIDRs must be distinct"),
+        );
+    }
+    let same_pair = |q: &Peering| (q.a == a.name && q.b == b.name) || (q.a == b.name && q.b == a.name);
+    if let Some((_, first)) = earlier.iter().find(|(q, _)| same_pair(q)) {
+        return Some(
+            Problem::new(format!("`{}` and `{}` are already peered", a.name, b.name), p.span, "peered again")
                 .related(*first, "first peered here")
                 .related(a.span, format!("`{}`", a.name))
                 .related(b.span, format!("`{}`", b.name))
                 .help("one peer() per pair; put every allowed CIDR in its allow list"),
-            );
-            continue;
-        }
-        // A VPC routes to all its peers: two peers with overlapping CIDRs would be ambiguous.
-        let mut clash = None;
-        for (side, other) in [(a, b_net), (b, a_net)] {
-            for (q, q_span) in &out {
-                let Some((third, _, _)) = q.seen_from(&side.name) else { continue };
-                let third_net = decls.vpc_by_name(third).and_then(|id| decls.vpc(id).cidr.net);
-                if third_net.is_some_and(|n| n.overlaps(other)) {
-                    clash = Some((side.name.clone(), third.to_string(), *q_span));
-                }
+        );
+    }
+    // A VPC routes to all its peers: two peers with overlapping CIDRs would be ambiguous.
+    let mut clash = None;
+    for (side, other) in [(a, b_net), (b, a_net)] {
+        for (q, q_span) in earlier {
+            let Some((third, _, _)) = q.seen_from(&side.name) else { continue };
+            let third_net = decls.vpc_by_name(third).and_then(|id| decls.vpc(id).cidr.net);
+            if third_net.is_some_and(|n| n.overlaps(other)) {
+                clash = Some((side.name.clone(), third.to_string(), *q_span));
             }
         }
-        if let Some((side, third, q_span)) = clash {
-            let other = if side == a.name { &b.name } else { &a.name };
+    }
+    let (side, third, q_span) = clash?;
+    let other = if side == a.name { &b.name } else { &a.name };
+    Some(
+        Problem::new(
+            format!("`{side}` would peer with `{third}` and `{other}`, whose CIDRs overlap"),
+            p.span,
+            "ambiguous peering",
+        )
+        .related(q_span, format!("`{side}` already peers with `{third}` here"))
+        .help("a VPC never peers with two VPCs whose CIDRs overlap each other"),
+    )
+}
+
+/// An allow-list split by side: the CIDRs inside `a`, and those inside `b`.
+fn allowed_sides(
+    list: &[Cidr],
+    (a, a_net): (&VpcDecl, Ipv4Network),
+    (b, b_net): (&VpcDecl, Ipv4Network),
+    span: Span,
+    problems: &mut Vec<Problem>,
+) -> (Vec<Ipv4Network>, Vec<Ipv4Network>) {
+    let (mut a_allowed, mut b_allowed) = (Vec::new(), Vec::new());
+    let inside = |outer: Ipv4Network, net: Ipv4Network| {
+        outer.contains(net.network()) && outer.contains(net.broadcast())
+    };
+    for net in list.iter().filter_map(|c| c.net) {
+        if inside(a_net, net) {
+            a_allowed.push(net);
+        } else if inside(b_net, net) {
+            b_allowed.push(net);
+        } else {
             problems.push(
                 Problem::new(
-                    format!("`{side}` would peer with `{third}` and `{other}`, whose CIDRs overlap"),
-                    p.span,
-                    "ambiguous peering",
+                    format!(
+                        "allowed CIDR {net} is in neither `{}` ({a_net}) nor `{}` ({b_net})",
+                        a.name, b.name
+                    ),
+                    span,
+                    "outside the peering",
                 )
-                .related(q_span, format!("`{side}` already peers with `{third}` here"))
-                .help("a VPC never peers with two VPCs whose CIDRs overlap each other"),
+                .help("an allow list names CIDRs inside the two peered VPCs"),
             );
-            continue;
         }
-        let (mut a_allowed, mut b_allowed) = (Vec::new(), Vec::new());
-        match &p.allow {
-            None => {
-                a_allowed.push(a_net);
-                b_allowed.push(b_net);
-            }
-            Some(list) => {
-                for cidr in list {
-                    let Some(net) = cidr.net else { continue };
-                    if a_net.contains(net.network()) && a_net.contains(net.broadcast()) {
-                        a_allowed.push(net);
-                    } else if b_net.contains(net.network()) && b_net.contains(net.broadcast()) {
-                        b_allowed.push(net);
-                    } else {
-                        problems.push(
-                            Problem::new(
-                                format!(
-                                    "allowed CIDR {net} is in neither `{}` ({a_net}) nor `{}` ({b_net})",
-                                    a.name, b.name
-                                ),
-                                p.span,
-                                "outside the peering",
-                            )
-                            .help("an allow list names CIDRs inside the two peered VPCs"),
-                        );
-                    }
-                }
-            }
-        }
-        out.push((Peering { a: a.name.clone(), b: b.name.clone(), a_allowed, b_allowed }, p.span));
     }
-    out.into_iter().map(|(p, _)| p).collect()
+    (a_allowed, b_allowed)
 }
 
 /// `run()` and `serve()` calls: one server per host and port, each workload once.

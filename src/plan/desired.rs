@@ -15,7 +15,9 @@ use ipnetwork::Ipv4Network;
 use super::kernel::{Addr, KernelState, Link, LinkKind, Netns, Nft, Owner, Process, Route};
 use super::naming::{HOST_IFNAME, MACHINE_UPLINK_PREFIX, Naming, PEER_PREFIX, ROUTER_UPLINK, UPLINK_IFNAME};
 use super::nft::{Action, Chain, Hook, IfName, Match, Proto, Ruleset};
-use crate::model::{Firewall, FirewallRule, Network, Protected, RuleProto, Transport, Vpc, WorkloadKind};
+use crate::model::{
+    Firewall, FirewallRule, Host, Network, Protected, RuleProto, Subnet, Transport, Vpc, WorkloadKind,
+};
 
 /// The simulated internet's address, and the sandbox machine's uplink address.
 pub(crate) const INTERNET_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
@@ -72,49 +74,10 @@ pub(crate) fn desired(network: &Network, machine: &Machine) -> KernelState {
                 let host_ns = naming.host_ns(&vpc.name, &host.name);
                 let veth = LinkKind::Veth { peer_ns: host_ns.clone(), peer: HOST_IFNAME.into() };
                 router.links.insert(Naming::host_veth(&host.name), link(veth, Some(bridge.clone()), &owner));
-                let mut ns = netns_with_lo(&owner);
-                ns.links.insert(HOST_IFNAME.into(), link(LinkKind::VethPeer, None, &owner));
-                ns.addrs.insert(Addr { dev: HOST_IFNAME.into(), net: net(host.ip, subnet.cidr.prefix()) });
-                ns.routes.insert(Route {
-                    dst: default_route(),
-                    via: subnet.gateway,
-                    dev: HOST_IFNAME.into(),
-                });
-                let policies: Vec<&Firewall> = network
-                    .firewalls
-                    .iter()
-                    .filter(|f| f.vpc == vpc.name && f.protects == Protected::Host(host.name.clone()))
-                    .chain(network.firewalls.iter().filter(|f| {
-                        f.vpc == vpc.name && f.protects == Protected::Subnet(subnet.name.clone())
-                    }))
-                    .collect();
-                if !policies.is_empty() {
-                    ns.nft = Some(Nft::Wanted(host_ruleset(&policies)));
-                }
-                for w in network.workloads.iter().filter(|w| w.vpc == vpc.name && w.host == host.name) {
-                    ns.processes.insert(process_for(&vpc.name, &host.name, &w.kind));
-                }
-                state.namespaces.insert(host_ns, ns);
+                state.namespaces.insert(host_ns, host_netns(network, vpc, subnet, host, &owner));
             }
         }
-        for p in &network.peerings {
-            let Some((other, _, theirs)) = p.seen_from(&vpc.name) else { continue };
-            let (a_ip, b_ip) = transfer_ips(transfer[&peering_key(&p.a, &p.b)]);
-            let (mine_ip, their_ip) = if p.a == vpc.name { (a_ip, b_ip) } else { (b_ip, a_ip) };
-            let dev = Naming::peer_link(other);
-            let owner = Owner::Peering { a: p.a.clone(), b: p.b.clone() };
-            if p.a == vpc.name {
-                let kind =
-                    LinkKind::Veth { peer_ns: naming.router_ns(other), peer: Naming::peer_link(&vpc.name) };
-                router.links.insert(dev.clone(), link(kind, None, &owner));
-            } else {
-                router.links.insert(dev.clone(), link(LinkKind::VethPeer, None, &owner));
-            }
-            router.addrs.insert(Addr { dev: dev.clone(), net: net(mine_ip, 30) });
-            for dst in theirs {
-                router.routes.insert(Route { dst: *dst, via: their_ip, dev: dev.clone() });
-            }
-        }
+        peering_links(&mut router, vpc, network, naming, &transfer);
         router.nft = Some(Nft::Wanted(router_ruleset(vpc, network)));
         state.namespaces.insert(router_name, router);
     }
@@ -124,6 +87,55 @@ pub(crate) fn desired(network: &Network, machine: &Machine) -> KernelState {
     }
     state.namespaces.insert(machine_ns, m);
     state
+}
+
+/// A host's namespace: `eth0` with its address and default route, its firewall, its workloads.
+fn host_netns(network: &Network, vpc: &Vpc, subnet: &Subnet, host: &Host, owner: &Owner) -> Netns {
+    let mut ns = netns_with_lo(owner);
+    ns.links.insert(HOST_IFNAME.into(), link(LinkKind::VethPeer, None, owner));
+    ns.addrs.insert(Addr { dev: HOST_IFNAME.into(), net: net(host.ip, subnet.cidr.prefix()) });
+    ns.routes.insert(Route { dst: default_route(), via: subnet.gateway, dev: HOST_IFNAME.into() });
+    // The host's own policy first, then its subnet's.
+    let targets = [Protected::Host(host.name.clone()), Protected::Subnet(subnet.name.clone())];
+    let policies: Vec<&Firewall> = targets
+        .iter()
+        .flat_map(|t| network.firewalls.iter().filter(move |f| f.vpc == vpc.name && f.protects == *t))
+        .collect();
+    if !policies.is_empty() {
+        ns.nft = Some(Nft::Wanted(host_ruleset(&policies)));
+    }
+    for w in network.workloads.iter().filter(|w| w.vpc == vpc.name && w.host == host.name) {
+        ns.processes.insert(process_for(&vpc.name, &host.name, &w.kind));
+    }
+    ns
+}
+
+/// A router's peering links, addresses and routes to what each peer lets cross. The side
+/// named first in `peer()` creates the veth.
+fn peering_links(
+    router: &mut Netns,
+    vpc: &Vpc,
+    network: &Network,
+    naming: &Naming,
+    transfer: &BTreeMap<String, Ipv4Network>,
+) {
+    for p in &network.peerings {
+        let Some((other, _, theirs)) = p.seen_from(&vpc.name) else { continue };
+        let (a_ip, b_ip) = transfer_ips(transfer[&peering_key(&p.a, &p.b)]);
+        let (mine_ip, their_ip) = if p.a == vpc.name { (a_ip, b_ip) } else { (b_ip, a_ip) };
+        let dev = Naming::peer_link(other);
+        let owner = Owner::Peering { a: p.a.clone(), b: p.b.clone() };
+        let kind = if p.a == vpc.name {
+            LinkKind::Veth { peer_ns: naming.router_ns(other), peer: Naming::peer_link(&vpc.name) }
+        } else {
+            LinkKind::VethPeer
+        };
+        router.links.insert(dev.clone(), link(kind, None, &owner));
+        router.addrs.insert(Addr { dev: dev.clone(), net: net(mine_ip, 30) });
+        for dst in theirs {
+            router.routes.insert(Route { dst: *dst, via: their_ip, dev: dev.clone() });
+        }
+    }
 }
 
 /// The process that realises a workload of a host.

@@ -175,62 +175,89 @@ fn diff_netns(
         let undo = Op::SetForwarding { ns: ns.into(), on: have.forwarding };
         p.changes.push(change(&want.owner, Op::SetForwarding { ns: ns.into(), on: want.forwarding }, undo));
     }
+    let scope = Scope { ns, fresh, desired, observed };
     for (name, wl) in &want.links {
-        let hl = have.links.get(name);
-        match &wl.kind {
-            LinkKind::Loopback => {
-                if !fresh && hl.is_some_and(|l| !l.up) {
-                    let op = Op::SetLink { ns: ns.into(), name: name.clone(), up: true, master: None };
-                    let undo = Op::SetLink { ns: ns.into(), name: name.clone(), up: false, master: None };
-                    p.changes.push(change(&wl.owner, op, undo));
-                }
-            }
-            // Made by the other end's `CreateVeth`; its absence shows up there.
-            LinkKind::VethPeer => {
-                if let Some(hl) = hl.filter(|hl| wl.kind.matches(&hl.kind)) {
-                    fix_link(p, ns, name, wl, hl);
-                }
-            }
-            LinkKind::Bridge | LinkKind::Other(_) => match hl {
-                Some(hl) if hl.ours && wl.kind.matches(&hl.kind) => fix_link(p, ns, name, wl, hl),
-                _ => {
-                    // Only vpcsh's own links make way; a stranger's name clash fails the create.
-                    if hl.is_some_and(|l| l.ours) {
-                        p.clear.push(step(&wl.owner, Op::DeleteLink { ns: ns.into(), name: name.clone() }));
-                    }
-                    p.bridges.push(step(&wl.owner, Op::CreateBridge { ns: ns.into(), name: name.clone() }));
-                }
-            },
-            LinkKind::Veth { peer_ns, peer } => {
-                let peer_have = observed.namespaces.get(peer_ns).and_then(|n| n.links.get(peer));
-                let near_ok = hl.is_some_and(|l| l.ours && wl.kind.matches(&l.kind));
-                let far_ok = peer_have.is_some_and(|l| l.ours && wl.kind.matches(&l.kind));
-                if let (true, true, Some(hl)) = (near_ok, far_ok, hl) {
-                    fix_link(p, ns, name, wl, hl);
-                    continue;
-                }
-                if hl.is_some_and(|l| l.ours) {
-                    p.clear.push(step(&wl.owner, Op::DeleteLink { ns: ns.into(), name: name.clone() }));
-                }
-                if peer_have.is_some_and(|l| l.ours) && desired.namespaces.contains_key(peer_ns) {
-                    p.clear.push(step(&wl.owner, Op::DeleteLink { ns: peer_ns.clone(), name: peer.clone() }));
-                }
-                let op = Op::CreateVeth {
-                    ns: ns.into(),
-                    name: name.clone(),
-                    master: wl.master.clone(),
-                    peer_ns: peer_ns.clone(),
-                    peer: peer.clone(),
-                };
-                p.veths.push(step(&wl.owner, op));
-            }
-        }
+        diff_link(p, &scope, name, wl, have.links.get(name));
     }
     for (name, hl) in &have.links {
         if !want.links.contains_key(name) && hl.ours {
             p.del_links.push(step(&want.owner, Op::DeleteLink { ns: ns.into(), name: name.clone() }));
         }
     }
+    diff_addrs_and_routes(p, ns, want, have);
+    for process in want.processes.difference(&have.processes) {
+        p.processes.push(step(&want.owner, Op::StartProcess { ns: ns.into(), process: process.clone() }));
+    }
+    for process in have.processes.difference(&want.processes) {
+        p.del_processes.push(step(&want.owner, Op::StopProcess { ns: ns.into(), process: process.clone() }));
+    }
+}
+
+/// The namespace being diffed, and the two states it is diffed between.
+struct Scope<'a> {
+    ns: &'a str,
+    /// The namespace is created by this plan: nothing in it needs fixing.
+    fresh: bool,
+    desired: &'a KernelState,
+    observed: &'a KernelState,
+}
+
+/// One wanted link against what is there: fix it in place, or (re)create it.
+fn diff_link(p: &mut Phases, scope: &Scope, name: &str, wl: &kernel::Link, hl: Option<&kernel::Link>) {
+    let Scope { ns, fresh, desired, observed } = *scope;
+    match &wl.kind {
+        LinkKind::Loopback => {
+            if !fresh && hl.is_some_and(|l| !l.up) {
+                let op = Op::SetLink { ns: ns.into(), name: name.to_string(), up: true, master: None };
+                let undo = Op::SetLink { ns: ns.into(), name: name.to_string(), up: false, master: None };
+                p.changes.push(change(&wl.owner, op, undo));
+            }
+        }
+        // Made by the other end's `CreateVeth`; its absence shows up there.
+        LinkKind::VethPeer => {
+            if let Some(hl) = hl.filter(|hl| wl.kind.matches(&hl.kind)) {
+                fix_link(p, ns, name, wl, hl);
+            }
+        }
+        LinkKind::Bridge | LinkKind::Other(_) => match hl {
+            Some(hl) if hl.ours && wl.kind.matches(&hl.kind) => fix_link(p, ns, name, wl, hl),
+            _ => {
+                // Only vpcsh's own links make way; a stranger's name clash fails the create.
+                if hl.is_some_and(|l| l.ours) {
+                    p.clear.push(step(&wl.owner, Op::DeleteLink { ns: ns.into(), name: name.to_string() }));
+                }
+                p.bridges.push(step(&wl.owner, Op::CreateBridge { ns: ns.into(), name: name.to_string() }));
+            }
+        },
+        LinkKind::Veth { peer_ns, peer } => {
+            let peer_have = observed.namespaces.get(peer_ns).and_then(|n| n.links.get(peer));
+            let near_ok = hl.is_some_and(|l| l.ours && wl.kind.matches(&l.kind));
+            let far_ok = peer_have.is_some_and(|l| l.ours && wl.kind.matches(&l.kind));
+            if let (true, true, Some(hl)) = (near_ok, far_ok, hl) {
+                fix_link(p, ns, name, wl, hl);
+                return;
+            }
+            if hl.is_some_and(|l| l.ours) {
+                p.clear.push(step(&wl.owner, Op::DeleteLink { ns: ns.into(), name: name.to_string() }));
+            }
+            if peer_have.is_some_and(|l| l.ours) && desired.namespaces.contains_key(peer_ns) {
+                p.clear.push(step(&wl.owner, Op::DeleteLink { ns: peer_ns.clone(), name: peer.clone() }));
+            }
+            let op = Op::CreateVeth {
+                ns: ns.into(),
+                name: name.to_string(),
+                master: wl.master.clone(),
+                peer_ns: peer_ns.clone(),
+                peer: peer.clone(),
+            };
+            p.veths.push(step(&wl.owner, op));
+        }
+    }
+}
+
+/// Addresses and routes on the links vpcsh manages; one default route per namespace, so a
+/// changed gateway is a replace, not an add and a delete.
+fn diff_addrs_and_routes(p: &mut Phases, ns: &str, want: &Netns, have: &Netns) {
     let managed = |dev: &str| want.links.get(dev).is_some_and(|l| l.kind != LinkKind::Loopback);
     for addr in want.addrs.difference(&have.addrs) {
         p.addrs.push(step(owner_of(want, &addr.dev), Op::AddAddr { ns: ns.into(), addr: addr.clone() }));
@@ -241,7 +268,6 @@ fn diff_netns(
                 .push(step(owner_of(want, &addr.dev), Op::DelAddr { ns: ns.into(), addr: addr.clone() }));
         }
     }
-    // One default route per namespace: a changed gateway is a replace, not add + delete.
     let mut have_routes: BTreeMap<_, _> = have.routes.iter().map(|r| (r.dst, r)).collect();
     for route in &want.routes {
         match have_routes.remove(&route.dst) {
@@ -260,12 +286,6 @@ fn diff_netns(
     }
     for route in have_routes.into_values().filter(|r| managed(&r.dev)) {
         p.del_routes.push(step(&want.owner, Op::DelRoute { ns: ns.into(), route: route.clone() }));
-    }
-    for process in want.processes.difference(&have.processes) {
-        p.processes.push(step(&want.owner, Op::StartProcess { ns: ns.into(), process: process.clone() }));
-    }
-    for process in have.processes.difference(&want.processes) {
-        p.del_processes.push(step(&want.owner, Op::StopProcess { ns: ns.into(), process: process.clone() }));
     }
 }
 

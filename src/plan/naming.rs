@@ -12,7 +12,8 @@
 //! Model names cannot contain `.` and no VPC may be called `internet`, so these never
 //! collide.
 
-use crate::model::names::ifname;
+use crate::model::names;
+pub(crate) use crate::model::names::{MACHINE_UPLINK_PREFIX, PEER_PREFIX};
 
 pub(crate) const REAL_HOST_PREFIX: &str = "vpcsh";
 pub(crate) const HOST_IFNAME: &str = "eth0";
@@ -20,12 +21,8 @@ pub(crate) const HOST_IFNAME: &str = "eth0";
 pub(crate) const UPLINK_IFNAME: &str = "up0";
 /// A router's end of its VPC's uplink (the internet gateway).
 pub(crate) const ROUTER_UPLINK: &str = "igw";
-/// The machine's ends of the VPC uplinks all start with this.
-pub(crate) const MACHINE_UPLINK_PREFIX: &str = "vpc-";
 /// Stands for the namespace vpcsh itself runs in: the machine, on the real host.
 pub(crate) const HOST_NS: &str = "@host";
-/// A router's ends of its peerings all start with this: `p-OTHER`.
-pub(crate) const PEER_PREFIX: &str = "p-";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Naming {
@@ -54,15 +51,15 @@ impl Naming {
         format!("{}.{vpc}.{host}", self.prefix)
     }
     pub(crate) fn bridge(subnet: &str) -> String {
-        ifname("b-", subnet)
+        names::bridge_ifname(subnet)
     }
     pub(crate) fn host_veth(host: &str) -> String {
-        ifname("h-", host)
+        names::host_veth_ifname(host)
     }
     pub(crate) fn peer_link(other_vpc: &str) -> String {
-        ifname(PEER_PREFIX, other_vpc)
+        names::peer_ifname(other_vpc)
     }
     pub(crate) fn machine_uplink(vpc: &str) -> String {
-        ifname(MACHINE_UPLINK_PREFIX, vpc)
+        names::machine_uplink_ifname(vpc)
     }
 }

@@ -3,8 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::exec::netlink::Netlink;
-use crate::exec::{self, Backend, OpError, faults, netns};
+use crate::exec::{self, Backend, OpError, System, faults, netns};
 use crate::model::Network;
 use crate::plan::kernel::KernelState;
 use crate::plan::naming::{HOST_NS, Naming, UPLINK_IFNAME};
@@ -27,9 +26,9 @@ impl Runner {
     pub(crate) fn open(target: &Target) -> Result<Self, Failure> {
         target.check()?;
         let store = Store::open(&target.dir()).map_err(state_failure)?;
-        let netlink = Netlink::new(store.log_dir(), store.state.processes.clone())
+        let system = System::new(store.log_dir(), store.state.processes.clone())
             .map_err(|e| Failure::refused(format!("cannot start the netlink runtime: {e}"), None))?;
-        let backend = faults::from_env(Box::new(netlink));
+        let backend = faults::from_env(Box::new(system));
         Ok(Self { naming: target.naming(), store, backend, uplink: target.uplink.clone() })
     }
 
