@@ -1,6 +1,7 @@
-//! Bring-up and teardown of V VPCs × S subnets: vpcsh against the seed-style baseline
-//! (`../shared/bench/baseline-ip.sh`, one `ip`/`iptables` process per step), side by side
-//! in one run, each in its own sandbox. Prints every round, the medians and the ratios.
+//! Bring-up and teardown of V VPCs × S subnets: vpcsh against the baseline beside this file
+//! (`baseline-ip.sh`: the same topology the way the original tool built it, one `ip` or
+//! `iptables` process per step), side by side in one run, each in its own sandbox. Prints
+//! every round, the medians and the ratios.
 //!
 //! `cargo bench --bench apply` (as root). Env: BENCH_V (10), BENCH_S (50), BENCH_ROUNDS (3),
 //! BENCH_BASELINE=0 to skip the baseline, BENCH_FIREWALL=1 to put a firewall on every subnet,
@@ -83,12 +84,15 @@ fn main() {
     let script_path = tmp.join("topology.rhai");
     let firewall = std::env::var("BENCH_FIREWALL").as_deref() == Ok("1");
     std::fs::write(&script_path, script(v, s, firewall)).unwrap();
-    let baseline_script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/baseline-ip.sh");
-    let run_baseline = std::env::var("BENCH_BASELINE").as_deref() != Ok("0")
-        && baseline_script.exists()
-        && ["ip", "iptables", "nsenter"].iter().all(|c| have(c));
-    if !run_baseline {
-        eprintln!("note: baseline skipped (needs ../shared/bench/baseline-ip.sh, ip, iptables and nsenter)");
+    let baseline_script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/baseline-ip.sh");
+    let run_baseline = std::env::var("BENCH_BASELINE").as_deref() != Ok("0");
+    let missing: Vec<&str> = ["ip", "iptables", "nsenter"].into_iter().filter(|c| !have(c)).collect();
+    if run_baseline && !missing.is_empty() {
+        eprintln!(
+            "the baseline needs {}: apt-get install iproute2 iptables util-linux (or BENCH_BASELINE=0)",
+            missing.join(", ")
+        );
+        std::process::exit(1);
     }
 
     println!(

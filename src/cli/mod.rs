@@ -92,7 +92,7 @@ enum Command {
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
     },
-    /// Firewall policies in the seed tool's JSON format.
+    /// Firewall policies in the original tool's JSON format.
     #[command(subcommand)]
     Policy(PolicyCommand),
     /// Print the logs of the processes run() and serve() started in a host (VPC/HOST).
@@ -111,6 +111,8 @@ enum Command {
     },
     /// An interactive session: declarations apply as you type (also: `vpcsh` on a terminal).
     Repl,
+    /// Print the script reference, every function and property, as Markdown.
+    Reference,
     /// The built-in HTTP server, run by vpcsh inside a namespace.
     #[command(name = "__serve", hide = true)]
     Serve {
@@ -201,6 +203,7 @@ fn run(command: Command, target: &Target) -> Result<ExitCode, Failure> {
         Command::Exec { target: who, command } => return commands::exec(target, &who, &command),
         Command::Logs { target: who } => commands::logs(target, &who)?,
         Command::Repl => return Ok(crate::repl::run(target)),
+        Command::Reference => print!("{}", session::reference()),
         Command::Policy(PolicyCommand::Apply { file, vpc }) => {
             println!("{}", session::apply_policy(target, &file, vpc.as_deref())?)
         }

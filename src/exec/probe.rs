@@ -26,7 +26,7 @@ pub(crate) struct Output {
     pub stderr: String,
 }
 
-/// How long a probe waits for an answer (SPEC: 1 s).
+/// How long a probe waits for an answer (1 s, as the reference documents).
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(1);
 
 static NEXT_ID: AtomicU16 = AtomicU16::new(0);

@@ -1,7 +1,7 @@
 //! Firewall policy input that scripts and files share: port ranges, and the reader of the
-//! original tool's JSON policy format (the student tool vpcsh grew from kept one policy per
-//! file), used by `policy_file()` and `vpcsh policy apply` alike so both accept and refuse
-//! the same files.
+//! JSON policy format of the original tool (vpcctl, the student tool vpcsh grew from; its
+//! format is called "seed" in the code), used by `policy_file()` and `vpcsh policy apply`
+//! alike so both accept and refuse the same files.
 
 use ipnetwork::Ipv4Network;
 use serde::Deserialize;

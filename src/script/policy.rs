@@ -248,7 +248,7 @@ fn policy_file(ctx: &NativeCallContext, path: &str) -> Res<Map> {
         Fault::new(format!("policy file: {message}"), Span { source: id, start: at, len }, "here");
     fault.chain.push(("policy_file".into(), call));
     fault.help = Some(
-        "seed policies have `subnet`, and `ingress`/`egress` rules with `port`, `protocol`, `action` \
+        "policy files have `subnet`, and `ingress`/`egress` rules with `port`, `protocol`, `action` \
          (allow/deny), `source` or `destination`"
             .into(),
     );

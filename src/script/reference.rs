@@ -96,6 +96,26 @@ impl Reference {
         self.functions.iter().find(|f| f.name == name)
     }
 
+    /// The reference as a Markdown page (`docs/reference.md`).
+    pub(crate) fn markdown(&self) -> String {
+        let mut out = String::from(
+            "# Script reference\n\n\
+             Every function and property a vpcsh script can use. This page is generated from the \
+             doc comments of the script bindings (`src/script/`), the same text the REPL's `:help` \
+             shows; `VPCSH_BLESS=1 cargo test reference` rewrites it, and the tests fail when it is \
+             out of date.\n\n## Functions\n",
+        );
+        for f in &self.functions {
+            out += &format!("\n### `{}`\n\n```\n{}\n```\n\n{}\n", f.name, f.signature, f.doc);
+        }
+        out += "\n## Properties\n\nRead-only; a misspelt one is a diagnostic that lists the right ones.\n\n";
+        out += "| on | property | what it is |\n|---|---|---|\n";
+        for p in &self.properties {
+            out += &format!("| {} | `.{}` | {} |\n", p.on, p.name, p.doc.replace('\n', " "));
+        }
+        out
+    }
+
     /// The property names of a handle type, or of every type when `on` is `None`.
     pub(crate) fn property_names(&self, on: Option<&str>) -> Vec<&str> {
         let mut names: Vec<&str> = self
@@ -136,7 +156,8 @@ fn params(f: &FnMeta) -> Vec<String> {
 /// One function from its overloads: a chain of overloads each extending the last by
 /// trailing parameters reads `f(a[, b[, c]])`; anything else is listed one per line.
 fn function(name: String, mut list: Vec<FnMeta>) -> Function {
-    list.sort_by_key(|f| f.params.len());
+    // Metadata comes in hash order: sort so the page is the same every time.
+    list.sort_by_cached_key(|f| (f.params.len(), params(f)));
     let doc = list.iter().map(|f| doc_text(&f.doc_comments)).find(|d| !d.is_empty()).unwrap_or_default();
     let returns = |f: &FnMeta| match readable(&f.return_type).as_str() {
         "" | "()" => String::new(),
@@ -238,6 +259,17 @@ mod tests {
             vec![meta("publish", &[("host", "Host")], "()"), meta("publish", &[("subnet", "Subnet")], "()")],
         );
         assert_eq!(f.signature, "publish(host: Host)\npublish(subnet: Subnet)");
+    }
+
+    #[test]
+    fn the_reference_page_is_current() {
+        let page = crate::script::tests::interpreter().reference().markdown();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/reference.md");
+        if std::env::var_os("VPCSH_BLESS").is_some() {
+            std::fs::write(path, &page).expect("docs/reference.md is writable");
+        }
+        let current = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(current == page, "docs/reference.md is out of date: VPCSH_BLESS=1 cargo test reference");
     }
 
     #[test]

@@ -253,6 +253,13 @@ pub(crate) fn apply_policy(target: &Target, path: &Path, vpc: Option<&str>) -> R
     Ok(runner.converge(&network, false)?)
 }
 
+/// The script API reference (every function and property, from the engine's own doc
+/// comments) as Markdown.
+pub(crate) fn reference() -> String {
+    let held_back = HeldBack { sandboxed: true, log: Vec::new() };
+    Interpreter::new(Box::new(held_back), Network::default()).reference().markdown()
+}
+
 /// The plan that would repair drift: what `status` reports on.
 pub(crate) fn status_plan(target: &Target) -> Result<(Runner, Plan), Failure> {
     let mut runner = Runner::open(target)?;

@@ -10,6 +10,42 @@ pub(crate) const VPCSH: &str = env!("CARGO_BIN_EXE_vpcsh");
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// The VPC most tests start from — a public `web` subnet with host `w1`, private `app` and
+/// `db` — followed by the test's own lines.
+macro_rules! prod_and {
+    ($rest:literal) => {
+        concat!(
+            r#"
+let prod = vpc("prod", "10.10.0.0/16");
+let web  = prod.subnet("web", "10.10.1.0/24", #{ public: true });
+let app  = prod.subnet("app", "10.10.2.0/24");
+let db   = prod.subnet("db", "10.10.3.0/24");
+let w1   = web.host("w1");
+"#,
+            $rest
+        )
+    };
+}
+pub(crate) use prod_and;
+
+/// The vpcsh binary, without colour and without any fault injection from the environment.
+pub(crate) fn vpcsh() -> Command {
+    let mut cmd = Command::new(VPCSH);
+    cmd.env("NO_COLOR", "1").env_remove("VPCSH_INJECT_FAULT");
+    cmd
+}
+
+/// Compares `got` with a golden file, or rewrites the file when `VPCSH_BLESS` is set; a
+/// description of the difference when they differ.
+pub(crate) fn golden(path: &std::path::Path, got: &str) -> Option<String> {
+    if std::env::var_os("VPCSH_BLESS").is_some() {
+        fs::write(path, got).unwrap();
+        return None;
+    }
+    let want = fs::read_to_string(path).unwrap_or_default();
+    (want != got).then(|| format!("--- {} (VPCSH_BLESS=1 to accept), got:\n{got}", path.display()))
+}
+
 /// A unique name per test and process: safe with parallel tests and parallel runs.
 pub(crate) fn unique(tag: &str) -> String {
     format!("vt{}-{tag}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
@@ -75,9 +111,8 @@ impl Sandbox {
 
     /// A vpcsh command in this sandbox.
     pub(crate) fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(VPCSH);
+        let mut cmd = vpcsh();
         cmd.arg("--sandbox").arg(&self.name).arg("--state-dir").arg(&self.dir.0).args(args);
-        cmd.env("NO_COLOR", "1").env_remove("VPCSH_INJECT_FAULT");
         cmd
     }
 
@@ -157,7 +192,7 @@ pub(crate) struct Server(Child);
 
 impl Server {
     pub(crate) fn start(ns: &str, port: u16, body: &str) -> Self {
-        let mut child = Command::new(VPCSH)
+        let mut child = vpcsh()
             .args(["__serve", "--netns", ns, "--port", &port.to_string(), "--body", body])
             .stdout(Stdio::piped())
             .spawn()

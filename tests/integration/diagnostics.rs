@@ -5,7 +5,6 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
 use crate::common::*;
 
@@ -21,13 +20,7 @@ fn fixtures() -> Vec<String> {
 }
 
 fn check(name: &str) -> Run {
-    Command::new(VPCSH)
-        .args(["check", &format!("{name}.rhai")])
-        .current_dir(DIR)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
-        .into()
+    vpcsh().args(["check", &format!("{name}.rhai")]).current_dir(DIR).output().unwrap().into()
 }
 
 #[test]
@@ -37,7 +30,6 @@ fn there_are_at_least_forty_wrong_scripts() {
 
 #[test]
 fn each_wrong_script_gets_its_golden_diagnostic() {
-    let bless = std::env::var_os("VPCSH_BLESS").is_some();
     let mut mismatches = Vec::new();
     for name in fixtures() {
         let run = check(&name);
@@ -45,19 +37,9 @@ fn each_wrong_script_gets_its_golden_diagnostic() {
         let located =
             run.stderr.contains(&format!("[{name}.rhai:")) || run.stderr.contains(&format!("[{name}.json:"));
         assert!(located, "{name}: no file:line:col\n{}", run.stderr);
-        let golden = Path::new(DIR).join(format!("{name}.stderr"));
-        if bless {
-            fs::write(&golden, &run.stderr).unwrap();
-        } else if fs::read_to_string(&golden).ok().as_deref() != Some(run.stderr.as_str()) {
-            mismatches.push(format!("--- {name}: got\n{}", run.stderr));
-        }
+        mismatches.extend(golden(&Path::new(DIR).join(format!("{name}.stderr")), &run.stderr));
     }
-    assert!(
-        mismatches.is_empty(),
-        "{} mismatches (VPCSH_BLESS=1 to accept):\n{}",
-        mismatches.len(),
-        mismatches.join("\n")
-    );
+    assert!(mismatches.is_empty(), "{} mismatches:\n{}", mismatches.len(), mismatches.join("\n"));
 }
 
 #[test]

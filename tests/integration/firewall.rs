@@ -3,16 +3,13 @@
 
 use crate::common::*;
 
-const TOPOLOGY: &str = r#"
-let prod = vpc("prod", "10.10.0.0/16");
-let web  = prod.subnet("web", "10.10.1.0/24", #{ public: true });
-let app  = prod.subnet("app", "10.10.2.0/24");
-let db   = prod.subnet("db", "10.10.3.0/24");
-let w1 = web.host("w1");
+const TOPOLOGY: &str = prod_and!(
+    r#"
 for p in [22, 80, 443, 8050, 9000] { serve(w1, p); }
 serve(app, 80);
 serve(db, 80);
-"#;
+"#
+);
 
 const SEED_POLICY: &str = r#"{"subnet": "10.10.1.0/24",
  "ingress": [{"port": 80, "protocol": "tcp", "action": "allow"},

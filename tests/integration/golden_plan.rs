@@ -1,8 +1,7 @@
 //! Golden `vpcsh plan` output: every kernel operation for a fresh sandbox, in order.
 //! `VPCSH_BLESS=1` rewrites the goldens.
 
-use std::fs;
-use std::process::Command;
+use std::path::Path;
 
 use crate::common::*;
 
@@ -14,7 +13,7 @@ fn plan_output_matches_the_golden_file() {
         let state = TempDir::new("plan-state");
         // `plan` only reads: a fixed sandbox name keeps the golden stable, and nothing
         // is created under it.
-        let run: Run = Command::new(VPCSH)
+        let run: Run = vpcsh()
             .args(["--sandbox", "golden", "--state-dir"])
             .arg(&state.0)
             .args(["plan", &format!("{DIR}/{name}.rhai")])
@@ -23,10 +22,8 @@ fn plan_output_matches_the_golden_file() {
             .into();
         assert_eq!(run.code, 0, "{run:?}");
         assert!(!list_netns().iter().any(|n| n.starts_with("golden")), "plan created something");
-        let golden = format!("{DIR}/{name}.plan");
-        if std::env::var_os("VPCSH_BLESS").is_some() {
-            fs::write(&golden, &run.stdout).unwrap();
+        if let Some(mismatch) = golden(Path::new(&format!("{DIR}/{name}.plan")), &run.stdout) {
+            panic!("{mismatch}");
         }
-        assert_eq!(run.stdout, fs::read_to_string(&golden).unwrap(), "VPCSH_BLESS=1 to accept");
     }
 }

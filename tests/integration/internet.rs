@@ -7,16 +7,13 @@ use std::process::Command;
 
 use crate::common::*;
 
-const INTERNET: &str = r#"
-let prod = vpc("prod", "10.10.0.0/16");
-let web  = subnet(prod, "web", "10.10.1.0/24", #{ public: true });
-let app  = prod.subnet("app", "10.10.2.0/24");
-let db   = prod.subnet("db", "10.10.3.0/24");
+const INTERNET: &str = prod_and!(
+    r#"
 nat(app);
-let w1 = web.host("w1");
 web.host("w2");
 publish(w1, 80, 8080);
-"#;
+"#
+);
 
 #[test]
 fn public_and_nat_subnets_reach_the_internet_translated_private_ones_do_not() {

@@ -8,6 +8,7 @@ mod firewall;
 mod golden_plan;
 mod internet;
 mod kernel;
+mod layers;
 mod peering;
 mod repl;
 mod workloads;

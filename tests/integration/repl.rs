@@ -110,7 +110,7 @@ fn a_repl_session_through_a_terminal() {
     let saved = sb.dir.0.join("saved.rhai");
     s.send(&format!(":save {}\r", saved.display()));
     s.expect("wrote");
-    let check = Command::new(VPCSH).arg("check").arg(&saved).output().unwrap();
+    let check = vpcsh().arg("check").arg(&saved).output().unwrap();
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
     assert!(std::fs::read_to_string(&saved).unwrap().contains("host(\"w2\""));
     s.send("\x04");

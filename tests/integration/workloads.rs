@@ -1,20 +1,18 @@
 //! Workloads and probes against real namespaces, `vpcsh logs`, and `vpcsh test`.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/test");
 
-const TOPOLOGY: &str = r#"
-let prod = vpc("prod", "10.10.0.0/16");
-let web  = subnet(prod, "web", "10.10.1.0/24", #{ public: true });
-let db   = prod.subnet("db", "10.10.3.0/24");
-let w1 = web.host("w1");
+const TOPOLOGY: &str = prod_and!(
+    r#"
 let dev = vpc("dev", "10.20.0.0/16");
 let d1 = dev.subnet("s1", "10.20.1.0/24");
-"#;
+"#
+);
 
 #[test]
 fn every_effect_works_against_real_namespaces() {
@@ -108,7 +106,7 @@ fn plan_lists_held_back_effects() {
 
 /// Runs `vpcsh test ARGS`; its result and pid (which names its sandboxes).
 fn vpcsh_test(args: &[&str]) -> (Run, u32) {
-    let child = Command::new(VPCSH)
+    let child = vpcsh()
         .arg("test")
         .args(args)
         .current_dir(FIXTURES)
@@ -150,7 +148,7 @@ fn vpcsh_test_counts_failures_and_cleans_up() {
 #[test]
 fn vpcsh_test_keeps_a_failed_sandbox_when_asked() {
     let state = TempDir::new("vkeep");
-    let child = Command::new(VPCSH)
+    let child = vpcsh()
         .args(["test", "--keep", "fails_an_assertion.rhai"])
         .current_dir(FIXTURES)
         .env("TMPDIR", &state.0)
@@ -166,23 +164,14 @@ fn vpcsh_test_keeps_a_failed_sandbox_when_asked() {
     // Clean up what --keep left, the way the hint says.
     let sandbox = format!("test-{pid}-0");
     let state_dir = state.0.join(format!("vpcsh-test-{sandbox}"));
-    Command::new(VPCSH)
-        .args(["--sandbox", &sandbox, "--state-dir"])
-        .arg(&state_dir)
-        .arg("destroy")
-        .output()
-        .unwrap();
+    vpcsh().args(["--sandbox", &sandbox, "--state-dir"]).arg(&state_dir).arg("destroy").output().unwrap();
     assert!(test_sandboxes(pid).is_empty());
 }
 
 #[test]
 fn vpcsh_test_cleans_up_on_interrupt() {
-    let mut child = Command::new(VPCSH)
-        .args(["test", "slow.rhai"])
-        .current_dir(FIXTURES)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        vpcsh().args(["test", "slow.rhai"]).current_dir(FIXTURES).stdout(Stdio::piped()).spawn().unwrap();
     let pid = child.id();
     let deadline = Instant::now() + Duration::from_secs(20);
     while test_sandboxes(pid).len() < 3 && Instant::now() < deadline {
