@@ -1,12 +1,15 @@
-//! Combining networks by identity (VPC, subnet and host names; workloads, peerings and
-//! published ports as values). A batch run uses it so that an `apply()` in the middle of a
-//! script never removes what the script declares later and what already exists.
+//! Combining networks by identity (VPC, subnet and host names; workloads as values). A batch
+//! run uses it so that an `apply()` in the middle of a script never tears down the VPCs,
+//! subnets, hosts and workloads the script declares later and that already exist. What
+//! decides who reaches whom — peerings, firewalls, NAT, published ports — is not kept: at
+//! every `apply()` it is exactly what the script has declared so far, so a script checks
+//! the same behaviour on its second run as on its first.
 
 use super::Network;
 
 impl Network {
-    /// What `self` and `other` both have (by name, or by what a policy, peering or published
-    /// port applies to), in `self`'s version.
+    /// The VPCs, subnets, hosts and workloads `self` and `other` both have, in `self`'s
+    /// version but without NAT; no peerings, firewalls or published ports.
     pub(crate) fn common(&self, other: &Network) -> Network {
         let mut out = Network::default();
         for vpc in &self.vpcs {
@@ -16,30 +19,11 @@ impl Network {
             for subnet in &mut vpc.subnets {
                 let t = theirs.subnets.iter().find(|t| t.name == subnet.name).expect("kept above");
                 subnet.hosts.retain(|h| t.hosts.iter().any(|x| x.name == h.name));
+                subnet.nat = false;
             }
             out.vpcs.push(vpc);
         }
-        out.peerings = self
-            .peerings
-            .iter()
-            .filter(|p| {
-                other.peerings.iter().any(|q| (q.a == p.a && q.b == p.b) || (q.a == p.b && q.b == p.a))
-            })
-            .cloned()
-            .collect();
-        out.publishes = self
-            .publishes
-            .iter()
-            .filter(|p| other.publishes.iter().any(|q| q.host_port == p.host_port && q.proto == p.proto))
-            .cloned()
-            .collect();
         out.workloads = self.workloads.iter().filter(|w| other.workloads.contains(w)).cloned().collect();
-        out.firewalls = self
-            .firewalls
-            .iter()
-            .filter(|f| other.firewalls.iter().any(|g| g.same_target(f)))
-            .cloned()
-            .collect();
         out
     }
 
@@ -134,6 +118,22 @@ mod tests {
         assert_eq!(c.vpcs.len(), 1);
         assert_eq!(c.vpcs[0].subnets.len(), 1);
         assert_eq!(c.vpcs[0].subnets[0].hosts.len(), 1);
+    }
+
+    #[test]
+    fn common_keeps_no_policy() {
+        let mut a =
+            Network { vpcs: vec![vpc("p", &[("web", &["w1"])]), vpc("q", &[])], ..Default::default() };
+        a.vpcs[0].subnets[0].nat = true;
+        a.peerings.push(super::super::Peering {
+            a: "p".into(),
+            b: "q".into(),
+            a_allowed: vec![a.vpcs[0].cidr],
+            b_allowed: vec![a.vpcs[1].cidr],
+        });
+        let c = a.common(&a);
+        assert_eq!(c.vpcs.len(), 2, "structure is kept");
+        assert!(c.peerings.is_empty() && !c.vpcs[0].subnets[0].nat, "policy follows the script: {c:?}");
     }
 
     #[test]

@@ -202,6 +202,25 @@ fn the_demo_passes_as_a_test_fixture() {
     assert!(test_sandboxes(pid).is_empty());
 }
 
+#[test]
+fn the_demo_passes_twice_in_one_sandbox() {
+    // The second run starts from the first one's network: a mid-script apply() must still
+    // give the early checks the reachability the script has declared so far (no peering,
+    // no firewall yet), and the run ends with the same network as the first.
+    let sb = Sandbox::new("demo2");
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo.rhai");
+    for round in 1..=2 {
+        let run = sb.cmd(&["apply", demo]).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap();
+        let run = Run::from(run);
+        assert_eq!(run.code, 0, "round {round}: {run:?}");
+        assert!(run.stdout.contains("all checks passed") && !run.stdout.contains("FAIL"), "{run:?}");
+    }
+    // Checked from outside too: the peering and the firewall are back at the end.
+    assert!(ip(&sb.ns("prod"), &["-o", "link"]).contains("p-dev"), "the peering link is there");
+    let rules = in_ns(&sb.ns("prod.a1"), &["nft", "list", "ruleset"]);
+    assert!(rules.stdout.contains("dport 80") && rules.stdout.contains("dport 22"), "{rules:?}");
+}
+
 /// Whether a process with exactly this command line runs (zombies aside).
 fn command_runs(cmdline: &str) -> bool {
     std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()).any(|e| {
