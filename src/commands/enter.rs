@@ -6,7 +6,7 @@ use std::process::{Command, ExitCode};
 
 use crate::exec::netns;
 use crate::model::Network;
-use crate::session::{Failure, Target};
+use crate::session::{self, Failure, Target};
 use crate::state::{self, State};
 
 /// The applied state of a target, read without locking it.
@@ -33,13 +33,7 @@ fn resolve_in(network: &Network, target: &Target, who: &str) -> Result<String, F
         None => (who, None),
     };
     let Some(vpc) = network.vpc(vpc_name) else {
-        let known: Vec<_> = network.vpcs.iter().map(|v| v.name.as_str()).collect();
-        let help = if known.is_empty() {
-            "nothing is applied here".into()
-        } else {
-            format!("VPCs: {}", known.join(", "))
-        };
-        return Err(Failure::refused(format!("no VPC named `{vpc_name}` is applied here"), Some(&help)));
+        return Err(session::unknown_vpc(network, vpc_name));
     };
     match host {
         None => Ok(naming.router_ns(&vpc.name)),

@@ -100,18 +100,27 @@ enum RawAction {
     Deny,
 }
 
-impl TryFrom<RawRule> for SeedRule {
-    type Error = String;
+/// A rule whose fields do not go together.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RuleError {
+    #[error("icmp has no ports: leave `port` out, or use \"*\"")]
+    IcmpPorts,
+    #[error("a rule has a `source` (ingress) or a `destination` (egress), not both")]
+    SourceAndDestination,
+}
 
-    fn try_from(raw: RawRule) -> Result<Self, String> {
+impl TryFrom<RawRule> for SeedRule {
+    type Error = RuleError;
+
+    fn try_from(raw: RawRule) -> Result<Self, RuleError> {
         let ports = raw.port.flatten();
         // The original tool's rules without a protocol were tcp when they named a port.
         let proto = raw.protocol.unwrap_or(if raw.port.is_some() { RuleProto::Tcp } else { RuleProto::Any });
         if proto == RuleProto::Icmp && ports.is_some() {
-            return Err("icmp has no ports: leave `port` out, or use \"*\"".into());
+            return Err(RuleError::IcmpPorts);
         }
         if raw.source.is_some() && raw.destination.is_some() {
-            return Err("a rule has a `source` (ingress) or a `destination` (egress), not both".into());
+            return Err(RuleError::SourceAndDestination);
         }
         Ok(SeedRule {
             proto,

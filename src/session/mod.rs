@@ -177,6 +177,17 @@ pub(crate) fn run_script(
     live.apply().map(Outcome::Applied).map_err(|e| Failure::script(e, &live))
 }
 
+/// A VPC name that nothing applied has, with the names that are.
+pub(crate) fn unknown_vpc(applied: &Network, name: &str) -> Failure {
+    let known: Vec<_> = applied.vpcs.iter().map(|v| v.name.as_str()).collect();
+    let help = if known.is_empty() {
+        "no VPCs are applied here".to_string()
+    } else {
+        format!("applied VPCs: {}", known.join(", "))
+    };
+    Failure::refused(format!("no VPC named `{name}` is applied here"), Some(&help))
+}
+
 /// Removes the named VPCs, or everything this scope owns (the sandbox included).
 pub(crate) fn destroy(target: &Target, vpcs: &[String]) -> Result<Summary, Failure> {
     let mut runner = Runner::open(target)?;
@@ -184,16 +195,8 @@ pub(crate) fn destroy(target: &Target, vpcs: &[String]) -> Result<Summary, Failu
     let network = if vpcs.is_empty() {
         Network::default()
     } else {
-        for name in vpcs {
-            if current.vpc(name).is_none() {
-                let known: Vec<_> = current.vpcs.iter().map(|v| v.name.as_str()).collect();
-                let help = if known.is_empty() {
-                    "no VPCs are applied here".to_string()
-                } else {
-                    format!("applied VPCs: {}", known.join(", "))
-                };
-                return Err(Failure::refused(format!("no VPC named `{name}` is applied here"), Some(&help)));
-            }
+        if let Some(name) = vpcs.iter().find(|name| current.vpc(name).is_none()) {
+            return Err(unknown_vpc(&current, name));
         }
         current.without(vpcs)
     };

@@ -13,7 +13,7 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 /// The VPC most tests start from — a public `web` subnet with host `w1`, private `app` and
 /// `db` — followed by the test's own lines.
 macro_rules! prod_and {
-    ($rest:literal) => {
+    ($($rest:tt)*) => {
         concat!(
             r#"
 let prod = vpc("prod", "10.10.0.0/16");
@@ -22,7 +22,7 @@ let app  = prod.subnet("app", "10.10.2.0/24");
 let db   = prod.subnet("db", "10.10.3.0/24");
 let w1   = web.host("w1");
 "#,
-            $rest
+            $($rest)*
         )
     };
 }

@@ -3,13 +3,17 @@
 
 use crate::common::*;
 
-const TOPOLOGY: &str = prod_and!(
-    r#"
+macro_rules! servers {
+    () => {
+        r#"
 for p in [22, 80, 443, 8050, 9000] { serve(w1, p); }
 serve(app, 80);
 serve(db, 80);
 "#
-);
+    };
+}
+const SERVERS: &str = servers!();
+const TOPOLOGY: &str = prod_and!(servers!());
 
 const SEED_POLICY: &str = r#"{"subnet": "10.10.1.0/24",
  "ingress": [{"port": 80, "protocol": "tcp", "action": "allow"},
@@ -87,9 +91,12 @@ fn egress_rules_drop_what_they_do_not_allow() {
 #[test]
 fn a_changed_policy_takes_effect_on_reapply_and_an_unchanged_one_does_nothing() {
     let sb = Sandbox::new("fwchange");
+    // Declared before the first effect (serve applies what is pending), the policy is in
+    // place at every apply() of the script: re-running it changes nothing.
     let policy = |action: &str| {
+        let base = prod_and!("");
         format!(
-            "{TOPOLOGY}\nfirewall(web, #{{ ingress: [#{{ proto: \"tcp\", port: 22, action: \"{action}\" }}] }});"
+            "{base}\nfirewall(web, #{{ ingress: [#{{ proto: \"tcp\", port: 22, action: \"{action}\" }}] }});\n{SERVERS}"
         )
     };
     sb.apply(&policy("deny"));
