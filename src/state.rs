@@ -118,24 +118,41 @@ impl Store {
         self.dir().join("logs")
     }
 
-    /// Writes the state atomically; an empty state removes the file instead.
+    /// Writes the state atomically and durably; an empty state removes the file instead.
     pub(crate) fn save(&self) -> Result<(), StateError> {
-        let write_err = |source| StateError::Write { path: self.path.clone(), source };
-        if self.state.namespaces.is_empty()
-            && self.state.processes.is_empty()
-            && self.state.network.vpcs.is_empty()
-        {
-            return match fs::remove_file(&self.path) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(write_err(e)),
-                _ => Ok(()),
-            };
-        }
-        let tmp = self.path.with_extension("json.tmp");
-        let json = serde_json::to_vec_pretty(&self.state).expect("state serialises");
-        let mut f = File::create(&tmp).map_err(write_err)?;
-        f.write_all(&json).and_then(|()| f.sync_all()).map_err(write_err)?;
-        fs::rename(&tmp, &self.path).map_err(write_err)
+        write(&self.path, &self.state)
     }
+}
+
+/// Records `processes` in the state file of `dir` at once, leaving the rest as it is: the
+/// journal of a run that holds the lock and is starting or stopping processes.
+pub(crate) fn record_processes(dir: &Path, processes: &[ProcessRecord]) -> Result<(), StateError> {
+    let path = dir.join("state.json");
+    let mut state = match fs::read(&path) {
+        Ok(bytes) => parse(&path, &bytes)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => State { version: VERSION, ..State::default() },
+        Err(source) => return Err(StateError::Read { path, source }),
+    };
+    state.processes = processes.to_vec();
+    write(&path, &state)
+}
+
+/// Temp file, fsync, rename, fsync of the directory: a crash leaves the old file or the new.
+fn write(path: &Path, state: &State) -> Result<(), StateError> {
+    let write_err = |source| StateError::Write { path: path.to_path_buf(), source };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    if state.namespaces.is_empty() && state.processes.is_empty() && state.network.vpcs.is_empty() {
+        return match fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(write_err(e)),
+            _ => File::open(dir).and_then(|d| d.sync_all()).map_err(write_err),
+        };
+    }
+    let tmp = path.with_extension("json.tmp");
+    let json = serde_json::to_vec_pretty(state).expect("state serialises");
+    let mut f = File::create(&tmp).map_err(write_err)?;
+    f.write_all(&json).and_then(|()| f.sync_all()).map_err(write_err)?;
+    fs::rename(&tmp, path).map_err(write_err)?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(write_err)
 }
 
 #[cfg(test)]

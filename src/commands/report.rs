@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use serde_json::{Value, json};
 
+use crate::exec::process::Condition;
 use crate::plan::{Op, Owner, Plan};
 use crate::session::{self, Failure, Target};
 use crate::state;
@@ -55,9 +56,14 @@ pub(crate) fn status(target: &Target, json: bool) -> Result<ExitCode, Failure> {
             "objects": objects.iter().map(|(o, s, r)| json!({
                 "object": o.to_string(), "kind": o.kind(), "name": o.name(), "status": s, "repairs": r,
             })).collect::<Vec<_>>(),
-            "processes": processes.iter().map(|p| json!({
-                "netns": p.ns, "pid": p.pid, "alive": p.alive(), "argv": p.argv, "log": p.log,
-            })).collect::<Vec<_>>(),
+            "processes": processes.iter().map(|p| {
+                let condition = p.condition();
+                let exit_code = match condition { Condition::Exited(code) => Some(code), _ => None };
+                json!({
+                    "netns": p.ns, "pid": p.pid, "alive": condition == Condition::Alive,
+                    "condition": condition.to_string(), "exit_code": exit_code, "argv": p.argv, "log": p.log,
+                })
+            }).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&value).expect("json serialises"));
     } else if objects.is_empty() {
@@ -70,14 +76,7 @@ pub(crate) fn status(target: &Target, json: bool) -> Result<ExitCode, Failure> {
             }
         }
         for p in &processes {
-            let what = p.process.to_string();
-            println!(
-                "{:<8} process {} in {} (pid {})",
-                if p.alive() { "alive" } else { "dead" },
-                what,
-                p.ns,
-                p.pid
-            );
+            println!("{:<8} process {} in {} (pid {})", p.condition().to_string(), p.process, p.ns, p.pid);
         }
     }
     Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::from(1) })

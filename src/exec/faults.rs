@@ -1,7 +1,11 @@
-//! Fault injection for tests: `VPCSH_INJECT_FAULT=KIND[@NS]` makes the first operation of
-//! that kind (as `Op::kind` names it: `add-route`, `create-veth`, ...), in namespace NS when
-//! given, fail as the kernel would (EEXIST), so rollback can be tested against the real
-//! kernel. Unset, the backend is used as it is.
+//! Fault injection for tests, against the real kernel:
+//! - `VPCSH_INJECT_FAULT=KIND[@NS]` makes the first operation of that kind (as `Op::kind`
+//!   names it: `add-route`, `create-veth`, ...), in namespace NS when given, fail as the
+//!   kernel would (EEXIST), to test rollback;
+//! - `VPCSH_CRASH_AFTER=N` kills vpcsh (SIGKILL, no cleanup of any kind) right after its
+//!   N-th kernel operation, to test that every crash point leaves what the next run finishes.
+//!
+//! Unset, the backend is used as it is.
 
 use std::collections::BTreeSet;
 
@@ -11,6 +15,7 @@ use crate::plan::Op;
 use crate::plan::kernel::KernelState;
 
 const ENV: &str = "VPCSH_INJECT_FAULT";
+const CRASH_ENV: &str = "VPCSH_CRASH_AFTER";
 
 /// Which operation fails: its kind, and optionally its namespace.
 #[derive(Debug, PartialEq, Eq)]
@@ -33,18 +38,20 @@ impl Target {
 }
 
 pub(crate) fn from_env(backend: Box<dyn Backend>) -> Box<dyn Backend> {
-    match std::env::var(ENV) {
-        Ok(spec) if !spec.is_empty() => {
-            Box::new(Injecting { inner: backend, target: Target::parse(&spec), fired: false })
-        }
-        _ => backend,
+    let target = std::env::var(ENV).ok().filter(|s| !s.is_empty()).map(|s| Target::parse(&s));
+    let crash_after = std::env::var(CRASH_ENV).ok().and_then(|n| n.parse().ok());
+    if target.is_none() && crash_after.is_none() {
+        return backend;
     }
+    Box::new(Injecting { inner: backend, target, crash_after })
 }
 
 struct Injecting {
     inner: Box<dyn Backend>,
-    target: Target,
-    fired: bool,
+    /// The operation to fail, until it has failed once.
+    target: Option<Target>,
+    /// Operations left before the crash.
+    crash_after: Option<usize>,
 }
 
 impl Backend for Injecting {
@@ -53,17 +60,28 @@ impl Backend for Injecting {
     }
 
     fn apply(&mut self, op: &Op) -> Result<(), OpError> {
-        if !self.fired && self.target.matches(op) {
-            self.fired = true;
+        if self.target.as_ref().is_some_and(|t| t.matches(op)) {
+            self.target = None;
             let cause =
                 KernelError { errno: Some(libc_errno::EEXIST), message: format!("injected fault ({ENV})") };
             return Err(OpError { doing: op.to_string(), cause });
         }
-        self.inner.apply(op)
+        let result = self.inner.apply(op);
+        if let Some(left) = &mut self.crash_after {
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+        result
     }
 
     fn processes(&self) -> Vec<ProcessRecord> {
         self.inner.processes()
+    }
+
+    fn release(&mut self, keep: &BTreeSet<String>) -> Result<(), OpError> {
+        self.inner.release(keep)
     }
 
     fn default_route_dev(&mut self, ns: &str) -> Result<Option<String>, OpError> {

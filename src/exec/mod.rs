@@ -31,6 +31,11 @@ pub(crate) trait Backend {
     fn apply(&mut self, op: &Op) -> Result<(), OpError>;
     /// The processes started in namespaces, alive or not, for state to record.
     fn processes(&self) -> Vec<process::ProcessRecord>;
+    /// Stops and forgets the processes of namespaces outside `keep` (their namespace went
+    /// away behind vpcsh's back, or is no longer wanted), and the records of those that ended.
+    fn release(&mut self, _keep: &BTreeSet<String>) -> Result<(), OpError> {
+        Ok(())
+    }
     /// The interface of the default route in a namespace, if it has one.
     fn default_route_dev(&mut self, ns: &str) -> Result<Option<String>, OpError>;
 }

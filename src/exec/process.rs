@@ -1,6 +1,8 @@
-//! Processes vpcsh starts inside namespaces: started detached, recorded with pid and start
-//! time (so a reused pid is never signalled), stopped TERM-then-KILL.
+//! Processes vpcsh starts inside namespaces: started held and recorded before they run,
+//! identified by pid and start time (so a reused pid is never signalled), stopped
+//! TERM-then-KILL with everything they started.
 
+use std::collections::BTreeSet;
 use std::fs::{self, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -8,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +46,66 @@ impl ProcessRecord {
         proc_stat(self.pid)
             .is_some_and(|(state, start)| start == self.start_time && state != 'Z' && state != 'X')
     }
+
+    /// The exit status of a command that ran to its end.
+    pub(crate) fn exit_code(&self) -> Option<i32> {
+        if self.alive() {
+            return None;
+        }
+        fs::read_to_string(self.exit_file()).ok()?.trim().parse().ok()
+    }
+
+    fn exit_file(&self) -> PathBuf {
+        self.log.with_extension("exit")
+    }
+
+    /// What has become of it, for `status`.
+    pub(crate) fn condition(&self) -> Condition {
+        match (self.alive(), self.exit_code()) {
+            (true, _) if self.in_place() => Condition::Alive,
+            (true, _) => Condition::Orphaned,
+            (false, Some(code)) => Condition::Exited(code),
+            (false, None) => Condition::Dead,
+        }
+    }
+
+    /// Whether it runs inside the namespace its record names, not in one that was deleted
+    /// (or replaced) behind vpcsh's back.
+    pub(crate) fn in_place(&self) -> bool {
+        let Some(inode) = netns::inode(&self.ns) else { return false };
+        fs::read_link(format!("/proc/{}/ns/net", self.pid))
+            .is_ok_and(|l| l.to_string_lossy() == format!("net:[{inode}]"))
+    }
+
+    /// Whether it counts as there: running in its namespace, or a command that ended and is
+    /// not restarted.
+    fn present(&self) -> bool {
+        (self.alive() && self.in_place()) || (self.exit_code().is_some() && !self.process.restarts())
+    }
+}
+
+/// What has become of a recorded process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Condition {
+    Alive,
+    /// Running, but in a namespace that was deleted or replaced behind vpcsh's back; the next
+    /// apply stops it.
+    Orphaned,
+    /// Ran to its end with this status.
+    Exited(i32),
+    /// Gone without a status (killed with its wrapper).
+    Dead,
+}
+
+impl std::fmt::Display for Condition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Condition::Alive => f.write_str("alive"),
+            Condition::Orphaned => f.write_str("orphaned"),
+            Condition::Exited(code) => write!(f, "exited {code}"),
+            Condition::Dead => f.write_str("dead"),
+        }
+    }
 }
 
 /// State letter and start time of a process, if it exists.
@@ -55,46 +117,93 @@ fn proc_stat(pid: i32) -> Option<(char, u64)> {
     Some((fields.first()?.chars().next()?, fields.get(19)?.parse().ok()?))
 }
 
+/// Where the supervisor makes its records durable before a new process may run.
+pub(crate) trait Journal {
+    fn record(&mut self, records: &[ProcessRecord]) -> io::Result<()>;
+}
+
 /// The processes vpcsh started, alive or not, as state records them between runs; each
 /// is identified by pid and start time, so a reused pid is never mistaken for it.
+///
+/// A process is recorded before it can outlive vpcsh: it starts held (a shell that stops
+/// itself before running the command), is journalled, and only then continued. If vpcsh
+/// dies before that, the held process is a stopped member of an orphaned process group,
+/// which the kernel hangs up: nothing unrecorded ever runs.
 pub(crate) struct Supervisor {
     log_dir: PathBuf,
     records: Vec<ProcessRecord>,
+    journal: Box<dyn Journal>,
 }
 
 impl Supervisor {
-    pub(crate) fn new(log_dir: PathBuf, records: Vec<ProcessRecord>) -> Self {
-        Self { log_dir, records }
+    pub(crate) fn new(log_dir: PathBuf, records: Vec<ProcessRecord>, journal: Box<dyn Journal>) -> Self {
+        Self { log_dir, records, journal }
     }
 
     pub(crate) fn records(&self) -> &[ProcessRecord] {
         &self.records
     }
 
-    /// What runs in `ns` now.
-    pub(crate) fn running_in<'a>(&'a self, ns: &'a str) -> impl Iterator<Item = &'a Process> + 'a {
-        self.records.iter().filter(move |p| p.ns == ns && p.alive()).map(|p| &p.process)
+    /// What counts as there in `ns`: processes that run, and commands that ran to their
+    /// end and are not to be restarted.
+    pub(crate) fn present_in<'a>(&'a self, ns: &'a str) -> impl Iterator<Item = &'a Process> + 'a {
+        self.records.iter().filter(move |r| r.ns == ns && r.present()).map(|r| &r.process)
     }
 
     pub(crate) fn start(&mut self, ns: &str, process: &Process) -> io::Result<()> {
-        let record = start(ns, process, &self.log_dir)?;
-        self.records.push(record);
+        // Earlier records of it that ended are done with: at most one record per process.
+        self.records.retain(|r| !(r.ns == ns && r.process == *process && !r.alive()));
+        let record = start_held(ns, process, &self.log_dir)?;
+        self.records.push(record.clone());
+        if let Err(e) = self.journal.record(&self.records) {
+            self.records.pop();
+            stop(&record);
+            return Err(e);
+        }
+        let _ = kill(Pid::from_raw(record.pid), Signal::SIGCONT);
+        if matches!(process, Process::Http { .. })
+            && let Err(e) = wait_ready(&record)
+        {
+            self.stop(ns, Some(process))?;
+            return Err(e);
+        }
         Ok(())
     }
 
-    /// Stops the processes in `ns` that match (all of them when `process` is `None`).
-    pub(crate) fn stop(&mut self, ns: &str, process: Option<&Process>) {
-        let (stopping, keep) = std::mem::take(&mut self.records)
-            .into_iter()
-            .partition(|p| p.ns == ns && process.is_none_or(|want| p.process == *want));
+    /// Stops the processes in `ns` that match (all of them when `process` is `None`) and
+    /// forgets them.
+    pub(crate) fn stop(&mut self, ns: &str, process: Option<&Process>) -> io::Result<()> {
+        self.stop_where(|r| r.ns == ns && process.is_none_or(|want| r.process == *want))
+    }
+
+    /// Stops and forgets the processes of namespaces outside `keep`, and forgets those that
+    /// ended and do not count as there (a server that died: the plan starts a new one).
+    pub(crate) fn release(&mut self, keep: &BTreeSet<String>) -> io::Result<()> {
+        self.stop_where(|r| !keep.contains(&r.ns) || !r.present())
+    }
+
+    fn stop_where(&mut self, which: impl Fn(&ProcessRecord) -> bool) -> io::Result<()> {
+        let (stopping, keep): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.records).into_iter().partition(which);
         self.records = keep;
+        if stopping.is_empty() {
+            return Ok(());
+        }
         stopping.iter().for_each(stop);
+        for r in &stopping {
+            let _ = fs::remove_file(r.exit_file());
+        }
+        self.journal.record(&self.records)
     }
 }
 
-/// Starts `process` inside `ns`, its output in a log file in `log_dir`; an HTTP server is
-/// waited for until it listens.
-fn start(ns: &str, process: &Process, log_dir: &Path) -> io::Result<ProcessRecord> {
+/// Runs the command once continued, then leaves its exit status beside its log: `$0` is
+/// that file, the rest the command.
+const HELD: &str = r#"kill -STOP $$; "$@"; echo "$?" > "$0""#;
+
+/// Starts `process` inside `ns`, held (stopped) until the caller continues it; its output
+/// goes to a log file in `log_dir`.
+fn start_held(ns: &str, process: &Process, log_dir: &Path) -> io::Result<ProcessRecord> {
     fs::create_dir_all(log_dir)?;
     let (argv, log) = match process {
         Process::Http { port, body } => {
@@ -104,7 +213,7 @@ fn start(ns: &str, process: &Process, log_dir: &Path) -> io::Result<ProcessRecor
                 .to_vec();
             (argv, log_dir.join(format!("{ns}.http-{port}.log")))
         }
-        Process::Command { argv } => {
+        Process::Command { argv, .. } => {
             let hash = argv
                 .join("\0")
                 .bytes()
@@ -112,12 +221,13 @@ fn start(ns: &str, process: &Process, log_dir: &Path) -> io::Result<ProcessRecor
             (argv.clone(), log_dir.join(format!("{ns}.run-{:08x}.log", hash as u32)))
         }
     };
-    let enter = matches!(process, Process::Command { .. }).then(|| netns::open(ns)).transpose()?;
-    let record = spawn(ns, process, argv, &log, enter)?;
-    if matches!(process, Process::Http { .. }) {
-        wait_ready(&record)?;
+    let record = spawn(ns, process, argv, &log, netns::open(ns)?)?;
+    let _ = fs::remove_file(record.exit_file());
+    // Held: wait until the shell has stopped itself.
+    match waitpid(Pid::from_raw(record.pid), Some(WaitPidFlag::WUNTRACED)) {
+        Ok(WaitStatus::Stopped(..)) => Ok(record),
+        other => Err(io::Error::other(format!("process {} did not start held: {other:?}", record.pid))),
     }
-    Ok(record)
 }
 
 fn spawn(
@@ -125,14 +235,14 @@ fn spawn(
     process: &Process,
     argv: Vec<String>,
     log: &Path,
-    enter: Option<OwnedFd>,
+    enter: OwnedFd,
 ) -> io::Result<ProcessRecord> {
     let out = OpenOptions::new().create(true).truncate(true).write(true).open(log)?;
-    let mut cmd = Command::new(&argv[0]);
-    cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out).process_group(0);
-    if let Some(fd) = enter {
-        netns::enter_on_exec(&mut cmd, fd);
-    }
+    let exit_file = log.with_extension("exit");
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c").arg(HELD).arg(&exit_file).args(&argv);
+    cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out).process_group(0);
+    netns::enter_on_exec(&mut cmd, enter);
     let child = cmd.spawn()?;
     let pid = child.id() as i32;
     let (_, start_time) = proc_stat(pid)

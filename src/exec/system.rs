@@ -6,7 +6,7 @@ use std::io;
 use std::path::PathBuf;
 
 use super::netlink::Netlink;
-use super::process::{ProcessRecord, Supervisor};
+use super::process::{Journal, ProcessRecord, Supervisor};
 use super::{Backend, OpError};
 use crate::plan::Op;
 use crate::plan::kernel::KernelState;
@@ -17,9 +17,14 @@ pub(crate) struct System {
 }
 
 impl System {
-    /// A backend that starts processes with their logs in `log_dir` and knows `records`.
-    pub(crate) fn new(log_dir: PathBuf, records: Vec<ProcessRecord>) -> io::Result<Self> {
-        Ok(Self { netlink: Netlink::new()?, supervisor: Supervisor::new(log_dir, records) })
+    /// A backend that starts processes with their logs in `log_dir`, knows `records`, and
+    /// writes every change to them to `journal` before it lets a new process run.
+    pub(crate) fn new(
+        log_dir: PathBuf,
+        records: Vec<ProcessRecord>,
+        journal: Box<dyn Journal>,
+    ) -> io::Result<Self> {
+        Ok(Self { netlink: Netlink::new()?, supervisor: Supervisor::new(log_dir, records, journal) })
     }
 }
 
@@ -27,24 +32,21 @@ impl Backend for System {
     fn observe(&mut self, namespaces: &BTreeSet<String>) -> Result<KernelState, OpError> {
         let mut state = self.netlink.observe(namespaces)?;
         for (name, ns) in &mut state.namespaces {
-            ns.processes = self.supervisor.running_in(name).cloned().collect();
+            ns.processes = self.supervisor.present_in(name).cloned().collect();
         }
         Ok(state)
     }
 
     fn apply(&mut self, op: &Op) -> Result<(), OpError> {
         tracing::debug!("{op}");
+        let failed = |e: io::Error| OpError::new(op.to_string(), &e);
         match op {
-            Op::StartProcess { ns, process } => {
-                self.supervisor.start(ns, process).map_err(|e| OpError::new(op.to_string(), &e))
-            }
-            Op::StopProcess { ns, process } => {
-                self.supervisor.stop(ns, Some(process));
-                Ok(())
-            }
-            Op::DeleteNetns { ns } => {
-                // A process inside keeps the namespace alive: stop ours first.
-                self.supervisor.stop(ns, None);
+            Op::StartProcess { ns, process } => self.supervisor.start(ns, process).map_err(failed),
+            Op::StopProcess { ns, process } => self.supervisor.stop(ns, Some(process)).map_err(failed),
+            // A process inside keeps a namespace alive; one recorded for a namespace about to
+            // be created lives on in the old one, deleted behind vpcsh's back. Stop them first.
+            Op::DeleteNetns { ns } | Op::CreateNetns { ns, .. } => {
+                self.supervisor.stop(ns, None).map_err(failed)?;
                 self.netlink.apply(op)
             }
             _ => self.netlink.apply(op),
@@ -53,6 +55,11 @@ impl Backend for System {
 
     fn processes(&self) -> Vec<ProcessRecord> {
         self.supervisor.records().to_vec()
+    }
+
+    fn release(&mut self, keep: &BTreeSet<String>) -> Result<(), OpError> {
+        let failed = |e: io::Error| OpError::new("stopping processes of namespaces gone or unwanted", &e);
+        self.supervisor.release(keep).map_err(failed)
     }
 
     fn default_route_dev(&mut self, ns: &str) -> Result<Option<String>, OpError> {

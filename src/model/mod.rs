@@ -106,8 +106,13 @@ pub(crate) struct PeerDecl {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum WorkloadKind {
-    /// A command, as an argv (a string command is `/bin/sh -c` with it).
-    Run { argv: Vec<String> },
+    /// A command, as an argv (a string command is `/bin/sh -c` with it); started again after
+    /// it ends only when `restart`.
+    Run {
+        argv: Vec<String>,
+        #[serde(default)]
+        restart: bool,
+    },
     /// vpcsh's HTTP server: `GET /` answers `<vpc>/<host>`, `GET /ip` the caller's address.
     Serve { port: u16 },
 }

@@ -141,7 +141,7 @@ fn peering_links(
 /// The process that realises a workload of a host.
 pub(crate) fn process_for(vpc: &str, host: &str, kind: &WorkloadKind) -> Process {
     match kind {
-        WorkloadKind::Run { argv } => Process::Command { argv: argv.clone() },
+        WorkloadKind::Run { argv, restart } => Process::Command { argv: argv.clone(), restart: *restart },
         WorkloadKind::Serve { port } => Process::Http { port: *port, body: format!("{vpc}/{host}\n") },
     }
 }

@@ -175,15 +175,29 @@ pub(crate) struct Route {
 pub(crate) enum Process {
     /// vpcsh's built-in HTTP server (`serve()`, the simulated internet).
     Http { port: u16, body: String },
-    /// A command from `run()`.
-    Command { argv: Vec<String> },
+    /// A command from `run()`; one that ends is started again only when `restart`.
+    Command {
+        argv: Vec<String>,
+        #[serde(default)]
+        restart: bool,
+    },
+}
+
+impl Process {
+    /// Whether it is started again once it has ended (servers always are).
+    pub(crate) fn restarts(&self) -> bool {
+        match self {
+            Process::Http { .. } => true,
+            Process::Command { restart, .. } => *restart,
+        }
+    }
 }
 
 impl std::fmt::Display for Process {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Process::Http { port, .. } => write!(f, "http server on port {port}"),
-            Process::Command { argv } => write!(f, "`{}`", argv.join(" ")),
+            Process::Command { argv, .. } => write!(f, "`{}`", argv.join(" ")),
         }
     }
 }

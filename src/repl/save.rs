@@ -101,9 +101,10 @@ pub(super) fn script(network: &Network) -> String {
             WorkloadKind::Serve { port } => {
                 let _ = writeln!(out, "serve({h}, {port});");
             }
-            WorkloadKind::Run { argv } => {
+            WorkloadKind::Run { argv, restart } => {
                 let words: Vec<String> = argv.iter().map(|a| quote(a)).collect();
-                let _ = writeln!(out, "run({h}, [{}]);", words.join(", "));
+                let opts = if *restart { ", #{ restart: true }" } else { "" };
+                let _ = writeln!(out, "run({h}, [{}]{opts});", words.join(", "));
             }
         }
     }

@@ -68,22 +68,34 @@ fn endpoint(ctx: &NativeCallContext, shared: &Shared, v: &Dynamic, role: &str) -
     fail(ctx, fault)
 }
 
+/// A command: a string for /bin/sh, or an argv array; never empty.
 fn argv(ctx: &NativeCallContext, shared: &Shared, cmd: &Dynamic) -> Res<Vec<String>> {
     if let Ok(text) = cmd.clone().into_string() {
-        return Ok(vec!["/bin/sh".into(), "-c".into(), text]);
-    }
-    if let Some(list) = cmd.clone().try_cast::<Array>() {
-        let words: Vec<String> = list.into_iter().filter_map(|w| w.into_string().ok()).collect();
-        if !words.is_empty() {
+        if !text.trim().is_empty() {
+            return Ok(vec!["/bin/sh".into(), "-c".into(), text]);
+        }
+    } else if let Some(list) = cmd.clone().try_cast::<Array>() {
+        let words: Option<Vec<String>> = list.into_iter().map(|w| w.into_string().ok()).collect();
+        if let Some(words) = words.filter(|w| w.first().is_some_and(|p| !p.trim().is_empty())) {
             return Ok(words);
         }
     }
     let fault = Fault::new(
-        "a command is a string (run by /bin/sh) or a non-empty array of strings",
+        "a command is a non-empty string (run by /bin/sh) or an array of strings naming a program",
         span(shared, ctx),
-        "bad command",
-    );
+        "no command",
+    )
+    .help("e.g. run(w1, \"sleep 1000\") or run(w1, [\"sleep\", \"1000\"])");
     fail(ctx, fault)
+}
+
+/// `run()`'s options: `#{ restart: bool }`.
+fn restart_option(ctx: &NativeCallContext, shared: &Shared, opts: &Map) -> Res<bool> {
+    check_options(ctx, shared, "run", opts, &["restart"])?;
+    match opts.get("restart") {
+        None => Ok(false),
+        Some(v) => v.as_bool().or_else(|_| option_type_error(ctx, shared, "restart", "true or false", v)),
+    }
 }
 
 fn host_of(ctx: &NativeCallContext, shared: &Shared, v: &Dynamic) -> Res<HostRef> {
@@ -198,12 +210,22 @@ mod api {
         Ok(InternetHandle)
     }
 
-    /// Keeps a command running in a host (a string runs under /bin/sh, an array is argv); it
-    /// outlives the script until `destroy`. Returns `#{ pid, host }`; output goes to a log.
+    /// Runs a command in a host (a string runs under /bin/sh, an array is argv); it outlives
+    /// the script until `destroy` or until the call is removed. A command that ends stays
+    /// ended, with its exit status in `vpcsh status`, unless `#{ restart: true }` (then the
+    /// next apply starts it again). Returns `#{ pid, host }`; output goes to a log.
     #[rhai_fn(return_raw)]
     pub fn run(ctx: NativeCallContext, host: Dynamic, cmd: Dynamic) -> Res<Map> {
-        let argv = argv(&ctx, &shared(&ctx).borrow(), &cmd)?;
-        workload(&ctx, &host, WorkloadKind::Run { argv })
+        run_with(ctx, host, cmd, Map::new())
+    }
+    #[rhai_fn(name = "run", return_raw)]
+    pub fn run_with(ctx: NativeCallContext, host: Dynamic, cmd: Dynamic, opts: Map) -> Res<Map> {
+        let (argv, restart) = {
+            let sh = shared(&ctx);
+            let shared = sh.borrow();
+            (argv(&ctx, &shared, &cmd)?, restart_option(&ctx, &shared, &opts)?)
+        };
+        workload(&ctx, &host, WorkloadKind::Run { argv, restart })
     }
 
     /// Runs vpcsh's HTTP server in a host: `GET /` answers `<vpc>/<host>`, `GET /ip` the

@@ -202,8 +202,12 @@ pub(crate) fn destroy(target: &Target, vpcs: &[String]) -> Result<Summary, Failu
     };
     let summary = runner.converge(&network, vpcs.is_empty())?;
     if vpcs.is_empty() {
-        // Logs belong to the processes just stopped; nothing of this scope is left.
+        // Logs belong to the processes just stopped; nothing of this scope is left, and a
+        // sandbox's own directory (its lock) goes too.
         let _ = std::fs::remove_dir_all(runner.log_dir());
+        if target.sandbox.is_some() {
+            let _ = std::fs::remove_dir_all(target.dir());
+        }
     }
     Ok(summary)
 }

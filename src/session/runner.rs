@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::exec::process::{Journal, ProcessRecord};
 use crate::exec::{self, Backend, OpError, System, faults, netns};
 use crate::model::Network;
 use crate::plan::kernel::KernelState;
@@ -26,7 +27,8 @@ impl Runner {
     pub(crate) fn open(target: &Target) -> Result<Self, Failure> {
         target.check()?;
         let store = Store::open(&target.dir()).map_err(state_failure)?;
-        let system = System::new(store.log_dir(), store.state.processes.clone())
+        let journal = Box::new(StateJournal(store.dir().to_path_buf()));
+        let system = System::new(store.log_dir(), store.state.processes.clone(), journal)
             .map_err(|e| Failure::refused(format!("cannot start the netlink runtime: {e}"), None))?;
         let backend = faults::from_env(Box::new(system));
         Ok(Self { naming: target.naming(), store, backend, uplink: target.uplink.clone() })
@@ -92,6 +94,16 @@ impl Runner {
 
     /// Observes every namespace vpcsh owns here or wants.
     fn observe(&mut self, desired: &KernelState) -> Result<KernelState, EffectError> {
+        // A run killed between creating a namespace's file and mounting onto it left the
+        // bare file: no namespace, only a name in the way of creating it.
+        for name in self.store.state.namespaces.iter().filter(|n| netns::is_stale(n)) {
+            tracing::warn!(
+                "removing {}: a namespace file nothing is mounted on",
+                netns::path(name).display()
+            );
+            netns::remove(name)
+                .map_err(|e| op_failure(OpError::new(format!("removing stale {name}"), &e)))?;
+        }
         let names: BTreeSet<String> =
             self.store.state.namespaces.iter().chain(desired.namespaces.keys()).cloned().collect();
         self.backend.observe(&names).map_err(op_failure)
@@ -152,6 +164,7 @@ impl Runner {
         let wanted: BTreeSet<String> = desired.namespaces.into_keys().collect();
         self.store.state.namespaces =
             before.union(&wanted).filter(|n| *n != HOST_NS && netns::exists(n)).cloned().collect();
+        let released = self.backend.release(&self.store.state.namespaces);
         self.store.state.processes = self.backend.processes();
         if result.is_ok() {
             let turned_on = plan
@@ -166,6 +179,7 @@ impl Runner {
             self.store.state.network = network.clone();
         }
         self.save()?;
+        released.map_err(op_failure)?;
         result.map_err(|e| {
             let mut notes =
                 vec![format!("rolled back {} completed step(s); nothing half-built was left", e.undone)];
@@ -188,6 +202,15 @@ impl Runner {
             help: None,
             notes: Vec::new(),
         })
+    }
+}
+
+/// The supervisor's journal: process records go into the state file before a process runs.
+struct StateJournal(std::path::PathBuf);
+
+impl Journal for StateJournal {
+    fn record(&mut self, records: &[ProcessRecord]) -> std::io::Result<()> {
+        state::record_processes(&self.0, records).map_err(std::io::Error::other)
     }
 }
 

@@ -31,7 +31,7 @@ pub(crate) use prod_and;
 /// The vpcsh binary, without colour and without any fault injection from the environment.
 pub(crate) fn vpcsh() -> Command {
     let mut cmd = Command::new(VPCSH);
-    cmd.env("NO_COLOR", "1").env_remove("VPCSH_INJECT_FAULT");
+    cmd.env("NO_COLOR", "1").env_remove("VPCSH_INJECT_FAULT").env_remove("VPCSH_CRASH_AFTER");
     cmd
 }
 
@@ -150,11 +150,35 @@ impl Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         let _ = self.cmd(&["destroy"]).output();
-        // Anything a failed run left behind, by exact name.
+        // Anything a failed run left behind: the processes its state records (by pid and
+        // start time), then the namespaces, by exact name.
+        for (pid, start_time) in recorded_processes(&self.state_file()) {
+            if start_time_of(pid) == Some(start_time) {
+                let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).output();
+            }
+        }
         for ns in self.namespaces() {
             let _ = Command::new("ip").args(["netns", "delete", &ns]).output();
         }
     }
+}
+
+/// The (pid, start time) of every process a state file records.
+pub(crate) fn recorded_processes(state_file: &std::path::Path) -> Vec<(i64, u64)> {
+    let Ok(text) = fs::read_to_string(state_file) else { return Vec::new() };
+    let Ok(state) = serde_json::from_str::<serde_json::Value>(&text) else { return Vec::new() };
+    state["processes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Some((p["pid"].as_i64()?, p["start_time"].as_u64()?)))
+        .collect()
+}
+
+/// A process's start time in clock ticks since boot, while it exists.
+pub(crate) fn start_time_of(pid: i64) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
 }
 
 pub(crate) fn list_netns() -> Vec<String> {

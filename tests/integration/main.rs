@@ -3,6 +3,7 @@
 //! outside with `ip netns exec`, `ping` and plain TCP.
 
 mod common;
+mod crash;
 mod diagnostics;
 mod firewall;
 mod golden_plan;
