@@ -22,13 +22,11 @@ pub(crate) fn path(name: &str) -> PathBuf {
     if name == HOST_NS { PathBuf::from(SELF_NS) } else { Path::new(NETNS_DIR).join(name) }
 }
 
-/// The magic number of the namespace filesystem, where a mounted namespace file lives.
-const NSFS_MAGIC: i64 = 0x6e73_6673;
-
 /// Whether the namespace exists: its file is a mounted namespace. A bare file under
 /// /run/netns (a run killed between creating the file and mounting onto it) is none.
 pub(crate) fn exists(name: &str) -> bool {
-    nix::sys::statfs::statfs(&path(name)).is_ok_and(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC)
+    // A mounted namespace file lives on the namespace filesystem.
+    nix::sys::statfs::statfs(&path(name)).is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
 }
 
 /// A file under /run/netns with no namespace mounted on it.
