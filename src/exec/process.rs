@@ -133,11 +133,14 @@ pub(crate) struct Supervisor {
     log_dir: PathBuf,
     records: Vec<ProcessRecord>,
     journal: Box<dyn Journal>,
+    /// Pids started by this run: a command restarted "on every apply" runs once per run,
+    /// however many `apply()`s the script makes.
+    started: BTreeSet<i32>,
 }
 
 impl Supervisor {
     pub(crate) fn new(log_dir: PathBuf, records: Vec<ProcessRecord>, journal: Box<dyn Journal>) -> Self {
-        Self { log_dir, records, journal }
+        Self { log_dir, records, journal, started: BTreeSet::new() }
     }
 
     pub(crate) fn records(&self) -> &[ProcessRecord] {
@@ -147,7 +150,10 @@ impl Supervisor {
     /// What counts as there in `ns`: processes that run, and commands that ran to their
     /// end and are not to be restarted.
     pub(crate) fn present_in<'a>(&'a self, ns: &'a str) -> impl Iterator<Item = &'a Process> + 'a {
-        self.records.iter().filter(move |r| r.ns == ns && r.present()).map(|r| &r.process)
+        self.records
+            .iter()
+            .filter(move |r| r.ns == ns && (r.present() || self.started.contains(&r.pid)))
+            .map(|r| &r.process)
     }
 
     pub(crate) fn start(&mut self, ns: &str, process: &Process) -> io::Result<()> {
@@ -160,6 +166,7 @@ impl Supervisor {
             stop(&record);
             return Err(e);
         }
+        self.started.insert(record.pid);
         let _ = kill(Pid::from_raw(record.pid), Signal::SIGCONT);
         if matches!(process, Process::Http { .. })
             && let Err(e) = wait_ready(&record)
@@ -179,7 +186,10 @@ impl Supervisor {
     /// Stops and forgets the processes of namespaces outside `keep`, and forgets those that
     /// ended and do not count as there (a server that died: the plan starts a new one).
     pub(crate) fn release(&mut self, keep: &BTreeSet<String>) -> io::Result<()> {
-        self.stop_where(|r| !keep.contains(&r.ns) || !r.present())
+        let started = std::mem::take(&mut self.started);
+        let result = self.stop_where(|r| !keep.contains(&r.ns) || !(r.present() || started.contains(&r.pid)));
+        self.started = started;
+        result
     }
 
     fn stop_where(&mut self, which: impl Fn(&ProcessRecord) -> bool) -> io::Result<()> {

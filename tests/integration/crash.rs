@@ -160,3 +160,46 @@ fn random_kills_campaign() {
     eprintln!("campaign: {killed} of {kills} applies killed mid-way, every one finished by the next run");
     assert!(killed * 2 > kills, "most kills should land inside an apply: {killed} of {kills}");
 }
+
+#[test]
+fn a_namespace_file_with_nothing_mounted_is_no_namespace() {
+    // What a run killed between creating a namespace's file and mounting onto it leaves.
+    let sb = Sandbox::new("stale");
+    let script = sb.script(EVERYTHING);
+    sb.apply(EVERYTHING);
+    let w1 = format!("/run/netns/{}", sb.ns("prod.w1"));
+    let out = std::process::Command::new("umount").arg("--lazy").arg(&w1).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(Path::new(&w1).exists(), "the bare file stays");
+    let status = sb.run(&["status"]);
+    assert_eq!(status.code, 1, "{status:?}");
+    assert!(status.stdout.contains("missing  host prod/w1"), "{status:?}");
+    converges(&sb, &script, "after a bare namespace file");
+    assert_eq!(sb.run(&["destroy"]).code, 0);
+    nothing_left(&sb, "after a bare namespace file");
+}
+
+#[test]
+fn a_server_whose_namespace_was_deleted_by_hand_is_replaced_not_doubled() {
+    let sb = Sandbox::new("nsdel");
+    let script = sb.script(EVERYTHING);
+    sb.apply(EVERYTHING);
+    let w1 = sb.ns("prod.w1");
+    // The servers themselves, not the shells that started them.
+    let servers = || -> Vec<String> {
+        processes_mentioning(&format!("__serve --netns {w1} "))
+            .into_iter()
+            .filter(|c| !c.starts_with("/bin/sh"))
+            .collect()
+    };
+    assert_eq!(servers().len(), 1, "{:?}", servers());
+    let out = std::process::Command::new("ip").args(["netns", "delete", &w1]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let status = sb.run(&["status"]);
+    assert!(
+        status.stdout.contains(&format!("orphaned process http server on port 80 in {w1}")),
+        "{status:?}"
+    );
+    converges(&sb, &script, "after ip netns delete");
+    assert_eq!(servers().len(), 1, "one server for prod/w1, in its new namespace: {:?}", servers());
+}
