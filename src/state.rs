@@ -5,7 +5,7 @@
 //! vpcsh runs on one state never interleave. The kernel is the truth; this file records
 //! ownership and intent.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -30,6 +30,31 @@ pub(crate) struct State {
     /// again when the last VPC goes.
     #[serde(default)]
     pub host_forwarding_set: bool,
+    /// The stacks, by name: which VPCs each owns. A VPC no stack names (from before stacks)
+    /// is adopted by the first stack that declares it.
+    #[serde(default)]
+    pub stacks: BTreeMap<String, Stack>,
+}
+
+/// What one script (or REPL session) owns.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Stack {
+    pub vpcs: BTreeSet<String>,
+    /// Where it was last applied from, for messages that name it.
+    #[serde(default)]
+    pub script: Option<String>,
+}
+
+impl State {
+    /// The stack that owns a VPC.
+    pub(crate) fn stack_of(&self, vpc: &str) -> Option<&str> {
+        self.stacks.iter().find(|(_, s)| s.vpcs.contains(vpc)).map(|(name, _)| name.as_str())
+    }
+
+    /// The VPCs of a stack.
+    pub(crate) fn stack_vpcs(&self, stack: &str) -> BTreeSet<String> {
+        self.stacks.get(stack).map(|s| s.vpcs.clone()).unwrap_or_default()
+    }
 }
 
 /// The state of one scope, locked for as long as this value lives.

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::commands;
 use crate::diag;
-use crate::session::{self, Failure, Mode, Outcome, Target};
+use crate::session::{self, Deletions, Failure, Mode, Outcome, Target, Ui, Warnings};
 
 const ABOUT: &str = "Build AWS-style virtual private clouds on one Linux host from network namespaces, \
 veth pairs, bridges and routes, described as Rhai scripts.";
@@ -52,6 +52,13 @@ struct Global {
     /// On the real host: the interface towards the internet (default: the default route's).
     #[arg(long, global = true, value_name = "IFACE")]
     uplink: Option<String>,
+    /// The stack a script applies to (default: its file stem; the REPL's: `repl`), or, for
+    /// `destroy`, the stack to remove.
+    #[arg(long, global = true, value_name = "NAME")]
+    stack: Option<String>,
+    /// Agree in advance to an apply that deletes VPCs its script no longer declares.
+    #[arg(long, global = true)]
+    yes: bool,
     /// More log output (-v info, -vv debug: every kernel operation).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -149,12 +156,14 @@ pub fn main() -> ExitCode {
     let target = Target {
         state_dir: cli.global.state_dir.clone(),
         sandbox: cli.global.sandbox.clone(),
+        stack: cli.global.stack.clone(),
         prefix: cli.global.prefix.clone(),
         uplink: cli.global.uplink.clone(),
     };
+    let yes = cli.global.yes;
     let result = match (cli.command, cli.script) {
-        (Some(command), _) => run(command, &target),
-        (None, Some(script)) => run(Command::Apply { script, dry_run: false }, &target),
+        (Some(command), _) => run(command, &target, yes),
+        (None, Some(script)) => run(Command::Apply { script, dry_run: false }, &target, yes),
         (None, None) if std::io::stdin().is_terminal() => return crate::repl::run(&target),
         (None, None) => {
             let _ = <Cli as clap::CommandFactory>::command().print_help();
@@ -187,16 +196,16 @@ fn init_logging(global: &Global) {
         .try_init();
 }
 
-fn run(command: Command, target: &Target) -> Result<ExitCode, Failure> {
+fn run(command: Command, target: &Target, yes: bool) -> Result<ExitCode, Failure> {
     if matches!(command, Command::Apply { .. } | Command::Destroy { .. } | Command::Policy(_)) {
         crate::exec::stop_on_signals();
     }
     match command {
         Command::Apply { script, dry_run } => {
-            return run_script(target, &script, if dry_run { Mode::DryRun } else { Mode::Apply });
+            return run_script(target, &script, if dry_run { Mode::DryRun } else { Mode::Apply }, yes);
         }
-        Command::Plan { script } => return run_script(target, &script, Mode::Plan),
-        Command::Check { script } => return run_script(target, &script, Mode::Check),
+        Command::Plan { script } => return run_script(target, &script, Mode::Plan, yes),
+        Command::Check { script } => return run_script(target, &script, Mode::Check, yes),
         Command::Destroy { vpcs } => println!("{}", session::destroy(target, &vpcs)?),
         Command::Status { json } => return commands::status(target, json),
         Command::List { json } => commands::list(target, json)?,
@@ -220,11 +229,13 @@ fn run(command: Command, target: &Target) -> Result<ExitCode, Failure> {
 }
 
 /// `apply`, `plan` and `check`: runs the script and prints what came of it.
-fn run_script(target: &Target, script: &Path, mode: Mode) -> Result<ExitCode, Failure> {
-    let mut warn = |w: session::Warnings| diag::eprint(&diag::from_warnings(&w));
-    match session::run_script(target, script, mode, &mut warn)? {
+fn run_script(target: &Target, script: &Path, mode: Mode, yes: bool) -> Result<ExitCode, Failure> {
+    match session::run_script(target, script, mode, &mut Asker { yes })? {
         Outcome::Applied(summary) => println!("{summary}"),
-        Outcome::Planned(plan, would_run) => {
+        Outcome::Planned { plan, would_run, deleting } => {
+            deleting
+                .iter()
+                .for_each(|vpc| println!("will delete: vpc {vpc} (the script no longer declares it)"));
             print!("{plan}");
             would_run.iter().for_each(|w| println!("would run: {w}"));
             if mode == Mode::DryRun {
@@ -236,4 +247,33 @@ fn run_script(target: &Target, script: &Path, mode: Mode) -> Result<ExitCode, Fa
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Warnings to stderr; deletes shown first and, on a terminal, asked about. Without a
+/// terminal an apply may delete some of its stack's VPCs, never all of them unless `--yes`.
+struct Asker {
+    yes: bool,
+}
+
+impl Ui for Asker {
+    fn warn(&mut self, warnings: Warnings) {
+        diag::eprint(&diag::from_warnings(&warnings));
+    }
+
+    fn confirm_deletes(&mut self, d: &Deletions) -> bool {
+        eprintln!(
+            "this apply deletes VPC(s) {} of stack `{}`: the script no longer declares them",
+            d.vpcs.join(", "),
+            d.stack
+        );
+        if self.yes {
+            return true;
+        }
+        if !std::io::stdin().is_terminal() {
+            return !d.all;
+        }
+        eprint!("delete them? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer).is_ok() && matches!(answer.trim(), "y" | "Y" | "yes")
+    }
 }

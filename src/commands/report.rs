@@ -55,6 +55,7 @@ pub(crate) fn status(target: &Target, json: bool) -> Result<ExitCode, Failure> {
         let value = json!({
             "objects": objects.iter().map(|(o, s, r)| json!({
                 "object": o.to_string(), "kind": o.kind(), "name": o.name(), "status": s, "repairs": r,
+                "stack": match o { Owner::Vpc(v) => runner.state().stack_of(v), _ => None },
             })).collect::<Vec<_>>(),
             "processes": processes.iter().map(|p| {
                 let condition = p.condition();
@@ -70,7 +71,12 @@ pub(crate) fn status(target: &Target, json: bool) -> Result<ExitCode, Failure> {
         println!("nothing is applied here");
     } else {
         for (object, status, repairs) in &objects {
-            println!("{status:<8} {object}");
+            match object {
+                Owner::Vpc(vpc) => {
+                    println!("{status:<8} {object} (stack {})", runner.state().stack_of(vpc).unwrap_or("-"))
+                }
+                _ => println!("{status:<8} {object}"),
+            }
             for r in repairs {
                 println!("           needs: {r}");
             }
@@ -86,7 +92,11 @@ pub(crate) fn status(target: &Target, json: bool) -> Result<ExitCode, Failure> {
 pub(crate) fn list(target: &Target, json: bool) -> Result<(), Failure> {
     target.check()?;
     let state = state::peek(&target.dir()).map_err(|e| Failure::refused(e.to_string(), None))?;
-    let network = state.map(|s| s.network).unwrap_or_default();
+    let state = state.unwrap_or_default();
+    let stack_of = |vpc: &str| state.stack_of(vpc).unwrap_or("-").to_string();
+    // Grouped by stack, each in its declaration order.
+    let mut network = state.network.clone();
+    network.vpcs.sort_by_key(|v| stack_of(&v.name));
     let naming = target.naming();
     if json {
         let vpcs: Vec<Value> = network
@@ -95,6 +105,7 @@ pub(crate) fn list(target: &Target, json: bool) -> Result<(), Failure> {
             .map(|v| {
                 json!({
                     "name": v.name, "cidr": v.cidr.to_string(), "netns": naming.router_ns(&v.name),
+                    "stack": stack_of(&v.name),
                     "subnets": v.subnets.iter().map(|s| json!({
                         "name": s.name, "cidr": s.cidr.to_string(), "public": s.public,
                         "gateway": s.gateway.to_string(),
@@ -124,7 +135,13 @@ pub(crate) fn list(target: &Target, json: bool) -> Result<(), Failure> {
         println!("peering {} <-> {}: {} <-> {}", p.a, p.b, list(&p.a_allowed), list(&p.b_allowed));
     }
     for v in &network.vpcs {
-        println!("vpc {} {} (netns {})", v.name, v.cidr, naming.router_ns(&v.name));
+        println!(
+            "vpc {} {} (stack {}, netns {})",
+            v.name,
+            v.cidr,
+            stack_of(&v.name),
+            naming.router_ns(&v.name)
+        );
         for s in &v.subnets {
             let kind = if s.public { "public" } else { "private" };
             println!("  subnet {} {} {kind}, gateway {}", s.name, s.cidr, s.gateway);

@@ -5,6 +5,8 @@
 //! every `apply()` it is exactly what the script has declared so far, so a script checks
 //! the same behaviour on its second run as on its first.
 
+use std::collections::BTreeSet;
+
 use super::Network;
 
 impl Network {
@@ -25,6 +27,24 @@ impl Network {
         }
         out.workloads = self.workloads.iter().filter(|w| other.workloads.contains(w)).cloned().collect();
         out
+    }
+
+    /// `self` and `other` side by side: two networks without a VPC in common (stacks).
+    pub(crate) fn beside(&self, other: &Network) -> Network {
+        let mut out = self.clone();
+        out.vpcs.extend(other.vpcs.iter().cloned());
+        out.publishes.extend(other.publishes.iter().cloned());
+        out.peerings.extend(other.peerings.iter().cloned());
+        out.workloads.extend(other.workloads.iter().cloned());
+        out.firewalls.extend(other.firewalls.iter().cloned());
+        out
+    }
+
+    /// Only the named VPCs and what refers to them alone.
+    pub(crate) fn only(&self, vpcs: &BTreeSet<String>) -> Network {
+        let others: Vec<String> =
+            self.vpcs.iter().map(|v| v.name.clone()).filter(|n| !vpcs.contains(n)).collect();
+        self.without(&others)
     }
 
     /// `self`, plus whatever of `extra` it does not name (its own declarations win).

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use super::runner::Runner;
-use super::{Failure, Target};
+use super::{Failure, StackName, Target};
 use crate::exec::probe;
 use crate::exec::process::ProcessRecord;
 use crate::model::{self, Declarations, Network, WorkloadKind};
@@ -141,6 +141,8 @@ fn workload_pid(
 pub(super) struct Live {
     pub runner: Runner,
     pub probes: Probes,
+    /// The stack the script applies to; every other stack stays as it is.
+    pub stack: StackName,
     pub total: Summary,
     /// What exists and the whole script still wants: an `apply()` in the middle of the
     /// script keeps it, so re-running a script never tears down what it declares later.
@@ -150,13 +152,13 @@ pub(super) struct Live {
 impl Effects for Live {
     fn apply(&mut self, decls: &Declarations) -> Result<Summary, EffectError> {
         let network = model::validate(decls).map_err(EffectError::Invalid)?;
-        let summary = self.runner.converge(&network.overlay(&kept(&self.keep, decls)), false)?;
+        let summary = self.runner.converge_stack(&self.stack, &network.overlay(&kept(&self.keep, decls)))?;
         self.total += summary;
         Ok(summary)
     }
     fn finish(&mut self, decls: &Declarations) -> Result<Summary, EffectError> {
         let network = model::validate(decls).map_err(EffectError::Invalid)?;
-        let summary = self.runner.converge(&network, false)?;
+        let summary = self.runner.converge_stack(&self.stack, &network)?;
         self.total += summary;
         Ok(summary)
     }
@@ -182,19 +184,20 @@ impl Effects for Live {
 /// typing cannot undeclare, only `destroy()` removes.
 pub(crate) struct Interactive {
     target: Target,
+    stack: StackName,
     probes: Probes,
 }
 
 impl Interactive {
     pub(crate) fn new(target: &Target) -> Self {
-        Self { target: target.clone(), probes: Probes(target.naming()) }
+        Self { target: target.clone(), stack: StackName::for_repl(target), probes: Probes(target.naming()) }
     }
 
     /// The network the session's declarations make, with what exists kept.
     pub(crate) fn network(&self, decls: &Declarations) -> Result<(Runner, Network), EffectError> {
         let network = model::validate(decls).map_err(EffectError::Invalid)?;
         let runner = Runner::open(&self.target).map_err(effect_error)?;
-        let merged = network.overlay(&kept(runner.network(), decls));
+        let merged = network.overlay(&kept(&runner.stack_network(&self.stack.name), decls));
         Ok((runner, merged))
     }
 }
@@ -202,7 +205,7 @@ impl Interactive {
 impl Effects for Interactive {
     fn apply(&mut self, decls: &Declarations) -> Result<Summary, EffectError> {
         let (mut runner, network) = self.network(decls)?;
-        runner.converge(&network, false)
+        runner.converge_stack(&self.stack, &network)
     }
     fn held_back(&self) -> bool {
         false

@@ -7,7 +7,7 @@ mod runner;
 
 use std::path::{Path, PathBuf};
 
-use crate::model::{self, Network, Problem, Protected, names};
+use crate::model::{self, Network, Problem, Protected, Span, names};
 use crate::plan::naming::Naming;
 use crate::plan::{Plan, Summary};
 use crate::script::{EffectError, Interpreter, ScriptError, Source};
@@ -52,6 +52,9 @@ impl From<EffectError> for Failure {
 pub(crate) struct Target {
     pub state_dir: PathBuf,
     pub sandbox: Option<String>,
+    /// `--stack NAME`: the stack a script or the REPL applies to (default: the script's file
+    /// stem, `repl`), or the stack `destroy` removes.
+    pub stack: Option<String>,
     /// Prefix of namespace names on the real host (`vpcsh`).
     pub prefix: String,
     /// The real host's interface towards the internet; default: the default route's.
@@ -90,6 +93,45 @@ impl Target {
     }
 }
 
+/// A stack: what one script (or REPL session) owns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StackName {
+    pub name: String,
+    /// The script it is applied from, for messages.
+    pub script: Option<String>,
+}
+
+impl StackName {
+    /// `--stack NAME`, or the script's file stem.
+    fn for_script(target: &Target, path: &Path) -> Result<Self, Failure> {
+        let name = match &target.stack {
+            Some(name) => name.clone(),
+            None => path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+        };
+        check_stack_name(&name)?;
+        Ok(Self { name, script: Some(path.display().to_string()) })
+    }
+
+    /// The REPL's stack: `--stack NAME`, or `repl`.
+    pub(crate) fn for_repl(target: &Target) -> Self {
+        Self { name: target.stack.clone().unwrap_or_else(|| "repl".into()), script: None }
+    }
+}
+
+/// Stack names are 1 to 64 letters, digits, `_`, `-` and `.` (a script's file stem, usually).
+fn check_stack_name(name: &str) -> Result<(), Failure> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        return Ok(());
+    }
+    Err(Failure::refused(
+        format!("`{name}` cannot name a stack"),
+        Some("stack names are 1-64 letters, digits, `_`, `-` and `.`: pass --stack NAME"),
+    ))
+}
+
 /// What a script run should do with the script.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Mode {
@@ -103,8 +145,13 @@ pub(crate) enum Mode {
 #[derive(Debug)]
 pub(crate) enum Outcome {
     Applied(Summary),
-    /// The plan, and the effects held back while planning (`would run: ...`).
-    Planned(Plan, Vec<String>),
+    /// The plan, the effects held back while planning (`would run: ...`), and the VPCs it
+    /// deletes because the script no longer declares them.
+    Planned {
+        plan: Plan,
+        would_run: Vec<String>,
+        deleting: Vec<String>,
+    },
     Checked {
         vpcs: usize,
         subnets: usize,
@@ -118,63 +165,170 @@ pub(crate) struct Warnings {
     pub sources: Vec<Source>,
 }
 
+/// VPCs an apply deletes because its script no longer declares them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Deletions {
+    pub stack: String,
+    pub vpcs: Vec<String>,
+    /// Every VPC the stack had.
+    pub all: bool,
+}
+
+/// What a run asks of the person (or program) that started it.
+pub(crate) trait Ui {
+    fn warn(&mut self, warnings: Warnings);
+    /// Whether an apply may go on and delete these VPCs.
+    fn confirm_deletes(&mut self, deletions: &Deletions) -> bool;
+}
+
 fn read(path: &Path) -> Result<String, Failure> {
     std::fs::read_to_string(path)
         .map_err(|e| Failure::refused(format!("cannot read {}: {e}", path.display()), None))
 }
 
 /// Runs a script file: validates it whole with effects held back, then (for `apply`) runs
-/// it for real. Any error in the first pass leaves the kernel untouched. Warnings go to
-/// `warn` as soon as they are known.
+/// it for real. Any error in the first pass leaves the kernel untouched, and so does a
+/// delete the `ui` does not agree to.
 pub(crate) fn run_script(
     target: &Target,
     path: &Path,
     mode: Mode,
-    warn: &mut dyn FnMut(Warnings),
+    ui: &mut dyn Ui,
 ) -> Result<Outcome, Failure> {
     target.check()?;
-    let name = path.display().to_string();
-    let text = read(path)?;
+    let stack = StackName::for_script(target, path)?;
+    let (name, text) = (path.display().to_string(), read(path)?);
     // `check` needs no privileges: it only peeks at the state, without locking it.
     let runner = match mode {
         Mode::Check => None,
         _ => Some(Runner::open(target)?),
     };
-    let previous = match &runner {
-        Some(r) => r.network().clone(),
-        None => {
-            state::peek(&target.dir()).map_err(runner::state_failure)?.map(|s| s.network).unwrap_or_default()
-        }
+    let applied = match &runner {
+        Some(r) => r.state().clone(),
+        None => state::peek(&target.dir()).map_err(runner::state_failure)?.unwrap_or_default(),
     };
-
-    let held_back = HeldBack { sandboxed: target.sandbox.is_some(), log: Vec::new() };
-    let mut check = Interpreter::new(Box::new(held_back), previous.clone());
-    check.quiet();
-    let checked = check
-        .run(&name, &text)
-        .and_then(|()| model::validate(&check.declarations()).map_err(ScriptError::Invalid));
-    let network = checked.map_err(|e| Failure::script(e, &check))?;
-    let problems = model::warnings(&check.declarations());
-    if !problems.is_empty() {
-        warn(Warnings { problems, sources: check.sources() });
-    }
-
+    let check = check_script(target, &stack, &applied, (&name, &text), ui)?;
+    let network = check.network;
     let Some(mut runner) = runner else {
         let hosts = network.hosts().count();
         let subnets = network.vpcs.iter().map(|v| v.subnets.len()).sum();
         return Ok(Outcome::Checked { vpcs: network.vpcs.len(), subnets, hosts });
     };
+    let deletions = check.deletions;
     if mode != Mode::Apply {
-        let would_run = check.would_run();
-        return Ok(Outcome::Planned(runner.plan(&network, false)?, would_run));
+        let plan = runner.plan_stack(&stack, &network)?;
+        return Ok(Outcome::Planned { plan, would_run: check.would_run, deleting: deletions.vpcs });
     }
-
-    let keep = previous.common(&network);
+    if !deletions.vpcs.is_empty() && !ui.confirm_deletes(&deletions) {
+        return Err(refused_deletes(&deletions));
+    }
+    let keep = applied.network.common(&network);
     let probes = effects::Probes(runner.naming().clone());
-    let mut live =
-        Interpreter::new(Box::new(Live { probes, runner, total: Summary::default(), keep }), previous);
+    let live = Live { probes, runner, stack, total: Summary::default(), keep };
+    let mut live = Interpreter::new(Box::new(live), applied.network);
     live.run(&name, &text).map_err(|e| Failure::script(e, &live))?;
     live.apply().map(Outcome::Applied).map_err(|e| Failure::script(e, &live))
+}
+
+/// What the held-back first pass of a script found.
+struct Checked {
+    network: Network,
+    would_run: Vec<String>,
+    deletions: Deletions,
+}
+
+/// Runs a script with effects held back and validates all it declares, against the other
+/// stacks too; warnings go to `ui`.
+fn check_script(
+    target: &Target,
+    stack: &StackName,
+    applied: &state::State,
+    (name, text): (&str, &str),
+    ui: &mut dyn Ui,
+) -> Result<Checked, Failure> {
+    let held_back = HeldBack { sandboxed: target.sandbox.is_some(), log: Vec::new() };
+    let mut check = Interpreter::new(Box::new(held_back), applied.network.clone());
+    check.quiet();
+    let checked = check.run(name, text).and_then(|()| {
+        let decls = check.declarations();
+        if decls.vpcs.is_empty() && !decls.destroyed_all {
+            return Err(ScriptError::Invalid(vec![declares_nothing(&stack.name)]));
+        }
+        let network = model::validate(&decls).map_err(ScriptError::Invalid)?;
+        let clashes = stack_clashes(applied, &stack.name, &decls);
+        if clashes.is_empty() { Ok((network, decls)) } else { Err(ScriptError::Invalid(clashes)) }
+    });
+    let (network, decls) = checked.map_err(|e| Failure::script(e, &check))?;
+    let problems = model::warnings(&decls);
+    if !problems.is_empty() {
+        ui.warn(Warnings { problems, sources: check.sources() });
+    }
+    // What the stack has and the script no longer declares (destroy() calls aside: asked for).
+    let destroyed: Vec<&str> = decls.vpcs.iter().filter(|v| v.removed).map(|v| v.name.as_str()).collect();
+    let had = applied.stack_vpcs(&stack.name);
+    let vpcs: Vec<String> = had
+        .iter()
+        .filter(|v| network.vpc(v).is_none() && !destroyed.contains(&v.as_str()) && !decls.destroyed_all)
+        .cloned()
+        .collect();
+    let deletions =
+        Deletions { stack: stack.name.clone(), all: !had.is_empty() && vpcs.len() == had.len(), vpcs };
+    Ok(Checked { network, would_run: check.would_run(), deletions })
+}
+
+fn declares_nothing(stack: &str) -> Problem {
+    Problem::new("this script declares nothing", Span::default(), "empty").help(format!(
+        "a script declares the VPCs it owns; an empty one is not taken as \"delete stack `{stack}`\": \
+             that is `vpcsh destroy --stack {stack}`"
+    ))
+}
+
+/// VPC names another stack owns, and host ports another stack publishes.
+fn stack_clashes(applied: &state::State, stack: &str, decls: &model::Declarations) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for (_, vpc) in decls.live_vpcs() {
+        let Some(other) = applied.stack_of(&vpc.name).filter(|s| *s != stack) else { continue };
+        let from =
+            applied.stacks[other].script.as_deref().map_or(String::new(), |s| format!(" (applied from {s})"));
+        problems.push(
+            Problem::new(format!("VPC `{}` belongs to stack `{other}`{from}", vpc.name), vpc.span, "taken")
+                .help(format!(
+                    "VPC names are unique across stacks: rename it, or `vpcsh destroy --stack {other}` first"
+                )),
+        );
+    }
+    let theirs = applied.network.only(
+        &applied.stacks.iter().filter(|(n, _)| *n != stack).flat_map(|(_, s)| s.vpcs.clone()).collect(),
+    );
+    for p in &decls.publishes {
+        if let Some(q) = theirs.publishes.iter().find(|q| q.host_port == p.host_port && q.proto == p.proto) {
+            let owner = applied.stack_of(&q.vpc).unwrap_or_default();
+            problems.push(
+                Problem::new(
+                    format!(
+                        "host port {}/{} is published by stack `{owner}` ({}/{})",
+                        p.host_port, p.proto, q.vpc, q.host
+                    ),
+                    p.span,
+                    "taken",
+                )
+                .help("each host port forwards to one host; pick another host port"),
+            );
+        }
+    }
+    problems
+}
+
+fn refused_deletes(d: &Deletions) -> Failure {
+    let what = if d.all { "every VPC".to_string() } else { format!("VPC(s) {}", d.vpcs.join(", ")) };
+    Failure::refused(
+        format!("not applied: it would delete {what} of stack `{}` ({})", d.stack, d.vpcs.join(", ")),
+        Some(&format!(
+            "the script no longer declares them; pass --yes to delete them, or remove the stack with \
+             `vpcsh destroy --stack {}`",
+            d.stack
+        )),
+    )
 }
 
 /// A VPC name that nothing applied has, with the names that are.
@@ -192,6 +346,26 @@ pub(crate) fn unknown_vpc(applied: &Network, name: &str) -> Failure {
 pub(crate) fn destroy(target: &Target, vpcs: &[String]) -> Result<Summary, Failure> {
     let mut runner = Runner::open(target)?;
     let current = runner.network().clone();
+    let stack_vpcs: Vec<String>;
+    let vpcs = match (&target.stack, vpcs) {
+        (Some(stack), []) => {
+            stack_vpcs = runner.state().stack_vpcs(stack).into_iter().collect();
+            if stack_vpcs.is_empty() {
+                let stacks: Vec<&str> = runner.state().stacks.keys().map(String::as_str).collect();
+                let help = if stacks.is_empty() {
+                    "no stacks are applied here".into()
+                } else {
+                    format!("stacks: {}", stacks.join(", "))
+                };
+                return Err(Failure::refused(
+                    format!("no stack named `{stack}` is applied here"),
+                    Some(&help),
+                ));
+            }
+            &stack_vpcs[..]
+        }
+        _ => vpcs,
+    };
     let network = if vpcs.is_empty() {
         Network::default()
     } else {

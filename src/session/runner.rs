@@ -12,7 +12,7 @@ use crate::plan::{self, Plan, Summary, desired};
 use crate::script::EffectError;
 use crate::state::{self, Store};
 
-use super::{Failure, Target};
+use super::{Failure, StackName, Target};
 
 /// The engine room: the locked state, a kernel backend and the naming of this scope.
 pub(crate) struct Runner {
@@ -167,16 +167,7 @@ impl Runner {
         let released = self.backend.release(&self.store.state.namespaces);
         self.store.state.processes = self.backend.processes();
         if result.is_ok() {
-            let turned_on = plan
-                .steps
-                .iter()
-                .any(|s| matches!(&s.op, plan::Op::SetForwarding { ns, on: true } if ns == HOST_NS));
-            if turned_on {
-                self.store.state.host_forwarding_set = true;
-            } else if network.vpcs.is_empty() {
-                self.store.state.host_forwarding_set = false;
-            }
-            self.store.state.network = network.clone();
+            self.record_applied(&plan, network);
         }
         self.save()?;
         released.map_err(op_failure)?;
@@ -194,6 +185,71 @@ impl Runner {
                 notes,
             }
         })
+    }
+
+    /// Records a network as applied: its VPCs, which stacks still own something, and
+    /// whether vpcsh turned on the real host's forwarding.
+    fn record_applied(&mut self, plan: &Plan, network: &Network) {
+        let turned_on = plan
+            .steps
+            .iter()
+            .any(|s| matches!(&s.op, plan::Op::SetForwarding { ns, on: true } if ns == HOST_NS));
+        if turned_on {
+            self.store.state.host_forwarding_set = true;
+        } else if network.vpcs.is_empty() {
+            self.store.state.host_forwarding_set = false;
+        }
+        for stack in self.store.state.stacks.values_mut() {
+            stack.vpcs.retain(|v| network.vpc(v).is_some());
+        }
+        self.store.state.stacks.retain(|_, s| !s.vpcs.is_empty());
+        self.store.state.network = network.clone();
+    }
+
+    /// The applied network of one stack.
+    pub(crate) fn stack_network(&self, stack: &str) -> Network {
+        self.network().only(&self.store.state.stack_vpcs(stack))
+    }
+
+    /// The whole network once one stack's part is `network`: every other stack as it is.
+    fn with_other_stacks(&self, stack: &StackName, network: &Network) -> Network {
+        let mine: Vec<String> = self
+            .store
+            .state
+            .stack_vpcs(&stack.name)
+            .into_iter()
+            .chain(network.vpcs.iter().map(|v| v.name.clone()))
+            .collect();
+        network.beside(&self.network().without(&mine))
+    }
+
+    /// The plan that makes one stack's part of the network `network`.
+    pub(crate) fn plan_stack(&mut self, stack: &StackName, network: &Network) -> Result<Plan, EffectError> {
+        let full = self.with_other_stacks(stack, network);
+        self.plan(&full, false)
+    }
+
+    /// Makes the kernel match `network` for one stack, leaving every other stack as it is;
+    /// the stack then owns exactly `network`'s VPCs (adopting any no stack owned).
+    pub(crate) fn converge_stack(
+        &mut self,
+        stack: &StackName,
+        network: &Network,
+    ) -> Result<Summary, EffectError> {
+        let full = self.with_other_stacks(stack, network);
+        let summary = self.converge(&full, false)?;
+        let owned = network.vpcs.iter().map(|v| v.name.clone()).collect::<BTreeSet<_>>();
+        for other in self.store.state.stacks.values_mut() {
+            other.vpcs.retain(|v| !owned.contains(v));
+        }
+        if !owned.is_empty() {
+            let entry = self.store.state.stacks.entry(stack.name.clone()).or_default();
+            entry.vpcs = owned;
+            entry.script = stack.script.clone();
+        }
+        self.store.state.stacks.retain(|_, s| !s.vpcs.is_empty());
+        self.save()?;
+        Ok(summary)
     }
 
     fn save(&self) -> Result<(), EffectError> {

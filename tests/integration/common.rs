@@ -128,8 +128,14 @@ impl Sandbox {
         run
     }
 
+    /// Writes a script; every script of one sandbox is a version of `main.rhai`, so they
+    /// all belong to the stack `main`, as one file edited between runs would.
     pub(crate) fn script(&self, text: &str) -> PathBuf {
-        self.dir.write(&format!("{}.rhai", unique("script")), text)
+        let dir = self.dir.0.join(unique("script"));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("main.rhai");
+        fs::write(&path, text).unwrap();
+        path
     }
 
     pub(crate) fn ns(&self, suffix: &str) -> String {

@@ -12,4 +12,5 @@ mod kernel;
 mod layers;
 mod peering;
 mod repl;
+mod stacks;
 mod workloads;
