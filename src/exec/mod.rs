@@ -123,6 +123,11 @@ pub(crate) fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
+/// Forgets an interruption once it has been dealt with (the REPL goes on to the next input).
+pub(crate) fn clear_interrupt() {
+    INTERRUPTED.store(false, Ordering::SeqCst);
+}
+
 /// From now on Ctrl-C and SIGTERM ask the running work to stop (see `interrupted`) instead
 /// of killing vpcsh, so it can finish the current step, roll back and save its state.
 pub(crate) fn stop_on_signals() {

@@ -230,6 +230,23 @@ impl Declarations {
         }
     }
 
+    /// How much has been declared, kind by kind: declarations are only ever added (or VPCs
+    /// marked removed), so an unchanged extent means nothing was declared.
+    pub(crate) fn extent(&self) -> [usize; 10] {
+        [
+            self.vpcs.len(),
+            self.vpcs.iter().filter(|v| v.removed).count(),
+            self.subnets.len(),
+            self.hosts.len(),
+            self.nats.len(),
+            self.publishes.len(),
+            self.peers.len(),
+            self.workloads.len(),
+            self.firewalls.len(),
+            usize::from(self.destroyed_all),
+        ]
+    }
+
     /// Addresses already given to hosts of a subnet.
     pub(crate) fn taken_in(&self, subnet: SubnetId) -> Vec<Ipv4Addr> {
         self.hosts_of(subnet).filter_map(|(_, h)| h.ip).collect()

@@ -14,7 +14,7 @@ use rustyline::{Config, Editor, history::DefaultHistory};
 use crate::commands;
 use crate::diag;
 use crate::model::{self, Declarations, Network};
-use crate::script::Interpreter;
+use crate::script::{Checkpoint, Interpreter};
 use crate::session::{Failure, Interactive, Target};
 
 use helper::Helper;
@@ -31,13 +31,30 @@ Meta-commands:
   :status            each object: ok, missing or drifted
   :load FILE         run a script in this session
   :save FILE         write a script that rebuilds this session's topology
-  :quit              leave (or Ctrl-D); Ctrl-C cancels the line";
+  :undo              take back the last input: its declarations and what it made
+  :reset             take back the whole session (asks first)
+  :quit              leave (or Ctrl-D)
+A failed input leaves no trace. Ctrl-C stops what runs (a command, a probe, an apply, which
+rolls back) and returns here.";
 
 /// A REPL session over one target.
 struct Repl {
     target: Target,
     interpreter: Interpreter,
     inputs: usize,
+    /// Where the session stood before each input that declared something, latest last
+    /// (`:undo`).
+    history: Vec<Point>,
+    /// Where it stood when it began (`:reset`).
+    start: Option<Point>,
+}
+
+/// A point to go back to: the interpreter's, and the session's stack as it was applied.
+#[derive(Clone)]
+struct Point {
+    input: String,
+    checkpoint: Checkpoint,
+    applied: Network,
 }
 
 enum Flow {
@@ -59,26 +76,79 @@ impl Repl {
         diag::eprint(&diag::from_script_error(e, &self.interpreter.sources()));
     }
 
-    /// Evaluates one complete input, then applies what it declared.
+    /// Where the session stands now, before `input`.
+    fn point(&self, input: &str) -> Option<Point> {
+        let applied = Interactive::new(&self.target).applied().ok()?;
+        Some(Point { input: input.to_string(), checkpoint: self.interpreter.checkpoint(), applied })
+    }
+
+    /// Evaluates one complete input, then applies what it declared. A failure takes the
+    /// whole input back, declarations and what it made alike.
     fn eval(&mut self, name: &str, text: &str) {
-        let value = match self.interpreter.eval_to_string(name, text) {
-            Ok(v) => v,
-            Err(e) => return self.print_error(&e),
-        };
-        match self.interpreter.apply_now() {
-            Ok(s) if s.created + s.changed + s.deleted > 0 => println!("{s}"),
-            Ok(_) => {}
-            Err(e) => return self.print_error(&e),
-        }
-        if let Some(v) = value {
-            println!("{v}");
+        let before = self.point(text);
+        let result = self.interpreter.eval_to_string(name, text).and_then(|value| {
+            let summary = self.interpreter.apply_now()?;
+            Ok((value, summary))
+        });
+        match result {
+            Ok((value, s)) => {
+                if s.created + s.changed + s.deleted > 0 {
+                    println!("{s}");
+                }
+                if let Some(v) = value {
+                    println!("{v}");
+                }
+                let declared = |p: &Point| p.checkpoint.extent() != self.declarations().extent();
+                self.history.extend(before.filter(declared));
+            }
+            Err(e) => {
+                self.print_error(&e);
+                if let Some(point) = before {
+                    self.go_back(point, "the input was taken back");
+                }
+            }
         }
     }
 
-    fn meta(&mut self, line: &str) -> Flow {
+    /// Restores a point: the interpreter, then the kernel.
+    fn go_back(&mut self, point: Point, what: &str) {
+        self.interpreter.restore(point.checkpoint);
+        match Interactive::new(&self.target).apply_on(&self.declarations(), &point.applied) {
+            Ok(s) if s.created + s.changed + s.deleted > 0 => println!("{what}: {s}"),
+            Ok(_) => {}
+            Err(f) => diag::eprint(&diag::from_failure(&f)),
+        }
+    }
+
+    fn undo(&mut self) {
+        match self.history.pop() {
+            Some(point) => {
+                let line = point.input.clone();
+                self.go_back(point, "undone");
+                println!("took back: {line}");
+            }
+            None => println!("nothing to undo"),
+        }
+    }
+
+    fn reset(&mut self, editor: &mut Editor<Helper, DefaultHistory>) {
+        let answer = editor.readline("take back everything this session declared and made? [y/N] ");
+        if !matches!(answer.as_deref().map(str::trim), Ok("y" | "Y" | "yes")) {
+            println!("kept");
+            return;
+        }
+        if let Some(start) = self.start.clone() {
+            self.go_back(start, "reset");
+            self.history.clear();
+        }
+    }
+
+    fn meta(&mut self, line: &str, editor: &mut Editor<Helper, DefaultHistory>) -> Flow {
         let (cmd, arg) = line.split_once(char::is_whitespace).map_or((line, ""), |(c, a)| (c, a.trim()));
         match cmd {
             ":quit" | ":q" | ":exit" => return Flow::Quit,
+            ":undo" => self.undo(),
+            ":reset" => self.reset(editor),
             ":help" | ":h" => self.help(arg),
             ":plan" => match self.plan() {
                 Ok(text) => print!("{text}"),
@@ -180,7 +250,10 @@ pub(crate) fn run(target: &Target) -> ExitCode {
         return ExitCode::from(1);
     }
     let interpreter = Interpreter::new(Box::new(Interactive::new(target)), model::Network::default());
-    let mut repl = Repl { target: target.clone(), interpreter, inputs: 0 };
+    let mut repl = Repl { target: target.clone(), interpreter, inputs: 0, history: Vec::new(), start: None };
+    repl.start = repl.point("");
+    // Ctrl-C stops what runs (a command in a host, a probe, an apply) and the session goes on.
+    crate::exec::stop_on_signals();
     let config = Config::builder().auto_add_history(true).build();
     let mut editor: Editor<Helper, DefaultHistory> = match Editor::with_config(config) {
         Ok(e) => e,
@@ -209,17 +282,15 @@ pub(crate) fn run(target: &Target) -> ExitCode {
                     continue;
                 }
                 if line.starts_with(':') {
-                    if let Flow::Quit = repl.meta(line) {
+                    if let Flow::Quit = repl.meta(line, &mut editor) {
                         break;
                     }
-                    continue;
+                } else if repl.mininet(line).is_none() {
+                    repl.inputs += 1;
+                    let name = format!("<input {}>", repl.inputs);
+                    repl.eval(&name, line);
                 }
-                if repl.mininet(line).is_some() {
-                    continue;
-                }
-                repl.inputs += 1;
-                let name = format!("<input {}>", repl.inputs);
-                repl.eval(&name, line);
+                crate::exec::clear_interrupt();
             }
             Err(ReadlineError::Interrupted) => continue,
             Err(ReadlineError::Eof) => break,

@@ -36,6 +36,21 @@ pub(crate) mod limits {
     pub(crate) const MAX_MAP_SIZE: usize = 10_000;
 }
 
+/// A point an interpreter can go back to: its declarations, variables and functions.
+#[derive(Clone)]
+pub(crate) struct Checkpoint {
+    decls: Declarations,
+    scope: Scope<'static>,
+    functions: AST,
+}
+
+impl Checkpoint {
+    /// How much was declared at this point (see `Declarations::extent`).
+    pub(crate) fn extent(&self) -> [usize; 10] {
+        self.decls.extent()
+    }
+}
+
 /// One Rhai engine and scope over one set of declarations; scripts and REPL lines run in it.
 pub(crate) struct Interpreter {
     engine: Engine,
@@ -128,6 +143,22 @@ impl Interpreter {
             };
             errors::from_eval(&cx, *e)
         })
+    }
+
+    /// Where the interpreter stands now (before a REPL input).
+    pub(crate) fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            decls: self.shared.borrow().decls.clone(),
+            scope: self.scope.clone(),
+            functions: self.functions.clone(),
+        }
+    }
+
+    /// Goes back to a checkpoint: what was declared, defined or assigned since is gone.
+    pub(crate) fn restore(&mut self, to: Checkpoint) {
+        self.shared.borrow_mut().decls = to.decls;
+        self.scope = to.scope;
+        self.functions = to.functions;
     }
 
     /// The script API, from the engine's metadata.

@@ -195,10 +195,29 @@ impl Interactive {
 
     /// The network the session's declarations make, with what exists kept.
     pub(crate) fn network(&self, decls: &Declarations) -> Result<(Runner, Network), EffectError> {
-        let network = model::validate(decls).map_err(EffectError::Invalid)?;
         let runner = Runner::open(&self.target).map_err(effect_error)?;
-        let merged = network.overlay(&kept(&runner.stack_network(&self.stack.name), decls));
+        let base = runner.stack_network(&self.stack.name);
+        let merged = Self::on(decls, &base)?;
         Ok((runner, merged))
+    }
+
+    /// The declarations over `base`: what the session declares, and of `base` what it does
+    /// not name.
+    fn on(decls: &Declarations, base: &Network) -> Result<Network, EffectError> {
+        let network = model::validate(decls).map_err(EffectError::Invalid)?;
+        Ok(network.overlay(&kept(base, decls)))
+    }
+
+    /// What the session's stack has applied now.
+    pub(crate) fn applied(&self) -> Result<Network, Failure> {
+        Ok(Runner::open(&self.target)?.stack_network(&self.stack.name))
+    }
+
+    /// Makes the session's stack exactly the declarations over `base` (an earlier
+    /// `applied()`): taking back an input takes back what it made.
+    pub(crate) fn apply_on(&self, decls: &Declarations, base: &Network) -> Result<Summary, Failure> {
+        let network = Self::on(decls, base)?;
+        Ok(Runner::open(&self.target)?.converge_stack(&self.stack, &network)?)
     }
 }
 

@@ -119,3 +119,57 @@ fn a_repl_session_through_a_terminal() {
     // What the session built is there after it ends, checked from outside.
     assert!(ping(&sb.ns("prod.w2"), "10.31.1.1"));
 }
+
+#[test]
+fn a_failed_input_leaves_no_trace_and_ctrl_c_returns_to_the_prompt() {
+    let sb = Sandbox::new("forgive");
+    let mut s = Session::start(&sb);
+    s.expect("vpcsh> ");
+    s.send("let v = vpc(\"v\", \"10.32.0.0/16\"); let u = v.subnet(\"u\", \"10.32.1.0/24\"); let u1 = u.host(\"u1\");\r");
+    s.expect("created");
+    s.expect("vpcsh> ");
+    // A subnet outside its VPC: a diagnostic, and then the session is as before the input.
+    s.send("v.subnet(\"bad\", \"10.99.2.0/24\")\r");
+    s.expect("not inside VPC");
+    s.expect("vpcsh> ");
+    s.send("let v2 = vpc(\"v2\", \"10.33.0.0/16\"); v2.subnet(\"s\", \"10.33.1.0/24\");\r");
+    s.expect("created");
+    s.expect("vpcsh> ");
+    s.send("u1 ip -4 -o addr show eth0\r");
+    s.expect("10.32.1.");
+    s.expect("vpcsh> ");
+    // An input that made something and then failed takes back what it made.
+    s.send(
+        "let tmp = vpc(\"tmp\", \"10.34.0.0/16\"); tmp.subnet(\"t\", \"10.34.1.0/24\"); apply(); nosuch();\r",
+    );
+    s.expect("no function `nosuch`");
+    s.expect("the input was taken back");
+    s.expect("vpcsh> ");
+    assert!(!sb.namespaces().contains(&sb.ns("tmp")), "{:?}", sb.namespaces());
+    // Ctrl-C stops a command in a host and the session goes on.
+    s.send("u1 sleep 30\r");
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    s.send("\x03");
+    s.expect("vpcsh> ");
+    assert!(started.elapsed() < Duration::from_secs(10), "Ctrl-C stopped the command");
+    s.send("40 + 2\r");
+    s.expect("42");
+    s.expect("vpcsh> ");
+    // :undo takes back the last input (v2), :reset the rest once agreed to.
+    s.send(":undo\r");
+    s.expect("took back");
+    s.expect("vpcsh> ");
+    assert!(!sb.namespaces().contains(&sb.ns("v2")), "{:?}", sb.namespaces());
+    assert!(sb.namespaces().contains(&sb.ns("v.u1")));
+    s.send(":reset\r");
+    s.expect("[y/N]");
+    s.send("y\r");
+    s.expect("reset:");
+    s.expect("vpcsh> ");
+    assert!(!sb.namespaces().contains(&sb.ns("v")), "{:?}", sb.namespaces());
+    s.send(":help ping\r");
+    s.expect("ICMP echo");
+    s.send("\x04");
+    assert!(s.child.wait().unwrap().success());
+}
