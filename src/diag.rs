@@ -140,6 +140,66 @@ pub(crate) fn from_warnings(w: &Warnings) -> Vec<Diag> {
     w.problems.iter().map(|p| from_problem(p, &w.sources).warning()).collect()
 }
 
+/// A failure as JSON diagnostics: `{severity, message, file, line, column, label, help,
+/// related: [{file, line, column, label}]}`, positions where the failure has them.
+pub(crate) fn failure_json(f: &Failure) -> Vec<serde_json::Value> {
+    match f {
+        Failure::Script { error: ScriptError::Invalid(problems), sources } => {
+            problems.iter().map(|p| problem_json(p, sources, "error")).collect()
+        }
+        Failure::Script { error: ScriptError::Fault(fault), sources } => {
+            let mut d = located(fault.span, sources);
+            d["severity"] = "error".into();
+            d["message"] = fault.message.clone().into();
+            d["label"] = fault.label.clone().into();
+            d["help"] = fault.help.clone().into();
+            d["related"] = fault
+                .chain
+                .iter()
+                .map(|(name, span)| related(*span, &format!("in call to `{name}`"), sources))
+                .collect();
+            d["notes"] = fault.notes.clone().into();
+            vec![d]
+        }
+        Failure::Problems(problems) => problems.iter().map(|p| problem_json(p, &[], "error")).collect(),
+        Failure::Refused { message, help, notes } => {
+            vec![serde_json::json!({ "severity": "error", "message": message, "help": help, "notes": notes })]
+        }
+    }
+}
+
+/// Warnings as JSON diagnostics.
+pub(crate) fn warnings_json(w: &Warnings) -> Vec<serde_json::Value> {
+    w.problems.iter().map(|p| problem_json(p, &w.sources, "warning")).collect()
+}
+
+fn problem_json(p: &Problem, sources: &[Source], severity: &str) -> serde_json::Value {
+    let mut d = located(p.span, sources);
+    d["severity"] = severity.into();
+    d["message"] = p.message.clone().into();
+    d["label"] = p.label.clone().into();
+    d["help"] = p.help.clone().into();
+    d["related"] = p.related.iter().map(|(span, label)| related(*span, label, sources)).collect();
+    d
+}
+
+/// `{file, line, column}` of a span, when its source is known.
+fn located(span: Span, sources: &[Source]) -> serde_json::Value {
+    match sources.get(span.source as usize) {
+        Some(s) => {
+            let (line, column) = line_col(&s.text, span.start);
+            serde_json::json!({ "file": s.name, "line": line, "column": column })
+        }
+        None => serde_json::json!({}),
+    }
+}
+
+fn related(span: Span, label: &str, sources: &[Source]) -> serde_json::Value {
+    let mut r = located(span, sources);
+    r["label"] = label.into();
+    r
+}
+
 /// Whether to colour output on stderr: a terminal, and `NO_COLOR` unset.
 pub(crate) fn color() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())

@@ -14,6 +14,11 @@ pub(super) struct Options {
     pub keep: bool,
     pub jobs: usize,
     pub state_dir: PathBuf,
+    /// `--sandbox NAME`: fixtures run in sandboxes `NAME-0`, `NAME-1`, ... (default
+    /// `test-PID-N`).
+    pub prefix: Option<String>,
+    /// Print one JSON document with every result instead of lines.
+    pub json: bool,
 }
 
 enum Verdict {
@@ -83,61 +88,99 @@ fn stop(child: &mut std::process::Child) {
     let _ = child.wait();
 }
 
+/// One fixture's result.
+struct Outcome {
+    script: PathBuf,
+    sandbox: String,
+    verdict: Verdict,
+    secs: f64,
+    /// The sandbox was kept for inspection (`--keep`), with its state here.
+    kept: Option<PathBuf>,
+}
+
+impl Outcome {
+    fn print(&self) {
+        let (script, secs) = (self.script.display(), self.secs);
+        match &self.verdict {
+            Verdict::Passed => println!("PASS {script} ({secs:.2} s)"),
+            Verdict::Failed(why) => {
+                println!("FAIL {script} ({secs:.2} s)");
+                why.lines().for_each(|line| println!("    {line}"));
+                if let Some(state) = &self.kept {
+                    println!(
+                        "    kept sandbox `{0}`: vpcsh --sandbox {0} --state-dir {1} status (then destroy)",
+                        self.sandbox,
+                        state.display()
+                    );
+                }
+            }
+            Verdict::Interrupted => println!("STOP {script} ({secs:.2} s): interrupted, sandbox destroyed"),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let (result, message) = match &self.verdict {
+            Verdict::Passed => ("passed", None),
+            Verdict::Failed(why) => ("failed", Some(why.clone())),
+            Verdict::Interrupted => ("interrupted", None),
+        };
+        serde_json::json!({
+            "script": self.script.display().to_string(), "sandbox": self.sandbox, "result": result,
+            "message": message, "seconds": self.secs, "kept": self.kept.is_some(),
+        })
+    }
+}
+
+/// Runs one fixture in its sandbox, destroying the sandbox afterwards unless it failed and
+/// `--keep` asks to keep it.
+fn run_one(opts: &Options, i: usize, script: &Path) -> Outcome {
+    let sandbox = match &opts.prefix {
+        Some(prefix) => format!("{prefix}-{i}"),
+        None => format!("test-{}-{i}", std::process::id()),
+    };
+    let state = opts.state_dir.join(format!("vpcsh-test-{sandbox}"));
+    let fixture = Fixture { script, sandbox: sandbox.clone(), state: state.clone() };
+    let start = Instant::now();
+    let verdict = fixture.run();
+    let secs = start.elapsed().as_secs_f64();
+    let keep = opts.keep && matches!(verdict, Verdict::Failed(_));
+    if !keep {
+        fixture.destroy();
+    }
+    Outcome { script: script.to_path_buf(), sandbox, verdict, secs, kept: keep.then_some(state) }
+}
+
 pub(super) fn run(opts: Options) -> ExitCode {
     stop_on_signals();
     let queue = Mutex::new(opts.scripts.iter().enumerate());
-    let results = Mutex::new((0usize, 0usize));
-    let print = Mutex::new(());
+    let outcomes = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..opts.jobs.max(1) {
             s.spawn(|| {
-                loop {
-                    let Some((i, script)) = queue.lock().expect("queue").next() else { break };
+                while let Some((i, script)) = queue.lock().expect("queue").next() {
                     if interrupted() {
                         break;
                     }
-                    let sandbox = format!("test-{}-{i}", std::process::id());
-                    let state = opts.state_dir.join(format!("vpcsh-test-{sandbox}"));
-                    let fixture = Fixture { script, sandbox, state };
-                    let start = Instant::now();
-                    let verdict = fixture.run();
-                    let secs = start.elapsed().as_secs_f64();
-                    let keep = opts.keep && matches!(verdict, Verdict::Failed(_));
-                    if !keep {
-                        fixture.destroy();
+                    let outcome = run_one(&opts, i, script);
+                    let mut all = outcomes.lock().expect("outcomes");
+                    if !opts.json {
+                        outcome.print();
                     }
-                    let _guard = print.lock().expect("print");
-                    let mut counts = results.lock().expect("results");
-                    match verdict {
-                        Verdict::Passed => {
-                            counts.0 += 1;
-                            println!("PASS {} ({secs:.2} s)", script.display());
-                        }
-                        Verdict::Failed(why) => {
-                            counts.1 += 1;
-                            println!("FAIL {} ({secs:.2} s)", script.display());
-                            for line in why.lines() {
-                                println!("    {line}");
-                            }
-                            if keep {
-                                println!(
-                                    "    kept sandbox `{0}`: vpcsh --sandbox {0} --state-dir {1} status (then destroy)",
-                                    fixture.sandbox,
-                                    fixture.state.display()
-                                );
-                            }
-                        }
-                        Verdict::Interrupted => {
-                            counts.1 += 1;
-                            println!("STOP {} ({secs:.2} s): interrupted, sandbox destroyed", script.display());
-                        }
-                    }
+                    all.push(outcome);
                 }
             });
         }
     });
-    let (passed, failed) = *results.lock().expect("results");
-    println!("{passed} passed, {failed} failed");
+    let outcomes = outcomes.into_inner().expect("outcomes");
+    let passed = outcomes.iter().filter(|o| matches!(o.verdict, Verdict::Passed)).count();
+    let failed = outcomes.len() - passed;
+    if opts.json {
+        let results: Vec<_> = outcomes.iter().map(Outcome::json).collect();
+        let body = serde_json::json!({ "results": results, "passed": passed, "failed": failed });
+        println!("{}", crate::commands::document("test", body));
+    } else {
+        println!("{passed} passed, {failed} failed");
+    }
     if interrupted() {
         ExitCode::from(130)
     } else if failed == 0 && passed == opts.scripts.len() {

@@ -84,9 +84,19 @@ pub(crate) fn exec(target: &Target, who: &str, command: &[String]) -> Result<Exi
     let mut cmd = Command::new(&command[0]);
     cmd.args(&command[1..]);
     netns::enter_on_exec(&mut cmd, fd);
-    let status = cmd
-        .status()
-        .map_err(|e| Failure::refused(format!("cannot run `{}` in {ns}: {e}", command[0]), None))?;
+    // As shells do: 127 when there is no such command, 126 when it cannot be run.
+    let status = match cmd.status() {
+        Ok(status) => status,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("vpcsh: {}: command not found", command[0]);
+            return Ok(ExitCode::from(127));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            eprintln!("vpcsh: {}: cannot run it: {e}", command[0]);
+            return Ok(ExitCode::from(126));
+        }
+        Err(e) => return Err(Failure::refused(format!("cannot run `{}` in {ns}: {e}", command[0]), None)),
+    };
     let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }

@@ -66,7 +66,7 @@ pub(crate) fn status(target: &Target, json: bool) -> Result<ExitCode, Failure> {
                 })
             }).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&value).expect("json serialises"));
+        println!("{}", super::document("status", value));
     } else if objects.is_empty() {
         println!("nothing is applied here");
     } else {
@@ -122,7 +122,7 @@ pub(crate) fn list(target: &Target, json: bool) -> Result<(), Failure> {
             .map(|p| json!({ "a": p.a, "b": p.b, "a_allowed": p.a_allowed, "b_allowed": p.b_allowed }))
             .collect();
         let value = json!({ "vpcs": vpcs, "peerings": peerings });
-        println!("{}", serde_json::to_string_pretty(&value).expect("json serialises"));
+        println!("{}", super::document("list", value));
         return Ok(());
     }
     if network.vpcs.is_empty() {

@@ -1,0 +1,134 @@
+//! The command line's words: subcommands, global options and their help (clap).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const ABOUT: &str = "Build AWS-style virtual private clouds on one Linux host from network namespaces, \
+veth pairs, bridges and routes, described as Rhai scripts.";
+
+const AFTER_HELP: &str = "\
+Examples:
+  vpcsh --sandbox demo scripts/demo.rhai     build the demo inside a sandbox (no host changes)
+  vpcsh --sandbox demo list                  what is there
+  vpcsh --sandbox demo exec prod/w1 -- ip addr
+  vpcsh --sandbox demo destroy               remove the sandbox and everything in it
+
+A script declares VPCs, subnets and hosts; nothing changes until `apply()` or the script's end.
+`check` validates, `plan` prints the kernel operations an apply would do, `apply` does them.";
+
+#[derive(Parser, Debug)]
+#[command(name = "vpcsh", version, about = ABOUT, after_help = AFTER_HELP)]
+pub(super) struct Cli {
+    #[command(flatten)]
+    pub(super) global: Global,
+    #[command(subcommand)]
+    pub(super) command: Option<Command>,
+    /// A script to apply (same as `vpcsh apply SCRIPT`).
+    pub(super) script: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct Global {
+    /// Work inside a sandbox namespace NAME that plays the machine, with a simulated
+    /// internet at 198.51.100.1; every namespace it makes starts with NAME.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub(super) sandbox: Option<String>,
+    /// Where vpcsh records what it owns (a sandbox keeps its own state below it).
+    #[arg(long, global = true, value_name = "DIR", default_value = crate::state::DEFAULT_DIR)]
+    pub(super) state_dir: PathBuf,
+    /// On the real host: the prefix of every namespace vpcsh makes (PREFIX.VPC, PREFIX.VPC.HOST).
+    #[arg(long, global = true, value_name = "PREFIX", default_value = crate::plan::naming::REAL_HOST_PREFIX)]
+    pub(super) prefix: String,
+    /// On the real host: the interface towards the internet (default: the default route's).
+    #[arg(long, global = true, value_name = "IFACE")]
+    pub(super) uplink: Option<String>,
+    /// The stack a script applies to (default: its file stem; the REPL's: `repl`), or, for
+    /// `destroy`, the stack to remove.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub(super) stack: Option<String>,
+    /// Agree in advance to an apply that deletes VPCs its script no longer declares.
+    #[arg(long, global = true)]
+    pub(super) yes: bool,
+    /// More log output (-v info, -vv debug: every kernel operation).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub(super) verbose: u8,
+    /// Only errors and what the script itself prints.
+    #[arg(short, long, global = true)]
+    pub(super) quiet: bool,
+    /// Print data and diagnostics as JSON (schemas in docs/json.md).
+    #[arg(long, global = true)]
+    pub(super) json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum Command {
+    /// Run a script and make reality match it.
+    Apply {
+        script: PathBuf,
+        /// Print what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print every kernel operation an apply would do (or `no changes`); change nothing.
+    Plan { script: PathBuf },
+    /// Validate a script: diagnostics only, no changes, no root needed.
+    Check { script: PathBuf },
+    /// Remove the named VPCs, or everything vpcsh owns here (a sandbox included).
+    Destroy { vpcs: Vec<String> },
+    /// Every owned object, read from the kernel: ok, missing or drifted; processes.
+    Status,
+    /// VPCs, subnets, hosts and addresses.
+    List,
+    /// Run a command inside a host (VPC/HOST), a VPC router (VPC) or `internet`; exits
+    /// with the command's status (127: no such command, 126: cannot run it). With no
+    /// command, an interactive shell (on a terminal).
+    Exec {
+        target: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Firewall policies in the original tool's JSON format.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Print the logs of the processes run() and serve() started in a host (VPC/HOST).
+    Logs { target: String },
+    /// Run each script as a test fixture in a fresh sandbox of its own, destroyed
+    /// afterwards; prints a line per script and `N passed, N failed`.
+    Test {
+        #[arg(required = true)]
+        scripts: Vec<PathBuf>,
+        /// Keep the sandbox of a failed script for inspection.
+        #[arg(long)]
+        keep: bool,
+        /// Scripts run at the same time.
+        #[arg(long, short = 'j', default_value_t = 1)]
+        jobs: usize,
+    },
+    /// An interactive session: declarations apply as you type (also: `vpcsh` on a terminal).
+    Repl,
+    /// Print the script reference, every function and property, as Markdown.
+    Reference,
+    /// The built-in HTTP server, run by vpcsh inside a namespace.
+    #[command(name = "__serve", hide = true)]
+    Serve {
+        #[arg(long)]
+        netns: String,
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        body: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum PolicyCommand {
+    /// Attach a policy to the applied subnet whose CIDR the file names ("subnet"), e.g.
+    /// {"subnet": "10.0.1.0/24", "ingress": [{"port": 80, "protocol": "tcp", "action": "allow"}]}
+    Apply {
+        file: PathBuf,
+        /// The VPC, when several have a subnet with that CIDR.
+        #[arg(long)]
+        vpc: Option<String>,
+    },
+}

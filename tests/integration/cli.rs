@@ -1,0 +1,109 @@
+//! The command line guides: a mistyped command gets a suggestion, `-q` is quiet, `exec`
+//! works as shells do, `vpcsh test` honours `--sandbox`, and every data or diagnostic
+//! output has a versioned JSON form.
+
+use crate::common::*;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/test");
+
+fn json(run: &Run) -> serde_json::Value {
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {run:?}"))
+}
+
+#[test]
+fn a_mistyped_command_is_a_usage_error_with_a_suggestion() {
+    let run: Run = vpcsh().arg("statsu").output().unwrap().into();
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("did you mean `status`?"), "{run:?}");
+    // A path that does not exist is still a script that cannot be read.
+    let run: Run = vpcsh().arg("no/such.rhai").output().unwrap().into();
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("cannot read no/such.rhai"), "{run:?}");
+}
+
+#[test]
+fn quiet_prints_only_errors_and_the_scripts_own_output() {
+    let sb = Sandbox::new("quiet");
+    let script = sb
+        .script("let p = vpc(\"p\", \"10.41.0.0/16\"); p.subnet(\"s\", \"10.41.1.0/24\"); print(\"hello\");");
+    let run = sb.run(&["-q", "apply", script.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stdout, "hello\n", "{run:?}");
+    assert_eq!(run.stderr, "", "{run:?}");
+    let destroyed = sb.run(&["destroy", "-q"]);
+    assert_eq!(destroyed.stdout, "", "{destroyed:?}");
+}
+
+#[test]
+fn exec_works_as_shells_do() {
+    let sb = Sandbox::new("exec");
+    sb.apply("let p = vpc(\"p\", \"10.42.0.0/16\"); p.subnet(\"s\", \"10.42.1.0/24\").host(\"h\");");
+    let without_dashes = sb.run(&["exec", "p/h", "ip", "-4", "-o", "addr", "show", "eth0"]);
+    assert_eq!(without_dashes.code, 0, "{without_dashes:?}");
+    assert!(without_dashes.stdout.contains("10.42.1.2/24"), "{without_dashes:?}");
+    assert_eq!(sb.run(&["exec", "p/h", "--", "sh", "-c", "exit 5"]).code, 5);
+    let missing = sb.run(&["exec", "p/h", "no-such-command"]);
+    assert_eq!(missing.code, 127, "{missing:?}");
+    assert!(missing.stderr.contains("command not found"), "{missing:?}");
+    assert_eq!(sb.run(&["exec", "p/h", "/tmp"]).code, 126, "a directory cannot run");
+    let no_command = sb.cmd(&["exec", "p/h"]).stdin(std::process::Stdio::null()).output().unwrap();
+    assert_eq!(Run::from(no_command).code, 2, "no command and no terminal is a usage error");
+}
+
+#[test]
+fn vpcsh_test_names_its_sandboxes_after_the_sandbox_option() {
+    let prefix = unique("tp");
+    let run: Run = vpcsh()
+        .args(["--sandbox", &prefix, "--json", "test", "passes.rhai", "fails_an_assertion.rhai"])
+        .current_dir(FIXTURES)
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(run.code, 1, "{run:?}");
+    let doc = json(&run);
+    assert_eq!((doc["version"].as_u64(), doc["kind"].as_str()), (Some(1), Some("test")), "{doc}");
+    assert_eq!((doc["passed"].as_u64(), doc["failed"].as_u64()), (Some(1), Some(1)), "{doc}");
+    let results = doc["results"].as_array().unwrap();
+    let mut sandboxes: Vec<&str> = results.iter().filter_map(|r| r["sandbox"].as_str()).collect();
+    sandboxes.sort();
+    assert_eq!(sandboxes, [format!("{prefix}-0"), format!("{prefix}-1")], "{doc}");
+    let failed = results.iter().find(|r| r["result"] == "failed").unwrap();
+    assert!(failed["message"].as_str().unwrap().contains("assertion failed"), "{doc}");
+    assert!(list_netns().iter().all(|n| !n.starts_with(&prefix)), "cleaned up");
+}
+
+#[test]
+fn plan_check_apply_and_errors_have_json_forms() {
+    let sb = Sandbox::new("json");
+    let good = sb.script("let p = vpc(\"p\", \"10.43.0.0/16\"); p.subnet(\"s\", \"10.43.1.0/24\");");
+    let good = good.to_str().unwrap();
+    let check = json(&sb.run(&["--json", "check", good]));
+    assert_eq!(
+        (check["kind"].as_str(), check["vpcs"].as_u64(), check["version"].as_u64()),
+        (Some("check"), Some(1), Some(1))
+    );
+    let plan = json(&sb.run(&["plan", good, "--json"]));
+    let ops = plan["operations"].as_array().unwrap();
+    assert!(
+        ops.iter().any(|o| o["op"] == "create-netns"
+            && o["owner"]["kind"] == "host"
+            && o["owner"]["name"] == "p/s"),
+        "{plan}"
+    );
+    let apply = json(&sb.run(&["--json", "apply", good]));
+    assert_eq!(apply["kind"], "apply");
+    assert!(apply["created"].as_u64().unwrap() > 0, "{apply}");
+    let status = json(&sb.run(&["--json", "status"]));
+    let vpc = status["objects"].as_array().unwrap().iter().find(|o| o["kind"] == "vpc").unwrap().clone();
+    assert_eq!((vpc["name"].as_str(), vpc["stack"].as_str()), (Some("p"), Some("main")), "{status}");
+
+    let bad = sb.script("let p = vpc(\"p\", \"10.43.0.0/16\");\np.subnet(\"s\", \"10.99.1.0/24\");");
+    let run = sb.run(&["--json", "check", bad.to_str().unwrap()]);
+    assert_eq!(run.code, 1);
+    let error = json(&run);
+    assert_eq!(error["kind"], "error");
+    let d = &error["diagnostics"][0];
+    assert_eq!((d["line"].as_u64(), d["column"].as_u64()), (Some(2), Some(1)), "{error}");
+    assert!(d["message"].as_str().unwrap().contains("not inside VPC"), "{error}");
+    assert_eq!(d["related"][0]["line"], 1, "{error}");
+}
