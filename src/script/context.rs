@@ -111,7 +111,13 @@ pub(super) fn option_type_error<T>(
     want: &str,
     got: &Dynamic,
 ) -> Res<T> {
-    fail_here(ctx, shared, format!("option `{key}` must be {want}, not {}", got.type_name()), "wrong type")
+    // A value of the right kind but out of range is named; anything else by its type.
+    let (got, label) = if got.is_int() || got.is_float() || got.is_bool() {
+        (got.to_string(), "wrong value")
+    } else {
+        (got.type_name().to_string(), "wrong type")
+    };
+    fail_here(ctx, shared, format!("option `{key}` must be {want}, not {got}"), label)
 }
 
 /// Fails when `vpc` was destroyed earlier in the script.

@@ -40,6 +40,20 @@ impl std::fmt::Display for Endpoint {
     }
 }
 
+/// How long a probe waits, and how many times ping tries; unset, the session's default
+/// (shorter in a sandbox, where everything answers within a millisecond).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct ProbeOptions {
+    pub timeout: Option<Duration>,
+    pub count: u32,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        Self { timeout: None, count: 1 }
+    }
+}
+
 /// What `exec()` returns.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ExecOutput {
@@ -77,13 +91,20 @@ pub(crate) trait Effects {
 /// Commands and probes: `exec()`, `ping()`, `connect()`, `http_get()`.
 pub(crate) trait Prober {
     fn exec(&mut self, on: &Endpoint, argv: &[String], timeout: Duration) -> Result<ExecOutput, EffectError>;
-    fn ping(&mut self, from: &Endpoint, to: Ipv4Addr) -> Result<bool, EffectError>;
-    fn connect(&mut self, from: &Endpoint, to: Ipv4Addr, port: u16) -> Result<bool, EffectError>;
+    fn ping(&mut self, from: &Endpoint, to: Ipv4Addr, opts: ProbeOptions) -> Result<bool, EffectError>;
+    fn connect(
+        &mut self,
+        from: &Endpoint,
+        to: Ipv4Addr,
+        port: u16,
+        opts: ProbeOptions,
+    ) -> Result<bool, EffectError>;
     fn http_get(
         &mut self,
         from: &Endpoint,
         to: Ipv4Addr,
         port: u16,
         path: &str,
+        opts: ProbeOptions,
     ) -> Result<(u16, String), EffectError>;
 }

@@ -17,7 +17,7 @@ use std::rc::Rc;
 
 use rhai::{AST, Engine, Scope};
 
-pub(crate) use effects::{EffectError, Effects, Endpoint, ExecOutput, Prober};
+pub(crate) use effects::{EffectError, Effects, Endpoint, ExecOutput, ProbeOptions, Prober};
 pub(crate) use errors::{Fault, ScriptError, suggest};
 pub(crate) use reference::{Function, Reference};
 pub(crate) use span::Source;

@@ -11,7 +11,7 @@ use rhai::{Array, Dynamic, Map, NativeCallContext};
 use super::context::{
     Res, Shared, check_options, effect_failed, fail, fail_here, option_type_error, run_apply, shared, span,
 };
-use super::effects::{EffectError, Endpoint, Prober};
+use super::effects::{EffectError, Endpoint, ProbeOptions, Prober};
 use super::errors::Fault;
 use super::handles::{HostHandle, InternetHandle, SubnetHandle, first_host, host_ip};
 use crate::model::{HostId, HostRef, WorkloadDecl, WorkloadKind};
@@ -87,6 +87,35 @@ fn argv(ctx: &NativeCallContext, shared: &Shared, cmd: &Dynamic) -> Res<Vec<Stri
     )
     .help("e.g. run(w1, \"sleep 1000\") or run(w1, [\"sleep\", \"1000\"])");
     fail(ctx, fault)
+}
+
+/// A probe's options: `#{ timeout: secs }`, and for ping `count`.
+fn probe_options(ctx: &NativeCallContext, func: &str, opts: &Map, count: bool) -> Res<ProbeOptions> {
+    let sh = shared(ctx);
+    let shared = sh.borrow();
+    check_options(ctx, &shared, func, opts, if count { &["timeout", "count"] } else { &["timeout"] })?;
+    let mut out = ProbeOptions::default();
+    if let Some(v) = opts.get("timeout") {
+        match v.as_int().map(|s| s as f64).or_else(|_| v.as_float()) {
+            Ok(secs) if secs > 0.0 && secs <= 60.0 => out.timeout = Some(Duration::from_secs_f64(secs)),
+            _ => {
+                return option_type_error(
+                    ctx,
+                    &shared,
+                    "timeout",
+                    "a number of seconds above 0, at most 60",
+                    v,
+                );
+            }
+        }
+    }
+    if let Some(v) = opts.get("count") {
+        match v.as_int().ok().and_then(|n| u32::try_from(n).ok()).filter(|n| (1..=100).contains(n)) {
+            Some(n) => out.count = n,
+            None => return option_type_error(ctx, &shared, "count", "a whole number from 1 to 100", v),
+        }
+    }
+    Ok(out)
 }
 
 /// `run()`'s options: `#{ restart: bool }`.
@@ -249,22 +278,45 @@ mod api {
         super::exec(&ctx, &host, &cmd, opts)
     }
 
-    /// Whether `to` answers an ICMP echo from `from` within 1 s.
+    /// Whether `to` answers an ICMP echo from `from`: within 1 s on a real host, 0.5 s in a
+    /// sandbox, or `#{ timeout: secs }`; `#{ count: n }` tries up to n echoes.
     #[rhai_fn(return_raw)]
     pub fn ping(ctx: NativeCallContext, from: Dynamic, to: Dynamic) -> Res<bool> {
-        probe(&ctx, &from, &to, |p, from, to| p.ping(from, to))
+        ping_with(ctx, from, to, Map::new())
+    }
+    #[rhai_fn(name = "ping", return_raw)]
+    pub fn ping_with(ctx: NativeCallContext, from: Dynamic, to: Dynamic, opts: Map) -> Res<bool> {
+        let opts = probe_options(&ctx, "ping", &opts, true)?;
+        probe(&ctx, &from, &to, |p, from, to| p.ping(from, to, opts))
     }
 
-    /// Whether a TCP connection from `from` to `to:port` is accepted within 1 s.
+    /// Whether a TCP connection from `from` to `to:port` is accepted (timeouts as `ping`).
     #[rhai_fn(return_raw)]
     pub fn connect(ctx: NativeCallContext, from: Dynamic, to: Dynamic, port: i64) -> Res<bool> {
+        connect_with(ctx, from, to, port, Map::new())
+    }
+    #[rhai_fn(name = "connect", return_raw)]
+    pub fn connect_with(
+        ctx: NativeCallContext,
+        from: Dynamic,
+        to: Dynamic,
+        port: i64,
+        opts: Map,
+    ) -> Res<bool> {
+        let opts = probe_options(&ctx, "connect", &opts, false)?;
         let port = u16::try_from(port).unwrap_or(0);
-        probe(&ctx, &from, &to, |p, from, to| p.connect(from, to, port))
+        probe(&ctx, &from, &to, |p, from, to| p.connect(from, to, port, opts))
     }
 
-    /// An HTTP GET from a host: `#{ status, body }`, status 0 when nothing answered.
+    /// An HTTP GET from a host: `#{ status, body }`, status 0 when nothing answered
+    /// (timeouts as `ping`).
     #[rhai_fn(return_raw)]
     pub fn http_get(ctx: NativeCallContext, from: Dynamic, url: &str) -> Res<Map> {
+        http_get_with(ctx, from, url, Map::new())
+    }
+    #[rhai_fn(name = "http_get", return_raw)]
+    pub fn http_get_with(ctx: NativeCallContext, from: Dynamic, url: &str, opts: Map) -> Res<Map> {
+        let opts = probe_options(&ctx, "http_get", &opts, false)?;
         let Some((host, port, path)) = parse_url(url) else {
             let fault = Fault::new(
                 format!("`{url}` is not an http:// URL with an address"),
@@ -275,7 +327,7 @@ mod api {
             return fail(&ctx, fault);
         };
         let (status, body) =
-            probe(&ctx, &from, &Dynamic::from(host), |p, from, to| p.http_get(from, to, port, &path))?;
+            probe(&ctx, &from, &Dynamic::from(host), |p, from, to| p.http_get(from, to, port, &path, opts))?;
         let mut m = Map::new();
         m.insert("status".into(), Dynamic::from(i64::from(status)));
         m.insert("body".into(), Dynamic::from(body));

@@ -11,7 +11,7 @@ use crate::exec::process::ProcessRecord;
 use crate::model::{self, Declarations, Network, WorkloadKind};
 use crate::plan::naming::Naming;
 use crate::plan::{Summary, desired};
-use crate::script::{EffectError, Effects, Endpoint, ExecOutput, Prober};
+use crate::script::{EffectError, Effects, Endpoint, ExecOutput, ProbeOptions, Prober};
 
 /// Effects held back: `check`, `plan` and dry runs validate and plan, changing nothing.
 /// Probes answer true, commands succeed with no output, and each is noted for `plan`.
@@ -51,12 +51,18 @@ impl Prober for HeldBack {
         self.log.push(format!("exec in {}: {}", on, argv.join(" ")));
         Ok(ExecOutput::default())
     }
-    fn ping(&mut self, from: &Endpoint, to: Ipv4Addr) -> Result<bool, EffectError> {
-        self.log.push(format!("ping from {} to {to}", from));
+    fn ping(&mut self, from: &Endpoint, to: Ipv4Addr, _: ProbeOptions) -> Result<bool, EffectError> {
+        self.log.push(format!("ping from {from} to {to}"));
         Ok(true)
     }
-    fn connect(&mut self, from: &Endpoint, to: Ipv4Addr, port: u16) -> Result<bool, EffectError> {
-        self.log.push(format!("connect from {} to {to}:{port}", from));
+    fn connect(
+        &mut self,
+        from: &Endpoint,
+        to: Ipv4Addr,
+        port: u16,
+        _: ProbeOptions,
+    ) -> Result<bool, EffectError> {
+        self.log.push(format!("connect from {from} to {to}:{port}"));
         Ok(true)
     }
     fn http_get(
@@ -65,6 +71,7 @@ impl Prober for HeldBack {
         to: Ipv4Addr,
         port: u16,
         path: &str,
+        _: ProbeOptions,
     ) -> Result<(u16, String), EffectError> {
         self.log.push(format!("http get from {} of http://{to}:{port}{path}", from));
         Ok((200, String::new()))
@@ -84,6 +91,11 @@ fn kept(keep: &Network, decls: &Declarations) -> Network {
 pub(super) struct Probes(pub Naming);
 
 impl Probes {
+    /// The probe's own timeout, or the default for where it runs.
+    fn timeout(&self, opts: ProbeOptions) -> Duration {
+        opts.timeout.unwrap_or(if self.0.sandbox { probe::SANDBOX_TIMEOUT } else { probe::TIMEOUT })
+    }
+
     fn ns(&self, e: &Endpoint) -> Result<String, EffectError> {
         match e {
             Endpoint::Host { vpc, host } => Ok(self.0.host_ns(vpc, host)),
@@ -102,13 +114,20 @@ impl Prober for Probes {
             .map_err(|e| failed(format!("running `{}` in {ns}: {e}", argv[0])))?;
         Ok(ExecOutput { code: out.code, stdout: out.stdout, stderr: out.stderr })
     }
-    fn ping(&mut self, from: &Endpoint, to: Ipv4Addr) -> Result<bool, EffectError> {
+    fn ping(&mut self, from: &Endpoint, to: Ipv4Addr, opts: ProbeOptions) -> Result<bool, EffectError> {
         let ns = self.ns(from)?;
-        probe::ping(&ns, to, probe::TIMEOUT).map_err(|e| failed(format!("pinging {to} from {ns}: {e}")))
+        probe::ping(&ns, to, self.timeout(opts), opts.count)
+            .map_err(|e| failed(format!("pinging {to} from {ns}: {e}")))
     }
-    fn connect(&mut self, from: &Endpoint, to: Ipv4Addr, port: u16) -> Result<bool, EffectError> {
+    fn connect(
+        &mut self,
+        from: &Endpoint,
+        to: Ipv4Addr,
+        port: u16,
+        opts: ProbeOptions,
+    ) -> Result<bool, EffectError> {
         let ns = self.ns(from)?;
-        probe::connect(&ns, to, port, probe::TIMEOUT)
+        probe::connect(&ns, to, port, self.timeout(opts))
             .map_err(|e| failed(format!("connecting to {to}:{port} from {ns}: {e}")))
     }
     fn http_get(
@@ -117,9 +136,10 @@ impl Prober for Probes {
         to: Ipv4Addr,
         port: u16,
         path: &str,
+        opts: ProbeOptions,
     ) -> Result<(u16, String), EffectError> {
         let ns = self.ns(from)?;
-        probe::http_get(&ns, to, port, path, probe::TIMEOUT)
+        probe::http_get(&ns, to, port, path, self.timeout(opts))
             .map_err(|e| failed(format!("fetching http://{to}:{port}{path} from {ns}: {e}")))
     }
 }

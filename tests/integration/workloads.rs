@@ -93,6 +93,22 @@ fn removing_run_from_the_script_stops_the_process() {
     assert!(!command_runs("sleep 302"), "the shell's child kept running");
 }
 
+#[test]
+fn probes_take_a_timeout_and_a_count() {
+    let sb = Sandbox::new("probeopts");
+    let run = sb.apply(&format!(
+        r#"{TOPOLOGY}
+        serve(w1, 80);
+        assert(ping(db, w1, #{{ count: 3 }}), "reachable, counted");
+        assert(!ping(w1, d1, #{{ timeout: 0.2, count: 2 }}), "another VPC, quickly");
+        assert(connect(db, w1, 80, #{{ timeout: 2 }}), "a connect with its own timeout");
+        assert(!connect(db, d1, 80, #{{ timeout: 0.1 }}), "refused across VPCs");
+        assert(http_get(db, `http://${{w1.ip}}/`, #{{ timeout: 2 }}).body == "prod/w1\n", "an http_get with one");
+        print("probes ok");"#
+    ));
+    assert!(run.stdout.contains("probes ok"), "{run:?}");
+}
+
 /// The `status --json` records of the processes whose command mentions `needle`.
 fn records(sb: &Sandbox, needle: &str) -> Vec<serde_json::Value> {
     let status: serde_json::Value = serde_json::from_str(&sb.run(&["status", "--json"]).stdout).unwrap();
