@@ -111,13 +111,18 @@ pub(super) fn option_type_error<T>(
     want: &str,
     got: &Dynamic,
 ) -> Res<T> {
-    // A value of the right kind but out of range is named; anything else by its type.
-    let (got, label) = if got.is_int() || got.is_float() || got.is_bool() {
-        (got.to_string(), "wrong value")
-    } else {
-        (got.type_name().to_string(), "wrong type")
-    };
-    fail_here(ctx, shared, format!("option `{key}` must be {want}, not {got}"), label)
+    fail_here(ctx, shared, format!("option `{key}` must be {want}, not {}", got.type_name()), "wrong type")
+}
+
+/// An option of the right type whose value is out of range: the value is named.
+pub(super) fn option_value_error<T>(
+    ctx: &NativeCallContext,
+    shared: &Shared,
+    key: &str,
+    want: &str,
+    got: &Dynamic,
+) -> Res<T> {
+    fail_here(ctx, shared, format!("option `{key}` must be {want}, not {got}"), "out of range")
 }
 
 /// Fails when `vpc` was destroyed earlier in the script.

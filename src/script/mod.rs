@@ -240,10 +240,16 @@ pub(crate) mod tests {
         fn exec(&mut self, _: &Endpoint, _: &[String], _: Duration) -> Result<ExecOutput, EffectError> {
             Ok(ExecOutput::default())
         }
-        fn ping(&mut self, _: &Endpoint, _: Ipv4Addr) -> Result<bool, EffectError> {
+        fn ping(&mut self, _: &Endpoint, _: Ipv4Addr, _: ProbeOptions) -> Result<bool, EffectError> {
             Ok(true)
         }
-        fn connect(&mut self, _: &Endpoint, _: Ipv4Addr, _: u16) -> Result<bool, EffectError> {
+        fn connect(
+            &mut self,
+            _: &Endpoint,
+            _: Ipv4Addr,
+            _: u16,
+            _: ProbeOptions,
+        ) -> Result<bool, EffectError> {
             Ok(true)
         }
         fn http_get(
@@ -252,6 +258,7 @@ pub(crate) mod tests {
             _: Ipv4Addr,
             _: u16,
             _: &str,
+            _: ProbeOptions,
         ) -> Result<(u16, String), EffectError> {
             Ok((200, String::new()))
         }

@@ -9,7 +9,8 @@ use rhai::plugin::*;
 use rhai::{Array, Dynamic, Map, NativeCallContext};
 
 use super::context::{
-    Res, Shared, check_options, effect_failed, fail, fail_here, option_type_error, run_apply, shared, span,
+    Res, Shared, check_options, effect_failed, fail, fail_here, option_type_error, option_value_error,
+    run_apply, shared, span,
 };
 use super::effects::{EffectError, Endpoint, ProbeOptions, Prober};
 use super::errors::Fault;
@@ -110,9 +111,10 @@ fn probe_options(ctx: &NativeCallContext, func: &str, opts: &Map, count: bool) -
         }
     }
     if let Some(v) = opts.get("count") {
-        match v.as_int().ok().and_then(|n| u32::try_from(n).ok()).filter(|n| (1..=100).contains(n)) {
-            Some(n) => out.count = n,
-            None => return option_type_error(ctx, &shared, "count", "a whole number from 1 to 100", v),
+        match v.as_int().map(|n| u32::try_from(n).ok().filter(|n| (1..=100).contains(n))) {
+            Ok(Some(n)) => out.count = n,
+            Ok(None) => return option_value_error(ctx, &shared, "count", "a whole number from 1 to 100", v),
+            Err(_) => return option_type_error(ctx, &shared, "count", "a whole number", v),
         }
     }
     Ok(out)
