@@ -142,8 +142,22 @@ fn optional_cidr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Ipv4Ne
 }
 
 /// Reads a seed-format policy; errors carry the line and column of the mistake.
+#[cfg(test)]
 pub(crate) fn read_seed(json: &str) -> Result<SeedPolicy, serde_json::Error> {
     serde_json::from_str(json)
+}
+
+/// Reads a file of one policy, or of a list of them (one per subnet, as users of the
+/// original tool often kept them); an empty list is an error.
+pub(crate) fn read_seeds(json: &str) -> Result<Vec<SeedPolicy>, serde_json::Error> {
+    if !json.trim_start().starts_with('[') {
+        return serde_json::from_str(json).map(|one| vec![one]);
+    }
+    let many: Vec<SeedPolicy> = serde_json::from_str(json)?;
+    if many.is_empty() {
+        return Err(serde::de::Error::custom("the file holds an empty list of policies"));
+    }
+    Ok(many)
 }
 
 #[cfg(test)]
@@ -186,6 +200,16 @@ mod tests {
         assert!(err.to_string().contains("70000"), "{err}");
         let err = read_seed("{\"ingress\": [{\"port\": 80, \"action\": \"alow\"}]}").unwrap_err();
         assert!(err.to_string().contains("unknown variant `alow`"), "{err}");
+    }
+
+    #[test]
+    fn a_file_holds_one_policy_or_a_non_empty_list() {
+        let many =
+            read_seeds(r#"[{"subnet": "10.0.1.0/24"}, {"subnet": "10.0.2.0/24", "ingress": []}]"#).unwrap();
+        assert_eq!(many.len(), 2);
+        assert_eq!(read_seeds(r#"{"ingress": []}"#).unwrap().len(), 1);
+        let empty = read_seeds(" [ ] ").unwrap_err();
+        assert!(empty.to_string().contains("empty list of policies"), "{empty}");
     }
 
     #[test]

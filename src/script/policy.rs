@@ -11,8 +11,8 @@ use super::context::{Res, Shared, cidr, fail, live_vpc, shared, span};
 use super::errors::{Fault, suggest};
 use super::handles::{HostHandle, SubnetHandle, VpcHandle};
 use super::span::{Source, offset};
-use crate::model::policy::{SeedPolicy, SeedRule, parse_ports, read_seed};
-use crate::model::{FirewallDecl, FirewallTarget, PeerRef, PolicyDecl, RuleDecl, RuleProto, Span};
+use crate::model::policy::{SeedPolicy, SeedRule, parse_ports, read_seeds};
+use crate::model::{FirewallDecl, FirewallTarget, PeerRef, PolicyDecl, RuleDecl, RuleProto, Span, SubnetId};
 
 /// A policy map or rule with a problem: what is wrong, and how to fix it.
 fn bad<T>(ctx: &NativeCallContext, shared: &Shared, message: String, help: Option<String>) -> Res<T> {
@@ -149,13 +149,23 @@ fn rule(ctx: &NativeCallContext, shared: &mut Shared, v: &Dynamic, ingress: bool
     Ok(RuleDecl { proto, ports, peers, allow })
 }
 
-fn policy(ctx: &NativeCallContext, shared: &mut Shared, map: &Map) -> Res<PolicyDecl> {
+/// The policy a map holds for a subnet: its own rules, checked against the subnet it names,
+/// or from a list of policies (`policy_file` of a list) the one for this subnet.
+fn policy(ctx: &NativeCallContext, shared: &mut Shared, map: &Map, subnet: SubnetId) -> Res<PolicyDecl> {
+    if let Some(list) = map.get("policies") {
+        let chosen = choose(ctx, shared, list, subnet)?;
+        return policy(ctx, shared, &chosen, subnet);
+    }
     let mut out = PolicyDecl::default();
     for (key, value) in map {
         let ingress = match key.as_str() {
             "ingress" => true,
             "egress" => false,
-            other => return unknown_key(ctx, shared, other, "policy", &["ingress", "egress"]),
+            "subnet" => {
+                check_subnet(ctx, shared, value, subnet)?;
+                continue;
+            }
+            other => return unknown_key(ctx, shared, other, "policy", &["ingress", "egress", "subnet"]),
         };
         let Some(list) = value.clone().try_cast::<Array>() else {
             return bad(ctx, shared, format!("`{key}` is a list of rules, not {}", value.type_name()), None);
@@ -166,6 +176,48 @@ fn policy(ctx: &NativeCallContext, shared: &mut Shared, map: &Map) -> Res<Policy
         }
     }
     Ok(out)
+}
+
+/// The CIDR a policy names as its subnet, as a network.
+fn named_subnet(value: &Dynamic) -> Option<ipnetwork::Ipv4Network> {
+    value.clone().into_string().ok()?.parse().ok()
+}
+
+/// A policy that names a subnet is for that subnet only.
+fn check_subnet(ctx: &NativeCallContext, shared: &Shared, value: &Dynamic, subnet: SubnetId) -> Res<()> {
+    let target = shared.decls.subnet(subnet);
+    if target.cidr.net.is_some() && named_subnet(value) != target.cidr.net {
+        let message =
+            format!("this policy is for subnet {value}, but `{}` is {}", target.name, target.cidr.text);
+        return bad(
+            ctx,
+            shared,
+            message,
+            Some("attach it to the subnet it names, or fix its \"subnet\"".into()),
+        );
+    }
+    Ok(())
+}
+
+/// From a list of policies, the one whose subnet is `subnet`'s CIDR.
+fn choose(ctx: &NativeCallContext, shared: &Shared, list: &Dynamic, subnet: SubnetId) -> Res<Map> {
+    let target = shared.decls.subnet(subnet);
+    let maps: Vec<Map> =
+        list.clone().into_array().unwrap_or_default().into_iter().filter_map(|m| m.try_cast()).collect();
+    let named: Vec<String> = maps.iter().filter_map(|m| Some(m.get("subnet")?.to_string())).collect();
+    let mut fitting = maps.into_iter().filter(|m| m.get("subnet").and_then(named_subnet) == target.cidr.net);
+    match (fitting.next(), fitting.next()) {
+        (Some(one), None) => Ok(one),
+        (None, _) => bad(
+            ctx,
+            shared,
+            format!("none of these policies is for `{}` ({})", target.name, target.cidr.text),
+            Some(format!("the file has policies for: {}", named.join(", "))),
+        ),
+        (Some(_), Some(_)) => {
+            bad(ctx, shared, format!("several of these policies are for {}", target.cidr.text), None)
+        }
+    }
 }
 
 fn declare(ctx: &NativeCallContext, target: &Dynamic, map: &Map) -> Res<()> {
@@ -184,7 +236,7 @@ fn declare(ctx: &NativeCallContext, target: &Dynamic, map: &Map) -> Res<()> {
         FirewallTarget::Subnet(s) => s,
     };
     live_vpc(ctx, &shared, shared.decls.subnet(subnet).vpc)?;
-    let policy = policy(ctx, &mut shared, map)?;
+    let policy = policy(ctx, &mut shared, map, subnet)?;
     shared.decls.firewalls.push(FirewallDecl { target, policy });
     Ok(())
 }
@@ -215,6 +267,9 @@ fn seed_to_map(seed: &SeedPolicy) -> Map {
             .collect()
     };
     let mut map = Map::new();
+    if let Some(subnet) = seed.subnet {
+        map.insert("subnet".into(), Dynamic::from(subnet.to_string()));
+    }
     map.insert("ingress".into(), Dynamic::from_array(convert(&seed.ingress, "from")));
     if !seed.egress.is_empty() {
         map.insert("egress".into(), Dynamic::from_array(convert(&seed.egress, "to")));
@@ -235,8 +290,12 @@ fn policy_file(ctx: &NativeCallContext, path: &str) -> Res<Map> {
             return fail(ctx, fault.help("the path is relative to the script"));
         }
     };
-    let e = match read_seed(&text) {
-        Ok(seed) => return Ok(seed_to_map(&seed)),
+    let e = match read_seeds(&text) {
+        Ok(seeds) if seeds.len() == 1 => return Ok(seed_to_map(&seeds[0])),
+        Ok(seeds) => {
+            let all: Array = seeds.iter().map(|s| Dynamic::from_map(seed_to_map(s))).collect();
+            return Ok(Map::from([("policies".into(), Dynamic::from_array(all))]));
+        }
         Err(e) => e,
     };
     let call = span(&shared, ctx);
@@ -294,7 +353,9 @@ mod api {
     }
 
     /// Reads a policy in the original tool's JSON format (path relative to the script) into
-    /// the policy map `firewall()` takes.
+    /// the policy map `firewall()` takes. A file may hold a list of policies: `firewall()`
+    /// then takes the one whose `"subnet"` is its target's; a policy that names another
+    /// subnet than its target's is a diagnostic.
     #[rhai_fn(return_raw)]
     pub fn policy_file(ctx: NativeCallContext, path: &str) -> Res<Map> {
         super::policy_file(&ctx, path)

@@ -386,21 +386,41 @@ pub(crate) fn destroy(target: &Target, vpcs: &[String]) -> Result<Summary, Failu
     Ok(summary)
 }
 
-/// `vpcsh policy apply FILE.json [--vpc VPC]`: a seed-format policy onto the applied subnet
-/// whose CIDR it names.
+/// `vpcsh policy apply FILE.json [--vpc VPC]`: a seed-format policy, or a list of them,
+/// each onto the applied subnet whose CIDR it names; all of them in one apply.
 pub(crate) fn apply_policy(target: &Target, path: &Path, vpc: Option<&str>) -> Result<Summary, Failure> {
     let name = path.display().to_string();
-    let seed = model::policy::read_seed(&read(path)?).map_err(|e| {
+    let seeds = model::policy::read_seeds(&read(path)?).map_err(|e| {
         Failure::refused(format!("{name}: {e}"), Some("see `vpcsh policy --help` for the format"))
     })?;
-    let Some(cidr) = seed.subnet else {
-        return Err(Failure::refused(
-            format!("{name} names no subnet"),
-            Some("add \"subnet\": \"10.0.1.0/24\" (the CIDR of the subnet to protect)"),
-        ));
-    };
     let mut runner = Runner::open(target)?;
     let mut network = runner.network().clone();
+    for seed in &seeds {
+        let Some(cidr) = seed.subnet else {
+            return Err(Failure::refused(
+                format!("{name}: a policy names no subnet"),
+                Some("add \"subnet\": \"10.0.1.0/24\" (the CIDR of the subnet to protect)"),
+            ));
+        };
+        let (vpc_name, subnet) = subnet_with(&network, cidr, vpc)?;
+        let firewall = model::Firewall {
+            vpc: vpc_name,
+            protects: Protected::Subnet(subnet),
+            ingress: seed.ingress.iter().map(|r| r.to_firewall_rule()).collect(),
+            egress: seed.egress.iter().map(|r| r.to_firewall_rule()).collect(),
+        };
+        network.firewalls.retain(|f| !f.same_target(&firewall));
+        network.firewalls.push(firewall);
+    }
+    Ok(runner.converge(&network, false)?)
+}
+
+/// The one applied subnet with this CIDR (in `vpc`, when given): its VPC and name.
+fn subnet_with(
+    network: &Network,
+    cidr: ipnetwork::Ipv4Network,
+    vpc: Option<&str>,
+) -> Result<(String, String), Failure> {
     let matches: Vec<(String, String)> = network
         .vpcs
         .iter()
@@ -409,29 +429,20 @@ pub(crate) fn apply_policy(target: &Target, path: &Path, vpc: Option<&str>) -> R
             v.subnets.iter().filter(|s| s.cidr == cidr).map(move |s| (v.name.clone(), s.name.clone()))
         })
         .collect();
-    let (vpc_name, subnet) = match &matches[..] {
-        [one] => one.clone(),
+    match &matches[..] {
+        [one] => Ok(one.clone()),
         [] => {
             let scope = vpc.map_or(String::new(), |v| format!(" in VPC `{v}`"));
-            return Err(Failure::refused(format!("no applied subnet has CIDR {cidr}{scope}"), None));
+            Err(Failure::refused(format!("no applied subnet has CIDR {cidr}{scope}"), None))
         }
         many => {
             let list: Vec<String> = many.iter().map(|(v, s)| format!("{v}/{s}")).collect();
-            return Err(Failure::refused(
+            Err(Failure::refused(
                 format!("CIDR {cidr} is a subnet of several VPCs: {}", list.join(", ")),
                 Some("pass --vpc VPC to choose one"),
-            ));
+            ))
         }
-    };
-    let firewall = model::Firewall {
-        vpc: vpc_name,
-        protects: Protected::Subnet(subnet),
-        ingress: seed.ingress.iter().map(|r| r.to_firewall_rule()).collect(),
-        egress: seed.egress.iter().map(|r| r.to_firewall_rule()).collect(),
-    };
-    network.firewalls.retain(|f| !f.same_target(&firewall));
-    network.firewalls.push(firewall);
-    Ok(runner.converge(&network, false)?)
+    }
 }
 
 /// The script API reference (every function and property, from the engine's own doc

@@ -140,3 +140,43 @@ fn policy_apply_attaches_a_seed_policy_by_cidr() {
     assert!(connects(&sb, "prod.app", "10.10.1.2", 80) && !connects(&sb, "prod.app", "10.10.1.2", 22));
     assert!(in_ns(&sb.ns("dev.web"), &["nft", "list", "tables"]).stdout.trim().is_empty(), "dev untouched");
 }
+
+#[test]
+fn a_file_of_several_policies_serves_both_paths_alike() {
+    let sb = Sandbox::new("fwlist");
+    // Two policies in one file, as users of the original tool kept them: web allows 80,
+    // app allows 8080 only from web.
+    let list = r#"[{"subnet": "10.10.1.0/24", "ingress": [{"port": 80, "protocol": "tcp", "action": "allow"}]},
+                   {"subnet": "10.10.2.0/24", "ingress": [{"port": 80, "protocol": "tcp", "action": "allow", "source": "10.10.1.0/24"}]}]"#;
+    sb.dir.write("list.json", list);
+    // Through the script: each target takes its own policy from the list.
+    let script = sb.dir.write(
+        "main.rhai",
+        &format!("{TOPOLOGY}\nfirewall(web, policy_file(\"list.json\"));\nfirewall(app, policy_file(\"list.json\"));"),
+    );
+    let run = sb.run(&["apply", script.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        connects(&sb, "prod.db", "10.10.1.2", 80) && !connects(&sb, "prod.db", "10.10.1.2", 22),
+        "web's policy"
+    );
+    assert!(
+        connects(&sb, "prod.w1", "10.10.2.2", 80) && !connects(&sb, "prod.db", "10.10.2.2", 80),
+        "app's policy"
+    );
+
+    // Through `vpcsh policy apply`: every policy onto the subnet it names, in one apply.
+    let fresh = Sandbox::new("fwlistcli");
+    fresh.apply(TOPOLOGY);
+    let file = fresh.dir.write("list.json", list);
+    let run = fresh.run(&["policy", "apply", file.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(connects(&fresh, "prod.db", "10.10.1.2", 80) && !connects(&fresh, "prod.db", "10.10.1.2", 22));
+    assert!(connects(&fresh, "prod.w1", "10.10.2.2", 80) && !connects(&fresh, "prod.db", "10.10.2.2", 80));
+    // An empty list and a bad subnet are refused by both paths.
+    for bad in ["[]", r#"{"subnet": "10.10.1.0/33", "ingress": []}"#] {
+        let file = fresh.dir.write("bad.json", bad);
+        let run = fresh.run(&["policy", "apply", file.to_str().unwrap()]);
+        assert_eq!(run.code, 1, "{bad}: {run:?}");
+    }
+}
