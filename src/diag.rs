@@ -118,6 +118,7 @@ pub(crate) fn from_script_error(e: &ScriptError, sources: &[Source]) -> Vec<Diag
     match e {
         ScriptError::Invalid(problems) => problems.iter().map(|p| from_problem(p, sources)).collect(),
         ScriptError::Fault(f) => vec![from_fault(f, sources)],
+        ScriptError::Exit(_) => Vec::new(),
     }
 }
 
@@ -147,6 +148,7 @@ pub(crate) fn failure_json(f: &Failure) -> Vec<serde_json::Value> {
         Failure::Script { error: ScriptError::Invalid(problems), sources } => {
             problems.iter().map(|p| problem_json(p, sources, "error")).collect()
         }
+        Failure::Script { error: ScriptError::Exit(_), .. } => Vec::new(),
         Failure::Script { error: ScriptError::Fault(fault), sources } => {
             let mut d = located(fault.span, sources);
             d["severity"] = "error".into();

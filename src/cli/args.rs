@@ -47,6 +47,9 @@ pub(super) struct Global {
     /// `destroy`, the stack to remove.
     #[arg(long, global = true, value_name = "NAME")]
     pub(super) stack: Option<String>,
+    /// The most network namespaces one script may make (a VPC is one, and each host).
+    #[arg(long, global = true, value_name = "N", default_value_t = 20_000)]
+    pub(super) max_namespaces: usize,
     /// Agree in advance to an apply that deletes VPCs its script no longer declares.
     #[arg(long, global = true)]
     pub(super) yes: bool,

@@ -31,6 +31,7 @@ pub fn main() -> ExitCode {
         state_dir: cli.global.state_dir.clone(),
         sandbox: cli.global.sandbox.clone(),
         stack: cli.global.stack.clone(),
+        max_namespaces: cli.global.max_namespaces,
         prefix: cli.global.prefix.clone(),
         uplink: cli.global.uplink.clone(),
     };
@@ -52,10 +53,13 @@ pub fn main() -> ExitCode {
     };
     match run(command, &target, &out) {
         Ok(code) => code,
-        Err(failure) => {
-            out.failure(&failure);
-            ExitCode::from(1)
-        }
+        Err(failure) => match failure.exit_code() {
+            Some(code) => ExitCode::from(code as u8),
+            None => {
+                out.failure(&failure);
+                ExitCode::from(1)
+            }
+        },
     }
 }
 

@@ -14,7 +14,7 @@ use rustyline::{Config, Editor, history::DefaultHistory};
 use crate::commands;
 use crate::diag;
 use crate::model::{self, Declarations, Network};
-use crate::script::{Checkpoint, Interpreter};
+use crate::script::{Checkpoint, Interpreter, ScriptError};
 use crate::session::{Failure, Interactive, Target};
 
 use helper::Helper;
@@ -47,6 +47,8 @@ struct Repl {
     history: Vec<Point>,
     /// Where it stood when it began (`:reset`).
     start: Option<Point>,
+    /// `exit(code)` was typed: leave with that status.
+    exit: Option<i32>,
 }
 
 /// A point to go back to: the interpreter's, and the session's stack as it was applied.
@@ -101,6 +103,7 @@ impl Repl {
                 let declared = |p: &Point| p.checkpoint.extent() != self.declarations().extent();
                 self.history.extend(before.filter(declared));
             }
+            Err(ScriptError::Exit(code)) => self.exit = Some(code),
             Err(e) => {
                 self.print_error(&e);
                 if let Some(point) = before {
@@ -250,7 +253,8 @@ pub(crate) fn run(target: &Target) -> ExitCode {
         return ExitCode::from(1);
     }
     let interpreter = Interpreter::new(Box::new(Interactive::new(target)), model::Network::default());
-    let mut repl = Repl { target: target.clone(), interpreter, inputs: 0, history: Vec::new(), start: None };
+    let mut repl =
+        Repl { target: target.clone(), interpreter, inputs: 0, history: Vec::new(), start: None, exit: None };
     repl.start = repl.point("");
     // Ctrl-C stops what runs (a command in a host, a probe, an apply) and the session goes on.
     crate::exec::stop_on_signals();
@@ -291,6 +295,9 @@ pub(crate) fn run(target: &Target) -> ExitCode {
                     repl.eval(&name, line);
                 }
                 crate::exec::clear_interrupt();
+                if repl.exit.is_some() {
+                    break;
+                }
             }
             Err(ReadlineError::Interrupted) => continue,
             Err(ReadlineError::Eof) => break,
@@ -304,5 +311,5 @@ pub(crate) fn run(target: &Target) -> ExitCode {
         let _ = path.parent().map(std::fs::create_dir_all);
         let _ = editor.save_history(path);
     }
-    ExitCode::SUCCESS
+    ExitCode::from(repl.exit.unwrap_or(0) as u8)
 }

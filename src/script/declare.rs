@@ -10,7 +10,7 @@ use rhai::{Map, NativeCallContext};
 use super::context::{
     Res, Shared, check_options, cidr, fail, live_vpc, option_type_error, run_apply, shared, span,
 };
-use super::errors::Fault;
+use super::errors::{Fault, ScriptError};
 use super::handles::{HostHandle, SubnetHandle, VpcHandle, first_host};
 use crate::model::{
     HostDecl, HostId, HostRef, NatDecl, PeerDecl, Problem, PublishDecl, Span, SubnetDecl, SubnetId,
@@ -306,6 +306,17 @@ mod api {
         let sh = shared(&ctx);
         sh.borrow_mut().decls.vpcs[vpc.0.0].removed = true;
         run_apply(&ctx, &sh).map(|_| ())
+    }
+
+    /// Ends the script here; vpcsh exits with `code` (0: as if the script ended, and what it
+    /// declares is applied; otherwise nothing more is applied).
+    #[rhai_fn(return_raw)]
+    pub fn exit(ctx: NativeCallContext, code: i64) -> Res<()> {
+        fail(&ctx, ScriptError::Exit(i32::try_from(code).unwrap_or(1).clamp(0, 255)))
+    }
+    #[rhai_fn(name = "exit", return_raw)]
+    pub fn exit_ok(ctx: NativeCallContext) -> Res<()> {
+        fail(&ctx, ScriptError::Exit(0))
     }
 
     /// Fails the script with a diagnostic at the call when `cond` is false.

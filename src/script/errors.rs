@@ -42,6 +42,8 @@ pub(crate) enum ScriptError {
     /// The declarations do not validate: every problem.
     Invalid(Vec<Problem>),
     Fault(Box<Fault>),
+    /// `exit(code)`: the script ends here, and vpcsh with this status.
+    Exit(i32),
 }
 
 impl From<Fault> for ScriptError {
@@ -58,6 +60,7 @@ impl std::fmt::Display for ScriptError {
                 write!(f, "{}", msgs.join("; "))
             }
             ScriptError::Fault(fault) => write!(f, "{}", fault.message),
+            ScriptError::Exit(code) => write!(f, "exit({code})"),
         }
     }
 }

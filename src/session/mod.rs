@@ -29,6 +29,16 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
+    /// The exit status a script asked for with `exit(code)`, if that is what this is.
+    pub(crate) fn exit_code(&self) -> Option<i32> {
+        match self {
+            Failure::Script { error: ScriptError::Exit(code), .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+impl Failure {
     pub(crate) fn refused(message: impl Into<String>, help: Option<&str>) -> Self {
         Failure::Refused { message: message.into(), help: help.map(Into::into), notes: Vec::new() }
     }
@@ -55,6 +65,8 @@ pub(crate) struct Target {
     /// `--stack NAME`: the stack a script or the REPL applies to (default: the script's file
     /// stem, `repl`), or the stack `destroy` removes.
     pub stack: Option<String>,
+    /// The most network namespaces one script may make (`--max-namespaces`).
+    pub max_namespaces: usize,
     /// Prefix of namespace names on the real host (`vpcsh`).
     pub prefix: String,
     /// The real host's interface towards the internet; default: the default route's.
@@ -226,7 +238,10 @@ pub(crate) fn run_script(
     let probes = effects::Probes(runner.naming().clone());
     let live = Live { probes, runner, stack, total: Summary::default(), keep };
     let mut live = Interpreter::new(Box::new(live), applied.network);
-    live.run(&name, &text).map_err(|e| Failure::script(e, &live))?;
+    match live.run(&name, &text) {
+        Ok(()) | Err(ScriptError::Exit(0)) => {}
+        Err(e) => return Err(Failure::script(e, &live)),
+    }
     live.apply().map(Outcome::Applied).map_err(|e| Failure::script(e, &live))
 }
 
@@ -249,13 +264,18 @@ fn check_script(
     let held_back = HeldBack { sandboxed: target.sandbox.is_some(), log: Vec::new() };
     let mut check = Interpreter::new(Box::new(held_back), applied.network.clone());
     check.quiet();
-    let checked = check.run(name, text).and_then(|()| {
+    let ran = match check.run(name, text) {
+        Err(ScriptError::Exit(0)) => Ok(()),
+        other => other,
+    };
+    let checked = ran.and_then(|()| {
         let decls = check.declarations();
         if decls.vpcs.is_empty() && !decls.destroyed_all {
             return Err(ScriptError::Invalid(vec![declares_nothing(&stack.name)]));
         }
         let network = model::validate(&decls).map_err(ScriptError::Invalid)?;
-        let clashes = stack_clashes(applied, &stack.name, &decls);
+        let mut clashes = stack_clashes(applied, &stack.name, &decls);
+        clashes.extend(ceiling(&network, &decls, target.max_namespaces));
         if clashes.is_empty() { Ok((network, decls)) } else { Err(ScriptError::Invalid(clashes)) }
     });
     let (network, decls) = checked.map_err(|e| Failure::script(e, &check))?;
@@ -317,6 +337,30 @@ fn stack_clashes(applied: &state::State, stack: &str, decls: &model::Declaration
         }
     }
     problems
+}
+
+/// The ceiling on namespaces, at the VPC that would pass it: a typo in a loop bound should
+/// be a diagnostic, not a hundred thousand namespaces.
+fn ceiling(network: &Network, decls: &model::Declarations, max: usize) -> Option<Problem> {
+    let mut made = 0;
+    for vpc in &network.vpcs {
+        made += 1 + vpc.subnets.iter().map(|s| s.hosts.len()).sum::<usize>();
+        if made > max {
+            let total: usize = network.vpcs.len() + network.hosts().count();
+            let span = decls.vpc_by_name(&vpc.name).map_or(Span::default(), |id| decls.vpc(id).span);
+            return Some(
+                Problem::new(
+                    format!("this script makes {total} network namespaces; one script makes at most {max}"),
+                    span,
+                    "the ceiling is passed here",
+                )
+                .help(
+                    "a VPC is one namespace and so is each host; raise the ceiling with --max-namespaces N",
+                ),
+            );
+        }
+    }
+    None
 }
 
 fn refused_deletes(d: &Deletions) -> Failure {

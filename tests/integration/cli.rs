@@ -107,3 +107,33 @@ fn plan_check_apply_and_errors_have_json_forms() {
     assert!(d["message"].as_str().unwrap().contains("not inside VPC"), "{error}");
     assert_eq!(d["related"][0]["line"], 1, "{error}");
 }
+
+#[test]
+fn exit_sets_the_status_and_a_namespace_ceiling_guards_loops() {
+    let dir = TempDir::new("exit");
+    let three = dir.write(
+        "three.rhai",
+        "let p = vpc(\"p\", \"10.44.0.0/16\");\nexit(3);\nlet q = vpc(\"q\", \"10.45.0.0/16\");",
+    );
+    let run: Run = vpcsh().arg("check").arg(&three).output().unwrap().into();
+    assert_eq!(run.code, 3, "{run:?}");
+    assert_eq!(run.stderr, "", "exit is no error: {run:?}");
+    let zero = dir.write(
+        "zero.rhai",
+        "let p = vpc(\"p\", \"10.44.0.0/16\");\nexit(0);\nlet q = vpc(\"q\", \"10.45.0.0/16\");",
+    );
+    let run: Run = vpcsh().arg("check").arg(&zero).output().unwrap().into();
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("ok (1 VPCs"), "the script ends at exit(0): {run:?}");
+
+    let many = dir.write("many.rhai", "for i in 0..4 { let v = vpc(`v${i}`, `10.${50 + i}.0.0/16`); v.subnet(\"s\", `10.${50 + i}.1.0/24`); }");
+    let run: Run = vpcsh().args(["--max-namespaces", "5", "check"]).arg(&many).output().unwrap().into();
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("this script makes 8 network namespaces; one script makes at most 5"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("--max-namespaces"), "{run:?}");
+    let run: Run = vpcsh().args(["--max-namespaces", "8", "check"]).arg(&many).output().unwrap().into();
+    assert_eq!(run.code, 0, "{run:?}");
+}
