@@ -137,3 +137,26 @@ fn exit_sets_the_status_and_a_namespace_ceiling_guards_loops() {
     let run: Run = vpcsh().args(["--max-namespaces", "8", "check"]).arg(&many).output().unwrap().into();
     assert_eq!(run.code, 0, "{run:?}");
 }
+
+#[test]
+fn exec_with_no_command_opens_a_shell_on_a_terminal() {
+    use std::io::Write;
+    let sb = Sandbox::new("shell");
+    sb.apply("let p = vpc(\"p\", \"10.46.0.0/16\"); p.subnet(\"s\", \"10.46.1.0/24\").host(\"h\");");
+    let command = format!("{VPCSH} --sandbox {} --state-dir {} exec p/h", sb.name, sb.dir.0.display());
+    let mut child = std::process::Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .env("SHELL", "/bin/sh")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The shell runs inside the host: it sees the host's address.
+    let keys = "ip -4 -o addr show eth0 | grep -c 10.46.1.2/24; exit 7\n";
+    child.stdin.take().unwrap().write_all(keys.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let counted = text.lines().any(|l| !l.contains("grep") && l.trim_end().ends_with('1'));
+    assert!(counted, "the shell's grep found the host's address: {text}");
+    assert_eq!(out.status.code(), Some(7), "the shell's status: {text}");
+}
