@@ -33,6 +33,7 @@ struct Space {
     /// `None` when this kernel has no nftables; only rules need it.
     nft: Option<Nft>,
     forwarding: bool,
+    ipv6: bool,
     index: HashMap<String, u32>,
     /// Made by this run: every link in it is known, so new links get their index chosen
     /// here (saving a lookup per link); otherwise indexes are looked up by name.
@@ -84,11 +85,11 @@ impl Netlink {
     fn space(&mut self, ns: &str) -> io::Result<&mut Space> {
         if !self.spaces.contains_key(ns) {
             let fd = netns::open(ns)?;
-            let (socket, nft, forwarding) = netns::run_in(&fd, || {
-                Ok((Socket::new(NETLINK_ROUTE)?, Nft::open().ok(), netns::forwarding()?))
+            let (socket, nft, forwarding, ipv6) = netns::run_in(&fd, || {
+                Ok((Socket::new(NETLINK_ROUTE)?, Nft::open().ok(), netns::forwarding()?, netns::ipv6()?))
             })?;
             let handle = self.connect(socket);
-            let space = Space { fd, handle, nft, forwarding, index: HashMap::new(), fresh: false };
+            let space = Space { fd, handle, nft, forwarding, ipv6, index: HashMap::new(), fresh: false };
             self.spaces.insert(ns.into(), space);
         }
         Ok(self.spaces.get_mut(ns).expect("inserted above"))
@@ -110,7 +111,7 @@ impl Netlink {
         Ok(msg.header.index)
     }
 
-    fn create_netns(&mut self, ns: &str, forwarding: bool) -> io::Result<()> {
+    fn create_netns(&mut self, ns: &str, forwarding: bool, ipv6: bool) -> io::Result<()> {
         if !self.netns_dir_ready {
             netns::prepare_dir()?;
             self.netns_dir_ready = true;
@@ -118,6 +119,10 @@ impl Netlink {
         let (socket, nft) = netns::create(ns, move || {
             if forwarding {
                 netns::set_forwarding(true)?;
+            }
+            // Before any device but `lo` exists: every later one is made with IPv6 off too.
+            if !ipv6 {
+                netns::set_ipv6(false)?;
             }
             Ok((Socket::new(NETLINK_ROUTE)?, Nft::open().ok()))
         })?;
@@ -127,7 +132,7 @@ impl Netlink {
         let lo_up = LinkUnspec::new_with_index(1).up().build();
         self.rt.block_on(handle.link().set(lo_up).execute()).map_err(io_err)?;
         let index = HashMap::from([("lo".to_string(), 1)]);
-        self.spaces.insert(ns.into(), Space { fd, handle, nft, forwarding, index, fresh: true });
+        self.spaces.insert(ns.into(), Space { fd, handle, nft, forwarding, ipv6, index, fresh: true });
         Ok(())
     }
 
@@ -177,7 +182,14 @@ impl Netlink {
 
     fn apply_op(&mut self, op: &Op) -> io::Result<()> {
         match op {
-            Op::CreateNetns { ns, forwarding } => self.create_netns(ns, *forwarding),
+            Op::CreateNetns { ns, forwarding, ipv6 } => self.create_netns(ns, *forwarding, *ipv6),
+            Op::SetIpv6 { ns, on } => {
+                let on = *on;
+                let space = self.space(ns)?;
+                netns::run_in(&space.fd, move || netns::set_ipv6(on))?;
+                space.ipv6 = on;
+                Ok(())
+            }
             Op::DeleteNetns { ns } => self.delete_netns(ns),
             Op::SetForwarding { ns, on } => {
                 let on = *on;
@@ -333,7 +345,7 @@ impl Netlink {
     fn observe_ns(&mut self, ns: &str) -> io::Result<Netns> {
         let space = self.space(ns)?;
         let handle = space.handle.clone();
-        let forwarding = space.forwarding;
+        let (forwarding, ipv6) = (space.forwarding, space.ipv6);
         let (links, addrs, routes) = self
             .rt
             .block_on(async {
@@ -350,7 +362,7 @@ impl Netlink {
             .map_err(io_err)?;
         let names: HashMap<u32, String> =
             links.iter().filter_map(|l| Some((l.header.index, link_name(l)?))).collect();
-        let mut out = Netns { forwarding, ..Netns::default() };
+        let mut out = Netns { forwarding, ipv6: Some(ipv6), ..Netns::default() };
         out.links = links
             .iter()
             .filter_map(|l| Some((names.get(&l.header.index)?.clone(), link_of(l, &names))))

@@ -148,6 +148,29 @@ pub(crate) fn set_forwarding(on: bool) -> io::Result<()> {
     fs::write("/proc/sys/net/ipv4/ip_forward", if on { "1" } else { "0" })
 }
 
+/// Whether IPv6 is on in the calling thread's namespace (off on a kernel without it).
+pub(crate) fn ipv6() -> io::Result<bool> {
+    match fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6") {
+        Ok(v) => Ok(v.trim() == "0"),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Turns IPv6 on or off in the calling thread's namespace: for every device there now
+/// (`all`) and every device made later (`default`).
+pub(crate) fn set_ipv6(on: bool) -> io::Result<()> {
+    let value = if on { "0" } else { "1" };
+    for scope in ["all", "default"] {
+        match fs::write(format!("/proc/sys/net/ipv6/conf/{scope}/disable_ipv6"), value) {
+            // A kernel without IPv6 has it off already.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !on => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
 /// Makes `cmd`'s child enter the namespace `fd` between fork and exec, so the command (and
 /// only it) runs inside, whatever thread spawns it.
 pub(crate) fn enter_on_exec(cmd: &mut std::process::Command, fd: OwnedFd) {

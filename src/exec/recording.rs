@@ -43,8 +43,8 @@ impl Backend for Recording {
         };
         let link = |kind| Link { kind, master: None, up: true, owner: Owner::Unclaimed, ours: true };
         match op {
-            Op::CreateNetns { ns, forwarding } => {
-                let mut n = Netns { forwarding: *forwarding, ..Netns::default() };
+            Op::CreateNetns { ns, forwarding, ipv6 } => {
+                let mut n = Netns { forwarding: *forwarding, ipv6: Some(*ipv6), ..Netns::default() };
                 n.links.insert("lo".into(), Link { ours: false, ..link(LinkKind::Loopback) });
                 self.state.namespaces.insert(ns.clone(), n);
             }
@@ -55,6 +55,7 @@ impl Backend for Recording {
                 let n = self.state.namespaces.get_mut(op.ns()).ok_or_else(missing)?;
                 match op {
                     Op::SetForwarding { on, .. } => n.forwarding = *on,
+                    Op::SetIpv6 { on, .. } => n.ipv6 = Some(*on),
                     Op::CreateBridge { name, .. } => {
                         n.links.insert(name.clone(), link(LinkKind::Bridge));
                     }

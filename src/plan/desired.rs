@@ -54,6 +54,8 @@ pub(crate) fn desired(network: &Network, machine: &Machine) -> KernelState {
         let owner = Owner::Vpc(vpc.name.clone());
         let mut router = netns_with_lo(&owner);
         router.forwarding = true;
+        // No VPC has IPv6 yet: off in all its namespaces, so nothing walks around IPv4 rules.
+        router.ipv6 = Some(false);
         let link_net = transfer[&vpc.name];
         let (machine_ip, router_ip) = transfer_ips(link_net);
         let machine_end = Naming::machine_uplink(&vpc.name);
@@ -92,6 +94,7 @@ pub(crate) fn desired(network: &Network, machine: &Machine) -> KernelState {
 /// A host's namespace: `eth0` with its address and default route, its firewall, its workloads.
 fn host_netns(network: &Network, vpc: &Vpc, subnet: &Subnet, host: &Host, owner: &Owner) -> Netns {
     let mut ns = netns_with_lo(owner);
+    ns.ipv6 = Some(false);
     ns.links.insert(HOST_IFNAME.into(), link(LinkKind::VethPeer, None, owner));
     ns.addrs.insert(Addr { dev: HOST_IFNAME.into(), net: net(host.ip, subnet.cidr.prefix()) });
     ns.routes.insert(Route { dst: default_route(), via: subnet.gateway, dev: HOST_IFNAME.into() });

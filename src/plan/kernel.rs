@@ -95,6 +95,9 @@ pub(crate) struct Netns {
     /// The model object this namespace realises.
     pub owner: Owner,
     pub forwarding: bool,
+    /// Whether IPv6 is on (`net.ipv6.conf.{all,default}.disable_ipv6`); `None` in a wanted
+    /// namespace whose IPv6 vpcsh leaves as it is (the machine's, the simulated internet).
+    pub ipv6: Option<bool>,
     pub links: BTreeMap<String, Link>,
     pub addrs: BTreeSet<Addr>,
     pub routes: BTreeSet<Route>,

@@ -120,8 +120,14 @@ pub(crate) fn plan_from(desired: &KernelState, observed: &KernelState, previous:
     for (name, want) in &desired.namespaces {
         let have = observed.namespaces.get(name);
         if have.is_none() {
-            p.netns
-                .push(step(&want.owner, Op::CreateNetns { ns: name.clone(), forwarding: want.forwarding }));
+            p.netns.push(step(
+                &want.owner,
+                Op::CreateNetns {
+                    ns: name.clone(),
+                    forwarding: want.forwarding,
+                    ipv6: want.ipv6.unwrap_or(true),
+                },
+            ));
         }
         diff_netns(&mut p, name, want, have.unwrap_or(&empty), have.is_none(), desired, observed);
         diff_ruleset(&mut p, name, want, have.unwrap_or(&empty), previous.namespaces.get(name));
@@ -174,6 +180,12 @@ fn diff_netns(
     if !fresh && want.forwarding != have.forwarding {
         let undo = Op::SetForwarding { ns: ns.into(), on: have.forwarding };
         p.changes.push(change(&want.owner, Op::SetForwarding { ns: ns.into(), on: want.forwarding }, undo));
+    }
+    if let (false, Some(on), Some(was)) = (fresh, want.ipv6, have.ipv6)
+        && on != was
+    {
+        let undo = Op::SetIpv6 { ns: ns.into(), on: was };
+        p.changes.push(change(&want.owner, Op::SetIpv6 { ns: ns.into(), on }, undo));
     }
     let scope = Scope { ns, fresh, desired, observed };
     for (name, wl) in &want.links {

@@ -8,10 +8,16 @@ use super::nft::{Ruleset, TABLE};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Op {
-    /// A new namespace with `lo` up, and IPv4 forwarding on when it routes.
+    /// A new namespace with `lo` up, IPv4 forwarding on when it routes, and IPv6 off unless
+    /// its VPC has IPv6 (a firewall that only IPv4 knows must not be walked around).
     CreateNetns {
         ns: String,
         forwarding: bool,
+        ipv6: bool,
+    },
+    SetIpv6 {
+        ns: String,
+        on: bool,
     },
     DeleteNetns {
         ns: String,
@@ -99,6 +105,7 @@ impl Op {
             | Op::StartProcess { .. }
             | Op::SetRuleset { replace: false, .. } => OpClass::Create,
             Op::SetForwarding { .. }
+            | Op::SetIpv6 { .. }
             | Op::SetLink { .. }
             | Op::ReplaceRoute { .. }
             | Op::SetRuleset { .. } => OpClass::Change,
@@ -132,6 +139,7 @@ impl Op {
             Op::CreateNetns { .. } => "create-netns",
             Op::DeleteNetns { .. } => "delete-netns",
             Op::SetForwarding { .. } => "set-forwarding",
+            Op::SetIpv6 { .. } => "set-ipv6",
             Op::CreateBridge { .. } => "create-bridge",
             Op::CreateVeth { .. } => "create-veth",
             Op::SetLink { .. } => "set-link",
@@ -154,6 +162,7 @@ impl Op {
             Op::CreateNetns { ns, .. }
             | Op::DeleteNetns { ns }
             | Op::SetForwarding { ns, .. }
+            | Op::SetIpv6 { ns, .. }
             | Op::CreateBridge { ns, .. }
             | Op::CreateVeth { ns, .. }
             | Op::SetLink { ns, .. }
@@ -183,10 +192,14 @@ fn route_text(route: &Route) -> String {
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Op::CreateNetns { ns, forwarding: true } => write!(f, "create netns {ns} (lo up, forwarding on)"),
-            Op::CreateNetns { ns, forwarding: false } => write!(f, "create netns {ns} (lo up)"),
+            Op::CreateNetns { ns, forwarding, ipv6 } => {
+                let forwarding = if *forwarding { ", forwarding on" } else { "" };
+                let ipv6 = if *ipv6 { "" } else { ", ipv6 off" };
+                write!(f, "create netns {ns} (lo up{forwarding}{ipv6})")
+            }
             Op::DeleteNetns { ns } => write!(f, "delete netns {ns}"),
             Op::SetForwarding { ns, on } => write!(f, "set forwarding {} in {ns}", on_off(*on)),
+            Op::SetIpv6 { ns, on } => write!(f, "set ipv6 {} in {ns}", on_off(*on)),
             Op::CreateBridge { ns, name } => write!(f, "create bridge {name} in {ns}"),
             Op::CreateVeth { ns, name, master, peer_ns, peer } => {
                 write!(f, "create veth {name} in {ns}")?;

@@ -180,3 +180,30 @@ fn a_file_of_several_policies_serves_both_paths_alike() {
         assert_eq!(run.code, 1, "{bad}: {run:?}");
     }
 }
+
+#[test]
+fn no_address_family_walks_around_a_firewall() {
+    // A deny-all host in an IPv4-only VPC: IPv6 is off in every namespace of the VPC, so no
+    // link-local IPv6 path reaches it (the rules cover IPv4).
+    let sb = Sandbox::new("fwv6");
+    let script = sb.script(&format!("{TOPOLOGY}\nfirewall(w1, #{{ ingress: [] }});\nweb.host(\"w2\");"));
+    assert_eq!(sb.run(&["apply", script.to_str().unwrap()]).code, 0);
+    for ns in ["prod", "prod.w1", "prod.w2", "prod.app"] {
+        let ns = sb.ns(ns);
+        for conf in ["all", "default", "lo"] {
+            let value = in_ns(&ns, &["cat", &format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6")]);
+            assert_eq!(value.stdout.trim(), "1", "{ns} {conf}: {value:?}");
+        }
+        assert_eq!(ip(&ns, &["-6", "-o", "addr"]).trim(), "", "{ns} has no IPv6 address");
+    }
+    assert!(!connects(&sb, "prod.w2", "10.10.1.2", 80), "deny-all over IPv4");
+    let v6 = in_ns(&sb.ns("prod.w2"), &["ping", "-6", "-c1", "-W1", "ff02::1%eth0"]);
+    assert_ne!(v6.code, 0, "no IPv6 from the neighbour: {v6:?}");
+    // Turned back on by hand: status sees it, the next apply turns it off again.
+    let w1 = sb.ns("prod.w1");
+    assert_eq!(in_ns(&w1, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=0"]).code, 0);
+    let status = sb.run(&["status"]);
+    assert!(status.stdout.contains("needs: set ipv6 off in") && status.code == 1, "{status:?}");
+    assert_eq!(sb.run(&["apply", script.to_str().unwrap()]).code, 0);
+    assert_eq!(ip(&w1, &["-6", "-o", "addr"]).trim(), "", "off again");
+}
