@@ -10,6 +10,7 @@ mod overlay;
 pub(crate) mod policy;
 mod validate;
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use ipnetwork::Ipv4Network;
@@ -187,6 +188,10 @@ pub(crate) struct Declarations {
     pub destroyed_all: bool,
     /// Problems that could only be seen at the call (an unparsable CIDR, a full subnet).
     pub problems: Vec<Problem>,
+    /// The hosts of each subnet, in declaration order (`add_host` keeps it).
+    host_index: HashMap<SubnetId, Vec<HostId>>,
+    /// The addresses handed out in each subnet.
+    allocators: HashMap<SubnetId, ipam::Allocator>,
 }
 
 impl Declarations {
@@ -209,7 +214,7 @@ impl Declarations {
     }
 
     pub(crate) fn hosts_of(&self, subnet: SubnetId) -> impl Iterator<Item = (HostId, &HostDecl)> {
-        self.hosts.iter().enumerate().filter(move |(_, h)| h.subnet == subnet).map(|(i, h)| (HostId(i), h))
+        self.host_index.get(&subnet).into_iter().flatten().map(|id| (*id, self.host(*id)))
     }
 
     pub(crate) fn vpc_by_name(&self, name: &str) -> Option<VpcId> {
@@ -247,9 +252,21 @@ impl Declarations {
         ]
     }
 
-    /// Addresses already given to hosts of a subnet.
-    pub(crate) fn taken_in(&self, subnet: SubnetId) -> Vec<Ipv4Addr> {
-        self.hosts_of(subnet).filter_map(|(_, h)| h.ip).collect()
+    /// Adds a host: indexed by its subnet, its fixed address taken in the subnet's allocator.
+    pub(crate) fn add_host(&mut self, host: HostDecl) -> HostId {
+        let id = HostId(self.hosts.len());
+        self.host_index.entry(host.subnet).or_default().push(id);
+        if let (Some(ip), Some(alloc)) = (host.ip.filter(|_| host.fixed), self.allocator(host.subnet)) {
+            alloc.take(ip);
+        }
+        self.hosts.push(host);
+        id
+    }
+
+    /// The address allocator of a subnet with a valid CIDR.
+    pub(crate) fn allocator(&mut self, subnet: SubnetId) -> Option<&mut ipam::Allocator> {
+        let net = self.subnet(subnet).cidr.net.filter(|n| n.prefix() <= ipam::MAX_SUBNET_PREFIX)?;
+        Some(self.allocators.entry(subnet).or_insert_with(|| ipam::Allocator::new(net)))
     }
 }
 
@@ -433,12 +450,6 @@ impl Network {
             workloads: self.workloads.iter().filter(|w| !gone(&w.vpc)).cloned().collect(),
             firewalls: self.firewalls.iter().filter(|f| !gone(&f.vpc)).cloned().collect(),
         }
-    }
-
-    /// The address a host had in this network, for keeping automatic addresses stable.
-    pub(crate) fn host_ip(&self, vpc: &str, subnet: &str, host: &str) -> Option<Ipv4Addr> {
-        let subnet = self.vpc(vpc)?.subnets.iter().find(|s| s.name == subnet)?;
-        subnet.hosts.iter().find(|h| h.name == host).map(|h| h.ip)
     }
 
     /// Every host with its VPC and subnet.

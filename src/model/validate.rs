@@ -571,11 +571,13 @@ fn resolve_hosts(
             ips.insert(id.0, ip);
         }
     }
+    // Automatic addresses that a fixed one declared later took are placed again.
+    let mut placed = ipam::Allocator::new(net);
+    by_ip.keys().for_each(|ip| placed.take(*ip));
     for (id, host) in decls.hosts_of(subnet_id).filter(|(_, h)| !h.fixed) {
         let Some(ip) = host.ip else { continue };
         let ip = if by_ip.contains_key(&ip) {
-            let taken: Vec<_> = by_ip.keys().copied().collect();
-            match ipam::next_free(net, &taken, None) {
+            match placed.allocate(None) {
                 Some(ip) => ip,
                 None => {
                     problems.push(
@@ -594,6 +596,7 @@ fn resolve_hosts(
             ip
         };
         by_ip.insert(ip, (host.span, &host.name));
+        placed.take(ip);
         ips.insert(id.0, ip);
     }
     let mut hosts: Vec<(Host, Span)> = decls
@@ -604,8 +607,7 @@ fn resolve_hosts(
         })
         .collect();
     if decls.hosts_of(subnet_id).next().is_none() {
-        let ip = ipam::next_free(net, &[], None).expect("subnets of /30 or larger have a host address");
-        hosts.push((Host { name: subnet.name.clone(), ip }, subnet.span));
+        hosts.push((Host { name: subnet.name.clone(), ip: ipam::first_host(net) }, subnet.span));
     }
     hosts
 }

@@ -87,7 +87,7 @@ fn position(p: &Plan, line: &str) -> usize {
 #[test]
 fn a_fresh_network_is_created_in_dependency_order() {
     let p = plan(&want(&base()), &KernelState::default());
-    let netns = position(&p, "create netns t.prod.w1 (lo up)");
+    let netns = position(&p, "create netns t.prod.w1 (lo up, ipv6 off)");
     let bridge = position(&p, "create bridge b-web in t.prod");
     let veth = position(&p, "create veth h-w1 in t.prod (master b-web) <-> eth0 in t.prod.w1");
     let addr = position(&p, "add address 10.0.1.2/24 on eth0 in t.prod.w1");

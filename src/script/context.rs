@@ -3,6 +3,7 @@
 //! failing that call with a diagnostic.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::rc::Rc;
 
@@ -20,8 +21,24 @@ pub(crate) struct Shared {
     pub decls: Declarations,
     pub sources: Vec<Source>,
     pub effects: Box<dyn Effects>,
-    /// The network last applied, so automatic addresses stay where they were.
-    pub previous: Network,
+    /// The host addresses of the network last applied, by VPC, subnet and host name, so
+    /// automatic addresses stay where they were.
+    previous_ips: HashMap<(String, String, String), Ipv4Addr>,
+}
+
+impl Shared {
+    pub(super) fn new(effects: Box<dyn Effects>, previous: Network) -> Self {
+        let previous_ips = previous
+            .hosts()
+            .map(|(v, s, h)| ((v.name.clone(), s.name.clone(), h.name.clone()), h.ip))
+            .collect();
+        Self { decls: Declarations::default(), sources: Vec::new(), effects, previous_ips }
+    }
+
+    /// The address a host had when last applied.
+    pub(super) fn previous_ip(&self, vpc: &str, subnet: &str, host: &str) -> Option<Ipv4Addr> {
+        self.previous_ips.get(&(vpc.to_string(), subnet.to_string(), host.to_string())).copied()
+    }
 }
 
 pub(super) type SharedRef = Rc<RefCell<Shared>>;

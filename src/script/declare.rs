@@ -13,8 +13,8 @@ use super::context::{
 use super::errors::{Fault, ScriptError};
 use super::handles::{HostHandle, SubnetHandle, VpcHandle, first_host};
 use crate::model::{
-    HostDecl, HostId, HostRef, NatDecl, PeerDecl, Problem, PublishDecl, Span, SubnetDecl, SubnetId,
-    Transport, VpcDecl, VpcId, ipam,
+    HostDecl, HostRef, NatDecl, PeerDecl, Problem, PublishDecl, Span, SubnetDecl, SubnetId, Transport,
+    VpcDecl, VpcId, ipam,
 };
 
 fn declare_vpc(ctx: &NativeCallContext, name: &str, text: &str, opts: Map) -> Res<VpcHandle> {
@@ -74,18 +74,17 @@ fn declare_host(ctx: &NativeCallContext, subnet: &SubnetHandle, name: &str, opts
         Some(v) => return option_type_error(ctx, &shared, "ip", "a string like \"10.0.1.20\"", v),
         None => (automatic_address(&mut shared, subnet.0, name, span), false),
     };
-    shared.decls.hosts.push(HostDecl { subnet: subnet.0, name: name.into(), ip, fixed, span });
-    Ok(HostHandle(HostRef::Declared(HostId(shared.decls.hosts.len() - 1))))
+    let id = shared.decls.add_host(HostDecl { subnet: subnet.0, name: name.into(), ip, fixed, span });
+    Ok(HostHandle(HostRef::Declared(id)))
 }
 
 /// The next free address of a subnet, preferring the one the host had when last applied.
 fn automatic_address(shared: &mut Shared, subnet: SubnetId, name: &str, span: Span) -> Option<Ipv4Addr> {
     let sub = shared.decls.subnet(subnet).clone();
     let net = sub.cidr.net.filter(|n| n.prefix() <= ipam::MAX_SUBNET_PREFIX)?;
-    let vpc_name = &shared.decls.vpc(sub.vpc).name;
-    let preferred = shared.previous.host_ip(vpc_name, &sub.name, name);
-    let taken = shared.decls.taken_in(subnet);
-    let found = ipam::next_free(net, &taken, preferred);
+    let vpc_name = shared.decls.vpc(sub.vpc).name.clone();
+    let preferred = shared.previous_ip(&vpc_name, &sub.name, name);
+    let found = shared.decls.allocator(subnet).and_then(|a| a.allocate(preferred));
     if found.is_none() {
         let p = Problem::new(format!("subnet `{}` ({net}) is full", sub.name), span, "no free address")
             .related(sub.span, "this subnet")

@@ -30,7 +30,7 @@ pub(crate) struct InternetHandle;
 pub(super) fn host_ip(decls: &Declarations, host: HostRef) -> Option<Ipv4Addr> {
     match host {
         HostRef::Declared(id) => decls.host(id).ip,
-        HostRef::Implicit(s) => decls.subnet(s).cidr.net.and_then(|n| ipam::next_free(n, &[], None)),
+        HostRef::Implicit(s) => decls.subnet(s).cidr.net.map(ipam::first_host),
     }
 }
 

@@ -64,12 +64,7 @@ pub(crate) struct Interpreter {
 
 impl Interpreter {
     pub(crate) fn new(effects: Box<dyn Effects>, previous: Network) -> Self {
-        let shared = Rc::new(RefCell::new(Shared {
-            decls: Declarations::default(),
-            sources: Vec::new(),
-            effects,
-            previous,
-        }));
+        let shared = Rc::new(RefCell::new(Shared::new(effects, previous)));
         let mut engine = Engine::new();
         engine
             .set_max_operations(limits::MAX_OPERATIONS)
