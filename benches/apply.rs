@@ -3,11 +3,12 @@
 //! `iptables` process per step), side by side in one run, each in its own sandbox. Prints
 //! every round, the medians and the ratios.
 //!
-//! `cargo bench --bench apply` (as root). Env: BENCH_V (10), BENCH_S (50), BENCH_ROUNDS (3),
-//! BENCH_BASELINE=0 to skip the baseline, BENCH_FIREWALL=1 to put a firewall on every subnet,
-//! BENCH_SETTLE (15) seconds to wait after each teardown: the kernel destroys unmounted
-//! namespaces asynchronously, and a bring-up started while it does runs several times slower,
-//! whichever tool it is.
+//! `cargo bench --bench apply` (as root); `-- --quick` for one small round without the
+//! baseline (a smoke test: it prints, it asserts no time). Env: BENCH_SIZES ("1x10,4x25,10x50";
+//! VxS each), BENCH_ROUNDS (3), BENCH_BASELINE=0 to skip the baseline, BENCH_FIREWALL=1 to put
+//! a firewall on every subnet, BENCH_SETTLE (15) seconds to wait after each teardown: the
+//! kernel destroys unmounted namespaces asynchronously, and a bring-up started while it does
+//! runs several times slower, whichever tool it is.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -72,20 +73,81 @@ fn have(cmd: &str) -> bool {
     Command::new("sh").args(["-c", &format!("command -v {cmd}")]).output().is_ok_and(|o| o.status.success())
 }
 
+/// What one size is measured with.
+struct Setup {
+    rounds: usize,
+    settle: std::time::Duration,
+    firewall: bool,
+    baseline: Option<PathBuf>,
+    tmp: PathBuf,
+}
+
+/// Medians of one size: vpcsh up, no-op re-apply, down; the baseline's up and down.
+struct Figures {
+    up: f64,
+    noop: f64,
+    down: f64,
+    bl_up: f64,
+    bl_down: f64,
+}
+
+/// Measures V VPCs × S subnets, round by round, side by side.
+fn measure(v: usize, s: usize, setup: &Setup) -> Figures {
+    let script_path = setup.tmp.join(format!("topology-{v}x{s}.rhai"));
+    std::fs::write(&script_path, script(v, s, setup.firewall)).unwrap();
+    let script = script_path.to_str().unwrap();
+    let (mut up, mut noop, mut down, mut bl_up, mut bl_down) = (vec![], vec![], vec![], vec![], vec![]);
+    for round in 1..=setup.rounds {
+        let sandbox = format!("vb{}-{v}x{s}-{round}", std::process::id());
+        let state = setup.tmp.join(&sandbox);
+        up.push(vpcsh(&sandbox, &state, &["apply", script]));
+        noop.push(vpcsh(&sandbox, &state, &["apply", script]));
+        down.push(vpcsh(&sandbox, &state, &["destroy"]));
+        std::thread::sleep(setup.settle);
+        if let Some(baseline_script) = &setup.baseline {
+            let bl_state = setup.tmp.join(format!("baseline-{v}x{s}-{round}.state"));
+            let (v, s) = (v.to_string(), s.to_string());
+            bl_up.push(baseline(baseline_script, &bl_state, &[&v, &s], "up_ms").unwrap_or(f64::NAN));
+            bl_down.push(baseline(baseline_script, &bl_state, &["--down"], "down_ms").unwrap_or(f64::NAN));
+            std::thread::sleep(setup.settle);
+        }
+        println!(
+            "  round {round}: vpcsh up {:.1} ms, no-op {:.1} ms, down {:.1} ms; baseline up {:.1} ms, down {:.1} ms",
+            up[round - 1],
+            noop[round - 1],
+            down[round - 1],
+            bl_up.last().copied().unwrap_or(f64::NAN),
+            bl_down.last().copied().unwrap_or(f64::NAN),
+        );
+    }
+    Figures {
+        up: median(up),
+        noop: median(noop),
+        down: median(down),
+        bl_up: median(bl_up),
+        bl_down: median(bl_down),
+    }
+}
+
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
         return;
     }
-    let (v, s, rounds) = (env_num("BENCH_V", 10), env_num("BENCH_S", 50), env_num("BENCH_ROUNDS", 3));
-    let subnets = (v * s) as f64;
-    let settle = std::time::Duration::from_secs(env_num("BENCH_SETTLE", 15) as u64);
-    let tmp = std::env::temp_dir().join(format!("vpcsh-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).unwrap();
-    let script_path = tmp.join("topology.rhai");
-    let firewall = std::env::var("BENCH_FIREWALL").as_deref() == Ok("1");
-    std::fs::write(&script_path, script(v, s, firewall)).unwrap();
-    let baseline_script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/baseline-ip.sh");
-    let run_baseline = std::env::var("BENCH_BASELINE").as_deref() != Ok("0");
+    // --quick: one small round, no baseline, no settling: proves the bench runs (CI smoke).
+    let quick = args.iter().any(|a| a == "--quick");
+    let sizes: Vec<(usize, usize)> = if quick {
+        vec![(1, 10)]
+    } else {
+        std::env::var("BENCH_SIZES")
+            .unwrap_or_else(|_| "1x10,4x25,10x50".into())
+            .split(',')
+            .filter_map(|p| {
+                p.split_once('x').and_then(|(v, s)| Some((v.trim().parse().ok()?, s.trim().parse().ok()?)))
+            })
+            .collect()
+    };
+    let run_baseline = !quick && std::env::var("BENCH_BASELINE").as_deref() != Ok("0");
     let missing: Vec<&str> = ["ip", "iptables", "nsenter"].into_iter().filter(|c| !have(c)).collect();
     if run_baseline && !missing.is_empty() {
         eprintln!(
@@ -94,54 +156,41 @@ fn main() {
         );
         std::process::exit(1);
     }
-
-    println!(
-        "{v} VPCs x {s} subnets{}, {rounds} rounds",
-        if firewall { ", a firewall on every subnet" } else { "" }
-    );
-    println!(
-        "{:<6} {:>12} {:>12} {:>14} {:>14}",
-        "round", "vpcsh up", "vpcsh down", "baseline up", "baseline down"
-    );
-    let (mut up, mut down, mut bl_up, mut bl_down) = (vec![], vec![], vec![], vec![]);
-    for round in 1..=rounds {
-        let sandbox = format!("vb{}-{round}", std::process::id());
-        let state = tmp.join(&sandbox);
-        up.push(vpcsh(&sandbox, &state, &["apply", script_path.to_str().unwrap()]));
-        down.push(vpcsh(&sandbox, &state, &["destroy"]));
-        std::thread::sleep(settle);
-        let (mut bu, mut bd) = (f64::NAN, f64::NAN);
-        if run_baseline {
-            let bl_state = tmp.join(format!("baseline-{round}.state"));
-            bu = baseline(&baseline_script, &bl_state, &[&v.to_string(), &s.to_string()], "up_ms")
-                .unwrap_or(f64::NAN);
-            bd = baseline(&baseline_script, &bl_state, &["--down"], "down_ms").unwrap_or(f64::NAN);
-            std::thread::sleep(settle);
-            bl_up.push(bu);
-            bl_down.push(bd);
-        }
-        println!(
-            "{round:<6} {:>9.1} ms {:>9.1} ms {:>11.1} ms {:>11.1} ms",
-            up[round - 1],
-            down[round - 1],
-            bu,
-            bd
-        );
+    let tmp = std::env::temp_dir().join(format!("vpcsh-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let setup = Setup {
+        rounds: if quick { 1 } else { env_num("BENCH_ROUNDS", 3) },
+        settle: std::time::Duration::from_secs(if quick { 0 } else { env_num("BENCH_SETTLE", 15) as u64 }),
+        firewall: std::env::var("BENCH_FIREWALL").as_deref() == Ok("1"),
+        baseline: run_baseline
+            .then(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/baseline-ip.sh")),
+        tmp: tmp.clone(),
+    };
+    let firewall = if setup.firewall { ", a firewall on every subnet" } else { "" };
+    println!("{} rounds per size{firewall}; medians", setup.rounds);
+    let mut table = Vec::new();
+    for (v, s) in sizes {
+        println!("{v} VPCs x {s} subnets");
+        table.push(((v, s), measure(v, s, &setup)));
     }
-    let (mu, md) = (median(up), median(down));
     println!(
-        "median vpcsh:    up {mu:.1} ms ({:.2} ms/subnet), down {md:.1} ms ({:.2} ms/subnet)",
-        mu / subnets,
-        md / subnets
+        "\n{:<8} {:>11} {:>10} {:>11} {:>10} {:>12} {:>12} {:>8} {:>8}",
+        "size", "vpcsh up", "ms/subnet", "no-op", "down", "baseline up", "baseline dn", "up x", "down x"
     );
-    if run_baseline {
-        let (bu, bd) = (median(bl_up), median(bl_down));
+    for ((v, s), f) in &table {
+        let n = (v * s) as f64;
         println!(
-            "median baseline: up {bu:.1} ms ({:.2} ms/subnet), down {bd:.1} ms ({:.2} ms/subnet)",
-            bu / subnets,
-            bd / subnets
+            "{:<8} {:>8.1} ms {:>10.2} {:>8.1} ms {:>7.1} ms {:>9.1} ms {:>9.1} ms {:>7.1}x {:>7.1}x",
+            format!("{v}x{s}"),
+            f.up,
+            f.up / n,
+            f.noop,
+            f.down,
+            f.bl_up,
+            f.bl_down,
+            f.bl_up / f.up,
+            f.bl_down / f.down
         );
-        println!("ratio baseline/vpcsh: up {:.1}x, down {:.1}x", bu / mu, bd / md);
     }
     let _ = std::fs::remove_dir_all(&tmp);
 }
