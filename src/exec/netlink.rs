@@ -184,18 +184,12 @@ impl Netlink {
         match op {
             Op::CreateNetns { ns, forwarding, ipv6 } => self.create_netns(ns, *forwarding, *ipv6),
             Op::SetIpv6 { ns, on } => {
-                let on = *on;
-                let space = self.space(ns)?;
-                netns::run_in(&space.fd, move || netns::set_ipv6(on))?;
-                space.ipv6 = on;
+                self.write_sysctl(ns, netns::set_ipv6, *on)?.ipv6 = *on;
                 Ok(())
             }
             Op::DeleteNetns { ns } => self.delete_netns(ns),
             Op::SetForwarding { ns, on } => {
-                let on = *on;
-                let space = self.space(ns)?;
-                netns::run_in(&space.fd, move || netns::set_forwarding(on))?;
-                space.forwarding = on;
+                self.write_sysctl(ns, netns::set_forwarding, *on)?.forwarding = *on;
                 Ok(())
             }
             Op::CreateBridge { ns, name } => self.create_bridge(ns, name),
@@ -230,6 +224,19 @@ impl Netlink {
             Op::SetRuleset { ns, ruleset, .. } => nft(self.space(ns)?)?.replace(ruleset),
             Op::DeleteRuleset { ns } => nft(self.space(ns)?)?.delete(),
         }
+    }
+
+    /// Writes a per-namespace sysctl from a thread inside `ns` (where `/proc/sys/net`
+    /// resolves to that namespace's).
+    fn write_sysctl(
+        &mut self,
+        ns: &str,
+        write: fn(bool) -> io::Result<()>,
+        on: bool,
+    ) -> io::Result<&mut Space> {
+        let space = self.space(ns)?;
+        netns::run_in(&space.fd, move || write(on))?;
+        Ok(space)
     }
 
     fn create_bridge(&mut self, ns: &str, name: &str) -> io::Result<()> {

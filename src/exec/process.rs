@@ -5,12 +5,13 @@
 use std::collections::BTreeSet;
 use std::fs::{self, OpenOptions};
 use std::io;
+use std::io::{PipeWriter, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
@@ -125,10 +126,10 @@ pub(crate) trait Journal {
 /// The processes vpcsh started, alive or not, as state records them between runs; each
 /// is identified by pid and start time, so a reused pid is never mistaken for it.
 ///
-/// A process is recorded before it can outlive vpcsh: it starts held (a shell that stops
-/// itself before running the command), is journalled, and only then continued. If vpcsh
-/// dies before that, the held process is a stopped member of an orphaned process group,
-/// which the kernel hangs up: nothing unrecorded ever runs.
+/// A process is recorded before it can outlive vpcsh: it starts held (a shell waiting on a
+/// pipe from vpcsh before it runs the command), is journalled, and only then let go. If
+/// vpcsh dies before that, the kernel closes the pipe and the held shell exits without
+/// running anything: nothing unrecorded ever runs, and nothing unrecorded stays.
 pub(crate) struct Supervisor {
     log_dir: PathBuf,
     records: Vec<ProcessRecord>,
@@ -159,15 +160,16 @@ impl Supervisor {
     pub(crate) fn start(&mut self, ns: &str, process: &Process) -> io::Result<()> {
         // Earlier records of it that ended are done with: at most one record per process.
         self.records.retain(|r| !(r.ns == ns && r.process == *process && !r.alive()));
-        let record = start_held(ns, process, &self.log_dir)?;
+        let (record, gate) = start_held(ns, process, &self.log_dir)?;
         self.records.push(record.clone());
         if let Err(e) = self.journal.record(&self.records) {
             self.records.pop();
+            drop(gate);
             stop(&record);
             return Err(e);
         }
         self.started.insert(record.pid);
-        let _ = kill(Pid::from_raw(record.pid), Signal::SIGCONT);
+        let_go(gate);
         if matches!(process, Process::Http { .. })
             && let Err(e) = wait_ready(&record)
         {
@@ -207,13 +209,19 @@ impl Supervisor {
     }
 }
 
-/// Runs the command once continued, then leaves its exit status beside its log: `$0` is
-/// that file, the rest the command.
-const HELD: &str = r#"kill -STOP $$; "$@"; echo "$?" > "$0""#;
+/// Waits for `go` on its stdin (a pipe from vpcsh; end of file, when vpcsh died first, ends
+/// it), runs the command, then leaves its exit status beside its log: `$0` is that file,
+/// the rest the command.
+const HELD: &str = r#"read go && [ "$go" = go ] || exit 125; "$@" </dev/null; echo "$?" > "$0""#;
 
-/// Starts `process` inside `ns`, held (stopped) until the caller continues it; its output
-/// goes to a log file in `log_dir`.
-fn start_held(ns: &str, process: &Process, log_dir: &Path) -> io::Result<ProcessRecord> {
+/// Lets a held process run.
+fn let_go(mut gate: PipeWriter) {
+    let _ = gate.write_all(b"go\n");
+}
+
+/// Starts `process` inside `ns`, held until `let_go` is called with the gate returned (or
+/// the gate is dropped: then it ends); its output goes to a log file in `log_dir`.
+fn start_held(ns: &str, process: &Process, log_dir: &Path) -> io::Result<(ProcessRecord, PipeWriter)> {
     fs::create_dir_all(log_dir)?;
     let (argv, log) = match process {
         Process::Http { port, body } => {
@@ -231,13 +239,8 @@ fn start_held(ns: &str, process: &Process, log_dir: &Path) -> io::Result<Process
             (argv.clone(), log_dir.join(format!("{ns}.run-{:08x}.log", hash as u32)))
         }
     };
-    let record = spawn(ns, process, argv, &log, netns::open(ns)?)?;
-    let _ = fs::remove_file(record.exit_file());
-    // Held: wait until the shell has stopped itself.
-    match waitpid(Pid::from_raw(record.pid), Some(WaitPidFlag::WUNTRACED)) {
-        Ok(WaitStatus::Stopped(..)) => Ok(record),
-        other => Err(io::Error::other(format!("process {} did not start held: {other:?}", record.pid))),
-    }
+    let _ = fs::remove_file(log.with_extension("exit"));
+    spawn(ns, process, argv, &log, netns::open(ns)?)
 }
 
 fn spawn(
@@ -246,18 +249,22 @@ fn spawn(
     argv: Vec<String>,
     log: &Path,
     enter: OwnedFd,
-) -> io::Result<ProcessRecord> {
+) -> io::Result<(ProcessRecord, PipeWriter)> {
     let out = OpenOptions::new().create(true).truncate(true).write(true).open(log)?;
     let exit_file = log.with_extension("exit");
+    // Both ends close on exec: only the held shell gets the read end, as its stdin.
+    let (wait, gate) = std::io::pipe()?;
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c").arg(HELD).arg(&exit_file).args(&argv);
-    cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out).process_group(0);
+    cmd.stdin(wait).stdout(out.try_clone()?).stderr(out).process_group(0);
     netns::enter_on_exec(&mut cmd, enter);
     let child = cmd.spawn()?;
     let pid = child.id() as i32;
     let (_, start_time) = proc_stat(pid)
         .ok_or_else(|| io::Error::other(format!("process {pid} ended at once; see {}", log.display())))?;
-    Ok(ProcessRecord { ns: ns.into(), pid, start_time, process: process.clone(), argv, log: log.into() })
+    let record =
+        ProcessRecord { ns: ns.into(), pid, start_time, process: process.clone(), argv, log: log.into() };
+    Ok((record, gate))
 }
 
 fn wait_ready(record: &ProcessRecord) -> io::Result<()> {
