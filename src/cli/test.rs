@@ -42,8 +42,14 @@ impl Fixture<'_> {
 
     /// Applies the script; a Ctrl-C stops it (by its pid) and reports an interruption.
     fn run(&self) -> Verdict {
-        let child =
-            self.vpcsh().arg("apply").arg(self.script).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
+        let child = self
+            .vpcsh()
+            .arg("apply")
+            .arg(self.script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn();
         let mut child = match child {
             Ok(c) => c,
             Err(e) => return Verdict::Failed(format!("cannot start vpcsh: {e}")),

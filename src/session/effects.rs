@@ -216,6 +216,11 @@ impl Interactive {
     /// The network the session's declarations make, with what exists kept.
     pub(crate) fn network(&self, decls: &Declarations) -> Result<(Runner, Network), EffectError> {
         let runner = Runner::open(&self.target).map_err(effect_error)?;
+        // Another stack's VPC is not the session's to take over, nor its published ports.
+        let clashes = super::stack_clashes(runner.state(), &self.stack.name, decls);
+        if !clashes.is_empty() {
+            return Err(EffectError::Invalid(clashes));
+        }
         let base = runner.stack_network(&self.stack.name);
         let merged = Self::on(decls, &base)?;
         Ok((runner, merged))

@@ -304,7 +304,11 @@ fn declares_nothing(stack: &str) -> Problem {
 }
 
 /// VPC names another stack owns, and host ports another stack publishes.
-fn stack_clashes(applied: &state::State, stack: &str, decls: &model::Declarations) -> Vec<Problem> {
+pub(super) fn stack_clashes(
+    applied: &state::State,
+    stack: &str,
+    decls: &model::Declarations,
+) -> Vec<Problem> {
     let mut problems = Vec::new();
     for (_, vpc) in decls.live_vpcs() {
         let Some(other) = applied.stack_of(&vpc.name).filter(|s| *s != stack) else { continue };

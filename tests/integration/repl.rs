@@ -173,3 +173,19 @@ fn a_failed_input_leaves_no_trace_and_ctrl_c_returns_to_the_prompt() {
     s.send("\x04");
     assert!(s.child.wait().unwrap().success());
 }
+
+#[test]
+fn the_repl_cannot_take_over_another_stacks_vpc() {
+    let sb = Sandbox::new("replstack");
+    sb.apply("let a = vpc(\"a\", \"10.35.0.0/16\"); a.subnet(\"s\", \"10.35.1.0/24\");");
+    let mut s = Session::start(&sb);
+    s.expect("vpcsh> ");
+    s.send("let a = vpc(\"a\", \"10.36.0.0/16\"); a.subnet(\"t\", \"10.36.1.0/24\");\r");
+    s.expect("belongs to stack `main`");
+    s.expect("vpcsh> ");
+    s.send("\x04");
+    assert!(s.child.wait().unwrap().success());
+    let list = sb.run(&["list"]);
+    assert!(list.stdout.contains("vpc a 10.35.0.0/16 (stack main"), "{list:?}");
+    assert!(sb.namespaces().contains(&sb.ns("a.s")) && !sb.namespaces().contains(&sb.ns("a.t")));
+}
