@@ -217,7 +217,7 @@ impl Interactive {
     pub(crate) fn network(&self, decls: &Declarations) -> Result<(Runner, Network), EffectError> {
         let runner = Runner::open(&self.target).map_err(effect_error)?;
         // Another stack's VPC is not the session's to take over, nor its published ports.
-        let clashes = super::stack_clashes(runner.state(), &self.stack.name, decls);
+        let clashes = super::stacks::clashes(runner.state(), &self.stack.name, decls);
         if !clashes.is_empty() {
             return Err(EffectError::Invalid(clashes));
         }
