@@ -146,7 +146,9 @@ pub(crate) fn stop_on_signals() {
 /// Applies a plan in order. On failure, or when interrupted, undoes the completed steps
 /// that can be undone, in reverse, and reports every error.
 pub(crate) fn apply(backend: &mut dyn Backend, plan: &Plan) -> Result<Summary, ApplyError> {
+    let mut timing = Timing::default();
     for (i, step) in plan.steps.iter().enumerate() {
+        let started = std::time::Instant::now();
         let result = if interrupted() {
             let cause =
                 KernelError { errno: Some(nix::errno::Errno::EINTR as i32), message: "interrupted".into() };
@@ -154,6 +156,7 @@ pub(crate) fn apply(backend: &mut dyn Backend, plan: &Plan) -> Result<Summary, A
         } else {
             backend.apply(&step.op)
         };
+        timing.add(step.op.kind(), started.elapsed());
         if let Err(failed) = result {
             let mut rollback_failures = Vec::new();
             let mut undone = 0;
@@ -167,5 +170,27 @@ pub(crate) fn apply(backend: &mut dyn Backend, plan: &Plan) -> Result<Summary, A
             return Err(ApplyError { failed, rollback_failures, undone });
         }
     }
+    timing.log();
     Ok(plan.summary())
+}
+
+/// Where an apply's time went, by kind of operation (`-v` prints it).
+#[derive(Default)]
+struct Timing(std::collections::BTreeMap<&'static str, (std::time::Duration, usize)>);
+
+impl Timing {
+    fn add(&mut self, kind: &'static str, took: std::time::Duration) {
+        let entry = self.0.entry(kind).or_default();
+        entry.0 += took;
+        entry.1 += 1;
+    }
+
+    fn log(&self) {
+        let mut by_time: Vec<_> = self.0.iter().collect();
+        by_time.sort_by(|a, b| b.1.0.cmp(&a.1.0));
+        for (kind, (took, n)) in by_time {
+            let each = took.as_secs_f64() * 1e3 / *n as f64;
+            tracing::info!("{kind}: {n} in {:.1} ms ({each:.3} ms each)", took.as_secs_f64() * 1e3);
+        }
+    }
 }

@@ -116,8 +116,16 @@ impl Runner {
 
     /// The plan, and the desired state it leads to.
     fn plan_for(&mut self, network: &Network, bare: bool) -> Result<(Plan, KernelState), EffectError> {
+        let started = std::time::Instant::now();
         let mut desired = self.desired(network, bare)?;
+        let computed = started.elapsed();
         let observed = self.observe(&desired)?;
+        tracing::info!(
+            "desired state of {} namespaces in {:.1} ms, observed in {:.1} ms",
+            desired.namespaces.len(),
+            computed.as_secs_f64() * 1e3,
+            (started.elapsed() - computed).as_secs_f64() * 1e3
+        );
         let owned = &self.store.state.namespaces;
         if let Some(foreign) = desired
             .namespaces
