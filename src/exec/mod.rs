@@ -187,7 +187,7 @@ impl Timing {
 
     fn log(&self) {
         let mut by_time: Vec<_> = self.0.iter().collect();
-        by_time.sort_by(|a, b| b.1.0.cmp(&a.1.0));
+        by_time.sort_by_key(|(_, (took, _))| std::cmp::Reverse(*took));
         for (kind, (took, n)) in by_time {
             let each = took.as_secs_f64() * 1e3 / *n as f64;
             tracing::info!("{kind}: {n} in {:.1} ms ({each:.3} ms each)", took.as_secs_f64() * 1e3);
