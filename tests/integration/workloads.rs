@@ -253,15 +253,6 @@ fn vpcsh_test_cleans_up_on_interrupt() {
 }
 
 #[test]
-fn the_demo_passes_as_a_test_fixture() {
-    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo.rhai");
-    let (run, pid) = vpcsh_test(&[demo]);
-    assert_eq!(run.code, 0, "{run:?}");
-    assert!(run.stdout.trim_end().ends_with("1 passed, 0 failed"), "{run:?}");
-    assert!(test_sandboxes(pid).is_empty());
-}
-
-#[test]
 fn the_demo_passes_twice_in_one_sandbox() {
     // The second run starts from the first one's network: a mid-script apply() must still
     // give the early checks the reachability the script has declared so far (no peering,
@@ -287,4 +278,22 @@ fn command_runs(cmdline: &str) -> bool {
         String::from_utf8_lossy(&line).replace('\0', " ").trim() == cmdline
             && e.file_name().to_str().and_then(|p| p.parse().ok()).is_some_and(running)
     })
+}
+
+#[test]
+fn the_gallery_passes_as_test_fixtures() {
+    let scripts = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts");
+    let mut fixtures: Vec<String> = std::fs::read_dir(scripts)
+        .unwrap()
+        .filter_map(|e| e.ok()?.path().to_str().filter(|p| p.ends_with(".rhai")).map(String::from))
+        .collect();
+    fixtures.sort();
+    assert!(fixtures.len() >= 7, "{fixtures:?}");
+    let prefix = unique("gallery");
+    let mut args = vec!["--sandbox", &prefix, "test", "-j", "2"];
+    args.extend(fixtures.iter().map(String::as_str));
+    let run: Run = vpcsh().args(&args).output().unwrap().into();
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.trim_end().ends_with(&format!("{} passed, 0 failed", fixtures.len())), "{run:?}");
+    assert!(list_netns().iter().all(|n| !n.starts_with(&prefix)), "cleaned up");
 }
