@@ -190,7 +190,7 @@ impl Repl {
             println!("Properties: {}", reference.property_names(None).join(", "));
             return;
         }
-        if let Some(f) = reference.function(name) {
+        if let Some(f) = reference.any_function(name) {
             println!("{}\n\n{}", f.signature, f.doc);
             return;
         }

@@ -6,6 +6,7 @@ use super::effects::EffectError;
 use super::limits;
 use super::reference::{Reference, readable_types};
 use super::span::{Source, span_at};
+use super::stdlib::{MODULES, PREFIX};
 use crate::model::{Problem, Span};
 
 /// An error at a place in a script.
@@ -82,9 +83,10 @@ pub(crate) struct EvalContext<'a> {
     pub functions: &'a AST,
 }
 
-/// Converts an evaluation error, following it into script functions it passed through.
-pub(crate) fn from_eval(cx: &EvalContext, e: EvalAltResult) -> ScriptError {
-    convert(cx, e, None)
+/// Converts an evaluation error of the source named `source`, following it into script
+/// functions (and modules) it passed through.
+pub(crate) fn from_eval(cx: &EvalContext, e: EvalAltResult, source: &str) -> ScriptError {
+    convert(cx, e, Some(source))
 }
 
 fn convert(cx: &EvalContext, e: EvalAltResult, source: Option<&str>) -> ScriptError {
@@ -127,6 +129,15 @@ fn convert(cx: &EvalContext, e: EvalAltResult, source: Option<&str>) -> ScriptEr
             Fault::new("properties of VPCs, subnets and hosts are read-only", span, "cannot set this")
                 .help("declare a new object instead of changing one")
                 .into()
+        }
+        EvalAltResult::ErrorModuleNotFound(path, _) => {
+            let help = if path.starts_with(PREFIX) {
+                let names: Vec<String> = MODULES.iter().map(|(n, _)| format!("{PREFIX}{n}")).collect();
+                format!("the standard library has: {}", names.join(", "))
+            } else {
+                "other paths are files relative to the importing script (`.rhai` is added)".into()
+            };
+            Fault::new(format!("no module `{path}`"), span, "not found").help(help).into()
         }
         EvalAltResult::ErrorVariableNotFound(var, _) => {
             Fault::new(format!("no variable `{var}`"), span, "not defined")

@@ -7,10 +7,12 @@ mod declare;
 mod effects;
 mod errors;
 mod handles;
+mod modules;
 mod policy;
 mod probes;
 mod reference;
 mod span;
+mod stdlib;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -87,6 +89,7 @@ impl Interpreter {
         declare::register(&mut engine);
         probes::register(&mut engine);
         policy::register(&mut engine);
+        engine.set_module_resolver(modules::Resolver::new());
         // Plugin functions reach the declarations through the engine's tag.
         engine.set_default_tag(rhai::Dynamic::from(shared.clone()));
         let reference = Reference::of(&engine);
@@ -136,7 +139,7 @@ impl Interpreter {
                 reference: &self.reference,
                 functions: &self.functions,
             };
-            errors::from_eval(&cx, *e)
+            errors::from_eval(&cx, *e, name)
         })
     }
 

@@ -4,6 +4,8 @@
 //! `docs/` all come from here, so they cannot drift apart.
 
 use rhai::Engine;
+
+use super::stdlib::{MODULES, PREFIX};
 use serde::Deserialize;
 
 /// One script function, all its overloads together.
@@ -35,6 +37,8 @@ pub(crate) struct Property {
 pub(crate) struct Reference {
     pub functions: Vec<Function>,
     pub properties: Vec<Property>,
+    /// The standard library: each module (`vpcsh/patterns`) with its public functions.
+    pub modules: Vec<(String, Vec<Function>)>,
 }
 
 #[derive(Deserialize)]
@@ -89,7 +93,14 @@ impl Reference {
         reference.functions = overloads.into_iter().map(|(name, list)| function(name, list)).collect();
         reference.functions.sort_by(|a, b| a.name.cmp(&b.name));
         reference.properties.sort_by(|a, b| (&a.on, &a.name).cmp(&(&b.on, &b.name)));
+        reference.modules =
+            MODULES.iter().map(|(name, text)| (format!("{PREFIX}{name}"), module(engine, text))).collect();
         reference
+    }
+
+    /// A function of the script API or of the standard library (`three_tier`).
+    pub(crate) fn any_function(&self, name: &str) -> Option<&Function> {
+        self.function(name).or_else(|| self.modules.iter().flat_map(|(_, fs)| fs).find(|f| f.name == name))
     }
 
     pub(crate) fn function(&self, name: &str) -> Option<&Function> {
@@ -107,6 +118,13 @@ impl Reference {
         );
         for f in &self.functions {
             out += &format!("\n### `{}`\n\n```\n{}\n```\n\n{}\n", f.name, f.signature, f.doc);
+        }
+        out += "\n## Standard library\n\nModules embedded in vpcsh, imported as `import \"vpcsh/NAME\" as m;` and called as `m::function(...)`.\n";
+        for (module, functions) in &self.modules {
+            out += &format!("\n### `{module}`\n");
+            for f in functions {
+                out += &format!("\n```\n{}\n```\n\n{}\n", f.signature, f.doc);
+            }
         }
         out += "\n## Properties\n\nRead-only; a misspelt one is a diagnostic that lists the right ones.\n\n";
         out += "| on | property | what it is |\n|---|---|---|\n";
@@ -128,6 +146,25 @@ impl Reference {
         names.dedup();
         names
     }
+}
+
+/// The public functions of a standard-library module, with their doc comments.
+fn module(engine: &Engine, text: &str) -> Vec<Function> {
+    let Ok(ast) = engine.compile(text) else { return Vec::new() };
+    let mut functions: Vec<Function> = ast
+        .iter_functions()
+        .filter(|f| f.access != rhai::FnAccess::Private)
+        .map(|f| {
+            let comments: Vec<String> = f.comments.iter().map(|c| c.to_string()).collect();
+            Function {
+                name: f.name.to_string(),
+                signature: format!("{}({})", f.name, f.params.join(", ")),
+                doc: doc_text(&comments),
+            }
+        })
+        .collect();
+    functions.sort_by(|a, b| a.name.cmp(&b.name));
+    functions
 }
 
 fn doc_text(comments: &[String]) -> String {

@@ -14,4 +14,5 @@ mod layers;
 mod peering;
 mod repl;
 mod stacks;
+mod stdlib;
 mod workloads;
