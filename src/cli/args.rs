@@ -112,6 +112,18 @@ pub(super) enum Command {
     Repl,
     /// Print the script reference, every function and property, as Markdown.
     Reference,
+    /// Shell completions: `vpcsh completions bash > /etc/bash_completion.d/vpcsh`.
+    Completions {
+        #[arg(value_parser = ["bash", "zsh", "fish"])]
+        shell: String,
+    },
+    /// The topology as a diagram: of a script, or of what is applied here.
+    Graph {
+        script: Option<PathBuf>,
+        /// `dot` (Graphviz: `vpcsh graph | dot -Tsvg`) or `mermaid` (renders on GitHub).
+        #[arg(long, value_parser = ["dot", "mermaid"], default_value = "dot")]
+        format: String,
+    },
     /// The built-in HTTP server, run by vpcsh inside a namespace.
     #[command(name = "__serve", hide = true)]
     Serve {

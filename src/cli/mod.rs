@@ -14,6 +14,8 @@ use args::{Cli, Command, Global, PolicyCommand};
 use clap::Parser;
 use script::Output;
 
+use crate::commands::graph::Format;
+
 use crate::commands;
 use crate::diag;
 use crate::session::{self, Failure, Mode, Target};
@@ -113,6 +115,23 @@ fn run(command: Command, target: &Target, out: &Output) -> Result<ExitCode, Fail
         Command::Logs { target: who } => commands::logs(target, &who)?,
         Command::Repl => return Ok(crate::repl::run(target)),
         Command::Reference => print!("{}", session::reference()),
+        Command::Completions { shell } => {
+            let shell = match shell.as_str() {
+                "zsh" => clap_complete::Shell::Zsh,
+                "fish" => clap_complete::Shell::Fish,
+                _ => clap_complete::Shell::Bash,
+            };
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "vpcsh", &mut std::io::stdout());
+        }
+        Command::Graph { script, format } => {
+            let network = match script {
+                Some(script) => session::network_of(target, &script)?,
+                None => session::applied(target)?,
+            };
+            let format = if format == "mermaid" { Format::Mermaid } else { Format::Dot };
+            print!("{}", commands::graph::render(&network, format));
+        }
         Command::Policy(PolicyCommand::Apply { file, vpc }) => {
             out.summary("policy", session::apply_policy(target, &file, vpc.as_deref())?)
         }

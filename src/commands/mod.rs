@@ -3,6 +3,7 @@
 //! call only the session layer and below.
 
 mod enter;
+pub(crate) mod graph;
 mod report;
 
 pub(crate) use enter::{exec, logs};

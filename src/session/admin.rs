@@ -124,6 +124,13 @@ fn subnet_with(
     }
 }
 
+/// What is applied here (nothing, when nothing is).
+pub(crate) fn applied(target: &Target) -> Result<Network, Failure> {
+    target.check()?;
+    let state = crate::state::peek(&target.dir()).map_err(super::runner::state_failure)?;
+    Ok(state.map(|s| s.network).unwrap_or_default())
+}
+
 /// The script API reference (every function and property, from the engine's own doc
 /// comments) as Markdown.
 pub(crate) fn reference() -> String {

@@ -59,6 +59,25 @@ pub(crate) fn run_script(
     live.apply().map(Outcome::Applied).map_err(|e| Failure::script(e, &live))
 }
 
+/// The network a script declares, validated with effects held back (for `graph`).
+pub(crate) fn network_of(target: &Target, path: &Path) -> Result<Network, Failure> {
+    target.check()?;
+    let stack = StackName::for_script(target, path)?;
+    let text = read(path)?;
+    let applied = state::peek(&target.dir()).map_err(runner::state_failure)?.unwrap_or_default();
+    struct Quiet;
+    impl Ui for Quiet {
+        fn warn(&mut self, _: Warnings) {}
+        fn confirm_deletes(&mut self, _: &Deletions) -> bool {
+            false
+        }
+    }
+    // A diagram runs nothing: a script written for a sandbox (`internet()`) draws anywhere.
+    let sandboxed =
+        Target { sandbox: Some(target.sandbox.clone().unwrap_or_else(|| "graph".into())), ..target.clone() };
+    Ok(check_script(&sandboxed, &stack, &applied, (&path.display().to_string(), &text), &mut Quiet)?.network)
+}
+
 /// What the held-back first pass of a script found.
 struct Checked {
     network: Network,

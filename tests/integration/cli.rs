@@ -160,3 +160,24 @@ fn exec_with_no_command_opens_a_shell_on_a_terminal() {
     assert!(counted, "the shell's grep found the host's address: {text}");
     assert_eq!(out.status.code(), Some(7), "the shell's status: {text}");
 }
+
+#[test]
+fn completions_generate_for_each_shell() {
+    for (shell, marker) in [("bash", "complete -F"), ("zsh", "#compdef vpcsh"), ("fish", "complete -c vpcsh")]
+    {
+        let run: Run = vpcsh().args(["completions", shell]).output().unwrap().into();
+        assert_eq!(run.code, 0, "{run:?}");
+        assert!(
+            run.stdout.contains(marker) && run.stdout.contains("graph"),
+            "{shell}: {}",
+            &run.stdout[..200.min(run.stdout.len())]
+        );
+    }
+    if std::process::Command::new("bash").arg("--version").output().is_ok() {
+        let script: Run = vpcsh().args(["completions", "bash"]).output().unwrap().into();
+        let dir = TempDir::new("complete");
+        let file = dir.write("vpcsh.bash", &script.stdout);
+        let check = std::process::Command::new("bash").arg("-n").arg(&file).output().unwrap();
+        assert!(check.status.success(), "bash parses it: {}", String::from_utf8_lossy(&check.stderr));
+    }
+}

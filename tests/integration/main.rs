@@ -8,6 +8,7 @@ mod crash;
 mod diagnostics;
 mod firewall;
 mod golden_plan;
+mod graph;
 mod internet;
 mod kernel;
 mod layers;

@@ -1,0 +1,135 @@
+//! `vpcsh graph`: the topology as a diagram — Graphviz `dot` or Mermaid text — with VPCs as
+//! clusters, subnets and hosts with their addresses, the internet, NAT gateways, peerings
+//! with their allow-lists, published ports and firewalled targets.
+
+use std::fmt::Write;
+
+use crate::model::{Network, Protected, Vpc};
+
+/// The diagram formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Format {
+    Dot,
+    Mermaid,
+}
+
+/// Renders a network in a format.
+pub(crate) fn render(network: &Network, format: Format) -> String {
+    match format {
+        Format::Dot => dot(network),
+        Format::Mermaid => mermaid(network),
+    }
+}
+
+/// A node identifier both formats accept.
+fn id(parts: &[&str]) -> String {
+    parts.iter().map(|p| p.replace('-', "_")).collect::<Vec<_>>().join("__")
+}
+
+/// Whether a firewall protects this subnet, or this host of it.
+fn guarded(network: &Network, vpc: &str, target: &Protected) -> bool {
+    network.firewalls.iter().any(|f| f.vpc == vpc && f.protects == *target)
+}
+
+fn subnet_label(network: &Network, vpc: &Vpc, s: &crate::model::Subnet) -> String {
+    let kind = match (s.public, s.nat) {
+        (true, _) => "public",
+        (false, true) => "private, NAT",
+        (false, false) => "private",
+    };
+    let lock =
+        if guarded(network, &vpc.name, &Protected::Subnet(s.name.clone())) { ", firewall" } else { "" };
+    format!("{} {} ({kind}{lock})", s.name, s.cidr)
+}
+
+fn host_label(network: &Network, vpc: &Vpc, h: &crate::model::Host) -> String {
+    let lock = if guarded(network, &vpc.name, &Protected::Host(h.name.clone())) { " (firewall)" } else { "" };
+    format!("{} {}{lock}", h.name, h.ip)
+}
+
+fn dot(network: &Network) -> String {
+    let mut out =
+        String::from("digraph vpcsh {\n  rankdir=LR;\n  node [shape=box, fontname=\"sans-serif\"];\n");
+    out += "  internet [label=\"internet\", shape=ellipse];\n";
+    for vpc in &network.vpcs {
+        let _ = writeln!(
+            out,
+            "  subgraph cluster_{} {{\n    label=\"vpc {} {}\";",
+            id(&[&vpc.name]),
+            vpc.name,
+            vpc.cidr
+        );
+        let _ = writeln!(out, "    {} [label=\"router\", shape=diamond];", id(&[&vpc.name, "router"]));
+        for s in &vpc.subnets {
+            let sid = id(&[&vpc.name, &s.name]);
+            let _ = writeln!(out, "    {sid} [label=\"{}\", shape=folder];", subnet_label(network, vpc, s));
+            let _ = writeln!(out, "    {} -> {sid} [dir=none];", id(&[&vpc.name, "router"]));
+            for h in &s.hosts {
+                let hid = id(&[&vpc.name, &s.name, &h.name]);
+                let _ = writeln!(out, "    {hid} [label=\"{}\"];", host_label(network, vpc, h));
+                let _ = writeln!(out, "    {sid} -> {hid} [dir=none];");
+            }
+        }
+        out += "  }\n";
+        if vpc.subnets.iter().any(|s| s.public || s.nat) {
+            let _ = writeln!(out, "  {} -> internet [label=\"egress\"];", id(&[&vpc.name, "router"]));
+        }
+    }
+    for p in &network.peerings {
+        let allowed = |nets: &[ipnetwork::Ipv4Network]| {
+            nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" ")
+        };
+        let _ = writeln!(
+            out,
+            "  {} -> {} [dir=both, style=dashed, label=\"peering: {} <-> {}\"];",
+            id(&[&p.a, "router"]),
+            id(&[&p.b, "router"]),
+            allowed(&p.a_allowed),
+            allowed(&p.b_allowed)
+        );
+    }
+    for p in &network.publishes {
+        let host = host_id(network, &p.vpc, &p.host);
+        let _ = writeln!(out, "  internet -> {host} [label=\"{} -> {}/{}\"];", p.host_port, p.port, p.proto);
+    }
+    out + "}\n"
+}
+
+fn mermaid(network: &Network) -> String {
+    let mut out = String::from("flowchart LR\n  internet((internet))\n");
+    for vpc in &network.vpcs {
+        let _ = writeln!(out, "  subgraph {}[\"vpc {} {}\"]", id(&[&vpc.name]), vpc.name, vpc.cidr);
+        let _ = writeln!(out, "    {}{{router}}", id(&[&vpc.name, "router"]));
+        for s in &vpc.subnets {
+            let sid = id(&[&vpc.name, &s.name]);
+            let _ = writeln!(out, "    {sid}[\"{}\"]", subnet_label(network, vpc, s));
+            let _ = writeln!(out, "    {} --- {sid}", id(&[&vpc.name, "router"]));
+            for h in &s.hosts {
+                let hid = id(&[&vpc.name, &s.name, &h.name]);
+                let _ = writeln!(out, "    {hid}[\"{}\"]", host_label(network, vpc, h));
+                let _ = writeln!(out, "    {sid} --- {hid}");
+            }
+        }
+        out += "  end\n";
+        if vpc.subnets.iter().any(|s| s.public || s.nat) {
+            let _ = writeln!(out, "  {} -->|egress| internet", id(&[&vpc.name, "router"]));
+        }
+    }
+    for p in &network.peerings {
+        let _ = writeln!(out, "  {} <-.->|peering| {}", id(&[&p.a, "router"]), id(&[&p.b, "router"]));
+    }
+    for p in &network.publishes {
+        let host = host_id(network, &p.vpc, &p.host);
+        let _ = writeln!(out, "  internet -->|\"{} -> {}/{}\"| {host}", p.host_port, p.port, p.proto);
+    }
+    out
+}
+
+/// The node of a host, found by VPC and name.
+fn host_id(network: &Network, vpc: &str, host: &str) -> String {
+    let subnet = network
+        .vpc(vpc)
+        .and_then(|v| v.subnets.iter().find(|s| s.hosts.iter().any(|h| h.name == host)))
+        .map_or("", |s| s.name.as_str());
+    id(&[vpc, subnet, host])
+}
