@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// The version and the git revision it was built from.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("VPCSH_REVISION"), ")");
+
 const ABOUT: &str = "Build AWS-style virtual private clouds on one Linux host from network namespaces, \
 veth pairs, bridges and routes, described as Rhai scripts.";
 
@@ -18,7 +21,7 @@ A script declares VPCs, subnets and hosts; nothing changes until `apply()` or th
 `check` validates, `plan` prints the kernel operations an apply would do, `apply` does them.";
 
 #[derive(Parser, Debug)]
-#[command(name = "vpcsh", version, about = ABOUT, after_help = AFTER_HELP)]
+#[command(name = "vpcsh", version = VERSION, about = ABOUT, after_help = AFTER_HELP)]
 pub(super) struct Cli {
     #[command(flatten)]
     pub(super) global: Global,
@@ -112,6 +115,10 @@ pub(super) enum Command {
     Repl,
     /// Print the script reference, every function and property, as Markdown.
     Reference,
+    /// Rhai definition files for editors: every function and type of the script API.
+    Defs,
+    /// The manual page, generated from this command line: `vpcsh man | man -l -`.
+    Man,
     /// Shell completions: `vpcsh completions bash > /etc/bash_completion.d/vpcsh`.
     Completions {
         #[arg(value_parser = ["bash", "zsh", "fish"])]

@@ -115,6 +115,12 @@ fn run(command: Command, target: &Target, out: &Output) -> Result<ExitCode, Fail
         Command::Logs { target: who } => commands::logs(target, &who)?,
         Command::Repl => return Ok(crate::repl::run(target)),
         Command::Reference => print!("{}", session::reference()),
+        Command::Defs => print!("{}", session::definitions()),
+        Command::Man => {
+            let man = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+            man.render(&mut std::io::stdout())
+                .map_err(|e| Failure::refused(format!("writing the manual: {e}"), None))?;
+        }
         Command::Completions { shell } => {
             let shell = match shell.as_str() {
                 "zsh" => clap_complete::Shell::Zsh,

@@ -159,6 +159,26 @@ impl Interpreter {
         self.functions = to.functions;
     }
 
+    /// Rhai definition files of the API (`.d.rhai`, one text), for editors; types spelled as
+    /// scripts know them (`Vpc`, not the Rust `Res<VpcHandle>`).
+    pub(crate) fn definitions(&self) -> String {
+        let mut text = self.engine.definitions().single_file();
+        while let Some(start) = text.find("Res<") {
+            let Some(len) = text[start..].find('>') else { break };
+            let inner = reference::readable(text[start + 4..start + len].trim());
+            text.replace_range(start..=start + len, &inner);
+        }
+        for (rust, script) in [
+            ("VpcHandle", "Vpc"),
+            ("SubnetHandle", "Subnet"),
+            ("HostHandle", "Host"),
+            ("InternetHandle", "Internet"),
+        ] {
+            text = text.replace(rust, script);
+        }
+        text
+    }
+
     /// The script API, from the engine's metadata.
     pub(crate) fn reference(&self) -> &Reference {
         &self.reference

@@ -124,6 +124,12 @@ fn subnet_with(
     }
 }
 
+/// Rhai definitions of the script API, for editors' completion.
+pub(crate) fn definitions() -> String {
+    let held_back = HeldBack { sandboxed: true, log: Vec::new() };
+    Interpreter::new(Box::new(held_back), Network::default()).definitions()
+}
+
 /// What is applied here (nothing, when nothing is).
 pub(crate) fn applied(target: &Target) -> Result<Network, Failure> {
     target.check()?;

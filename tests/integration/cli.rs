@@ -181,3 +181,24 @@ fn completions_generate_for_each_shell() {
         assert!(check.status.success(), "bash parses it: {}", String::from_utf8_lossy(&check.stderr));
     }
 }
+
+#[test]
+fn version_defs_and_manual_come_from_the_binary() {
+    let version: Run = vpcsh().arg("--version").output().unwrap().into();
+    assert!(version.stdout.starts_with(&format!("vpcsh {} (", env!("CARGO_PKG_VERSION"))), "{version:?}");
+    let defs: Run = vpcsh().arg("defs").output().unwrap().into();
+    assert_eq!(defs.code, 0, "{defs:?}");
+    for line in [
+        "fn vpc(name: string, cidr: string) -> Vpc;",
+        "fn subnet(vpc: Vpc, name: string, cidr: string) -> Subnet;",
+    ] {
+        assert!(defs.stdout.contains(line), "missing {line}");
+    }
+    assert!(!defs.stdout.contains("Handle"), "Rust names leaked into the definitions");
+    let man: Run = vpcsh().arg("man").output().unwrap().into();
+    assert!(
+        man.stdout.contains(".TH vpcsh 1") && man.stdout.contains("completions"),
+        "{}",
+        &man.stdout[..300.min(man.stdout.len())]
+    );
+}
