@@ -127,8 +127,9 @@ pub(super) enum Command {
     /// The topology as a diagram: of a script, or of what is applied here.
     Graph {
         script: Option<PathBuf>,
-        /// `dot` (Graphviz: `vpcsh graph | dot -Tsvg`) or `mermaid` (renders on GitHub).
-        #[arg(long, value_parser = ["dot", "mermaid"], default_value = "dot")]
+        /// `dot` (Graphviz), `mermaid` (renders on GitHub) or `svg` (laid out by vpcsh itself,
+        /// no Graphviz needed).
+        #[arg(long, value_parser = ["dot", "mermaid", "svg"], default_value = "dot")]
         format: String,
     },
     /// The built-in HTTP server, run by vpcsh inside a namespace.

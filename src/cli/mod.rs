@@ -135,8 +135,12 @@ fn run(command: Command, target: &Target, out: &Output) -> Result<ExitCode, Fail
                 Some(script) => session::network_of(target, &script)?,
                 None => session::applied(target)?,
             };
-            let format = if format == "mermaid" { Format::Mermaid } else { Format::Dot };
-            print!("{}", commands::graph::render(&network, format));
+            let format = match format.as_str() {
+                "mermaid" => Format::Mermaid,
+                "svg" => Format::Svg,
+                _ => Format::Dot,
+            };
+            print!("{}", commands::graph::render(&network, format)?);
         }
         Command::Policy(PolicyCommand::Apply { file, vpc }) => {
             out.summary("policy", session::apply_policy(target, &file, vpc.as_deref())?)
