@@ -202,9 +202,19 @@ fn related(span: Span, label: &str, sources: &[Source]) -> serde_json::Value {
     r
 }
 
-/// Whether to colour output on stderr: a terminal, and `NO_COLOR` unset.
+/// `--color always|never` (or the config's), set once at start; `None` is auto.
+static COLOR_CHOICE: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+
+/// Fixes the colour choice for this process: `Some` forces it, `None` leaves it to [`color`].
+pub(crate) fn set_color(choice: Option<bool>) {
+    let _ = COLOR_CHOICE.set(choice);
+}
+
+/// Whether to colour output on stderr: as chosen, else a terminal and `NO_COLOR` unset.
 pub(crate) fn color() -> bool {
-    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    COLOR_CHOICE.get().copied().flatten().unwrap_or_else(|| {
+        std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    })
 }
 
 /// Renders a diagnostic as text (coloured when `color`).

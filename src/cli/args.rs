@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use super::config::Color;
+
 /// The version and the git revision it was built from.
 const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("VPCSH_REVISION"), ")");
 
@@ -16,6 +18,9 @@ Examples:
   vpcsh --sandbox demo list                  what is there
   vpcsh --sandbox demo exec prod/w1 -- ip addr
   vpcsh --sandbox demo destroy               remove the sandbox and everything in it
+
+Settings come from /etc/vpcsh/config.toml, then ~/.config/vpcsh/config.toml (or only
+$VPCSH_CONFIG), then VPCSH_* variables, then flags; a file's keys are the flags' names.
 
 A script declares VPCs, subnets and hosts; nothing changes until `apply()` or the script's end.
 `check` validates, `plan` prints the kernel operations an apply would do, `apply` does them.";
@@ -37,22 +42,28 @@ pub(super) struct Global {
     /// internet at 198.51.100.1; every namespace it makes starts with NAME.
     #[arg(long, global = true, value_name = "NAME")]
     pub(super) sandbox: Option<String>,
-    /// Where vpcsh records what it owns (a sandbox keeps its own state below it).
-    #[arg(long, global = true, value_name = "DIR", default_value = crate::state::DEFAULT_DIR)]
-    pub(super) state_dir: PathBuf,
-    /// On the real host: the prefix of every namespace vpcsh makes (PREFIX.VPC, PREFIX.VPC.HOST).
-    #[arg(long, global = true, value_name = "PREFIX", default_value = crate::plan::naming::REAL_HOST_PREFIX)]
-    pub(super) prefix: String,
+    /// Where vpcsh records what it owns (a sandbox keeps its own state below it)
+    /// [default: /var/lib/vpcsh].
+    #[arg(long, global = true, value_name = "DIR", env = "VPCSH_STATE_DIR")]
+    pub(super) state_dir: Option<PathBuf>,
+    /// On the real host: the prefix of every namespace vpcsh makes (PREFIX.VPC, PREFIX.VPC.HOST)
+    /// [default: vpcsh].
+    #[arg(long, global = true, value_name = "PREFIX", env = "VPCSH_PREFIX")]
+    pub(super) prefix: Option<String>,
     /// On the real host: the interface towards the internet (default: the default route's).
-    #[arg(long, global = true, value_name = "IFACE")]
+    #[arg(long, global = true, value_name = "IFACE", env = "VPCSH_UPLINK")]
     pub(super) uplink: Option<String>,
     /// The stack a script applies to (default: its file stem; the REPL's: `repl`), or, for
     /// `destroy`, the stack to remove.
     #[arg(long, global = true, value_name = "NAME")]
     pub(super) stack: Option<String>,
-    /// The most network namespaces one script may make (a VPC is one, and each host).
-    #[arg(long, global = true, value_name = "N", default_value_t = 20_000)]
-    pub(super) max_namespaces: usize,
+    /// The most network namespaces one script may make (a VPC is one, and each host)
+    /// [default: 20000].
+    #[arg(long, global = true, value_name = "N", env = "VPCSH_MAX_NAMESPACES")]
+    pub(super) max_namespaces: Option<usize>,
+    /// Colour diagnostics [default: auto: on a terminal, unless NO_COLOR is set].
+    #[arg(long, global = true, value_name = "WHEN", env = "VPCSH_COLOR")]
+    pub(super) color: Option<Color>,
     /// Agree in advance to an apply that deletes VPCs its script no longer declares.
     #[arg(long, global = true)]
     pub(super) yes: bool,
@@ -107,9 +118,9 @@ pub(super) enum Command {
         /// Keep the sandbox of a failed script for inspection.
         #[arg(long)]
         keep: bool,
-        /// Scripts run at the same time.
-        #[arg(long, short = 'j', default_value_t = 1)]
-        jobs: usize,
+        /// Scripts run at the same time [default: 1].
+        #[arg(long, short = 'j', env = "VPCSH_JOBS")]
+        jobs: Option<usize>,
     },
     /// An interactive session: declarations apply as you type (also: `vpcsh` on a terminal).
     Repl,

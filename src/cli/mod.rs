@@ -3,6 +3,7 @@
 //! refused (diagnostic printed), 2 usage error.
 
 mod args;
+mod config;
 mod script;
 mod test;
 
@@ -12,6 +13,7 @@ use std::process::ExitCode;
 
 use args::{Cli, Command, Global, PolicyCommand};
 use clap::Parser;
+use config::{Color, Config};
 use script::Output;
 
 use crate::commands::graph::Format;
@@ -28,16 +30,38 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    init_logging(&cli.global);
-    let target = Target {
-        state_dir: cli.global.state_dir.clone(),
-        sandbox: cli.global.sandbox.clone(),
-        stack: cli.global.stack.clone(),
-        max_namespaces: cli.global.max_namespaces,
-        prefix: cli.global.prefix.clone(),
-        uplink: cli.global.uplink.clone(),
-    };
     let out = Output { json: cli.global.json, quiet: cli.global.quiet, yes: cli.global.yes };
+    let config = match Config::load() {
+        Ok(config) => config,
+        Err(failure) => {
+            out.failure(&failure);
+            return ExitCode::from(1);
+        }
+    };
+    let global = &cli.global;
+    diag::set_color(match global.color.or(config.color).unwrap_or(Color::Auto) {
+        Color::Auto => None,
+        Color::Always => Some(true),
+        Color::Never => Some(false),
+    });
+    init_logging(global);
+    let target = Target {
+        state_dir: global
+            .state_dir
+            .clone()
+            .or(config.state_dir)
+            .unwrap_or_else(|| crate::state::DEFAULT_DIR.into()),
+        sandbox: global.sandbox.clone(),
+        stack: global.stack.clone(),
+        max_namespaces: global.max_namespaces.or(config.max_namespaces).unwrap_or(DEFAULT_MAX_NAMESPACES),
+        prefix: global
+            .prefix
+            .clone()
+            .or(config.prefix)
+            .unwrap_or_else(|| crate::plan::naming::REAL_HOST_PREFIX.into()),
+        uplink: global.uplink.clone().or(config.uplink),
+    };
+    let jobs = config.jobs;
     let command = match (cli.command, cli.script) {
         (Some(command), _) => command,
         (None, Some(script)) => match mistyped_command(&script) {
@@ -53,7 +77,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(command, &target, &out) {
+    match run(command, &target, &out, jobs) {
         Ok(code) => code,
         Err(failure) => match failure.exit_code() {
             Some(code) => ExitCode::from(code as u8),
@@ -98,7 +122,16 @@ fn init_logging(global: &Global) {
         .try_init();
 }
 
-fn run(command: Command, target: &Target, out: &Output) -> Result<ExitCode, Failure> {
+/// `--max-namespaces` unless configured: far above any lab, far below what exhausts a host.
+const DEFAULT_MAX_NAMESPACES: usize = 20_000;
+
+/// Runs one command; `configured_jobs` is the config file's `vpcsh test` parallelism.
+fn run(
+    command: Command,
+    target: &Target,
+    out: &Output,
+    configured_jobs: Option<usize>,
+) -> Result<ExitCode, Failure> {
     if matches!(command, Command::Apply { .. } | Command::Destroy { .. } | Command::Policy(_)) {
         crate::exec::stop_on_signals();
     }
@@ -148,6 +181,7 @@ fn run(command: Command, target: &Target, out: &Output) -> Result<ExitCode, Fail
         Command::Test { scripts, keep, jobs } => {
             let prefix = target.sandbox.clone();
             let state_dir = std::env::temp_dir();
+            let jobs = jobs.or(configured_jobs).unwrap_or(1);
             return Ok(test::run(test::Options { scripts, keep, jobs, state_dir, prefix, json: out.json }));
         }
         Command::Serve { netns, port, body } => {

@@ -1,6 +1,6 @@
 //! The command line guides: a mistyped command gets a suggestion, `-q` is quiet, `exec`
-//! works as shells do, `vpcsh test` honours `--sandbox`, and every data or diagnostic
-//! output has a versioned JSON form.
+//! works as shells do, `vpcsh test` honours `--sandbox`, every data or diagnostic output has
+//! a versioned JSON form, and settings layer file < environment < flag.
 
 use crate::common::*;
 
@@ -201,4 +201,59 @@ fn version_defs_and_manual_come_from_the_binary() {
         "{}",
         &man.stdout[..300.min(man.stdout.len())]
     );
+}
+
+/// `vpcsh` reading its configuration from the user's directory under `home`.
+fn configured(home: &TempDir) -> std::process::Command {
+    let mut cmd = vpcsh();
+    cmd.env_remove("VPCSH_CONFIG").env("XDG_CONFIG_HOME", &home.0);
+    cmd
+}
+
+#[test]
+fn settings_layer_file_then_environment_then_flag() {
+    let home = TempDir::new("config");
+    std::fs::create_dir_all(home.0.join("vpcsh")).unwrap();
+    home.write("vpcsh/config.toml", "max-namespaces = 2\n");
+    let script = home.write(
+        "three.rhai",
+        "vpc(\"a\", \"10.1.0.0/16\");\nvpc(\"b\", \"10.2.0.0/16\");\nvpc(\"c\", \"10.3.0.0/16\");\n",
+    );
+    let check =
+        |cmd: &mut std::process::Command| -> Run { cmd.arg("check").arg(&script).output().unwrap().into() };
+    let from_file = check(&mut configured(&home));
+    assert_eq!(from_file.code, 1, "{from_file:?}");
+    assert!(from_file.stderr.contains("at most 2"), "{from_file:?}");
+    let from_env = check(configured(&home).env("VPCSH_MAX_NAMESPACES", "10"));
+    assert_eq!(from_env.code, 0, "{from_env:?}");
+    let from_flag =
+        check(configured(&home).env("VPCSH_MAX_NAMESPACES", "10").args(["--max-namespaces", "1"]));
+    assert!(from_flag.code == 1 && from_flag.stderr.contains("at most 1"), "{from_flag:?}");
+    // Without the file, the built-in ceiling.
+    assert_eq!(check(&mut vpcsh()).code, 0);
+    // `color` is a setting like the others: forced on through a pipe.
+    home.write("vpcsh/config.toml", "color = \"always\"\nmax-namespaces = 2\n");
+    let coloured = check(&mut configured(&home));
+    assert!(coloured.stderr.contains("\u{1b}["), "{coloured:?}");
+    let plain = check(configured(&home).args(["--color", "never"]));
+    assert!(plain.code == 1 && !plain.stderr.contains("\u{1b}["), "{plain:?}");
+}
+
+#[test]
+fn a_bad_configuration_key_or_value_is_a_diagnostic_in_the_file() {
+    let home = TempDir::new("config-bad");
+    std::fs::create_dir_all(home.0.join("vpcsh")).unwrap();
+    let script = home.write("one.rhai", "vpc(\"a\", \"10.1.0.0/16\");\n");
+    home.write("vpcsh/config.toml", "jobs = 2\nstat-dir = \"/tmp\"\n");
+    let run: Run = configured(&home).arg("check").arg(&script).output().unwrap().into();
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("unknown field `stat-dir`, expected one of `state-dir`"), "{run:?}");
+    assert!(run.stderr.contains("config.toml:2:1"), "{run:?}");
+    home.write("vpcsh/config.toml", "max-namespaces = \"many\"\n");
+    let run: Run = configured(&home).args(["--json", "check"]).arg(&script).output().unwrap().into();
+    assert_eq!(run.code, 1, "{run:?}");
+    let d = &json(&run)["diagnostics"][0];
+    assert!(d["message"].as_str().unwrap().contains("invalid type"), "{d}");
+    assert_eq!((d["line"].as_u64(), d["column"].as_u64()), (Some(1), Some(18)), "{d}");
+    assert!(d["file"].as_str().unwrap().ends_with("vpcsh/config.toml"), "{d}");
 }

@@ -28,10 +28,16 @@ let w1   = web.host("w1");
 }
 pub(crate) use prod_and;
 
-/// The vpcsh binary, without colour and without any fault injection from the environment.
+/// The vpcsh binary, without colour, fault injection, configuration files or `VPCSH_*`
+/// settings from the environment.
 pub(crate) fn vpcsh() -> Command {
     let mut cmd = Command::new(VPCSH);
-    cmd.env("NO_COLOR", "1").env_remove("VPCSH_INJECT_FAULT").env_remove("VPCSH_CRASH_AFTER");
+    cmd.env("NO_COLOR", "1").env("VPCSH_CONFIG", "");
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(|k| k.starts_with("VPCSH_") && k != "VPCSH_CONFIG") {
+            cmd.env_remove(key);
+        }
+    }
     cmd
 }
 

@@ -1,0 +1,118 @@
+//! The configuration files: `/etc/vpcsh/config.toml`, then the user's
+//! (`$XDG_CONFIG_HOME/vpcsh/config.toml`, default `~/.config`), or only `$VPCSH_CONFIG` when
+//! that is set (empty: none). Later files win; `VPCSH_*` variables and flags win over both.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::model::Span;
+use crate::script::{Fault, ScriptError, Source};
+use crate::session::Failure;
+
+/// What a configuration file may set. A key is the flag's own name.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct Config {
+    pub(super) state_dir: Option<PathBuf>,
+    pub(super) prefix: Option<String>,
+    pub(super) uplink: Option<String>,
+    pub(super) max_namespaces: Option<usize>,
+    pub(super) color: Option<Color>,
+    pub(super) jobs: Option<usize>,
+}
+
+/// When diagnostics are coloured.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub(super) enum Color {
+    /// On a terminal, unless `NO_COLOR` is set.
+    Auto,
+    Always,
+    Never,
+}
+
+impl Config {
+    /// Every file that applies, read and layered in order.
+    pub(super) fn load() -> Result<Config, Failure> {
+        let mut config = Config::default();
+        for path in search_path() {
+            match std::fs::read_to_string(&path) {
+                Ok(text) => config = config.under(parse(&path, &text)?),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    let message = format!("cannot read {}: {e}", path.display());
+                    return Err(Failure::refused(message, None));
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// This configuration with `later`'s settings taking precedence.
+    fn under(self, later: Config) -> Config {
+        Config {
+            state_dir: later.state_dir.or(self.state_dir),
+            prefix: later.prefix.or(self.prefix),
+            uplink: later.uplink.or(self.uplink),
+            max_namespaces: later.max_namespaces.or(self.max_namespaces),
+            color: later.color.or(self.color),
+            jobs: later.jobs.or(self.jobs),
+        }
+    }
+}
+
+fn search_path() -> Vec<PathBuf> {
+    if let Some(only) = std::env::var_os("VPCSH_CONFIG") {
+        return if only.is_empty() { Vec::new() } else { vec![PathBuf::from(only)] };
+    }
+    let user = match std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
+        Some(dir) => Some(PathBuf::from(dir)),
+        None => std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")),
+    };
+    let mut files = vec![PathBuf::from("/etc/vpcsh/config.toml")];
+    files.extend(user.map(|dir| dir.join("vpcsh/config.toml")));
+    files
+}
+
+/// One file; an unknown key, a wrong type or bad TOML is a diagnostic pointing into it.
+fn parse(path: &Path, text: &str) -> Result<Config, Failure> {
+    toml::from_str(text).map_err(|e| {
+        let range = e.span().unwrap_or(0..0);
+        let span = Span { source: 0, start: range.start, len: range.len() };
+        let message = format!("config file: {}", e.message().trim_end());
+        let mut fault = Fault::new(message, span, "here");
+        fault.help = Some(
+            "keys are state-dir, prefix, uplink, max-namespaces, color (auto, always, never) and jobs".into(),
+        );
+        let sources = vec![Source { name: path.display().to_string(), text: text.to_string() }];
+        Failure::Script { error: ScriptError::from(fault), sources }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_files_win_key_by_key() {
+        let system = parse(Path::new("system"), "prefix = \"lab\"\njobs = 2\n").unwrap();
+        let user = parse(Path::new("user"), "jobs = 4\ncolor = \"never\"\n").unwrap();
+        let both = Config::default().under(system).under(user);
+        assert_eq!(both.prefix.as_deref(), Some("lab"));
+        assert_eq!(both.jobs, Some(4));
+        assert_eq!(both.color, Some(Color::Never));
+        assert_eq!(both.state_dir, None);
+    }
+
+    #[test]
+    fn an_unknown_key_points_at_itself() {
+        let text = "jobs = 2\nstat-dir = \"/tmp\"\n";
+        let Err(Failure::Script { error: ScriptError::Fault(fault), .. }) = parse(Path::new("c"), text)
+        else {
+            panic!("accepted an unknown key");
+        };
+        assert!(fault.message.contains("unknown field `stat-dir`"), "{}", fault.message);
+        assert_eq!(&text[fault.span.start..fault.span.start + fault.span.len], "stat-dir");
+    }
+}
