@@ -143,6 +143,9 @@ pub(super) enum Command {
         #[arg(long, value_parser = ["dot", "mermaid", "svg"], default_value = "dot")]
         format: String,
     },
+    /// The names `exec` and `logs` accept, one per line (for shell completion).
+    #[command(name = "__targets", hide = true)]
+    Targets,
     /// The built-in HTTP server, run by vpcsh inside a namespace.
     #[command(name = "__serve", hide = true)]
     Serve {

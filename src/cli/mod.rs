@@ -3,6 +3,7 @@
 //! refused (diagnostic printed), 2 usage error.
 
 mod args;
+mod completions;
 mod config;
 mod script;
 mod test;
@@ -160,8 +161,13 @@ fn run(
                 "fish" => clap_complete::Shell::Fish,
                 _ => clap_complete::Shell::Bash,
             };
-            let mut command = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut command, "vpcsh", &mut std::io::stdout());
+            completions::write(shell, &mut std::io::stdout())
+                .map_err(|e| Failure::refused(format!("writing the completions: {e}"), None))?;
+        }
+        Command::Targets => {
+            for name in commands::targets(target)? {
+                println!("{name}");
+            }
         }
         Command::Graph { script, format } => {
             let network = match script {

@@ -51,6 +51,18 @@ fn resolve_in(network: &Network, target: &Target, who: &str) -> Result<String, F
     }
 }
 
+/// Every name `exec` and `logs` accept here: `internet` in a sandbox, each VPC (its router)
+/// and each `VPC/HOST`.
+pub(crate) fn targets(target: &Target) -> Result<Vec<String>, Failure> {
+    let network = peek(target)?.map(|s| s.network).unwrap_or_default();
+    let internet = target.naming().internet_ns().map(|_| "internet".to_string());
+    let names = network.vpcs.iter().flat_map(|vpc| {
+        let hosts = vpc.subnets.iter().flat_map(|s| &s.hosts).map(|h| format!("{}/{}", vpc.name, h.name));
+        std::iter::once(vpc.name.clone()).chain(hosts)
+    });
+    Ok(internet.into_iter().chain(names).collect())
+}
+
 /// Prints the logs of the processes vpcsh started in a host.
 pub(crate) fn logs(target: &Target, who: &str) -> Result<(), Failure> {
     let ns = resolve(target, who)?;

@@ -6,7 +6,7 @@ mod enter;
 pub(crate) mod graph;
 mod report;
 
-pub(crate) use enter::{exec, logs};
+pub(crate) use enter::{exec, logs, targets};
 pub(crate) use report::{list, status};
 
 /// A JSON document of one of vpcsh's kinds, stamped with the schema version and its kind

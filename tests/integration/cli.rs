@@ -183,6 +183,48 @@ fn completions_generate_for_each_shell() {
 }
 
 #[test]
+fn completion_offers_the_names_of_the_applied_network() {
+    let sb = Sandbox::new("complete");
+    sb.apply(prod_and!(""));
+    let script: Run = vpcsh().args(["completions", "bash"]).output().unwrap().into();
+    let file = sb.dir.write("vpcsh.bash", &script.stdout);
+    let bin_dir = std::path::Path::new(VPCSH).parent().unwrap();
+    let complete = |words: &[&str]| -> Vec<String> {
+        // As bash calls it: the words so far, then (command, current word, previous word).
+        let line = words.iter().map(|w| format!("'{w}'")).collect::<Vec<_>>().join(" ");
+        let program = format!(
+            "source '{}'\nCOMP_WORDS=({line})\nCOMP_CWORD={}\n_vpcsh_with_targets vpcsh '{}' '{}'\nprintf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            file.display(),
+            words.len() - 1,
+            words[words.len() - 1],
+            words[words.len() - 2],
+        );
+        let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+        let out = std::process::Command::new("bash")
+            .args(["-c", &program])
+            .env("PATH", path)
+            .env("VPCSH_CONFIG", "")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).map(String::from).collect()
+    };
+    let state_dir = sb.dir.0.to_str().unwrap();
+    let scope = ["vpcsh", "--sandbox", &sb.name, "--state-dir", state_dir];
+    // A subnet declared without hosts has one named after it.
+    assert_eq!(complete(&[&scope[..], &["exec", "p"]].concat()), ["prod", "prod/w1", "prod/app", "prod/db"]);
+    assert_eq!(complete(&[&scope[..], &["logs", "prod/w"]].concat()), ["prod/w1"]);
+    assert_eq!(complete(&[&scope[..], &["exec", "i"]].concat()), ["internet"]);
+    // Elsewhere, clap's own completion: subcommands.
+    assert!(complete(&["vpcsh", "sta"]).contains(&"status".to_string()));
+    // Another sandbox has no such names.
+    assert!(complete(&["vpcsh", "--sandbox", "vt-none", "--state-dir", state_dir, "exec", "p"]).is_empty());
+    let zsh: Run = vpcsh().args(["completions", "zsh"]).output().unwrap().into();
+    assert_eq!(zsh.stdout.matches("':target:_vpcsh_targets'").count(), 2, "exec and logs complete names");
+    assert!(zsh.stdout.trim_end().ends_with("fi"), "zsh registration kept last");
+}
+
+#[test]
 fn version_defs_and_manual_come_from_the_binary() {
     let version: Run = vpcsh().arg("--version").output().unwrap().into();
     assert!(version.stdout.starts_with(&format!("vpcsh {} (", env!("CARGO_PKG_VERSION"))), "{version:?}");
