@@ -61,6 +61,11 @@ pub(super) struct Global {
     /// [default: 20000].
     #[arg(long, global = true, value_name = "N", env = "VPCSH_MAX_NAMESPACES")]
     pub(super) max_namespaces: Option<usize>,
+    /// Seconds a probe without its own `timeout` waits [default: 0.5 in a sandbox, 1 on a
+    /// real host].
+    #[arg(long, global = true, value_name = "SECONDS", env = "VPCSH_PROBE_TIMEOUT",
+          value_parser = |s: &str| s.parse::<f64>().map_err(|e| e.to_string()).and_then(super::config::seconds))]
+    pub(super) probe_timeout: Option<std::time::Duration>,
     /// Colour diagnostics [default: auto: on a terminal, unless NO_COLOR is set].
     #[arg(long, global = true, value_name = "WHEN", env = "VPCSH_COLOR")]
     pub(super) color: Option<Color>,

@@ -3,6 +3,7 @@
 //! that is set (empty: none). Later files win; `VPCSH_*` variables and flags win over both.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -20,6 +21,28 @@ pub(super) struct Config {
     pub(super) max_namespaces: Option<usize>,
     pub(super) color: Option<Color>,
     pub(super) jobs: Option<usize>,
+    /// Seconds a probe without its own `timeout` waits.
+    pub(super) probe_timeout: Option<Seconds>,
+}
+
+/// A positive, finite number of seconds (`0.25`, `2`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct Seconds(pub(super) Duration);
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = f64::deserialize(d)?;
+        seconds(value).map(Seconds).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A count of seconds as a duration: positive and at most an hour.
+pub(super) fn seconds(value: f64) -> Result<Duration, String> {
+    if value.is_finite() && value > 0.0 && value <= 3600.0 {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(format!("{value} is not a number of seconds between 0 and 3600"))
+    }
 }
 
 /// When diagnostics are coloured.
@@ -58,6 +81,7 @@ impl Config {
             max_namespaces: later.max_namespaces.or(self.max_namespaces),
             color: later.color.or(self.color),
             jobs: later.jobs.or(self.jobs),
+            probe_timeout: later.probe_timeout.or(self.probe_timeout),
         }
     }
 }
@@ -83,7 +107,9 @@ fn parse(path: &Path, text: &str) -> Result<Config, Failure> {
         let message = format!("config file: {}", e.message().trim_end());
         let mut fault = Fault::new(message, span, "here");
         fault.help = Some(
-            "keys are state-dir, prefix, uplink, max-namespaces, color (auto, always, never) and jobs".into(),
+            "keys are state-dir, prefix, uplink, max-namespaces, color (auto, always, never), jobs \
+             and probe-timeout (seconds)"
+                .into(),
         );
         let sources = vec![Source { name: path.display().to_string(), text: text.to_string() }];
         Failure::Script { error: ScriptError::from(fault), sources }
@@ -97,12 +123,23 @@ mod tests {
     #[test]
     fn later_files_win_key_by_key() {
         let system = parse(Path::new("system"), "prefix = \"lab\"\njobs = 2\n").unwrap();
-        let user = parse(Path::new("user"), "jobs = 4\ncolor = \"never\"\n").unwrap();
+        let user = parse(Path::new("user"), "jobs = 4\ncolor = \"never\"\nprobe-timeout = 0.25\n").unwrap();
         let both = Config::default().under(system).under(user);
         assert_eq!(both.prefix.as_deref(), Some("lab"));
         assert_eq!(both.jobs, Some(4));
         assert_eq!(both.color, Some(Color::Never));
         assert_eq!(both.state_dir, None);
+        assert_eq!(both.probe_timeout, Some(Seconds(Duration::from_millis(250))));
+    }
+
+    #[test]
+    fn a_timeout_is_a_positive_number_of_seconds() {
+        for bad in ["0.0", "-1.5", "7200.0", "\"fast\""] {
+            let text = format!("probe-timeout = {bad}\n");
+            assert!(parse(Path::new("c"), &text).is_err(), "accepted {bad}");
+        }
+        let whole = parse(Path::new("c"), "probe-timeout = 2\n").unwrap();
+        assert_eq!(whole.probe_timeout, Some(Seconds(Duration::from_secs(2))));
     }
 
     #[test]

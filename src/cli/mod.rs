@@ -61,6 +61,7 @@ pub fn main() -> ExitCode {
             .or(config.prefix)
             .unwrap_or_else(|| crate::plan::naming::REAL_HOST_PREFIX.into()),
         uplink: global.uplink.clone().or(config.uplink),
+        probe_timeout: global.probe_timeout.or(config.probe_timeout.map(|s| s.0)),
     };
     let jobs = config.jobs;
     let command = match (cli.command, cli.script) {

@@ -280,8 +280,9 @@ mod api {
         super::exec(&ctx, &host, &cmd, opts)
     }
 
-    /// Whether `to` answers an ICMP echo from `from`: within 1 s on a real host, 0.5 s in a
-    /// sandbox, or `#{ timeout: secs }`; `#{ count: n }` tries up to n echoes.
+    /// Whether `to` answers an ICMP echo from `from`: within `#{ timeout: secs }`, else the
+    /// configured `probe-timeout`, else 1 s on a real host and 0.5 s in a sandbox;
+    /// `#{ count: n }` tries up to n echoes.
     #[rhai_fn(return_raw)]
     pub fn ping(ctx: NativeCallContext, from: Dynamic, to: Dynamic) -> Res<bool> {
         ping_with(ctx, from, to, Map::new())

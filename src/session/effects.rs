@@ -87,20 +87,29 @@ fn kept(keep: &Network, decls: &Declarations) -> Network {
     keep.without(&removed)
 }
 
-/// Commands and probes inside the namespaces a scope's naming gives.
-pub(super) struct Probes(pub Naming);
+/// Commands and probes inside the namespaces a target's naming gives.
+pub(super) struct Probes {
+    naming: Naming,
+    /// The configured wait of a probe without its own `timeout`.
+    configured: Option<Duration>,
+}
 
 impl Probes {
-    /// The probe's own timeout, or the default for where it runs.
+    pub(super) fn of(target: &Target) -> Self {
+        Self { naming: target.naming(), configured: target.probe_timeout }
+    }
+
+    /// The probe's own timeout, else the configured one, else the default for where it runs.
     fn timeout(&self, opts: ProbeOptions) -> Duration {
-        opts.timeout.unwrap_or(if self.0.sandbox { probe::SANDBOX_TIMEOUT } else { probe::TIMEOUT })
+        let default = if self.naming.sandbox { probe::SANDBOX_TIMEOUT } else { probe::TIMEOUT };
+        opts.timeout.or(self.configured).unwrap_or(default)
     }
 
     fn ns(&self, e: &Endpoint) -> Result<String, EffectError> {
         match e {
-            Endpoint::Host { vpc, host } => Ok(self.0.host_ns(vpc, host)),
+            Endpoint::Host { vpc, host } => Ok(self.naming.host_ns(vpc, host)),
             Endpoint::Internet => self
-                .0
+                .naming
                 .internet_ns()
                 .ok_or_else(|| failed("the simulated internet exists only in a sandbox".into())),
         }
@@ -210,7 +219,7 @@ pub(crate) struct Interactive {
 
 impl Interactive {
     pub(crate) fn new(target: &Target) -> Self {
-        Self { target: target.clone(), stack: StackName::for_repl(target), probes: Probes(target.naming()) }
+        Self { target: target.clone(), stack: StackName::for_repl(target), probes: Probes::of(target) }
     }
 
     /// The network the session's declarations make, with what exists kept.
@@ -255,12 +264,12 @@ impl Effects for Interactive {
         false
     }
     fn sandboxed(&self) -> bool {
-        self.probes.0.sandbox
+        self.probes.naming.sandbox
     }
     fn workload_pid(&mut self, vpc: &str, host: &str, kind: &WorkloadKind) -> i64 {
         let records =
             crate::state::peek(&self.target.dir()).ok().flatten().map(|s| s.processes).unwrap_or_default();
-        workload_pid(&self.probes.0, &records, vpc, host, kind)
+        workload_pid(&self.probes.naming, &records, vpc, host, kind)
     }
     fn prober(&mut self) -> &mut dyn Prober {
         &mut self.probes

@@ -49,7 +49,7 @@ pub(crate) fn run_script(
         return Err(refused_deletes(&deletions));
     }
     let keep = applied.network.common(&network);
-    let probes = effects::Probes(runner.naming().clone());
+    let probes = effects::Probes::of(target);
     let live = Live { probes, runner, stack, total: Summary::default(), keep };
     let mut live = Interpreter::new(Box::new(live), applied.network);
     match live.run(&name, &text) {

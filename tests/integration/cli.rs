@@ -299,3 +299,26 @@ fn a_bad_configuration_key_or_value_is_a_diagnostic_in_the_file() {
     assert_eq!((d["line"].as_u64(), d["column"].as_u64()), (Some(1), Some(18)), "{d}");
     assert!(d["file"].as_str().unwrap().ends_with("vpcsh/config.toml"), "{d}");
 }
+
+#[test]
+fn a_configured_probe_timeout_is_how_long_an_unanswered_probe_waits() {
+    let sb = Sandbox::new("probe-wait");
+    std::fs::create_dir_all(sb.dir.0.join("config/vpcsh")).unwrap();
+    sb.dir.write("config/vpcsh/config.toml", "probe-timeout = 3.0\n");
+    let script = sb.script(prod_and!(
+        "firewall(w1, #{ ingress: [] });\napply();\nassert(!ping(db, w1), \"w1 drops pings\");\n"
+    ));
+    let started = std::time::Instant::now();
+    let run: Run = sb
+        .cmd(&["apply", script.to_str().unwrap()])
+        .env_remove("VPCSH_CONFIG")
+        .env("XDG_CONFIG_HOME", sb.dir.0.join("config"))
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(run.code, 0, "{run:?}");
+    // A lower bound, not a speed claim: an unanswered probe cannot give up before its wait,
+    // and the sandbox default (0.5 s) plus the apply stays well under 3 s.
+    let waited = started.elapsed();
+    assert!(waited >= std::time::Duration::from_secs(3), "the probe waited only {waited:?}");
+}
