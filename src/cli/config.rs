@@ -58,11 +58,14 @@ pub(super) enum Color {
 impl Config {
     /// Every file that applies, read and layered in order.
     pub(super) fn load() -> Result<Config, Failure> {
+        let (files, named) = search_path();
         let mut config = Config::default();
-        for path in search_path() {
+        for path in files {
             match std::fs::read_to_string(&path) {
                 Ok(text) => config = config.under(parse(&path, &text)?),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !named => {}
+                // Another user's home (`sudo -u`, `setpriv` keep `HOME`): not our settings.
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && !named => {}
                 Err(e) => {
                     let message = format!("cannot read {}: {e}", path.display());
                     return Err(Failure::refused(message, None));
@@ -86,9 +89,10 @@ impl Config {
     }
 }
 
-fn search_path() -> Vec<PathBuf> {
+/// The files to read, and whether they were named by `VPCSH_CONFIG` (then they must exist).
+fn search_path() -> (Vec<PathBuf>, bool) {
     if let Some(only) = std::env::var_os("VPCSH_CONFIG") {
-        return if only.is_empty() { Vec::new() } else { vec![PathBuf::from(only)] };
+        return (if only.is_empty() { Vec::new() } else { vec![PathBuf::from(only)] }, true);
     }
     let user = match std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
         Some(dir) => Some(PathBuf::from(dir)),
@@ -96,7 +100,7 @@ fn search_path() -> Vec<PathBuf> {
     };
     let mut files = vec![PathBuf::from("/etc/vpcsh/config.toml")];
     files.extend(user.map(|dir| dir.join("vpcsh/config.toml")));
-    files
+    (files, false)
 }
 
 /// One file; an unknown key, a wrong type or bad TOML is a diagnostic pointing into it.

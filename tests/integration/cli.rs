@@ -298,6 +298,10 @@ fn a_bad_configuration_key_or_value_is_a_diagnostic_in_the_file() {
     assert!(d["message"].as_str().unwrap().contains("invalid type"), "{d}");
     assert_eq!((d["line"].as_u64(), d["column"].as_u64()), (Some(1), Some(18)), "{d}");
     assert!(d["file"].as_str().unwrap().ends_with("vpcsh/config.toml"), "{d}");
+    // A file named by VPCSH_CONFIG must be there.
+    let missing = home.0.join("missing.toml");
+    let run: Run = vpcsh().env("VPCSH_CONFIG", &missing).arg("check").arg(&script).output().unwrap().into();
+    assert!(run.code == 1 && run.stderr.contains("missing.toml: No such file"), "{run:?}");
 }
 
 #[test]
