@@ -110,11 +110,7 @@ fn parse(path: &Path, text: &str) -> Result<Config, Failure> {
         let span = Span { source: 0, start: range.start, len: range.len() };
         let message = format!("config file: {}", e.message().trim_end());
         let mut fault = Fault::new(message, span, "here");
-        fault.help = Some(
-            "keys are state-dir, prefix, uplink, max-namespaces, color (auto, always, never), jobs \
-             and probe-timeout (seconds)"
-                .into(),
-        );
+        fault.help = Some("each key is the name of a vpcsh option (`vpcsh --help`), without `--`".into());
         let sources = vec![Source { name: path.display().to_string(), text: text.to_string() }];
         Failure::Script { error: ScriptError::from(fault), sources }
     })

@@ -32,7 +32,9 @@ pub fn main() -> ExitCode {
         }
     };
     let out = Output { json: cli.global.json, quiet: cli.global.quiet, yes: cli.global.yes };
-    let config = match Config::load() {
+    // The server vpcsh starts in a namespace takes everything from its flags.
+    let internal = matches!(cli.command, Some(Command::Serve { .. }));
+    let config = match if internal { Ok(Config::default()) } else { Config::load() } {
         Ok(config) => config,
         Err(failure) => {
             out.failure(&failure);
@@ -63,8 +65,7 @@ pub fn main() -> ExitCode {
         uplink: global.uplink.clone().or(config.uplink),
         probe_timeout: global.probe_timeout.or(config.probe_timeout.map(|s| s.0)),
     };
-    let jobs = config.jobs;
-    let command = match (cli.command, cli.script) {
+    let mut command = match (cli.command, cli.script) {
         (Some(command), _) => command,
         (None, Some(script)) => match mistyped_command(&script) {
             Some(usage) => {
@@ -79,7 +80,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(command, &target, &out, jobs) {
+    if let Command::Test { jobs, .. } = &mut command {
+        *jobs = jobs.or(config.jobs);
+    }
+    match run(command, &target, &out) {
         Ok(code) => code,
         Err(failure) => match failure.exit_code() {
             Some(code) => ExitCode::from(code as u8),
@@ -127,13 +131,7 @@ fn init_logging(global: &Global) {
 /// `--max-namespaces` unless configured: far above any lab, far below what exhausts a host.
 const DEFAULT_MAX_NAMESPACES: usize = 20_000;
 
-/// Runs one command; `configured_jobs` is the config file's `vpcsh test` parallelism.
-fn run(
-    command: Command,
-    target: &Target,
-    out: &Output,
-    configured_jobs: Option<usize>,
-) -> Result<ExitCode, Failure> {
+fn run(command: Command, target: &Target, out: &Output) -> Result<ExitCode, Failure> {
     if matches!(command, Command::Apply { .. } | Command::Destroy { .. } | Command::Policy(_)) {
         crate::exec::stop_on_signals();
     }
@@ -188,7 +186,7 @@ fn run(
         Command::Test { scripts, keep, jobs } => {
             let prefix = target.sandbox.clone();
             let state_dir = std::env::temp_dir();
-            let jobs = jobs.or(configured_jobs).unwrap_or(1);
+            let jobs = jobs.unwrap_or(1);
             return Ok(test::run(test::Options { scripts, keep, jobs, state_dir, prefix, json: out.json }));
         }
         Command::Serve { netns, port, body } => {
