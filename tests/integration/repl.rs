@@ -76,6 +76,16 @@ impl Drop for Session {
     }
 }
 
+/// Waits until something runs inside `ns`, so that a Ctrl-C sent next reaches it.
+fn wait_for_a_process_in(ns: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pids = || Command::new("ip").args(["netns", "pids", ns]).output().unwrap().stdout;
+    while pids().is_empty() {
+        assert!(Instant::now() < deadline, "nothing started in {ns}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn a_repl_session_through_a_terminal() {
     let sb = Sandbox::new("repl");
@@ -148,7 +158,7 @@ fn a_failed_input_leaves_no_trace_and_ctrl_c_returns_to_the_prompt() {
     assert!(!sb.namespaces().contains(&sb.ns("tmp")), "{:?}", sb.namespaces());
     // Ctrl-C stops a command in a host and the session goes on.
     s.send("u1 sleep 30\r");
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for_a_process_in(&sb.ns("v.u1"));
     let started = Instant::now();
     s.send("\x03");
     s.expect("vpcsh> ");
@@ -170,8 +180,10 @@ fn a_failed_input_leaves_no_trace_and_ctrl_c_returns_to_the_prompt() {
     assert!(!sb.namespaces().contains(&sb.ns("v")), "{:?}", sb.namespaces());
     s.send(":help ping\r");
     s.expect("ICMP echo");
+    s.expect("vpcsh> ");
     s.send("\x04");
-    assert!(s.child.wait().unwrap().success());
+    let status = s.child.wait().unwrap();
+    assert!(status.success(), "{status:?}; the terminal showed:\n{}", s.seen.lock().unwrap());
 }
 
 #[test]
