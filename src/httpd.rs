@@ -2,7 +2,7 @@
 //! caller's address as the server sees it (after any NAT). Runs inside a namespace.
 
 use std::io::{self, BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use nix::sched::{CloneFlags, setns};
@@ -13,8 +13,10 @@ use crate::exec::{netns, process::READY_LINE};
 pub(crate) fn serve(ns: &str, port: u16, body: &str) -> io::Result<()> {
     let fd = netns::open(ns)?;
     setns(&fd, CloneFlags::CLONE_NEWNET)?;
-    let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))?;
-    println!("{READY_LINE} 0.0.0.0:{port} in {ns}");
+    // Both families where IPv6 is on (a `[::]` socket takes IPv4 too), else IPv4 alone.
+    let listener = TcpListener::bind((Ipv6Addr::UNSPECIFIED, port))
+        .or_else(|_| TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)))?;
+    println!("{READY_LINE} {} in {ns}", listener.local_addr()?);
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
         let body = body.to_string();
@@ -41,7 +43,7 @@ fn answer(mut stream: TcpStream, body: &str) -> io::Result<()> {
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (status, text) = match (method, path) {
         ("GET", "/") => ("200 OK", body.to_string()),
-        ("GET", "/ip") => ("200 OK", format!("{}\n", stream.peer_addr()?.ip())),
+        ("GET", "/ip") => ("200 OK", format!("{}\n", caller(stream.peer_addr()?.ip()))),
         ("GET", _) => ("404 Not Found", "not found\n".to_string()),
         _ => ("405 Method Not Allowed", "only GET\n".to_string()),
     };
@@ -51,4 +53,13 @@ fn answer(mut stream: TcpStream, body: &str) -> io::Result<()> {
         text.len()
     )?;
     stream.flush()
+}
+
+/// The caller's address as it would write it: an IPv4 caller of a dual-stack socket
+/// arrives as `::ffff:a.b.c.d`.
+fn caller(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
 }

@@ -163,7 +163,10 @@ pub(super) fn run(opts: Options) -> ExitCode {
     std::thread::scope(|s| {
         for _ in 0..opts.jobs.max(1) {
             s.spawn(|| {
-                while let Some((i, script)) = queue.lock().expect("queue").next() {
+                // Taken in its own statement: a `while let` would hold the queue's lock for
+                // the whole run, one fixture at a time whatever `--jobs` says.
+                loop {
+                    let Some((i, script)) = queue.lock().expect("queue").next() else { break };
                     if interrupted() {
                         break;
                     }

@@ -129,9 +129,8 @@ fn dot(network: &Network, clusters: Clusters) -> String {
         }
     }
     for p in &network.peerings {
-        let allowed = |nets: &[ipnetwork::Ipv4Network]| {
-            nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" ")
-        };
+        let allowed =
+            |nets: &[ipnetwork::IpNetwork]| nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" ");
         let _ = writeln!(
             out,
             "  {} -> {} [dir=both, style=dashed, label=\"peering: {} <-> {}\"];",

@@ -104,13 +104,16 @@ pub(crate) fn list(target: &Target, json: bool) -> Result<(), Failure> {
             .iter()
             .map(|v| {
                 json!({
-                    "name": v.name, "cidr": v.cidr.to_string(), "netns": naming.router_ns(&v.name),
+                    "name": v.name, "cidr": v.cidr.to_string(), "cidr6": v.cidr6.map(|n| n.to_string()),
+                    "netns": naming.router_ns(&v.name),
                     "stack": stack_of(&v.name),
                     "subnets": v.subnets.iter().map(|s| json!({
                         "name": s.name, "cidr": s.cidr.to_string(), "public": s.public,
-                        "gateway": s.gateway.to_string(),
+                        "gateway": s.gateway.to_string(), "cidr6": s.cidr6.map(|n| n.to_string()),
+                        "gateway6": s.gateway6().map(|g| g.to_string()),
                         "hosts": s.hosts.iter().map(|h| json!({
-                            "name": h.name, "ip": h.ip.to_string(), "netns": naming.host_ns(&v.name, &h.name),
+                            "name": h.name, "ip": h.ip.to_string(), "ip6": h.ip6.map(|ip| ip.to_string()),
+                            "netns": naming.host_ns(&v.name, &h.name),
                         })).collect::<Vec<_>>(),
                     })).collect::<Vec<_>>(),
                 })
@@ -129,26 +132,44 @@ pub(crate) fn list(target: &Target, json: bool) -> Result<(), Failure> {
         println!("no VPCs");
     }
     for p in &network.peerings {
-        let list = |nets: &[ipnetwork::Ipv4Network]| {
-            nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
-        };
+        let list =
+            |nets: &[ipnetwork::IpNetwork]| nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ");
         println!("peering {} <-> {}: {} <-> {}", p.a, p.b, list(&p.a_allowed), list(&p.b_allowed));
     }
     for v in &network.vpcs {
         println!(
-            "vpc {} {} (stack {}, netns {})",
+            "vpc {} {}{} (stack {}, netns {})",
             v.name,
             v.cidr,
+            v6(v.cidr6),
             stack_of(&v.name),
             naming.router_ns(&v.name)
         );
         for s in &v.subnets {
             let kind = if s.public { "public" } else { "private" };
-            println!("  subnet {} {} {kind}, gateway {}", s.name, s.cidr, s.gateway);
+            println!(
+                "  subnet {} {}{} {kind}, gateway {}{}",
+                s.name,
+                s.cidr,
+                v6(s.cidr6),
+                s.gateway,
+                v6(s.gateway6())
+            );
             for h in &s.hosts {
-                println!("    host {} {} (netns {})", h.name, h.ip, naming.host_ns(&v.name, &h.name));
+                println!(
+                    "    host {} {}{} (netns {})",
+                    h.name,
+                    h.ip,
+                    v6(h.ip6),
+                    naming.host_ns(&v.name, &h.name)
+                );
             }
         }
     }
     Ok(())
+}
+
+/// An IPv6 prefix or address after its IPv4 one, when there is one.
+fn v6(value: Option<impl std::fmt::Display>) -> String {
+    value.map(|v| format!(" {v}")).unwrap_or_default()
 }

@@ -3,13 +3,15 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 
 use futures::TryStreamExt;
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 use netlink_packet_route::AddressFamily;
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
+};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
@@ -25,6 +27,7 @@ const EEXIST: i32 = nix::errno::Errno::EEXIST as i32;
 use crate::plan::Op;
 use crate::plan::kernel::LINK_GROUP;
 use crate::plan::kernel::{Addr, KernelState, Link, LinkKind, Netns, Owner, Route};
+use crate::plan::naming::HOST_NS;
 
 /// A namespace vpcsh is talking to: its fd (to put veth peers into it) and a socket in it.
 struct Space {
@@ -85,8 +88,10 @@ impl Netlink {
     fn space(&mut self, ns: &str) -> io::Result<&mut Space> {
         if !self.spaces.contains_key(ns) {
             let fd = netns::open(ns)?;
-            let (socket, nft, forwarding, ipv6) = netns::run_in(&fd, || {
-                Ok((Socket::new(NETLINK_ROUTE)?, Nft::open().ok(), netns::forwarding()?, netns::ipv6()?))
+            let v6 = with_ipv6(ns);
+            let (socket, nft, forwarding, ipv6) = netns::run_in(&fd, move || {
+                let forwarding = netns::forwarding(v6)?;
+                Ok((Socket::new(NETLINK_ROUTE)?, Nft::open().ok(), forwarding, netns::ipv6()?))
             })?;
             let handle = self.connect(socket);
             let space = Space { fd, handle, nft, forwarding, ipv6, index: HashMap::new(), fresh: false };
@@ -118,12 +123,10 @@ impl Netlink {
         }
         let (socket, nft) = netns::create(ns, move || {
             if forwarding {
-                netns::set_forwarding(true)?;
+                netns::set_forwarding(true, true)?;
             }
-            // Before any device but `lo` exists: every later one is made with IPv6 off too.
-            if !ipv6 {
-                netns::set_ipv6(false)?;
-            }
+            // Before any device but `lo` exists: every later one is made the same way.
+            netns::set_ipv6(ipv6)?;
             Ok((Socket::new(NETLINK_ROUTE)?, Nft::open().ok()))
         })?;
         let handle = self.connect(socket);
@@ -184,12 +187,23 @@ impl Netlink {
         match op {
             Op::CreateNetns { ns, forwarding, ipv6 } => self.create_netns(ns, *forwarding, *ipv6),
             Op::SetIpv6 { ns, on } => {
-                self.write_sysctl(ns, netns::set_ipv6, *on)?.ipv6 = *on;
+                let on = *on;
+                let space = self.space(ns)?;
+                // IPv6 turned on routes as IPv4 does in this namespace.
+                let forwarding = space.forwarding;
+                netns::run_in(&space.fd, move || {
+                    netns::set_ipv6(on)?;
+                    if on { netns::set_forwarding(forwarding, true) } else { Ok(()) }
+                })?;
+                space.ipv6 = on;
                 Ok(())
             }
             Op::DeleteNetns { ns } => self.delete_netns(ns),
             Op::SetForwarding { ns, on } => {
-                self.write_sysctl(ns, netns::set_forwarding, *on)?.forwarding = *on;
+                let (on, v6) = (*on, with_ipv6(ns));
+                let space = self.space(ns)?;
+                netns::run_in(&space.fd, move || netns::set_forwarding(on, v6))?;
+                space.forwarding = on;
                 Ok(())
             }
             Op::CreateBridge { ns, name } => self.create_bridge(ns, name),
@@ -201,7 +215,12 @@ impl Netlink {
             Op::AddAddr { ns, addr } => {
                 let index = self.index(ns, &addr.dev)?;
                 let handle = self.space(ns)?.handle.clone();
-                let req = handle.address().add(index, IpAddr::V4(addr.net.ip()), addr.net.prefix());
+                let mut req = handle.address().add(index, addr.net.ip(), addr.net.prefix());
+                if addr.net.is_ipv6() {
+                    // Static addresses on links vpcsh alone numbers: usable at once, not after
+                    // a second of duplicate address detection.
+                    req.message_mut().attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+                }
                 self.rt.block_on(req.execute()).map_err(io_err)
             }
             Op::DelAddr { ns, addr } => self.delete_addr(ns, addr),
@@ -224,19 +243,6 @@ impl Netlink {
             Op::SetRuleset { ns, ruleset, .. } => nft(self.space(ns)?)?.replace(ruleset),
             Op::DeleteRuleset { ns } => nft(self.space(ns)?)?.delete(),
         }
-    }
-
-    /// Writes a per-namespace sysctl from a thread inside `ns` (where `/proc/sys/net`
-    /// resolves to that namespace's).
-    fn write_sysctl(
-        &mut self,
-        ns: &str,
-        write: fn(bool) -> io::Result<()>,
-        on: bool,
-    ) -> io::Result<&mut Space> {
-        let space = self.space(ns)?;
-        netns::run_in(&space.fd, move || write(on))?;
-        Ok(space)
     }
 
     fn create_bridge(&mut self, ns: &str, name: &str) -> io::Result<()> {
@@ -284,11 +290,7 @@ impl Netlink {
         self.rt.block_on(async {
             let mut msgs = handle.address().get().set_link_index_filter(index).execute();
             while let Some(msg) = msgs.try_next().await.map_err(io_err)? {
-                let ip = msg.attributes.iter().find_map(|a| match a {
-                    AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
-                    _ => None,
-                });
-                if ip == Some(addr.net.ip()) && msg.header.prefix_len == addr.net.prefix() {
+                if address_of(&msg) == Some(addr.net.ip()) && msg.header.prefix_len == addr.net.prefix() {
                     return handle.address().del(msg).execute().await.map_err(io_err);
                 }
             }
@@ -358,12 +360,21 @@ impl Netlink {
             .block_on(async {
                 let links: Vec<LinkMessage> = handle.link().get().execute().try_collect().await?;
                 let addrs: Vec<_> = handle.address().get().execute().try_collect().await?;
-                let routes: Vec<RouteMessage> = handle
+                let mut routes: Vec<RouteMessage> = handle
                     .route()
                     .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
                     .execute()
                     .try_collect()
                     .await?;
+                if ipv6 {
+                    let routes6: Vec<RouteMessage> = handle
+                        .route()
+                        .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
+                        .execute()
+                        .try_collect()
+                        .await?;
+                    routes.extend(routes6);
+                }
                 Ok::<_, rtnetlink::Error>((links, addrs, routes))
             })
             .map_err(io_err)?;
@@ -416,15 +427,39 @@ fn link_of(l: &LinkMessage, names: &HashMap<u32, String>) -> Link {
     Link { kind, master, up, owner: Owner::Unclaimed, ours: group == LINK_GROUP }
 }
 
-/// An IPv4 address on a named link.
+/// The address of an address message: IFA_LOCAL for IPv4, IFA_ADDRESS for IPv6 (which
+/// has no local/peer distinction).
+fn address_of(a: &AddressMessage) -> Option<IpAddr> {
+    let local = a.attributes.iter().find_map(|attr| match attr {
+        AddressAttribute::Local(ip) => Some(*ip),
+        _ => None,
+    });
+    local.or_else(|| {
+        a.attributes.iter().find_map(|attr| match attr {
+            AddressAttribute::Address(ip) => Some(*ip),
+            _ => None,
+        })
+    })
+}
+
+/// An address on a named link, of the kind vpcsh adds: every IPv4 address, and static
+/// global IPv6 ones (not the kernel's link-local or loopback, nor what SLAAC configures).
 fn addr_of(a: &AddressMessage, names: &HashMap<u32, String>) -> Option<Addr> {
     let dev = names.get(&a.header.index)?;
-    let ip = a.attributes.iter().find_map(|attr| match attr {
-        AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
-        _ => None,
-    })?;
-    let net = Ipv4Network::new(ip, a.header.prefix_len).ok()?;
-    (a.header.family == AddressFamily::Inet).then(|| Addr { dev: dev.clone(), net })
+    let ip = address_of(a)?;
+    let ours = match a.header.family {
+        AddressFamily::Inet => true,
+        AddressFamily::Inet6 => {
+            let permanent = a.header.flags.contains(AddressHeaderFlags::Permanent)
+                || a.attributes
+                    .iter()
+                    .any(|x| matches!(x, AddressAttribute::Flags(f) if f.contains(AddressFlags::Permanent)));
+            a.header.scope == AddressScope::Universe && permanent
+        }
+        _ => false,
+    };
+    let net = IpNetwork::new(ip, a.header.prefix_len).ok()?;
+    ours.then(|| Addr { dev: dev.clone(), net })
 }
 
 /// A static route of the main table, the kind vpcsh adds.
@@ -432,19 +467,27 @@ fn route_of(r: &RouteMessage, names: &HashMap<u32, String>) -> Option<Route> {
     if r.header.table != RouteHeader::RT_TABLE_MAIN || r.header.protocol != RouteProtocol::Static {
         return None;
     }
-    let mut dst = Ipv4Addr::UNSPECIFIED;
+    let v6 = r.header.address_family == AddressFamily::Inet6;
+    let mut dst: IpAddr = if v6 { Ipv6Addr::UNSPECIFIED.into() } else { Ipv4Addr::UNSPECIFIED.into() };
     let mut via = None;
     let mut dev = String::new();
     for attr in &r.attributes {
         match attr {
-            RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = *ip,
-            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => via = Some(*ip),
+            RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = (*ip).into(),
+            RouteAttribute::Destination(RouteAddress::Inet6(ip)) => dst = (*ip).into(),
+            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => via = Some((*ip).into()),
+            RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => via = Some((*ip).into()),
             RouteAttribute::Oif(i) => dev = names.get(i).cloned().unwrap_or_default(),
             _ => {}
         }
     }
-    let dst = Ipv4Network::new(dst, r.header.destination_prefix_length).ok()?;
+    let dst = IpNetwork::new(dst, r.header.destination_prefix_length).ok()?;
     Some(Route { dst, via: via?, dev })
+}
+
+/// Whether vpcsh manages IPv6 forwarding in `ns`: everywhere but the real host.
+fn with_ipv6(ns: &str) -> bool {
+    ns != HOST_NS
 }
 
 fn nft(space: &mut Space) -> io::Result<&mut Nft> {
@@ -464,10 +507,23 @@ fn link_name(l: &LinkMessage) -> Option<String> {
 }
 
 fn route_message(route: &Route) -> RouteMessage {
-    RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(route.dst.ip(), route.dst.prefix())
-        .gateway(route.via)
-        .build()
+    match (route.dst, route.via) {
+        (IpNetwork::V6(dst), IpAddr::V6(via)) => RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(dst.ip(), dst.prefix())
+            .gateway(via)
+            .build(),
+        (dst, via) => {
+            let dst = match dst {
+                IpNetwork::V4(n) => (n.ip(), n.prefix()),
+                IpNetwork::V6(_) => (Ipv4Addr::UNSPECIFIED, 0),
+            };
+            let mut b = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(dst.0, dst.1);
+            if let IpAddr::V4(via) = via {
+                b = b.gateway(via);
+            }
+            b.build()
+        }
+    }
 }
 
 impl Netlink {

@@ -140,12 +140,30 @@ pub(crate) fn remove(name: &str) -> io::Result<()> {
 }
 
 /// Reads or writes `net.ipv4.ip_forward` of the calling thread's namespace.
-pub(crate) fn forwarding() -> io::Result<bool> {
-    Ok(fs::read_to_string("/proc/sys/net/ipv4/ip_forward")?.trim() == "1")
+/// Whether the calling thread's namespace routes: IPv4, and IPv6 too where IPv6 is on and
+/// `with_ipv6` (vpcsh never turns the real host's IPv6 forwarding on: that would make it
+/// ignore the router advertisements its own connectivity may depend on).
+pub(crate) fn forwarding(with_ipv6: bool) -> io::Result<bool> {
+    let v4 = fs::read_to_string("/proc/sys/net/ipv4/ip_forward")?.trim() == "1";
+    if !with_ipv6 || !ipv6()? {
+        return Ok(v4);
+    }
+    Ok(v4 && fs::read_to_string(IPV6_FORWARDING)?.trim() == "1")
 }
 
-pub(crate) fn set_forwarding(on: bool) -> io::Result<()> {
-    fs::write("/proc/sys/net/ipv4/ip_forward", if on { "1" } else { "0" })
+const IPV6_FORWARDING: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
+
+pub(crate) fn set_forwarding(on: bool, with_ipv6: bool) -> io::Result<()> {
+    let value = if on { "1" } else { "0" };
+    fs::write("/proc/sys/net/ipv4/ip_forward", value)?;
+    if with_ipv6 {
+        match fs::write(IPV6_FORWARDING, value) {
+            // A kernel without IPv6 has nothing to forward.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            other => other?,
+        }
+    }
+    Ok(())
 }
 
 /// Whether IPv6 is on in the calling thread's namespace (off on a kernel without it).
@@ -158,15 +176,24 @@ pub(crate) fn ipv6() -> io::Result<bool> {
 }
 
 /// Turns IPv6 on or off in the calling thread's namespace: for every device there now
-/// (`all`) and every device made later (`default`).
+/// (`all`) and every device made later (`default`). On, without duplicate address
+/// detection: vpcsh numbers every link itself, and a router whose link-local address is
+/// still tentative sends no neighbour solicitations, so forwarding would wait a second.
 pub(crate) fn set_ipv6(on: bool) -> io::Result<()> {
+    match fs::read_dir("/proc/sys/net/ipv6/conf") {
+        // A kernel without IPv6: off is all there is.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+        Ok(confs) if on => {
+            for conf in confs {
+                fs::write(conf?.path().join("accept_dad"), "0")?;
+            }
+        }
+        Ok(_) => {}
+    }
     let value = if on { "0" } else { "1" };
     for scope in ["all", "default"] {
-        match fs::write(format!("/proc/sys/net/ipv6/conf/{scope}/disable_ipv6"), value) {
-            // A kernel without IPv6 has it off already.
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !on => {}
-            other => other?,
-        }
+        fs::write(format!("/proc/sys/net/ipv6/conf/{scope}/disable_ipv6"), value)?;
     }
     Ok(())
 }

@@ -6,7 +6,9 @@ use std::io;
 
 use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
 
-use crate::plan::nft::{Action, Chain, ChainType, Hook, IfName, Match, Rule, Ruleset, TABLE};
+use ipnetwork::IpNetwork;
+
+use crate::plan::nft::{Action, Chain, ChainType, Hook, IfName, Match, Proto, Rule, Ruleset, TABLE};
 
 // linux/netfilter/nfnetlink.h and nf_tables.h
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -20,7 +22,9 @@ const NFT_MSG_GETCHAIN: u16 = 4;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_GETRULE: u16 = 7;
 const NFT_MSG_GETGEN: u16 = 16;
+const NFPROTO_INET: u8 = 1;
 const NFPROTO_IPV4: u8 = 2;
+const NFPROTO_IPV6: u8 = 10;
 
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
@@ -84,8 +88,13 @@ impl Msg {
         Self { buf, nests: Vec::new() }
     }
 
+    /// A message about vpcsh's table (family `inet`).
     fn nft(msg: u16, flags: u16, seq: u32) -> Self {
-        Self::new((NFNL_SUBSYS_NFTABLES << 8) | msg, NLM_F_REQUEST | flags, seq, NFPROTO_IPV4, 0)
+        Self::nft_in(NFPROTO_INET, msg, flags, seq)
+    }
+
+    fn nft_in(family: u8, msg: u16, flags: u16, seq: u32) -> Self {
+        Self::new((NFNL_SUBSYS_NFTABLES << 8) | msg, NLM_F_REQUEST | flags, seq, family, 0)
     }
 
     fn attr(&mut self, ty: u16, data: &[u8]) -> &mut Self {
@@ -191,15 +200,34 @@ fn ifname(m: &mut Msg, key: u32, name: &IfName) {
     }
 }
 
-fn address(m: &mut Msg, offset: u32, net: &ipnetwork::Ipv4Network) {
+/// Matches a source or destination network, after the family check that an `inet` table
+/// needs before reading an address from the network header.
+fn address(m: &mut Msg, net: &IpNetwork, source: bool) {
+    const META_NFPROTO: u32 = 15;
+    let (family, offset, network, mask) = match net {
+        IpNetwork::V4(n) => (
+            NFPROTO_IPV4,
+            if source { 12 } else { 16 },
+            n.network().octets().to_vec(),
+            n.mask().octets().to_vec(),
+        ),
+        IpNetwork::V6(n) => (
+            NFPROTO_IPV6,
+            if source { 8 } else { 24 },
+            n.network().octets().to_vec(),
+            n.mask().octets().to_vec(),
+        ),
+    };
+    meta(m, META_NFPROTO);
+    cmp(m, 0, &[family]);
     if net.prefix() == 0 {
         return;
     }
-    payload(m, 1, offset, 4);
-    if net.prefix() < 32 {
-        bitwise(m, &net.mask().octets());
+    payload(m, 1, offset, network.len() as u32);
+    if usize::from(net.prefix()) < network.len() * 8 {
+        bitwise(m, &mask);
     }
-    cmp(m, 0, &net.network().octets());
+    cmp(m, 0, &network);
 }
 
 fn rule_match(m: &mut Msg, matched: &Match) {
@@ -213,11 +241,18 @@ fn rule_match(m: &mut Msg, matched: &Match) {
     match matched {
         Match::Iif(n) => ifname(m, META_IIFNAME, n),
         Match::Oif(n) => ifname(m, META_OIFNAME, n),
-        Match::Saddr(net) => address(m, 12, net),
-        Match::Daddr(net) => address(m, 16, net),
+        Match::Saddr(net) => address(m, net, true),
+        Match::Daddr(net) => address(m, net, false),
         Match::Proto(p) => {
             meta(m, META_L4PROTO);
             cmp(m, 0, &[p.number()]);
+        }
+        Match::NeighbourDiscovery => {
+            meta(m, META_L4PROTO);
+            cmp(m, 0, &[Proto::Icmpv6.number()]);
+            payload(m, 2, 0, 1);
+            cmp(m, 5, &[133]);
+            cmp(m, 3, &[136]);
         }
         Match::Dport(lo, hi) => {
             payload(m, 2, 2, 2);
@@ -305,7 +340,11 @@ fn chain_message(chain: &Chain, seq: u32) -> Vec<u8> {
 }
 
 fn table_message(msg: u16, flags: u16, seq: u32) -> Vec<u8> {
-    let mut m = Msg::nft(msg, flags, seq);
+    table_message_in(NFPROTO_INET, msg, flags, seq)
+}
+
+fn table_message_in(family: u8, msg: u16, flags: u16, seq: u32) -> Vec<u8> {
+    let mut m = Msg::nft_in(family, msg, flags, seq);
     m.str(NFTA_TABLE_NAME, TABLE);
     m.finish()
 }
@@ -399,11 +438,8 @@ impl Nft {
     /// Replaces vpcsh's table with `ruleset`, atomically.
     pub(crate) fn replace(&mut self, ruleset: &Ruleset) -> io::Result<()> {
         self.transact(|nft| {
-            let mut msgs = vec![
-                table_message(NFT_MSG_NEWTABLE, NLM_F_CREATE, nft.next_seq()),
-                table_message(NFT_MSG_DELTABLE, 0, nft.next_seq()),
-                table_message(NFT_MSG_NEWTABLE, NLM_F_CREATE, nft.next_seq()),
-            ];
+            let mut msgs = nft.clear_messages();
+            msgs.push(table_message(NFT_MSG_NEWTABLE, NLM_F_CREATE, nft.next_seq()));
             for chain in &ruleset.chains {
                 msgs.push(chain_message(chain, nft.next_seq()));
             }
@@ -418,12 +454,18 @@ impl Nft {
 
     /// Deletes vpcsh's table, if there is one.
     pub(crate) fn delete(&mut self) -> io::Result<()> {
-        self.transact(|nft| {
-            vec![
-                table_message(NFT_MSG_NEWTABLE, NLM_F_CREATE, nft.next_seq()),
-                table_message(NFT_MSG_DELTABLE, 0, nft.next_seq()),
-            ]
-        })
+        self.transact(Self::clear_messages)
+    }
+
+    /// Deletes vpcsh's table whether or not it exists (creating it first makes the delete
+    /// always valid), and the IPv4-only (`ip`) table that vpcsh versions before IPv6 kept.
+    fn clear_messages(&mut self) -> Vec<Vec<u8>> {
+        let mut msgs = Vec::new();
+        for family in [NFPROTO_IPV4, NFPROTO_INET] {
+            msgs.push(table_message_in(family, NFT_MSG_NEWTABLE, NLM_F_CREATE, self.next_seq()));
+            msgs.push(table_message_in(family, NFT_MSG_DELTABLE, 0, self.next_seq()));
+        }
+        msgs
     }
 
     /// Sends a request and collects the payloads of its replies (all parts of a dump).
@@ -450,15 +492,25 @@ impl Nft {
         Ok(if errno == 0 { Ok(replies) } else { Err(errno) })
     }
 
-    /// The signature (see `Ruleset::signature`) of vpcsh's table, or `None` without one.
-    pub(crate) fn observe(&mut self) -> io::Result<Option<Vec<String>>> {
+    /// Whether vpcsh's table exists in `family`.
+    fn has_table(&mut self, family: u8) -> io::Result<bool> {
         let seq = self.next_seq();
-        let mut get = Msg::nft(NFT_MSG_GETTABLE, NLM_F_ACK, seq);
+        let mut get = Msg::nft_in(family, NFT_MSG_GETTABLE, NLM_F_ACK, seq);
         get.str(NFTA_TABLE_NAME, TABLE);
         match self.request(get, seq)? {
-            Err(errno) if errno == nix::errno::Errno::ENOENT as i32 => return Ok(None),
-            Err(errno) => return Err(io::Error::from_raw_os_error(errno)),
-            Ok(_) => {}
+            Err(errno) if errno == nix::errno::Errno::ENOENT as i32 => Ok(false),
+            Err(errno) => Err(io::Error::from_raw_os_error(errno)),
+            Ok(_) => Ok(true),
+        }
+    }
+
+    /// The signature (see `Ruleset::signature`) of vpcsh's table, or `None` without one.
+    pub(crate) fn observe(&mut self) -> io::Result<Option<Vec<String>>> {
+        // The IPv4-only table of a vpcsh from before IPv6 is vpcsh's too: seen, it is
+        // replaced (or deleted) like any other drift.
+        let legacy = self.has_table(NFPROTO_IPV4)?.then(|| format!("table ip {TABLE} (IPv4 only)"));
+        if !self.has_table(NFPROTO_INET)? {
+            return Ok(legacy.map(|l| vec![l]));
         }
         let seq = self.next_seq();
         let chains = self
@@ -502,6 +554,7 @@ impl Nft {
                 signature.push(format!("{name}: {comment}"));
             }
         }
+        signature.extend(legacy);
         Ok(Some(signature))
     }
 }

@@ -3,7 +3,7 @@
 //! `curl` or `ip netns exec` needed.
 
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{
-    AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, recvfrom, sendto, setsockopt,
-    socket, sockopt,
+    AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, SockaddrIn6, SockaddrStorage,
+    recvfrom, sendto, setsockopt, socket, sockopt,
 };
 use nix::sys::time::TimeVal;
 
@@ -35,7 +35,7 @@ static NEXT_ID: AtomicU16 = AtomicU16::new(0);
 
 /// Up to `count` ICMP echoes from inside `ns` to `to`, each given `timeout`; true at the
 /// first reply.
-pub(crate) fn ping(ns: &str, to: Ipv4Addr, timeout: Duration, count: u32) -> io::Result<bool> {
+pub(crate) fn ping(ns: &str, to: IpAddr, timeout: Duration, count: u32) -> io::Result<bool> {
     let fd = netns::open(ns)?;
     netns::run_in(&fd, move || {
         for _ in 0..count.max(1) {
@@ -56,20 +56,44 @@ fn checksum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-fn echo(to: Ipv4Addr, timeout: Duration) -> io::Result<bool> {
-    let sock = socket(AddressFamily::Inet, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::Icmp)?;
+/// One ICMP (or ICMPv6) echo over a raw socket; true when the reply came in time.
+fn echo(to: IpAddr, timeout: Duration) -> io::Result<bool> {
+    // ICMP echo request and reply types; the kernel fills in an ICMPv6 checksum itself.
+    let (family, protocol, request, reply) = match to {
+        IpAddr::V4(_) => (AddressFamily::Inet, SockProtocol::Icmp, 8, 0),
+        IpAddr::V6(_) => (AddressFamily::Inet6, SockProtocol::IcmpV6, 128, 129),
+    };
+    let sock = socket(family, SockType::Raw, SockFlag::SOCK_CLOEXEC, protocol)?;
     // Raw sockets see every echo reply in the namespace: a distinct id per probe.
     let id =
         (std::process::id() as u16).wrapping_add(NEXT_ID.fetch_add(1, Ordering::Relaxed).wrapping_mul(7919));
-    let mut packet = [8u8, 0, 0, 0, 0, 0, 0, 1, b'v', b'p', b'c', b's', b'h', 0, 0, 0];
+    let mut packet = [request, 0, 0, 0, 0, 0, 0, 1, b'v', b'p', b'c', b's', b'h', 0, 0, 0];
     packet[4..6].copy_from_slice(&id.to_be_bytes());
-    let sum = checksum(&packet);
-    packet[2..4].copy_from_slice(&sum.to_be_bytes());
+    if to.is_ipv4() {
+        let sum = checksum(&packet);
+        packet[2..4].copy_from_slice(&sum.to_be_bytes());
+    }
     let deadline = Instant::now() + timeout;
-    match sendto(sock.as_raw_fd(), &packet, &SockaddrIn::from(SocketAddrV4::new(to, 0)), MsgFlags::empty()) {
+    let sent = match to {
+        IpAddr::V4(ip) => {
+            sendto(sock.as_raw_fd(), &packet, &SockaddrIn::from(SocketAddrV4::new(ip, 0)), MsgFlags::empty())
+        }
+        IpAddr::V6(ip) => sendto(
+            sock.as_raw_fd(),
+            &packet,
+            &SockaddrIn6::from(SocketAddrV6::new(ip, 0, 0, 0)),
+            MsgFlags::empty(),
+        ),
+    };
+    match sent {
         Ok(_) => {}
         // No route, or a firewall said no at once: not reachable.
-        Err(nix::errno::Errno::ENETUNREACH | nix::errno::Errno::EHOSTUNREACH | nix::errno::Errno::EPERM) => {
+        Err(
+            nix::errno::Errno::ENETUNREACH
+            | nix::errno::Errno::EHOSTUNREACH
+            | nix::errno::Errno::EPERM
+            | nix::errno::Errno::EADDRNOTAVAIL,
+        ) => {
             return Ok(false);
         }
         Err(e) => return Err(e.into()),
@@ -82,22 +106,27 @@ fn echo(to: Ipv4Addr, timeout: Duration) -> io::Result<bool> {
         }
         let micros = left.as_micros().max(1000) as i64;
         setsockopt(&sock, sockopt::ReceiveTimeout, &TimeVal::new(micros / 1_000_000, micros % 1_000_000))?;
-        let (n, from) = match recvfrom::<SockaddrIn>(sock.as_raw_fd(), &mut buf) {
+        let (n, from) = match recvfrom::<SockaddrStorage>(sock.as_raw_fd(), &mut buf) {
             Ok(got) => got,
             Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(e.into()),
         };
-        let ihl = usize::from(buf[0] & 0x0f) * 4;
-        let icmp = &buf[ihl.min(n)..n];
-        let from_target = from.is_some_and(|a| a.ip() == to);
-        if from_target && icmp.len() >= 8 && icmp[0] == 0 && icmp[4..6] == id.to_be_bytes() {
+        // An IPv4 raw socket hands over the IP header too; an IPv6 one does not.
+        let header = if to.is_ipv4() { usize::from(buf[0] & 0x0f) * 4 } else { 0 };
+        let icmp = &buf[header.min(n)..n];
+        let from_ip = from.and_then(|a| {
+            a.as_sockaddr_in()
+                .map(|v4| IpAddr::V4(v4.ip()))
+                .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+        });
+        if from_ip == Some(to) && icmp.len() >= 8 && icmp[0] == reply && icmp[4..6] == id.to_be_bytes() {
             return Ok(true);
         }
     }
 }
 
 /// A TCP connection from inside `ns`; true when it was accepted in time.
-pub(crate) fn connect(ns: &str, to: Ipv4Addr, port: u16, timeout: Duration) -> io::Result<bool> {
+pub(crate) fn connect(ns: &str, to: IpAddr, port: u16, timeout: Duration) -> io::Result<bool> {
     let fd = netns::open(ns)?;
     netns::run_in(&fd, move || Ok(TcpStream::connect_timeout(&SocketAddr::from((to, port)), timeout).is_ok()))
 }
@@ -105,7 +134,7 @@ pub(crate) fn connect(ns: &str, to: Ipv4Addr, port: u16, timeout: Duration) -> i
 /// `GET path` from inside `ns`: the status and body, or status 0 when nothing answered.
 pub(crate) fn http_get(
     ns: &str,
-    to: Ipv4Addr,
+    to: IpAddr,
     port: u16,
     path: &str,
     timeout: Duration,
@@ -118,7 +147,8 @@ pub(crate) fn http_get(
         };
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: {to}\r\nConnection: close\r\n\r\n");
+        let host = if to.is_ipv6() { format!("[{to}]") } else { to.to_string() };
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         if stream.write_all(request.as_bytes()).is_err() {
             return Ok((0, String::new()));
         }

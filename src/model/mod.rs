@@ -5,15 +5,16 @@
 //! Nothing here knows about Rhai or netlink.
 
 pub(crate) mod ipam;
+pub(crate) mod ipam6;
 pub(crate) mod names;
 mod overlay;
 pub(crate) mod policy;
 mod validate;
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use serde::{Deserialize, Serialize};
 
 pub(crate) use validate::{Problem, validate, warnings};
@@ -40,10 +41,40 @@ pub(crate) struct Cidr {
     pub net: Option<Ipv4Network>,
 }
 
+/// A CIDR of either family, where both are accepted (allow-lists, firewall rules); `net`
+/// as in `Cidr`.
+#[derive(Clone, Debug)]
+pub(crate) struct AnyCidr {
+    pub net: Option<IpNetwork>,
+    /// Named through a subnet rather than written: its IPv6 /64 goes where IPv6 can go,
+    /// and is left out quietly where it cannot.
+    pub implied: bool,
+}
+
+impl From<&Cidr> for AnyCidr {
+    fn from(c: &Cidr) -> Self {
+        AnyCidr { net: c.net.map(IpNetwork::V4), implied: false }
+    }
+}
+
+impl From<&Cidr6> for AnyCidr {
+    fn from(c: &Cidr6) -> Self {
+        AnyCidr { net: c.net.map(IpNetwork::V6), implied: true }
+    }
+}
+
+/// An IPv6 prefix the user wrote (or vpcsh chose); `net` as in `Cidr`.
+#[derive(Clone, Debug)]
+pub(crate) struct Cidr6 {
+    pub net: Option<Ipv6Network>,
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct VpcDecl {
     pub name: String,
     pub cidr: Cidr,
+    /// The VPC's IPv6 /56 (`#{ ipv6: ... }`); `None` for an IPv4-only VPC.
+    pub ipv6: Option<Cidr6>,
     pub span: Span,
     /// Set by `destroy(vpc)`: the VPC and everything in it is no longer wanted.
     pub removed: bool,
@@ -54,6 +85,8 @@ pub(crate) struct SubnetDecl {
     pub vpc: VpcId,
     pub name: String,
     pub cidr: Cidr,
+    /// The subnet's IPv6 /64, fixed or the next free one of its VPC's /56.
+    pub ipv6: Option<Cidr6>,
     pub public: bool,
     pub span: Span,
 }
@@ -66,6 +99,8 @@ pub(crate) struct HostDecl {
     /// subnet was full or invalid (reported as a problem).
     pub ip: Option<Ipv4Addr>,
     pub fixed: bool,
+    /// A fixed IPv6 address (`#{ ip6: ... }`); otherwise derived from the IPv4 address.
+    pub ip6: Option<Ipv6Addr>,
     pub span: Span,
 }
 
@@ -99,7 +134,7 @@ pub(crate) struct PeerDecl {
     pub a: VpcId,
     pub b: VpcId,
     /// Only these CIDRs cross (each inside one of the two VPCs); `None`: all of both.
-    pub allow: Option<Vec<Cidr>>,
+    pub allow: Option<Vec<AnyCidr>>,
     pub span: Span,
 }
 
@@ -138,7 +173,7 @@ pub(crate) enum RuleProto {
 /// Where a rule's traffic comes from (ingress) or goes to (egress).
 #[derive(Clone, Debug)]
 pub(crate) enum PeerRef {
-    Cidr(Cidr),
+    Cidr(AnyCidr),
     Vpc(VpcId),
     Subnet(SubnetId),
     Host(HostRef),
@@ -341,7 +376,7 @@ impl From<Protected> for ProtectedFields {
 pub(crate) struct FirewallRule {
     pub proto: RuleProto,
     pub ports: Option<(u16, u16)>,
-    pub nets: Vec<Ipv4Network>,
+    pub nets: Vec<IpNetwork>,
     pub allow: bool,
 }
 
@@ -359,13 +394,13 @@ pub(crate) struct Peering {
     pub a: String,
     pub b: String,
     /// CIDRs of `a` and of `b` that may cross (all of each VPC without an allow-list).
-    pub a_allowed: Vec<Ipv4Network>,
-    pub b_allowed: Vec<Ipv4Network>,
+    pub a_allowed: Vec<IpNetwork>,
+    pub b_allowed: Vec<IpNetwork>,
 }
 
 impl Peering {
     /// The other side and what each side may send, seen from `vpc`.
-    pub(crate) fn seen_from(&self, vpc: &str) -> Option<(&str, &[Ipv4Network], &[Ipv4Network])> {
+    pub(crate) fn seen_from(&self, vpc: &str) -> Option<(&str, &[IpNetwork], &[IpNetwork])> {
         if self.a == vpc {
             Some((&self.b, &self.a_allowed, &self.b_allowed))
         } else if self.b == vpc {
@@ -407,6 +442,9 @@ pub(crate) struct Publish {
 pub(crate) struct Vpc {
     pub name: String,
     pub cidr: Ipv4Network,
+    /// The VPC's IPv6 /56 when it is dual-stack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cidr6: Option<Ipv6Network>,
     pub subnets: Vec<Subnet>,
 }
 
@@ -419,6 +457,9 @@ pub(crate) struct Subnet {
     #[serde(default)]
     pub nat: bool,
     pub gateway: Ipv4Addr,
+    /// The subnet's IPv6 /64 (its gateway is `::1`) when it has IPv6.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cidr6: Option<Ipv6Network>,
     pub hosts: Vec<Host>,
 }
 
@@ -427,12 +468,19 @@ impl Subnet {
     pub(crate) fn egress(&self) -> bool {
         self.public || self.nat
     }
+
+    /// The IPv6 gateway: `::1` of the subnet's /64.
+    pub(crate) fn gateway6(&self) -> Option<Ipv6Addr> {
+        self.cidr6.map(ipam6::gateway)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Host {
     pub name: String,
     pub ip: Ipv4Addr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
 }
 
 impl Network {

@@ -105,6 +105,7 @@ mod tests {
         Vpc {
             name: name.into(),
             cidr: "10.0.0.0/16".parse().unwrap(),
+            cidr6: None,
             subnets: subnets
                 .iter()
                 .enumerate()
@@ -114,12 +115,14 @@ mod tests {
                     public: false,
                     nat: false,
                     gateway: format!("10.0.{i}.1").parse().unwrap(),
+                    cidr6: None,
                     hosts: hosts
                         .iter()
                         .enumerate()
                         .map(|(j, h)| Host {
                             name: h.to_string(),
                             ip: format!("10.0.{i}.{}", j + 2).parse().unwrap(),
+                            ip6: None,
                         })
                         .collect(),
                 })
@@ -148,8 +151,8 @@ mod tests {
         a.peerings.push(super::super::Peering {
             a: "p".into(),
             b: "q".into(),
-            a_allowed: vec![a.vpcs[0].cidr],
-            b_allowed: vec![a.vpcs[1].cidr],
+            a_allowed: vec![a.vpcs[0].cidr.into()],
+            b_allowed: vec![a.vpcs[1].cidr.into()],
         });
         let c = a.common(&a);
         assert_eq!(c.vpcs.len(), 2, "structure is kept");

@@ -57,7 +57,7 @@ impl SeedRule {
         FirewallRule {
             proto: self.proto,
             ports: self.ports,
-            nets: self.peer.into_iter().collect(),
+            nets: self.peer.into_iter().map(ipnetwork::IpNetwork::V4).collect(),
             allow: self.allow,
         }
     }

@@ -1,13 +1,14 @@
 //! Validation: every problem in the declarations, or the resolved `Network`.
 
 use std::collections::HashMap;
+use std::net::Ipv6Addr;
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 
 use super::{
-    Cidr, Declarations, Firewall, FirewallRule, FirewallTarget, Host, Network, PeerDecl, PeerRef, Peering,
+    AnyCidr, Declarations, Firewall, FirewallRule, FirewallTarget, Host, Network, PeerDecl, PeerRef, Peering,
     Protected, Publish, RuleDecl, Span, Subnet, SubnetDecl, SubnetId, Transport, Vpc, VpcDecl, VpcId,
-    Workload, WorkloadKind, ipam, names,
+    Workload, WorkloadKind, ipam, ipam6, names,
 };
 
 /// Smallest and largest VPC prefix, as in AWS.
@@ -49,6 +50,7 @@ pub(crate) fn validate(decls: &Declarations) -> Result<Network, Vec<Problem>> {
             network.vpcs.push(resolve_vpc(decls, vpc_id, vpc_net, &mut problems));
         }
     }
+    check_unique_prefixes6(decls, &mut problems);
     network.publishes = publishes(decls, &network, &mut problems);
     network.peerings = peerings(decls, &mut problems);
     network.workloads = workloads(decls, &mut problems);
@@ -106,6 +108,18 @@ fn check_vpc(vpc: &VpcDecl, seen: &mut Seen, problems: &mut Vec<Problem>) {
             .help("VPC names are unique; rename one of them"),
         );
     }
+    if let Some(net6) = vpc.ipv6.as_ref().and_then(|c| c.net)
+        && net6.prefix() != ipam6::VPC_PREFIX
+    {
+        problems.push(
+            Problem::new(
+                format!("VPC IPv6 prefix {net6} is a /{}; VPCs take a /56", net6.prefix()),
+                vpc.span,
+                "not a /56",
+            )
+            .help("write a /56 such as fd10:10::/56, or `ipv6: true` for one derived from the name"),
+        );
+    }
     let Some(vpc_net) = vpc.cidr.net else { return };
     let (lo, hi) = VPC_PREFIX_RANGE;
     if vpc_net.prefix() < lo || vpc_net.prefix() > hi {
@@ -124,6 +138,27 @@ fn check_vpc(vpc: &VpcDecl, seen: &mut Seen, problems: &mut Vec<Problem>) {
     }
 }
 
+/// IPv6 is routed, never translated: unlike IPv4 CIDRs, two VPCs' /56s must not overlap
+/// (as in AWS, where each VPC's /56 is its own).
+fn check_unique_prefixes6(decls: &Declarations, problems: &mut Vec<Problem>) {
+    let mut seen: Vec<(Ipv6Network, &VpcDecl)> = Vec::new();
+    for (_, vpc) in decls.live_vpcs() {
+        let Some(net) = vpc.ipv6.as_ref().and_then(|c| c.net) else { continue };
+        if let Some((other, first)) = seen.iter().find(|(n, _)| n.overlaps(net)) {
+            problems.push(
+                Problem::new(
+                    format!("VPC `{}` ({net}) overlaps the IPv6 prefix of VPC `{}` ({other})", vpc.name, first.name),
+                    vpc.span,
+                    "overlapping IPv6 prefix",
+                )
+                .related(first.span, format!("`{}` has {other}", first.name))
+                .help("IPv6 is routed, not translated, so every VPC needs its own /56 (`ipv6: true` derives one from the name)"),
+            );
+        }
+        seen.push((net, vpc));
+    }
+}
+
 /// A VPC with the subnets and hosts that validate.
 fn resolve_vpc(
     decls: &Declarations,
@@ -132,10 +167,12 @@ fn resolve_vpc(
     problems: &mut Vec<Problem>,
 ) -> Vpc {
     let vpc = decls.vpc(vpc_id);
-    let mut out = Vpc { name: vpc.name.clone(), cidr: vpc_net, subnets: Vec::new() };
+    let cidr6 = vpc.ipv6.as_ref().and_then(|c| c.net).filter(|n| n.prefix() == ipam6::VPC_PREFIX);
+    let mut out = Vpc { name: vpc.name.clone(), cidr: vpc_net, cidr6, subnets: Vec::new() };
     let mut subnets = Seen::default();
     let mut hosts = Seen::default();
     let mut placed: Vec<(Ipv4Network, Span, &str)> = Vec::new();
+    let mut placed6: Vec<(Ipv6Network, Span, &str)> = Vec::new();
     for (subnet_id, subnet) in decls.subnets_of(vpc_id) {
         check_name(problems, &subnet.name, subnet.span, "subnet");
         match subnets.take(&subnet.name, names::bridge_ifname(&subnet.name), subnet.span) {
@@ -168,7 +205,17 @@ fn resolve_vpc(
             continue;
         }
         placed.push((net, subnet.span, &subnet.name));
-        let resolved = resolve_hosts(decls, subnet_id, net, problems);
+        let net6 = subnet.ipv6.as_ref().and_then(|c6| match placement6_problem(vpc, subnet, c6, &placed6) {
+            Some(problem) => {
+                problems.push(problem);
+                None
+            }
+            None => c6.net,
+        });
+        if let Some(n) = net6 {
+            placed6.push((n, subnet.span, &subnet.name));
+        }
+        let resolved = resolve_hosts(decls, subnet_id, (net, net6), problems);
         check_host_names(&vpc.name, &resolved, &mut hosts, problems);
         out.subnets.push(Subnet {
             name: subnet.name.clone(),
@@ -176,6 +223,7 @@ fn resolve_vpc(
             public: subnet.public,
             nat: decls.nats.iter().any(|n| n.subnet == subnet_id),
             gateway: ipam::gateway(net),
+            cidr6: net6,
             hosts: resolved.into_iter().map(|(h, _)| h).collect(),
         });
     }
@@ -224,6 +272,59 @@ fn placement_problem(
     )
 }
 
+/// Why a subnet's IPv6 /64 cannot be: its VPC is IPv4-only, it is not a /64, it is
+/// outside the VPC's /56, or it overlaps a sibling's.
+fn placement6_problem(
+    vpc: &VpcDecl,
+    subnet: &SubnetDecl,
+    c6: &super::Cidr6,
+    placed: &[(Ipv6Network, Span, &str)],
+) -> Option<Problem> {
+    let Some(vpc6) = vpc.ipv6.as_ref() else {
+        return Some(
+            Problem::new(
+                format!("subnet `{}` asks for IPv6, but VPC `{}` is IPv4-only", subnet.name, vpc.name),
+                subnet.span,
+                "IPv6 in an IPv4-only VPC",
+            )
+            .related(vpc.span, "declared without `ipv6`")
+            .help(format!("give the VPC a /56: vpc(\"{}\", ..., #{{ ipv6: true }})", vpc.name)),
+        );
+    };
+    let (net, vpc_net) = (c6.net?, vpc6.net?);
+    if net.prefix() != ipam6::SUBNET_PREFIX {
+        return Some(
+            Problem::new(
+                format!("subnet IPv6 prefix {net} is a /{}; subnets take a /64", net.prefix()),
+                subnet.span,
+                "not a /64",
+            )
+            .help("write a /64 inside the VPC's /56, or `ipv6: true` for the next free one"),
+        );
+    }
+    if !vpc_net.contains(net.network()) || vpc_net.prefix() > net.prefix() {
+        return Some(
+            Problem::new(
+                format!("subnet IPv6 prefix {net} is not inside VPC `{}` ({vpc_net})", vpc.name),
+                subnet.span,
+                "outside its VPC",
+            )
+            .related(vpc.span, format!("VPC `{}` has {vpc_net}", vpc.name))
+            .help(format!("choose a /64 inside {vpc_net}")),
+        );
+    }
+    let (other, other_span, other_name) = placed.iter().find(|(n, ..)| n.overlaps(net))?;
+    Some(
+        Problem::new(
+            format!("subnet `{}` ({net}) overlaps subnet `{other_name}` ({other})", subnet.name),
+            subnet.span,
+            "overlaps",
+        )
+        .related(*other_span, format!("`{other_name}` is {other}"))
+        .help("subnets of one VPC must not overlap; leave `ipv6: true` to get a free /64"),
+    )
+}
+
 /// Host names are unique within a VPC, and so are the interface names they shorten to.
 fn check_host_names(vpc: &str, hosts: &[(Host, Span)], seen: &mut Seen, problems: &mut Vec<Problem>) {
     for (host, span) in hosts {
@@ -248,7 +349,7 @@ fn check_host_names(vpc: &str, hosts: &[(Host, Span)], seen: &mut Seen, problems
 }
 
 /// Checks `peer()` calls: no self-peering, no overlap, no duplicates, no two peers of one
-/// VPC that overlap each other, allow-lists inside the pair.
+/// VPC that overlap each other, allow-lists inside the pair. Each family is checked on its own.
 fn peerings(decls: &Declarations, problems: &mut Vec<Problem>) -> Vec<Peering> {
     let mut out: Vec<(Peering, Span)> = Vec::new();
     for p in &decls.peers {
@@ -263,26 +364,51 @@ fn peerings(decls: &Declarations, problems: &mut Vec<Problem>) -> Vec<Peering> {
             );
             continue;
         }
-        let (Some(a_net), Some(b_net)) = (a.cidr.net, b.cidr.net) else { continue };
+        if a.cidr.net.is_none() || b.cidr.net.is_none() {
+            continue;
+        }
         if let Some(problem) = peering_conflict(decls, p, &out) {
             problems.push(problem);
             continue;
         }
+        // IPv6 crosses only between two dual-stack VPCs.
+        let dual = [a, b].iter().all(|v| vpc_nets(v).iter().any(IpNetwork::is_ipv6));
+        let crossing = |v: &VpcDecl| vpc_nets(v).into_iter().filter(|n| dual || n.is_ipv4()).collect();
         let (a_allowed, b_allowed) = match &p.allow {
-            None => (vec![a_net], vec![b_net]),
-            Some(list) => allowed_sides(list, (a, a_net), (b, b_net), p.span, problems),
+            None => (crossing(a), crossing(b)),
+            Some(list) => allowed_sides(list, (a, b, dual), p.span, problems),
         };
         out.push((Peering { a: a.name.clone(), b: b.name.clone(), a_allowed, b_allowed }, p.span));
     }
     out.into_iter().map(|(p, _)| p).collect()
 }
 
+/// A VPC's prefixes: its IPv4 CIDR, and its IPv6 /56 when it has a valid one.
+fn vpc_nets(vpc: &VpcDecl) -> Vec<IpNetwork> {
+    let v6 = vpc.ipv6.as_ref().and_then(|c| c.net).filter(|n| n.prefix() == ipam6::VPC_PREFIX);
+    vpc.cidr.net.map(IpNetwork::V4).into_iter().chain(v6.map(IpNetwork::V6)).collect()
+}
+
+/// Whether two prefixes of the same family share an address.
+fn overlap(a: IpNetwork, b: IpNetwork) -> bool {
+    match (a, b) {
+        (IpNetwork::V4(a), IpNetwork::V4(b)) => a.overlaps(b),
+        (IpNetwork::V6(a), IpNetwork::V6(b)) => a.overlaps(b),
+        _ => false,
+    }
+}
+
+/// The first pair, one from each list, that overlaps.
+fn overlapping(xs: &[IpNetwork], ys: &[IpNetwork]) -> Option<(IpNetwork, IpNetwork)> {
+    xs.iter().find_map(|x| ys.iter().find(|y| overlap(*x, **y)).map(|y| (*x, *y)))
+}
+
 /// Why a peering of two distinct VPCs cannot be: their CIDRs overlap, they are peered
 /// already, or one of them would route to two VPCs whose CIDRs overlap.
 fn peering_conflict(decls: &Declarations, p: &PeerDecl, earlier: &[(Peering, Span)]) -> Option<Problem> {
     let (a, b) = (decls.vpc(p.a), decls.vpc(p.b));
-    let (a_net, b_net) = (a.cidr.net?, b.cidr.net?);
-    if a_net.overlaps(b_net) {
+    let (a_nets, b_nets) = (vpc_nets(a), vpc_nets(b));
+    if let Some((a_net, b_net)) = overlapping(&a_nets, &b_nets) {
         return Some(
             Problem::new(
                 format!("VPCs `{}` ({a_net}) and `{}` ({b_net}) overlap and cannot peer", a.name, b.name),
@@ -291,7 +417,7 @@ fn peering_conflict(decls: &Declarations, p: &PeerDecl, earlier: &[(Peering, Spa
             )
             .related(a.span, format!("`{}` is {a_net}", a.name))
             .related(b.span, format!("`{}` is {b_net}", b.name))
-            .help("peered VPCs route to each other, so their CIDRs must be distinct"),
+            .help("peered VPCs route to each other, so their prefixes must be distinct"),
         );
     }
     let same_pair = |q: &Peering| (q.a == a.name && q.b == b.name) || (q.a == b.name && q.b == a.name);
@@ -306,11 +432,11 @@ fn peering_conflict(decls: &Declarations, p: &PeerDecl, earlier: &[(Peering, Spa
     }
     // A VPC routes to all its peers: two peers with overlapping CIDRs would be ambiguous.
     let mut clash = None;
-    for (side, other) in [(a, b_net), (b, a_net)] {
+    for (side, other) in [(a, &b_nets), (b, &a_nets)] {
         for (q, q_span) in earlier {
             let Some((third, _, _)) = q.seen_from(&side.name) else { continue };
-            let third_net = decls.vpc_by_name(third).and_then(|id| decls.vpc(id).cidr.net);
-            if third_net.is_some_and(|n| n.overlaps(other)) {
+            let third_nets = decls.vpc_by_name(third).map(|id| vpc_nets(decls.vpc(id))).unwrap_or_default();
+            if overlapping(&third_nets, other).is_some() {
                 clash = Some((side.name.clone(), third.to_string(), *q_span));
             }
         }
@@ -328,29 +454,47 @@ fn peering_conflict(decls: &Declarations, p: &PeerDecl, earlier: &[(Peering, Spa
     )
 }
 
-/// An allow-list split by side: the CIDRs inside `a`, and those inside `b`.
+/// An allow-list split by side: the CIDRs inside `a`, and those inside `b` (either family).
 fn allowed_sides(
-    list: &[Cidr],
-    (a, a_net): (&VpcDecl, Ipv4Network),
-    (b, b_net): (&VpcDecl, Ipv4Network),
+    list: &[AnyCidr],
+    (a, b, dual): (&VpcDecl, &VpcDecl, bool),
     span: Span,
     problems: &mut Vec<Problem>,
-) -> (Vec<Ipv4Network>, Vec<Ipv4Network>) {
+) -> (Vec<IpNetwork>, Vec<IpNetwork>) {
     let (mut a_allowed, mut b_allowed) = (Vec::new(), Vec::new());
-    let inside = |outer: Ipv4Network, net: Ipv4Network| {
-        outer.contains(net.network()) && outer.contains(net.broadcast())
+    let written6 = list.iter().filter(|c| !c.implied).filter_map(|c| c.net).find(IpNetwork::is_ipv6);
+    if !dual && let Some(net) = written6 {
+        problems.push(
+            Problem::new(
+                format!(
+                    "allowed CIDR {net} is IPv6, but `{}` and `{}` are not both dual-stack",
+                    a.name, b.name
+                ),
+                span,
+                "IPv6 cannot cross",
+            )
+            .help("IPv6 crosses a peering only when both VPCs declare `ipv6`"),
+        );
+    }
+    let (a_nets, b_nets) = (vpc_nets(a), vpc_nets(b));
+    let inside = |outers: &[IpNetwork], net: IpNetwork| {
+        outers.iter().any(|o| overlap(*o, net) && o.prefix() <= net.prefix())
     };
-    for net in list.iter().filter_map(|c| c.net) {
-        if inside(a_net, net) {
+    let shown = |nets: &[IpNetwork]| nets.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    for net in list.iter().filter_map(|c| c.net).filter(|n| dual || n.is_ipv4()) {
+        if inside(&a_nets, net) {
             a_allowed.push(net);
-        } else if inside(b_net, net) {
+        } else if inside(&b_nets, net) {
             b_allowed.push(net);
         } else {
             problems.push(
                 Problem::new(
                     format!(
-                        "allowed CIDR {net} is in neither `{}` ({a_net}) nor `{}` ({b_net})",
-                        a.name, b.name
+                        "allowed CIDR {net} is in neither `{}` ({}) nor `{}` ({})",
+                        a.name,
+                        shown(&a_nets),
+                        b.name,
+                        shown(&b_nets)
                     ),
                     span,
                     "outside the peering",
@@ -421,7 +565,7 @@ fn firewalls(decls: &Declarations, network: &Network) -> Vec<Firewall> {
                 .map(|r| FirewallRule {
                     proto: r.proto,
                     ports: r.ports,
-                    nets: r.peers.iter().filter_map(|p| peer_net(decls, network, p)).collect(),
+                    nets: r.peers.iter().flat_map(|p| peer_nets(decls, network, p)).collect(),
                     allow: r.allow,
                 })
                 .collect()
@@ -438,20 +582,34 @@ fn firewalls(decls: &Declarations, network: &Network) -> Vec<Firewall> {
     out
 }
 
-/// The addresses a rule's peer stands for, as resolved now (so they follow address changes).
-fn peer_net(decls: &Declarations, network: &Network, peer: &PeerRef) -> Option<ipnetwork::Ipv4Network> {
+/// The addresses a rule's peer stands for, as resolved now (so they follow address
+/// changes): a Vpc, Subnet or Host stands for its addresses of both families.
+fn peer_nets(decls: &Declarations, network: &Network, peer: &PeerRef) -> Vec<IpNetwork> {
     match peer {
-        PeerRef::Cidr(c) => c.net,
-        PeerRef::Vpc(v) => decls.vpc(*v).cidr.net,
-        PeerRef::Subnet(s) => decls.subnet(*s).cidr.net,
+        PeerRef::Cidr(c) => c.net.into_iter().collect(),
+        PeerRef::Vpc(v) => vpc_nets(decls.vpc(*v)),
+        PeerRef::Subnet(s) => {
+            let subnet = decls.subnet(*s);
+            let v6 = resolved_subnet(decls, network, *s).and_then(|r| r.cidr6);
+            subnet.cidr.net.map(IpNetwork::V4).into_iter().chain(v6.map(IpNetwork::V6)).collect()
+        }
         PeerRef::Host(h) => {
-            let subnet = decls.subnet(decls.host_subnet(*h));
-            let vpc = network.vpc(&decls.vpc(subnet.vpc).name)?;
-            let s = vpc.subnets.iter().find(|s| s.name == subnet.name)?;
-            let ip = s.hosts.iter().find(|x| x.name == decls.host_name(*h))?.ip;
-            ipnetwork::Ipv4Network::new(ip, 32).ok()
+            let Some(host) = resolved_subnet(decls, network, decls.host_subnet(*h))
+                .and_then(|s| s.hosts.iter().find(|x| x.name == decls.host_name(*h)))
+            else {
+                return Vec::new();
+            };
+            let v4 = Ipv4Network::new(host.ip, 32).ok().map(IpNetwork::V4);
+            let v6 = host.ip6.and_then(|ip| Ipv6Network::new(ip, 128).ok()).map(IpNetwork::V6);
+            v4.into_iter().chain(v6).collect()
         }
     }
+}
+
+/// A declared subnet as it resolved into the network.
+fn resolved_subnet<'n>(decls: &Declarations, network: &'n Network, id: SubnetId) -> Option<&'n Subnet> {
+    let subnet = decls.subnet(id);
+    network.vpc(&decls.vpc(subnet.vpc).name)?.subnets.iter().find(|s| s.name == subnet.name)
 }
 
 /// Things that work but are probably not what was meant.
@@ -537,7 +695,7 @@ fn publishes(decls: &Declarations, network: &Network, problems: &mut Vec<Problem
 fn resolve_hosts(
     decls: &Declarations,
     subnet_id: SubnetId,
-    net: ipnetwork::Ipv4Network,
+    (net, net6): (Ipv4Network, Option<Ipv6Network>),
     problems: &mut Vec<Problem>,
 ) -> Vec<(Host, Span)> {
     let subnet = decls.subnet(subnet_id);
@@ -603,13 +761,83 @@ fn resolve_hosts(
         .hosts_of(subnet_id)
         .filter_map(|(id, h)| {
             check_name(problems, &h.name, h.span, "host");
-            Some((Host { name: h.name.clone(), ip: *ips.get(&id.0)? }, h.span))
+            Some((Host { name: h.name.clone(), ip: *ips.get(&id.0)?, ip6: None }, h.span))
         })
         .collect();
     if decls.hosts_of(subnet_id).next().is_none() {
-        hosts.push((Host { name: subnet.name.clone(), ip: ipam::first_host(net) }, subnet.span));
+        hosts.push((Host { name: subnet.name.clone(), ip: ipam::first_host(net), ip6: None }, subnet.span));
     }
+    assign_ipv6(decls, subnet_id, (net, net6), &mut hosts, problems);
     hosts
+}
+
+/// IPv6 addresses for the hosts of a subnet with a /64: fixed ones checked, the others
+/// derived from their IPv4 address (moved up when a fixed one holds theirs).
+fn assign_ipv6(
+    decls: &Declarations,
+    subnet_id: SubnetId,
+    (net, net6): (Ipv4Network, Option<Ipv6Network>),
+    hosts: &mut [(Host, Span)],
+    problems: &mut Vec<Problem>,
+) {
+    let subnet = decls.subnet(subnet_id);
+    let fixed: HashMap<&str, Ipv6Addr> =
+        decls.hosts_of(subnet_id).filter_map(|(_, h)| Some((h.name.as_str(), h.ip6?))).collect();
+    let Some(net6) = net6 else {
+        for (_, h) in decls.hosts_of(subnet_id).filter(|(_, h)| h.ip6.is_some()) {
+            problems.push(
+                Problem::new(
+                    format!(
+                        "host `{}` has an IPv6 address, but subnet `{}` has no IPv6",
+                        h.name, subnet.name
+                    ),
+                    h.span,
+                    "no IPv6 here",
+                )
+                .related(subnet.span, "declared without `ipv6`")
+                .help("give the subnet `#{ ipv6: true }` (its VPC needs a /56 too)"),
+            );
+        }
+        return;
+    };
+    let mut taken: HashMap<Ipv6Addr, (Span, String)> = HashMap::new();
+    for (host, span) in hosts.iter_mut() {
+        let Some(ip6) = fixed.get(host.name.as_str()).copied() else { continue };
+        if let Some(reason) = ipam6::unusable_reason(net6, ip6) {
+            problems.push(
+                Problem::new(
+                    format!("address {ip6} {reason} subnet `{}` ({net6})", subnet.name),
+                    *span,
+                    if reason == "is outside" { "outside the subnet" } else { "a reserved address" },
+                )
+                .related(subnet.span, format!("subnet `{}` has {net6}", subnet.name))
+                .help(format!(
+                    "choose an address from {} on",
+                    ipam6::derived(net6, net, ipam::first_host(net))
+                )),
+            );
+        } else if let Some((first, first_name)) = taken.insert(ip6, (*span, host.name.clone())) {
+            problems.push(
+                Problem::new(
+                    format!("address {ip6} is taken twice: by `{first_name}` and by `{}`", host.name),
+                    *span,
+                    "second use",
+                )
+                .related(first, "first use")
+                .help("give one host another address, or leave `ip6` out"),
+            );
+        } else {
+            host.ip6 = Some(ip6);
+        }
+    }
+    for (host, span) in hosts.iter_mut().filter(|(h, _)| !fixed.contains_key(h.name.as_str())) {
+        let mut ip6 = ipam6::derived(net6, net, host.ip);
+        if taken.contains_key(&ip6) {
+            ip6 = ipam6::moved(ip6);
+        }
+        taken.insert(ip6, (*span, host.name.clone()));
+        host.ip6 = Some(ip6);
+    }
 }
 
 fn check_name(problems: &mut Vec<Problem>, name: &str, span: Span, what: &str) {

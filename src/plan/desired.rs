@@ -6,23 +6,34 @@
 //! the machine translates again to its own uplink and never forwards between VPC uplinks.
 //! So VPCs stay isolated, may share CIDRs, and the outside reaches a host only through a
 //! published port (DNAT on the machine, then on the router).
+//!
+//! IPv6 is on only where a VPC declares it. Dual-stack subnets route IPv6 like IPv4, with
+//! `::1` of each /64 on the bridge. In a sandbox, uplinks also carry IPv6 (a /64 per link
+//! from 2001:2::/48, derived from the link's IPv4 /30) and the VPC's /56 is routed, not
+//! translated: the machine and the simulated internet route it to the router, whose
+//! stateful rules let only public and `nat()` subnets out and nothing unasked-for in.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 
 use super::kernel::{Addr, KernelState, Link, LinkKind, Netns, Nft, Owner, Process, Route};
 use super::naming::{HOST_IFNAME, MACHINE_UPLINK_PREFIX, Naming, PEER_PREFIX, ROUTER_UPLINK, UPLINK_IFNAME};
 use super::nft::{Action, Chain, Hook, IfName, Match, Proto, Ruleset};
 use crate::model::{
-    Firewall, FirewallRule, Host, Network, Protected, RuleProto, Subnet, Transport, Vpc, WorkloadKind,
+    Firewall, FirewallRule, Host, Network, Protected, RuleProto, Subnet, Transport, Vpc, WorkloadKind, ipam6,
 };
 
 /// The simulated internet's address, and the sandbox machine's uplink address.
 pub(crate) const INTERNET_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 pub(crate) const SANDBOX_UPLINK_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 pub(crate) const INTERNET_PREFIX: u8 = 24;
+/// The simulated internet's and the sandbox machine's IPv6 addresses (documentation space).
+pub(crate) const INTERNET_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+pub(crate) const SANDBOX_UPLINK_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+/// Where IPv6 transfer links get their /64s (RFC 5180 benchmarking space, like 198.18/15).
+const TRANSFER_SPACE6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0);
 pub(crate) const INTERNET_HTTP_BODY: &str = "internet\n";
 /// Where VPC uplinks get their /30s (RFC 2544 benchmarking space: not routed anywhere).
 pub(crate) const TRANSFER_SPACE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 0);
@@ -39,10 +50,10 @@ pub(crate) fn desired(network: &Network, machine: &Machine) -> KernelState {
     let naming = machine.naming;
     let mut state = KernelState::default();
     let machine_ns = naming.machine_ns();
+    let mut internet = None;
     let mut m = if naming.sandbox {
-        let internet = naming.internet_ns().expect("sandboxes have an internet");
-        state.namespaces.insert(internet.clone(), internet_ns());
-        sandbox_machine(&internet)
+        internet = Some((naming.internet_ns().expect("sandboxes have an internet"), internet_ns()));
+        sandbox_machine(&internet.as_ref().expect("set above").0)
     } else {
         // The real host: only what vpcsh adds, never its own lo or other links.
         Netns { owner: Owner::Machine, ..Netns::default() }
@@ -54,23 +65,48 @@ pub(crate) fn desired(network: &Network, machine: &Machine) -> KernelState {
         let owner = Owner::Vpc(vpc.name.clone());
         let mut router = netns_with_lo(&owner);
         router.forwarding = true;
-        // No VPC has IPv6 yet: off in all its namespaces, so nothing walks around IPv4 rules.
-        router.ipv6 = Some(false);
+        // IPv6 only where declared, so nothing walks around rules written for IPv4.
+        router.ipv6 = Some(vpc.cidr6.is_some());
         let link_net = transfer[&vpc.name];
         let (machine_ip, router_ip) = transfer_ips(link_net);
         let machine_end = Naming::machine_uplink(&vpc.name);
         let igw = LinkKind::Veth { peer_ns: machine_ns.clone(), peer: machine_end.clone() };
         router.links.insert(ROUTER_UPLINK.into(), link(igw, None, &owner));
-        router.addrs.insert(Addr { dev: ROUTER_UPLINK.into(), net: net(router_ip, 30) });
-        router.routes.insert(Route { dst: default_route(), via: machine_ip, dev: ROUTER_UPLINK.into() });
+        router.addrs.insert(addr(ROUTER_UPLINK, router_ip.into(), 30));
+        router.routes.insert(Route {
+            dst: default_route(),
+            via: machine_ip.into(),
+            dev: ROUTER_UPLINK.into(),
+        });
         m.links.insert(machine_end.clone(), link(LinkKind::VethPeer, None, &owner));
-        m.addrs.insert(Addr { dev: machine_end, net: net(machine_ip, 30) });
+        m.addrs.insert(addr(&machine_end, machine_ip.into(), 30));
+        // IPv6 to the internet is routed, which the simulated internet can do for a sandbox;
+        // on a real host it would need the machine's IPv6 forwarding (see docs/ipv6.md).
+        if let (Some(vpc6), Some((_, internet))) = (vpc.cidr6, internet.as_mut()) {
+            let (machine_ip6, router_ip6) = transfer_ips6(link_net);
+            router.addrs.insert(addr(ROUTER_UPLINK, router_ip6.into(), 64));
+            router.routes.insert(Route {
+                dst: default_route6(),
+                via: machine_ip6.into(),
+                dev: ROUTER_UPLINK.into(),
+            });
+            m.addrs.insert(addr(&machine_end, machine_ip6.into(), 64));
+            m.routes.insert(Route { dst: vpc6.into(), via: router_ip6.into(), dev: machine_end.clone() });
+            internet.routes.insert(Route {
+                dst: vpc6.into(),
+                via: SANDBOX_UPLINK_IP6.into(),
+                dev: HOST_IFNAME.into(),
+            });
+        }
 
         for subnet in &vpc.subnets {
             let owner = Owner::Subnet { vpc: vpc.name.clone(), subnet: subnet.name.clone() };
             let bridge = Naming::bridge(&subnet.name);
             router.links.insert(bridge.clone(), link(LinkKind::Bridge, None, &owner));
-            router.addrs.insert(Addr { dev: bridge.clone(), net: net(subnet.gateway, subnet.cidr.prefix()) });
+            router.addrs.insert(addr(&bridge, subnet.gateway.into(), subnet.cidr.prefix()));
+            if let (Some(net6), Some(gw6)) = (subnet.cidr6, subnet.gateway6()) {
+                router.addrs.insert(addr(&bridge, gw6.into(), net6.prefix()));
+            }
             for host in &subnet.hosts {
                 let owner = Owner::Host { vpc: vpc.name.clone(), host: host.name.clone() };
                 let host_ns = naming.host_ns(&vpc.name, &host.name);
@@ -87,6 +123,9 @@ pub(crate) fn desired(network: &Network, machine: &Machine) -> KernelState {
         m.forwarding = true;
         m.nft = Some(Nft::Wanted(machine_ruleset(network, &transfer, machine.uplink)));
     }
+    if let Some((name, ns)) = internet {
+        state.namespaces.insert(name, ns);
+    }
     state.namespaces.insert(machine_ns, m);
     state
 }
@@ -94,10 +133,14 @@ pub(crate) fn desired(network: &Network, machine: &Machine) -> KernelState {
 /// A host's namespace: `eth0` with its address and default route, its firewall, its workloads.
 fn host_netns(network: &Network, vpc: &Vpc, subnet: &Subnet, host: &Host, owner: &Owner) -> Netns {
     let mut ns = netns_with_lo(owner);
-    ns.ipv6 = Some(false);
+    ns.ipv6 = Some(subnet.cidr6.is_some());
     ns.links.insert(HOST_IFNAME.into(), link(LinkKind::VethPeer, None, owner));
-    ns.addrs.insert(Addr { dev: HOST_IFNAME.into(), net: net(host.ip, subnet.cidr.prefix()) });
-    ns.routes.insert(Route { dst: default_route(), via: subnet.gateway, dev: HOST_IFNAME.into() });
+    ns.addrs.insert(addr(HOST_IFNAME, host.ip.into(), subnet.cidr.prefix()));
+    ns.routes.insert(Route { dst: default_route(), via: subnet.gateway.into(), dev: HOST_IFNAME.into() });
+    if let (Some(ip6), Some(gw6)) = (host.ip6, subnet.gateway6()) {
+        ns.addrs.insert(addr(HOST_IFNAME, ip6.into(), ipam6::SUBNET_PREFIX));
+        ns.routes.insert(Route { dst: default_route6(), via: gw6.into(), dev: HOST_IFNAME.into() });
+    }
     // The host's own policy first, then its subnet's.
     let targets = [Protected::Host(host.name.clone()), Protected::Subnet(subnet.name.clone())];
     let policies: Vec<&Firewall> = targets
@@ -105,7 +148,7 @@ fn host_netns(network: &Network, vpc: &Vpc, subnet: &Subnet, host: &Host, owner:
         .flat_map(|t| network.firewalls.iter().filter(move |f| f.vpc == vpc.name && f.protects == *t))
         .collect();
     if !policies.is_empty() {
-        ns.nft = Some(Nft::Wanted(host_ruleset(&policies)));
+        ns.nft = Some(Nft::Wanted(host_ruleset(&policies, subnet.cidr6.is_some())));
     }
     for w in network.workloads.iter().filter(|w| w.vpc == vpc.name && w.host == host.name) {
         ns.processes.insert(process_for(&vpc.name, &host.name, &w.kind));
@@ -114,7 +157,7 @@ fn host_netns(network: &Network, vpc: &Vpc, subnet: &Subnet, host: &Host, owner:
 }
 
 /// A router's peering links, addresses and routes to what each peer lets cross. The side
-/// named first in `peer()` creates the veth.
+/// named first in `peer()` creates the veth. IPv6 crosses between dual-stack VPCs only.
 fn peering_links(
     router: &mut Netns,
     vpc: &Vpc,
@@ -124,21 +167,35 @@ fn peering_links(
 ) {
     for p in &network.peerings {
         let Some((other, _, theirs)) = p.seen_from(&vpc.name) else { continue };
-        let (a_ip, b_ip) = transfer_ips(transfer[&peering_key(&p.a, &p.b)]);
-        let (mine_ip, their_ip) = if p.a == vpc.name { (a_ip, b_ip) } else { (b_ip, a_ip) };
+        let link_net = transfer[&peering_key(&p.a, &p.b)];
+        let first = p.a == vpc.name;
+        let mine_and_theirs = |(a, b): (IpAddr, IpAddr)| if first { (a, b) } else { (b, a) };
+        let (mine_ip, their_ip) = mine_and_theirs(ips(transfer_ips(link_net)));
+        let (mine_ip6, their_ip6) = mine_and_theirs(ips(transfer_ips6(link_net)));
         let dev = Naming::peer_link(other);
         let owner = Owner::Peering { a: p.a.clone(), b: p.b.clone() };
-        let kind = if p.a == vpc.name {
+        let kind = if first {
             LinkKind::Veth { peer_ns: naming.router_ns(other), peer: Naming::peer_link(&vpc.name) }
         } else {
             LinkKind::VethPeer
         };
         router.links.insert(dev.clone(), link(kind, None, &owner));
-        router.addrs.insert(Addr { dev: dev.clone(), net: net(mine_ip, 30) });
+        router.addrs.insert(addr(&dev, mine_ip, 30));
+        let dual = vpc.cidr6.is_some() && network.vpc(other).is_some_and(|o| o.cidr6.is_some());
+        if dual {
+            router.addrs.insert(addr(&dev, mine_ip6, 64));
+        }
         for dst in theirs {
-            router.routes.insert(Route { dst: *dst, via: their_ip, dev: dev.clone() });
+            let via = if dst.is_ipv4() { their_ip } else { their_ip6 };
+            if dst.is_ipv4() || dual {
+                router.routes.insert(Route { dst: *dst, via, dev: dev.clone() });
+            }
         }
     }
+}
+
+fn ips<T: Into<IpAddr>>((a, b): (T, T)) -> (IpAddr, IpAddr) {
+    (a.into(), b.into())
 }
 
 /// The process that realises a workload of a host.
@@ -150,15 +207,16 @@ pub(crate) fn process_for(vpc: &str, host: &str, kind: &WorkloadKind) -> Process
 }
 
 /// A host's firewall: its own policy's rules first, then its subnet's; stateful; ingress
-/// nothing allows is dropped, and egress too once a policy has egress rules.
-fn host_ruleset(policies: &[&Firewall]) -> Ruleset {
+/// nothing allows is dropped, and egress too once a policy has egress rules. Rules cover
+/// both families; with IPv6 on, neighbour discovery always passes, as ARP does for IPv4.
+fn host_ruleset(policies: &[&Firewall], ipv6: bool) -> Ruleset {
     let lo = || IfName::Exact("lo".into());
     let ingress = policies.iter().flat_map(|p| &p.ingress);
     let mut chains = vec![policy_chain(
         Chain::filter("input", Hook::Input, true),
         Match::Iif(lo()),
         Match::Saddr,
-        ingress,
+        (ingress, ipv6),
     )];
     if policies.iter().any(|p| !p.egress.is_empty()) {
         let egress = policies.iter().flat_map(|p| &p.egress);
@@ -166,20 +224,24 @@ fn host_ruleset(policies: &[&Firewall]) -> Ruleset {
             Chain::filter("output", Hook::Output, true),
             Match::Oif(lo()),
             Match::Daddr,
-            egress,
+            (egress, ipv6),
         ));
     }
     Ruleset { chains }
 }
 
-/// A dropping chain that passes replies and loopback, then the rules in order.
+/// A dropping chain that passes replies, loopback and neighbour discovery, then the rules
+/// in order.
 fn policy_chain<'a>(
     chain: Chain,
     loopback: Match,
-    peer: fn(Ipv4Network) -> Match,
-    rules: impl Iterator<Item = &'a FirewallRule>,
+    peer: fn(IpNetwork) -> Match,
+    (rules, ipv6): (impl Iterator<Item = &'a FirewallRule>, bool),
 ) -> Chain {
     let mut chain = chain.rule(vec![Match::Established], Action::Accept).rule(vec![loopback], Action::Accept);
+    if ipv6 {
+        chain = chain.rule(vec![Match::NeighbourDiscovery], Action::Accept);
+    }
     for rule in rules {
         for m in rule_matches(rule, peer) {
             chain = chain.rule(m, if rule.allow { Action::Accept } else { Action::Drop });
@@ -189,20 +251,29 @@ fn policy_chain<'a>(
 }
 
 /// The nft matches of one policy rule: one set per protocol (`any` with a port is tcp and
-/// udp) and per peer network.
-fn rule_matches(rule: &FirewallRule, peer: fn(Ipv4Network) -> Match) -> Vec<Vec<Match>> {
+/// udp, `icmp` is ICMP and ICMPv6) and per peer network, never pairing ICMP of one family
+/// with an address of the other.
+fn rule_matches(rule: &FirewallRule, peer: fn(IpNetwork) -> Match) -> Vec<Vec<Match>> {
     let protos: Vec<Option<Proto>> = match (rule.proto, rule.ports) {
         (RuleProto::Tcp, _) => vec![Some(Proto::Tcp)],
         (RuleProto::Udp, _) => vec![Some(Proto::Udp)],
-        (RuleProto::Icmp, _) => vec![Some(Proto::Icmp)],
+        (RuleProto::Icmp, _) => vec![Some(Proto::Icmp), Some(Proto::Icmpv6)],
         (RuleProto::Any, Some(_)) => vec![Some(Proto::Tcp), Some(Proto::Udp)],
         (RuleProto::Any, None) => vec![None],
     };
-    let nets: Vec<Option<Ipv4Network>> =
+    let nets: Vec<Option<IpNetwork>> =
         if rule.nets.is_empty() { vec![None] } else { rule.nets.iter().copied().map(Some).collect() };
     let mut out = Vec::new();
     for proto in &protos {
         for net in &nets {
+            let family_clash = match (proto, net) {
+                (Some(Proto::Icmp), Some(n)) => !n.is_ipv4(),
+                (Some(Proto::Icmpv6), Some(n)) => n.is_ipv4(),
+                _ => false,
+            };
+            if family_clash {
+                continue;
+            }
             let mut m = Vec::new();
             if let Some(n) = net {
                 m.push(peer(*n));
@@ -223,18 +294,28 @@ fn rule_matches(rule: &FirewallRule, peer: fn(Ipv4Network) -> Match) -> Vec<Vec<
 /// only for replies and published ports.
 fn router_ruleset(vpc: &Vpc, network: &Network) -> Ruleset {
     let igw = || IfName::Exact(ROUTER_UPLINK.into());
-    let egress: Vec<Ipv4Network> = vpc.subnets.iter().filter(|s| s.egress()).map(|s| s.cidr).collect();
+    let egress: Vec<&Subnet> = vpc.subnets.iter().filter(|s| s.egress()).collect();
     let mut forward = Chain::filter("forward", Hook::Forward, false)
         .rule(vec![Match::Established], Action::Accept)
         .rule(vec![Match::Iif(igw()), Match::Dnatted], Action::Accept)
         .rule(vec![Match::Iif(igw())], Action::Drop);
     let mut postrouting = Chain::nat("postrouting", Hook::Postrouting);
-    for cidr in &egress {
-        forward = forward.rule(vec![Match::Oif(igw()), Match::Saddr(*cidr)], Action::Accept);
-        postrouting = postrouting.rule(vec![Match::Oif(igw()), Match::Saddr(*cidr)], Action::Masquerade);
+    for subnet in &egress {
+        let cidr = IpNetwork::V4(subnet.cidr);
+        forward = forward.rule(vec![Match::Oif(igw()), Match::Saddr(cidr)], Action::Accept);
+        postrouting = postrouting.rule(vec![Match::Oif(igw()), Match::Saddr(cidr)], Action::Masquerade);
+        // IPv6 leaves untranslated: the VPC's prefix is routed back to it.
+        if let Some(cidr6) = subnet.cidr6 {
+            forward = forward.rule(vec![Match::Oif(igw()), Match::Saddr(cidr6.into())], Action::Accept);
+        }
     }
     forward = forward.rule(vec![Match::Oif(igw())], Action::Drop);
-    let mut input = Chain::filter("input", Hook::Input, false)
+    let mut input = Chain::filter("input", Hook::Input, false);
+    if vpc.cidr6.is_some() {
+        // The router's own links, which no drop below may cut.
+        input = input.rule(vec![Match::NeighbourDiscovery], Action::Accept);
+    }
+    input = input
         .rule(vec![Match::Iif(igw()), Match::Established], Action::Accept)
         .rule(vec![Match::Iif(igw()), Match::Dnatted], Action::Accept)
         .rule(vec![Match::Iif(igw())], Action::Drop);
@@ -247,7 +328,7 @@ fn router_ruleset(vpc: &Vpc, network: &Network) -> Ruleset {
     for (other, mine, theirs) in peers {
         let link = || IfName::Exact(Naming::peer_link(other));
         for m in mine {
-            for t in theirs {
+            for t in theirs.iter().filter(|t| t.is_ipv4() == m.is_ipv4()) {
                 forward = forward
                     .rule(vec![Match::Oif(link()), Match::Saddr(*m), Match::Daddr(*t)], Action::Accept)
                     .rule(vec![Match::Iif(link()), Match::Saddr(*t), Match::Daddr(*m)], Action::Accept);
@@ -280,7 +361,7 @@ fn machine_ruleset(network: &Network, transfer: &BTreeMap<String, Ipv4Network>, 
         .rule(vec![Match::Oif(vpcs())], Action::Drop);
     let space = net(TRANSFER_SPACE, TRANSFER_PREFIX);
     let postrouting = Chain::nat("postrouting", Hook::Postrouting)
-        .rule(vec![Match::Oif(up()), Match::Saddr(space)], Action::Masquerade);
+        .rule(vec![Match::Oif(up()), Match::Saddr(space.into())], Action::Masquerade);
     let mut prerouting = Chain::nat("prerouting", Hook::Prerouting);
     for p in &network.publishes {
         let (_, router_ip) = transfer_ips(transfer[&p.vpc]);
@@ -333,6 +414,13 @@ pub(crate) fn transfer_ips(link: Ipv4Network) -> (Ipv4Addr, Ipv4Addr) {
     (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2))
 }
 
+/// The same link's IPv6 ends: `::1` and `::2` of the /64 numbered like its /30.
+pub(crate) fn transfer_ips6(link: Ipv4Network) -> (Ipv6Addr, Ipv6Addr) {
+    let block = (u32::from(link.network()) - u32::from(TRANSFER_SPACE)) / 4;
+    let base = u128::from(TRANSFER_SPACE6) | (u128::from(block) << 64);
+    (Ipv6Addr::from(base + 1), Ipv6Addr::from(base + 2))
+}
+
 fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
@@ -340,16 +428,20 @@ fn fnv1a(s: &str) -> u64 {
 /// The sandbox machine: `up0` towards the simulated internet.
 fn sandbox_machine(internet: &str) -> Netns {
     let mut m = netns_with_lo(&Owner::Sandbox);
+    m.ipv6 = Some(true);
     let uplink = LinkKind::Veth { peer_ns: internet.into(), peer: HOST_IFNAME.into() };
     m.links.insert(UPLINK_IFNAME.into(), link(uplink, None, &Owner::Sandbox));
-    m.addrs.insert(Addr { dev: UPLINK_IFNAME.into(), net: net(SANDBOX_UPLINK_IP, INTERNET_PREFIX) });
+    m.addrs.insert(addr(UPLINK_IFNAME, SANDBOX_UPLINK_IP.into(), INTERNET_PREFIX));
+    m.addrs.insert(addr(UPLINK_IFNAME, SANDBOX_UPLINK_IP6.into(), ipam6::SUBNET_PREFIX));
     m
 }
 
 fn internet_ns() -> Netns {
     let mut i = netns_with_lo(&Owner::Internet);
+    i.ipv6 = Some(true);
     i.links.insert(HOST_IFNAME.into(), link(LinkKind::VethPeer, None, &Owner::Internet));
-    i.addrs.insert(Addr { dev: HOST_IFNAME.into(), net: net(INTERNET_IP, INTERNET_PREFIX) });
+    i.addrs.insert(addr(HOST_IFNAME, INTERNET_IP.into(), INTERNET_PREFIX));
+    i.addrs.insert(addr(HOST_IFNAME, INTERNET_IP6.into(), ipam6::SUBNET_PREFIX));
     i.processes.insert(Process::Http { port: 80, body: INTERNET_HTTP_BODY.into() });
     i
 }
@@ -368,8 +460,16 @@ fn net(ip: Ipv4Addr, prefix: u8) -> Ipv4Network {
     Ipv4Network::new(ip, prefix).expect("prefix comes from a parsed network")
 }
 
-pub(crate) fn default_route() -> Ipv4Network {
-    Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 0).expect("0.0.0.0/0 is valid")
+fn addr(dev: &str, ip: IpAddr, prefix: u8) -> Addr {
+    Addr { dev: dev.into(), net: IpNetwork::new(ip, prefix).expect("prefix comes from a parsed network") }
+}
+
+pub(crate) fn default_route() -> IpNetwork {
+    IpNetwork::V4(Ipv4Network::new(Ipv4Addr::UNSPECIFIED, 0).expect("0.0.0.0/0 is valid"))
+}
+
+pub(crate) fn default_route6() -> IpNetwork {
+    IpNetwork::V6(Ipv6Network::new(Ipv6Addr::UNSPECIFIED, 0).expect("::/0 is valid"))
 }
 
 #[cfg(test)]
@@ -378,7 +478,7 @@ mod tests {
     use crate::model::{Host, Subnet};
 
     fn vpc(name: &str) -> Vpc {
-        Vpc { name: name.into(), cidr: "10.0.0.0/16".parse().unwrap(), subnets: Vec::new() }
+        Vpc { name: name.into(), cidr: "10.0.0.0/16".parse().unwrap(), cidr6: None, subnets: Vec::new() }
     }
 
     #[test]
@@ -404,13 +504,15 @@ mod tests {
             ("db", "10.0.3.0/24", false, false),
         ] {
             let cidr: Ipv4Network = cidr.parse().unwrap();
-            let hosts = vec![Host { name: name.into(), ip: Ipv4Addr::from(u32::from(cidr.network()) + 2) }];
+            let ip = Ipv4Addr::from(u32::from(cidr.network()) + 2);
+            let hosts = vec![Host { name: name.into(), ip, ip6: None }];
             prod.subnets.push(Subnet {
                 name: name.into(),
                 cidr,
                 public,
                 nat,
                 gateway: cidr.nth(1).unwrap(),
+                cidr6: None,
                 hosts,
             });
         }

@@ -4,9 +4,9 @@
 //! (observed over netlink), so planning is a diff of two values.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 
 use super::nft::Ruleset;
@@ -162,13 +162,13 @@ impl LinkKind {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub(crate) struct Addr {
     pub dev: String,
-    pub net: Ipv4Network,
+    pub net: IpNetwork,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub(crate) struct Route {
-    pub dst: Ipv4Network,
-    pub via: Ipv4Addr,
+    pub dst: IpNetwork,
+    pub via: IpAddr,
     pub dev: String,
 }
 

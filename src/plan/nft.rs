@@ -7,10 +7,10 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::IpNetwork;
 use serde::Serialize;
 
-/// The one table vpcsh owns in each namespace (family `ip`).
+/// The one table vpcsh owns in each namespace (family `inet`: both IPv4 and IPv6).
 pub(crate) const TABLE: &str = "vpcsh";
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -62,6 +62,7 @@ pub(crate) enum Proto {
     Tcp,
     Udp,
     Icmp,
+    Icmpv6,
 }
 
 impl Proto {
@@ -70,6 +71,16 @@ impl Proto {
             Proto::Tcp => 6,
             Proto::Udp => 17,
             Proto::Icmp => 1,
+            Proto::Icmpv6 => 58,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+            Proto::Icmp => "icmp",
+            Proto::Icmpv6 => "ipv6-icmp",
         }
     }
 }
@@ -78,9 +89,13 @@ impl Proto {
 pub(crate) enum Match {
     Iif(IfName),
     Oif(IfName),
-    Saddr(Ipv4Network),
-    Daddr(Ipv4Network),
+    /// Source network; an `ip` or `ip6` match by its family.
+    Saddr(IpNetwork),
+    Daddr(IpNetwork),
     Proto(Proto),
+    /// ICMPv6 router and neighbour solicitations and advertisements (types 133–136): the
+    /// link itself, which no policy may cut.
+    NeighbourDiscovery,
     /// Destination port range (inclusive); needs a `Proto` match before it.
     Dport(u16, u16),
     /// `ct state established,related`
@@ -175,15 +190,21 @@ impl fmt::Display for Match {
         match self {
             Match::Iif(n) => write!(f, "iifname {n}"),
             Match::Oif(n) => write!(f, "oifname {n}"),
-            Match::Saddr(n) => write!(f, "ip saddr {n}"),
-            Match::Daddr(n) => write!(f, "ip daddr {n}"),
-            Match::Proto(p) => write!(f, "meta l4proto {}", format!("{p:?}").to_lowercase()),
+            Match::Saddr(n) => write!(f, "{} saddr {n}", family(n)),
+            Match::Daddr(n) => write!(f, "{} daddr {n}", family(n)),
+            Match::Proto(p) => write!(f, "meta l4proto {}", p.name()),
+            Match::NeighbourDiscovery => f.write_str("icmpv6 type 133-136"),
             Match::Dport(lo, hi) if lo == hi => write!(f, "th dport {lo}"),
             Match::Dport(lo, hi) => write!(f, "th dport {lo}-{hi}"),
             Match::Established => f.write_str("ct state established,related"),
             Match::Dnatted => f.write_str("ct status dnat"),
         }
     }
+}
+
+/// nft's name for an address family's header: `ip` or `ip6`.
+fn family(net: &IpNetwork) -> &'static str {
+    if net.is_ipv4() { "ip" } else { "ip6" }
 }
 
 impl fmt::Display for Rule {
@@ -195,7 +216,7 @@ impl fmt::Display for Rule {
             Action::Accept => f.write_str("accept"),
             Action::Drop => f.write_str("drop"),
             Action::Masquerade => f.write_str("masquerade"),
-            Action::Dnat { addr, port } => write!(f, "dnat to {addr}:{port}"),
+            Action::Dnat { addr, port } => write!(f, "dnat ip to {addr}:{port}"),
         }
     }
 }

@@ -225,11 +225,11 @@ impl fmt::Display for Op {
             Op::StopProcess { ns, process } => write!(f, "stop {process} in {ns}"),
             Op::SetRuleset { ns, ruleset, replace } => write!(
                 f,
-                "{} nftables table ip {TABLE} in {ns} ({} rules)",
+                "{} nftables table inet {TABLE} in {ns} ({} rules)",
                 if *replace { "replace" } else { "create" },
                 ruleset.rule_count()
             ),
-            Op::DeleteRuleset { ns } => write!(f, "delete nftables table ip {TABLE} in {ns}"),
+            Op::DeleteRuleset { ns } => write!(f, "delete nftables table inet {TABLE} in {ns}"),
         }
     }
 }

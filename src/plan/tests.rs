@@ -19,6 +19,7 @@ fn net(vpcs: &Spec) -> Network {
             .map(|(name, cidr, subnets)| Vpc {
                 name: name.to_string(),
                 cidr: cidr.parse().unwrap(),
+                cidr6: None,
                 subnets: subnets
                     .iter()
                     .map(|(sname, scidr, hosts)| {
@@ -29,9 +30,14 @@ fn net(vpcs: &Spec) -> Network {
                             public: false,
                             nat: false,
                             gateway: crate::model::ipam::gateway(cidr),
+                            cidr6: None,
                             hosts: hosts
                                 .iter()
-                                .map(|(h, ip)| Host { name: h.to_string(), ip: ip.parse().unwrap() })
+                                .map(|(h, ip)| Host {
+                                    name: h.to_string(),
+                                    ip: ip.parse().unwrap(),
+                                    ip6: None,
+                                })
                                 .collect(),
                         }
                     })
@@ -200,7 +206,8 @@ fn a_failed_apply_is_rolled_back_to_where_it_started() {
         public: false,
         nat: false,
         gateway: "10.0.3.1".parse().unwrap(),
-        hosts: vec![Host { name: "db".into(), ip: "10.0.3.2".parse().unwrap() }],
+        cidr6: None,
+        hosts: vec![Host { name: "db".into(), ip: "10.0.3.2".parse().unwrap(), ip6: None }],
     });
     let want = want(&bigger);
     let observed = backend.observe(&names(&want)).unwrap();
@@ -222,7 +229,9 @@ fn the_sandbox_scaffold_is_planned_with_the_network() {
             "create netns t.internet (lo up)",
             "create veth up0 in t <-> eth0 in t.internet",
             "add address 198.51.100.2/24 on up0 in t",
+            "add address 2001:db8::2/64 on up0 in t",
             "add address 198.51.100.1/24 on eth0 in t.internet",
+            "add address 2001:db8::1/64 on eth0 in t.internet",
             "start http server on port 80 in t.internet",
         ]
     );

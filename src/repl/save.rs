@@ -43,10 +43,20 @@ pub(super) fn script(network: &Network) -> String {
     let mut out = String::from("// Written by vpcsh repl's :save: rebuilds the session's topology.\n");
     for vpc in &network.vpcs {
         let v = var("v", &[&vpc.name]);
-        let _ = writeln!(out, "let {v} = vpc({}, {});", quote(&vpc.name), quote(&vpc.cidr.to_string()));
+        let vpc_opts =
+            vpc.cidr6.map(|n| format!(", #{{ ipv6: {} }}", quote(&n.to_string()))).unwrap_or_default();
+        let _ =
+            writeln!(out, "let {v} = vpc({}, {}{vpc_opts});", quote(&vpc.name), quote(&vpc.cidr.to_string()));
         for subnet in &vpc.subnets {
             let s = var("s", &[&vpc.name, &subnet.name]);
-            let opts = if subnet.public { ", #{ public: true }" } else { "" };
+            let mut opts = Vec::new();
+            if subnet.public {
+                opts.push("public: true".to_string());
+            }
+            if let Some(net) = subnet.cidr6 {
+                opts.push(format!("ipv6: {}", quote(&net.to_string())));
+            }
+            let opts = if opts.is_empty() { String::new() } else { format!(", #{{ {} }}", opts.join(", ")) };
             let _ = writeln!(
                 out,
                 "let {s} = {v}.subnet({}, {}{opts});",
@@ -58,9 +68,10 @@ pub(super) fn script(network: &Network) -> String {
             }
             for host in &subnet.hosts {
                 let h = var("h", &[&vpc.name, &host.name]);
+                let ip6 = host.ip6.map(|ip| format!(", ip6: {}", quote(&ip.to_string()))).unwrap_or_default();
                 let _ = writeln!(
                     out,
-                    "let {h} = {s}.host({}, #{{ ip: {} }});",
+                    "let {h} = {s}.host({}, #{{ ip: {}{ip6} }});",
                     quote(&host.name),
                     quote(&host.ip.to_string())
                 );
@@ -109,4 +120,31 @@ pub(super) fn script(network: &Network) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::validate;
+
+    fn network_of(text: &str) -> crate::model::Network {
+        let mut interpreter = crate::script::tests::interpreter();
+        interpreter.run("<test>", text).expect("the script runs");
+        validate(&interpreter.declarations()).expect("the script is valid")
+    }
+
+    #[test]
+    fn a_saved_dual_stack_session_rebuilds_the_same_network() {
+        let original = network_of(
+            r#"let v = vpc("v", "10.1.0.0/16", #{ ipv6: true });
+               let s = v.subnet("s", "10.1.1.0/24", #{ public: true, ipv6: true });
+               s.host("a"); s.host("b", #{ ip6: "" + s.gateway6 + "00" });
+               let w = vpc("w", "10.2.0.0/16", #{ ipv6: "fd02::/56" });
+               w.subnet("t", "10.2.1.0/24", #{ ipv6: "fd02:0:0:9::/64" });
+               v.subnet("u", "10.1.2.0/24");
+               peer(v, w);"#,
+        );
+        let saved = super::script(&original);
+        assert!(saved.contains("ipv6: \"fd02::/56\"") && saved.contains("ip6: "), "{saved}");
+        assert_eq!(network_of(&saved), original, "{saved}");
+    }
 }

@@ -7,13 +7,13 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::rc::Rc;
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use rhai::{Dynamic, EvalAltResult, Map, NativeCallContext};
 
 use super::effects::{EffectError, Effects};
 use super::errors::{Fault, ScriptError, from_effect, suggest};
 use super::span::{Source, span_at};
-use crate::model::{Cidr, Declarations, Network, Problem, Span, VpcId};
+use crate::model::{AnyCidr, Cidr, Cidr6, Declarations, Network, Problem, Span, VpcId};
 use crate::plan::Summary;
 
 /// The state every binding of one interpreter shares.
@@ -24,6 +24,8 @@ pub(crate) struct Shared {
     /// The host addresses of the network last applied, by VPC, subnet and host name, so
     /// automatic addresses stay where they were.
     previous_ips: HashMap<(String, String, String), Ipv4Addr>,
+    /// The IPv6 /64 of each subnet last applied, by VPC and subnet name, for the same reason.
+    previous_cidr6s: HashMap<(String, String), Ipv6Network>,
 }
 
 impl Shared {
@@ -32,7 +34,17 @@ impl Shared {
             .hosts()
             .map(|(v, s, h)| ((v.name.clone(), s.name.clone(), h.name.clone()), h.ip))
             .collect();
-        Self { decls: Declarations::default(), sources: Vec::new(), effects, previous_ips }
+        let previous_cidr6s = previous
+            .vpcs
+            .iter()
+            .flat_map(|v| v.subnets.iter().filter_map(|s| Some(((v.name.clone(), s.name.clone()), s.cidr6?))))
+            .collect();
+        Self { decls: Declarations::default(), sources: Vec::new(), effects, previous_ips, previous_cidr6s }
+    }
+
+    /// The IPv6 /64 a subnet had when last applied.
+    pub(super) fn previous_cidr6(&self, vpc: &str, subnet: &str) -> Option<Ipv6Network> {
+        self.previous_cidr6s.get(&(vpc.to_string(), subnet.to_string())).copied()
     }
 
     /// The address a host had when last applied.
@@ -90,7 +102,33 @@ fn parse_cidr(text: &str) -> Result<Ipv4Network, (String, Option<String>)> {
 
 /// A CIDR as written; a bad one is recorded as a problem (validation reports them all).
 pub(super) fn cidr(decls: &mut Declarations, text: &str, span: Span) -> Cidr {
-    let net = match parse_cidr(text) {
+    let net = recorded(decls, parse_cidr(text), span);
+    Cidr { text: text.into(), net }
+}
+
+/// An IPv6 prefix as written, recorded like `cidr`.
+pub(super) fn cidr6(decls: &mut Declarations, text: &str, span: Span) -> Cidr6 {
+    let net = recorded(decls, parse_cidr6(text), span);
+    Cidr6 { net }
+}
+
+/// A CIDR of either family (an IPv6 one has a `:`), recorded like `cidr`.
+pub(super) fn any_cidr(decls: &mut Declarations, text: &str, span: Span) -> AnyCidr {
+    let parsed = if text.contains(':') {
+        parse_cidr6(text).map(IpNetwork::V6)
+    } else {
+        parse_cidr(text).map(IpNetwork::V4)
+    };
+    let net = recorded(decls, parsed, span);
+    AnyCidr { net, implied: false }
+}
+
+fn recorded<T>(
+    decls: &mut Declarations,
+    parsed: Result<T, (String, Option<String>)>,
+    span: Span,
+) -> Option<T> {
+    match parsed {
         Ok(net) => Some(net),
         Err((message, help)) => {
             let mut p = Problem::new(message, span, "invalid CIDR");
@@ -98,8 +136,21 @@ pub(super) fn cidr(decls: &mut Declarations, text: &str, span: Span) -> Cidr {
             decls.problems.push(p);
             None
         }
-    };
-    Cidr { text: text.into(), net }
+    }
+}
+
+fn parse_cidr6(text: &str) -> Result<Ipv6Network, (String, Option<String>)> {
+    let net = text
+        .split_once('/')
+        .and_then(|(addr, prefix)| Ipv6Network::new(addr.parse().ok()?, prefix.parse().ok()?).ok())
+        .ok_or_else(|| (format!("`{text}` is not a valid IPv6 prefix"), Some("e.g. fd10:10::/56".into())))?;
+    if net.ip() != net.network() {
+        return Err((
+            format!("`{text}` has host bits set"),
+            Some(format!("did you mean {}/{}?", net.network(), net.prefix())),
+        ));
+    }
+    Ok(net)
 }
 
 /// Checks an options map against the keys a function takes.

@@ -2,28 +2,40 @@
 //! act on them as a whole (`apply`, `destroy`, `assert`). Each records into the shared
 //! declarations with the span of its call; nothing here touches the kernel.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use rhai::plugin::*;
 use rhai::{Map, NativeCallContext};
 
 use super::context::{
-    Res, Shared, check_options, cidr, fail, live_vpc, option_type_error, run_apply, shared, span,
+    Res, Shared, any_cidr, check_options, cidr, cidr6, fail, live_vpc, option_type_error, run_apply, shared,
+    span,
 };
 use super::errors::{Fault, ScriptError};
 use super::handles::{HostHandle, SubnetHandle, VpcHandle, first_host};
 use crate::model::{
-    HostDecl, HostRef, NatDecl, PeerDecl, Problem, PublishDecl, Span, SubnetDecl, SubnetId, Transport,
-    VpcDecl, VpcId, ipam,
+    AnyCidr, Cidr6, HostDecl, HostRef, NatDecl, PeerDecl, Problem, PublishDecl, Span, SubnetDecl, SubnetId,
+    Transport, VpcDecl, VpcId, ipam, ipam6,
 };
 
 fn declare_vpc(ctx: &NativeCallContext, name: &str, text: &str, opts: Map) -> Res<VpcHandle> {
     let sh = shared(ctx);
     let mut shared = sh.borrow_mut();
-    check_options(ctx, &shared, "vpc", &opts, &[])?;
+    check_options(ctx, &shared, "vpc", &opts, &["ipv6"])?;
     let span = span(&shared, ctx);
     let cidr = cidr(&mut shared.decls, text, span);
-    shared.decls.vpcs.push(VpcDecl { name: name.into(), cidr, span, removed: false });
+    let ipv6 = match opts.get("ipv6") {
+        None => None,
+        Some(v) if v.is_bool() => v.as_bool().unwrap_or_default().then(|| {
+            let net = ipam6::ula_for(name);
+            Cidr6 { net: Some(net) }
+        }),
+        Some(v) if v.is_string() => {
+            Some(cidr6(&mut shared.decls, &v.clone().into_string().unwrap_or_default(), span))
+        }
+        Some(v) => return option_type_error(ctx, &shared, "ipv6", "a /56 like \"fd10:10::/56\", or true", v),
+    };
+    shared.decls.vpcs.push(VpcDecl { name: name.into(), cidr, ipv6, span, removed: false });
     Ok(VpcHandle(VpcId(shared.decls.vpcs.len() - 1)))
 }
 
@@ -36,7 +48,7 @@ fn declare_subnet(
 ) -> Res<SubnetHandle> {
     let sh = shared(ctx);
     let mut shared = sh.borrow_mut();
-    check_options(ctx, &shared, "subnet", &opts, &["public"])?;
+    check_options(ctx, &shared, "subnet", &opts, &["public", "ipv6"])?;
     live_vpc(ctx, &shared, vpc.0)?;
     let public = match opts.get("public") {
         None => false,
@@ -47,14 +59,30 @@ fn declare_subnet(
     };
     let span = span(&shared, ctx);
     let cidr = cidr(&mut shared.decls, text, span);
-    shared.decls.subnets.push(SubnetDecl { vpc: vpc.0, name: name.into(), cidr, public, span });
+    let ipv6 = match opts.get("ipv6") {
+        None => None,
+        Some(v) if v.is_bool() => {
+            if v.as_bool().unwrap_or_default() {
+                Some(next_free_64(&mut shared, vpc.0, name, span))
+            } else {
+                None
+            }
+        }
+        Some(v) if v.is_string() => {
+            Some(cidr6(&mut shared.decls, &v.clone().into_string().unwrap_or_default(), span))
+        }
+        Some(v) => {
+            return option_type_error(ctx, &shared, "ipv6", "a /64 like \"fd10:10:0:1::/64\", or true", v);
+        }
+    };
+    shared.decls.subnets.push(SubnetDecl { vpc: vpc.0, name: name.into(), cidr, ipv6, public, span });
     Ok(SubnetHandle(SubnetId(shared.decls.subnets.len() - 1)))
 }
 
 fn declare_host(ctx: &NativeCallContext, subnet: &SubnetHandle, name: &str, opts: Map) -> Res<HostHandle> {
     let sh = shared(ctx);
     let mut shared = sh.borrow_mut();
-    check_options(ctx, &shared, "host", &opts, &["ip"])?;
+    check_options(ctx, &shared, "host", &opts, &["ip", "ip6"])?;
     let vpc = shared.decls.subnet(subnet.0).vpc;
     live_vpc(ctx, &shared, vpc)?;
     let span = span(&shared, ctx);
@@ -74,8 +102,51 @@ fn declare_host(ctx: &NativeCallContext, subnet: &SubnetHandle, name: &str, opts
         Some(v) => return option_type_error(ctx, &shared, "ip", "a string like \"10.0.1.20\"", v),
         None => (automatic_address(&mut shared, subnet.0, name, span), false),
     };
-    let id = shared.decls.add_host(HostDecl { subnet: subnet.0, name: name.into(), ip, fixed, span });
+    let ip6 = match opts.get("ip6") {
+        None => None,
+        Some(v) if v.is_string() => {
+            let text = v.clone().into_string().unwrap_or_default();
+            match text.parse::<Ipv6Addr>() {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    let p = Problem::new(format!("`{text}` is not an IPv6 address"), span, "invalid address")
+                        .help("write it like fd10:10:0:1::20");
+                    shared.decls.problems.push(p);
+                    None
+                }
+            }
+        }
+        Some(v) => return option_type_error(ctx, &shared, "ip6", "a string like \"fd10:10:0:1::20\"", v),
+    };
+    let id = shared.decls.add_host(HostDecl { subnet: subnet.0, name: name.into(), ip, fixed, ip6, span });
     Ok(HostHandle(HostRef::Declared(id)))
+}
+
+/// `ipv6: true` on a subnet: the next free /64 of its VPC's /56, preferring the one it had
+/// when last applied. Without a VPC prefix there is nothing to choose (validation says why).
+fn next_free_64(shared: &mut Shared, vpc: VpcId, name: &str, span: Span) -> Cidr6 {
+    let decl = shared.decls.vpc(vpc).clone();
+    let Some(vpc6) = decl.ipv6.as_ref().and_then(|c| c.net).filter(|n| n.prefix() == ipam6::VPC_PREFIX)
+    else {
+        return Cidr6 { net: None };
+    };
+    let taken: Vec<_> =
+        shared.decls.subnets_of(vpc).filter_map(|(_, s)| s.ipv6.as_ref().and_then(|c| c.net)).collect();
+    let preferred = shared.previous_cidr6(&decl.name, name);
+    match ipam6::free_subnet(vpc6, &taken, preferred) {
+        Some(net) => Cidr6 { net: Some(net) },
+        None => {
+            let p = Problem::new(
+                format!("VPC `{}` ({vpc6}) has no free /64 left", decl.name),
+                span,
+                "no free /64",
+            )
+            .related(decl.span, "this VPC")
+            .help("a /56 holds 256 subnets with IPv6");
+            shared.decls.problems.push(p);
+            Cidr6 { net: None }
+        }
+    }
 }
 
 /// The next free address of a subnet, preferring the one the host had when last applied.
@@ -107,10 +178,11 @@ fn declare_peer(ctx: &NativeCallContext, a: VpcHandle, b: VpcHandle, opts: Map) 
             let mut cidrs = Vec::new();
             for item in list.clone().into_array().unwrap_or_default() {
                 if let Some(subnet) = item.clone().try_cast::<SubnetHandle>() {
-                    cidrs.push(shared.decls.subnet(subnet.0).cidr.clone());
+                    let decl = shared.decls.subnet(subnet.0);
+                    cidrs.push(AnyCidr::from(&decl.cidr));
+                    cidrs.extend(decl.ipv6.as_ref().map(AnyCidr::from));
                 } else if let Ok(text) = item.clone().into_string() {
-                    let c = cidr(&mut shared.decls, &text, span);
-                    cidrs.push(c);
+                    cidrs.push(any_cidr(&mut shared.decls, &text, span));
                 } else {
                     return option_type_error(ctx, &shared, "allow", "a list of CIDRs or subnets", &item);
                 }
@@ -179,7 +251,9 @@ mod api {
     use super::*;
 
     /// Declares a VPC: an isolated network with an IPv4 CIDR from /16 to /28, realised as
-    /// its own router namespace (so unpeered VPCs may share a CIDR).
+    /// its own router namespace (so unpeered VPCs may share a CIDR). `#{ ipv6: "fd10:10::/56" }`
+    /// makes it dual-stack (`ipv6: true`: a unique local /56 derived from the name);
+    /// without it, IPv6 is off in all its namespaces.
     #[rhai_fn(return_raw)]
     pub fn vpc(ctx: NativeCallContext, name: &str, cidr: &str) -> Res<VpcHandle> {
         declare_vpc(&ctx, name, cidr, Map::new())
@@ -190,7 +264,8 @@ mod api {
     }
 
     /// Declares a subnet inside a VPC; private unless `#{ public: true }`. Also `vpc.subnet(...)`.
-    /// Its gateway is the first usable address.
+    /// Its gateway is the first usable address. In a dual-stack VPC, `#{ ipv6: true }` gives
+    /// it the next free /64 of the VPC's /56 (`ipv6: "…::/64"` a fixed one), gateway `::1`.
     #[rhai_fn(return_raw)]
     pub fn subnet(ctx: NativeCallContext, vpc: &mut VpcHandle, name: &str, cidr: &str) -> Res<SubnetHandle> {
         declare_subnet(&ctx, vpc, name, cidr, Map::new())
@@ -207,7 +282,9 @@ mod api {
     }
 
     /// Declares a host in a subnet, at the next free address unless `#{ ip: "a.b.c.d" }`.
-    /// Also `subnet.host(...)`. An automatic address stays the same across re-applies.
+    /// Also `subnet.host(...)`. An automatic address stays the same across re-applies. In a
+    /// subnet with IPv6 its IPv6 address has the same offset in the /64 (10.10.1.2 → `…::2`)
+    /// unless `#{ ip6: "…" }`.
     #[rhai_fn(return_raw)]
     pub fn host(ctx: NativeCallContext, subnet: &mut SubnetHandle, name: &str) -> Res<HostHandle> {
         declare_host(&ctx, subnet, name, Map::new())

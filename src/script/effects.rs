@@ -2,7 +2,7 @@
 //! The session layer implements these traits over state, plan and exec; under `check` and
 //! `plan` effects are held back. Nothing in the script layer touches the kernel itself.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::model::{Declarations, Problem, WorkloadKind};
@@ -91,18 +91,18 @@ pub(crate) trait Effects {
 /// Commands and probes: `exec()`, `ping()`, `connect()`, `http_get()`.
 pub(crate) trait Prober {
     fn exec(&mut self, on: &Endpoint, argv: &[String], timeout: Duration) -> Result<ExecOutput, EffectError>;
-    fn ping(&mut self, from: &Endpoint, to: Ipv4Addr, opts: ProbeOptions) -> Result<bool, EffectError>;
+    fn ping(&mut self, from: &Endpoint, to: IpAddr, opts: ProbeOptions) -> Result<bool, EffectError>;
     fn connect(
         &mut self,
         from: &Endpoint,
-        to: Ipv4Addr,
+        to: IpAddr,
         port: u16,
         opts: ProbeOptions,
     ) -> Result<bool, EffectError>;
     fn http_get(
         &mut self,
         from: &Endpoint,
-        to: Ipv4Addr,
+        to: IpAddr,
         port: u16,
         path: &str,
         opts: ProbeOptions,

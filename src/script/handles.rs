@@ -2,7 +2,7 @@
 //! properties, documented where they are defined (the REPL and the reference read these
 //! comments from the engine).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use rhai::plugin::*;
 use rhai::{Array, Dynamic, Engine, NativeCallContext};
@@ -10,8 +10,8 @@ use rhai::{Array, Dynamic, Engine, NativeCallContext};
 use super::context::{Res, fail, shared, span};
 use super::errors::{Fault, suggest};
 use super::reference::Reference;
-use crate::model::{Declarations, HostRef, SubnetId, VpcId, ipam};
-use crate::plan::desired::INTERNET_IP;
+use crate::model::{Declarations, HostRef, SubnetId, VpcId, ipam, ipam6};
+use crate::plan::desired::{INTERNET_IP, INTERNET_IP6};
 
 #[derive(Clone, Debug)]
 pub(crate) struct VpcHandle(pub VpcId);
@@ -32,6 +32,22 @@ pub(super) fn host_ip(decls: &Declarations, host: HostRef) -> Option<Ipv4Addr> {
         HostRef::Declared(id) => decls.host(id).ip,
         HostRef::Implicit(s) => decls.subnet(s).cidr.net.map(ipam::first_host),
     }
+}
+
+/// A host's IPv6 address, as validation will resolve it: fixed, or derived from its IPv4
+/// address (moved up when a fixed one holds that); `None` without IPv6 in its subnet.
+pub(super) fn host_ip6(decls: &Declarations, host: HostRef) -> Option<Ipv6Addr> {
+    let subnet_id = decls.host_subnet(host);
+    let subnet = decls.subnet(subnet_id);
+    let (net6, net4) = (subnet.ipv6.as_ref()?.net?, subnet.cidr.net?);
+    if let HostRef::Declared(id) = host
+        && let Some(ip6) = decls.host(id).ip6
+    {
+        return Some(ip6);
+    }
+    let derived = ipam6::derived(net6, net4, host_ip(decls, host)?);
+    let held = decls.hosts_of(subnet_id).any(|(_, h)| h.ip6 == Some(derived));
+    Some(if held { ipam6::moved(derived) } else { derived })
 }
 
 /// A subnet stands for its first host (declared, or the implicit one).
@@ -74,6 +90,13 @@ mod vpc_properties {
     #[rhai_fn(get = "cidr", pure)]
     pub fn cidr(ctx: NativeCallContext, vpc: &mut VpcHandle) -> String {
         shared(&ctx).borrow().decls.vpc(vpc.0).cidr.text.clone()
+    }
+    /// The VPC's IPv6 /56, or `()` for an IPv4-only VPC.
+    #[rhai_fn(get = "cidr6", pure)]
+    pub fn cidr6(ctx: NativeCallContext, vpc: &mut VpcHandle) -> Dynamic {
+        let sh = shared(&ctx);
+        let shared = sh.borrow();
+        text_or_unit(shared.decls.vpc(vpc.0).ipv6.as_ref().and_then(|c| c.net).map(|n| n.to_string()))
     }
     /// The VPC's subnets, in declaration order.
     #[rhai_fn(get = "subnets", pure)]
@@ -128,6 +151,21 @@ mod subnet_properties {
             shared(&ctx).borrow().decls.subnet(subnet.0).cidr.net.map(|n| ipam::gateway(n).to_string()),
         )
     }
+    /// The subnet's IPv6 /64, or `()` without IPv6.
+    #[rhai_fn(get = "cidr6", pure)]
+    pub fn cidr6(ctx: NativeCallContext, subnet: &mut SubnetHandle) -> Dynamic {
+        let sh = shared(&ctx);
+        let shared = sh.borrow();
+        text_or_unit(shared.decls.subnet(subnet.0).ipv6.as_ref().and_then(|c| c.net).map(|n| n.to_string()))
+    }
+    /// The IPv6 gateway: `::1` of the subnet's /64, or `()` without IPv6.
+    #[rhai_fn(get = "gateway6", pure)]
+    pub fn gateway6(ctx: NativeCallContext, subnet: &mut SubnetHandle) -> Dynamic {
+        let sh = shared(&ctx);
+        let shared = sh.borrow();
+        let net = shared.decls.subnet(subnet.0).ipv6.as_ref().and_then(|c| c.net);
+        text_or_unit(net.map(|n| ipam6::gateway(n).to_string()))
+    }
     /// The subnet's hosts; a subnet that declares none has one named after it.
     #[rhai_fn(get = "hosts", pure)]
     pub fn hosts(ctx: NativeCallContext, subnet: &mut SubnetHandle) -> Array {
@@ -173,6 +211,12 @@ mod host_properties {
     pub fn ip(ctx: NativeCallContext, host: &mut HostHandle) -> Dynamic {
         text_or_unit(host_ip(&shared(&ctx).borrow().decls, host.0).map(|i| i.to_string()))
     }
+    /// The host's IPv6 address (its IPv4 offset in the subnet's /64 unless `ip6` fixes
+    /// it), or `()` when its subnet has no IPv6.
+    #[rhai_fn(get = "ip6", pure)]
+    pub fn ip6(ctx: NativeCallContext, host: &mut HostHandle) -> Dynamic {
+        text_or_unit(host_ip6(&shared(&ctx).borrow().decls, host.0).map(|i| i.to_string()))
+    }
     /// The subnet the host is in.
     #[rhai_fn(get = "subnet", pure)]
     pub fn subnet(ctx: NativeCallContext, host: &mut HostHandle) -> SubnetHandle {
@@ -213,6 +257,11 @@ mod internet_properties {
     #[rhai_fn(get = "ip", pure)]
     pub fn ip(_internet: &mut InternetHandle) -> String {
         INTERNET_IP.to_string()
+    }
+    /// The simulated internet's IPv6 address, 2001:db8::1.
+    #[rhai_fn(get = "ip6", pure)]
+    pub fn ip6(_internet: &mut InternetHandle) -> String {
+        INTERNET_IP6.to_string()
     }
     #[rhai_fn(name = "to_string", name = "to_debug", pure)]
     pub fn show(_internet: &mut InternetHandle) -> String {

@@ -227,7 +227,7 @@ impl Interpreter {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::net::Ipv4Addr;
+    use std::net::IpAddr;
     use std::time::Duration;
 
     use super::*;
@@ -258,22 +258,16 @@ pub(crate) mod tests {
         fn exec(&mut self, _: &Endpoint, _: &[String], _: Duration) -> Result<ExecOutput, EffectError> {
             Ok(ExecOutput::default())
         }
-        fn ping(&mut self, _: &Endpoint, _: Ipv4Addr, _: ProbeOptions) -> Result<bool, EffectError> {
+        fn ping(&mut self, _: &Endpoint, _: IpAddr, _: ProbeOptions) -> Result<bool, EffectError> {
             Ok(true)
         }
-        fn connect(
-            &mut self,
-            _: &Endpoint,
-            _: Ipv4Addr,
-            _: u16,
-            _: ProbeOptions,
-        ) -> Result<bool, EffectError> {
+        fn connect(&mut self, _: &Endpoint, _: IpAddr, _: u16, _: ProbeOptions) -> Result<bool, EffectError> {
             Ok(true)
         }
         fn http_get(
             &mut self,
             _: &Endpoint,
-            _: Ipv4Addr,
+            _: IpAddr,
             _: u16,
             _: &str,
             _: ProbeOptions,

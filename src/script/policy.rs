@@ -7,7 +7,7 @@ use std::path::Path;
 use rhai::plugin::*;
 use rhai::{Array, Dynamic, Map, NativeCallContext};
 
-use super::context::{Res, Shared, cidr, fail, live_vpc, shared, span};
+use super::context::{Res, Shared, any_cidr, fail, live_vpc, shared, span};
 use super::errors::{Fault, suggest};
 use super::handles::{HostHandle, SubnetHandle, VpcHandle};
 use super::span::{Source, offset};
@@ -47,8 +47,12 @@ fn peers(ctx: &NativeCallContext, shared: &mut Shared, v: &Dynamic, span: Span) 
             out.push(PeerRef::Vpc(vpc.0));
         } else if let Ok(text) = item.clone().into_string() {
             // A bare address is that one host.
-            let text = if text.parse::<std::net::Ipv4Addr>().is_ok() { format!("{text}/32") } else { text };
-            out.push(PeerRef::Cidr(cidr(&mut shared.decls, &text, span)));
+            let text = match text.parse::<std::net::IpAddr>() {
+                Ok(ip) if ip.is_ipv4() => format!("{text}/32"),
+                Ok(_) => format!("{text}/128"),
+                Err(_) => text,
+            };
+            out.push(PeerRef::Cidr(any_cidr(&mut shared.decls, &text, span)));
         } else {
             let message =
                 format!("a rule's peer is a CIDR, a Vpc, a Subnet or a Host, not {}", item.type_name());

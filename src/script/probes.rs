@@ -2,7 +2,7 @@
 //! (`ping`, `connect`, `http_get`), each applying pending declarations first, then asking
 //! the `Effects` the session supplied; and `internet()`, the simulated internet.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use rhai::plugin::*;
@@ -14,51 +14,78 @@ use super::context::{
 };
 use super::effects::{EffectError, Endpoint, ProbeOptions, Prober};
 use super::errors::Fault;
-use super::handles::{HostHandle, InternetHandle, SubnetHandle, first_host, host_ip};
+use super::handles::{HostHandle, InternetHandle, SubnetHandle, first_host, host_ip, host_ip6};
 use crate::model::{HostId, HostRef, WorkloadDecl, WorkloadKind};
-use crate::plan::desired::INTERNET_IP;
+use crate::plan::desired::{INTERNET_IP, INTERNET_IP6};
 
 const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A host, a subnet (its first host), `internet()`, or an address string.
-fn endpoint(ctx: &NativeCallContext, shared: &Shared, v: &Dynamic, role: &str) -> Res<(Endpoint, Ipv4Addr)> {
-    let host = |h: HostRef| {
+/// A host, a subnet (its first host), `internet()`, or an address string (IPv6 with or
+/// without brackets); a handle stands for its address of `family` (4 or 6).
+fn endpoint(
+    ctx: &NativeCallContext,
+    shared: &Shared,
+    v: &Dynamic,
+    role: &str,
+    family: u8,
+) -> Res<(Endpoint, IpAddr)> {
+    let host = |h: HostRef| -> Res<(Endpoint, IpAddr)> {
         let subnet = shared.decls.subnet(shared.decls.host_subnet(h));
         let endpoint = Endpoint::Host {
             vpc: shared.decls.vpc(subnet.vpc).name.clone(),
             host: shared.decls.host_name(h).to_string(),
         };
-        (endpoint, host_ip(&shared.decls, h).unwrap_or(Ipv4Addr::UNSPECIFIED))
+        if family == 4 {
+            return Ok((endpoint, host_ip(&shared.decls, h).unwrap_or(Ipv4Addr::UNSPECIFIED).into()));
+        }
+        match host_ip6(&shared.decls, h) {
+            Some(ip) => Ok((endpoint, ip.into())),
+            None if role == "source" => Ok((endpoint, Ipv4Addr::UNSPECIFIED.into())),
+            None => {
+                let name = shared.decls.host_name(h);
+                let fault =
+                    Fault::new(format!("host `{name}` has no IPv6 address"), span(shared, ctx), "IPv4 only")
+                        .help(format!(
+                            "give subnet `{}` `#{{ ipv6: true }}`, or probe over IPv4",
+                            subnet.name
+                        ));
+                fail(ctx, fault)
+            }
+        }
     };
     if let Some(h) = v.clone().try_cast::<HostHandle>() {
-        return Ok(host(h.0));
+        return host(h.0);
     }
     if let Some(s) = v.clone().try_cast::<SubnetHandle>() {
-        return Ok(host(first_host(&shared.decls, s.0)));
+        return host(first_host(&shared.decls, s.0));
     }
     if v.is::<InternetHandle>() {
-        return Ok((Endpoint::Internet, INTERNET_IP));
+        let ip = if family == 6 { IpAddr::V6(INTERNET_IP6) } else { IpAddr::V4(INTERNET_IP) };
+        return Ok((Endpoint::Internet, ip));
     }
     if let Ok(text) = v.clone().into_string() {
-        if let Ok(ip) = text.parse::<Ipv4Addr>() {
+        let bare = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')).unwrap_or(&text);
+        if let Ok(ip) = bare.parse::<IpAddr>() {
             if role == "target" {
                 return Ok((Endpoint::Internet, ip));
             }
             // As a source, an address names the host that has it.
             let owners: Vec<HostRef> = (0..shared.decls.hosts.len())
                 .map(|i| HostRef::Declared(HostId(i)))
-                .filter(|h| host_ip(&shared.decls, *h) == Some(ip))
+                .filter(|h| {
+                    host_ip(&shared.decls, *h).map(IpAddr::V4) == Some(ip)
+                        || host_ip6(&shared.decls, *h).map(IpAddr::V6) == Some(ip)
+                })
                 .collect();
             if let [one] = owners[..] {
-                return Ok(host(one));
+                return host(one);
             }
             let why = if owners.is_empty() { "no host has" } else { "several hosts have" };
             let fault = Fault::new(format!("{why} address {ip}"), span(shared, ctx), "ambiguous source")
                 .help("pass the host handle itself");
             return fail(ctx, fault);
         }
-        let fault =
-            Fault::new(format!("`{text}` is not an IPv4 address"), span(shared, ctx), "not an address");
+        let fault = Fault::new(format!("`{text}` is not an IP address"), span(shared, ctx), "not an address");
         return fail(ctx, fault);
     }
     let fault = Fault::new(
@@ -90,11 +117,12 @@ fn argv(ctx: &NativeCallContext, shared: &Shared, cmd: &Dynamic) -> Res<Vec<Stri
     fail(ctx, fault)
 }
 
-/// A probe's options: `#{ timeout: secs }`, and for ping `count`.
-fn probe_options(ctx: &NativeCallContext, func: &str, opts: &Map, count: bool) -> Res<ProbeOptions> {
+/// A probe's options: `#{ timeout: secs }`, for ping `count`, and for probes between
+/// handles `family` (4, the default, or 6); returned with the family.
+fn probe_options(ctx: &NativeCallContext, func: &str, opts: &Map, keys: &[&str]) -> Res<(ProbeOptions, u8)> {
     let sh = shared(ctx);
     let shared = sh.borrow();
-    check_options(ctx, &shared, func, opts, if count { &["timeout", "count"] } else { &["timeout"] })?;
+    check_options(ctx, &shared, func, opts, keys)?;
     let mut out = ProbeOptions::default();
     if let Some(v) = opts.get("timeout") {
         match v.as_int().map(|s| s as f64).or_else(|_| v.as_float()) {
@@ -117,7 +145,16 @@ fn probe_options(ctx: &NativeCallContext, func: &str, opts: &Map, count: bool) -
             Err(_) => return option_type_error(ctx, &shared, "count", "a whole number", v),
         }
     }
-    Ok(out)
+    let family = match opts.get("family").map(|v| v.as_int()) {
+        None => 4,
+        Some(Ok(f @ (4 | 6))) => f as u8,
+        Some(Ok(_)) => {
+            let v = &opts["family"];
+            return option_value_error(ctx, &shared, "family", "4 or 6", v);
+        }
+        Some(Err(_)) => return option_type_error(ctx, &shared, "family", "4 or 6", &opts["family"]),
+    };
+    Ok((out, family))
 }
 
 /// `run()`'s options: `#{ restart: bool }`.
@@ -175,7 +212,7 @@ fn exec(ctx: &NativeCallContext, host: &Dynamic, cmd: &Dynamic, opts: Map) -> Re
                 _ => return option_type_error(ctx, &shared, "timeout", "a positive number of seconds", v),
             },
         };
-        (endpoint(ctx, &shared, host, "host")?.0, argv(ctx, &shared, cmd)?, timeout)
+        (endpoint(ctx, &shared, host, "host", 4)?.0, argv(ctx, &shared, cmd)?, timeout)
     };
     run_apply(ctx, &sh)?;
     let result = sh.borrow_mut().effects.prober().exec(&on, &argv, timeout);
@@ -190,14 +227,14 @@ fn exec(ctx: &NativeCallContext, host: &Dynamic, cmd: &Dynamic, opts: Map) -> Re
 /// Runs a probe from `from` after applying; `probe` gets the effects, source and target.
 fn probe<T>(
     ctx: &NativeCallContext,
-    from: &Dynamic,
-    to: &Dynamic,
-    probe: impl FnOnce(&mut dyn Prober, &Endpoint, Ipv4Addr) -> Result<T, EffectError>,
+    (from, to): (&Dynamic, &Dynamic),
+    family: u8,
+    probe: impl FnOnce(&mut dyn Prober, &Endpoint, IpAddr) -> Result<T, EffectError>,
 ) -> Res<T> {
     let sh = shared(ctx);
     let (source, target) = {
         let shared = sh.borrow();
-        (endpoint(ctx, &shared, from, "source")?.0, endpoint(ctx, &shared, to, "target")?.1)
+        (endpoint(ctx, &shared, from, "source", family)?.0, endpoint(ctx, &shared, to, "target", family)?.1)
     };
     run_apply(ctx, &sh)?;
     let result = probe(sh.borrow_mut().effects.prober(), &source, target);
@@ -209,9 +246,14 @@ fn parse_url(url: &str) -> Option<(String, u16, String)> {
     let rest = url.strip_prefix("http://")?;
     let (authority, path) =
         rest.split_once('/').map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
-    let (host, port) = match authority.split_once(':') {
-        Some((h, p)) => (h, p.parse().ok()?),
-        None => (authority, 80),
+    // `[v6]:port` or `[v6]`, else `v4:port` or `v4`.
+    let (host, port) = match authority.strip_prefix('[').and_then(|a| a.split_once(']')) {
+        Some((h, "")) => (h, 80),
+        Some((h, p)) => (h, p.strip_prefix(':')?.parse().ok()?),
+        None => match authority.split_once(':') {
+            Some((h, p)) => (h, p.parse().ok()?),
+            None => (authority, 80),
+        },
     };
     Some((host.to_string(), port, path))
 }
@@ -223,8 +265,8 @@ fn parse_url(url: &str) -> Option<(String, u16, String)> {
 mod api {
     use super::*;
 
-    /// The simulated internet (sandbox only): a Host-like handle for 198.51.100.1, which
-    /// serves HTTP on port 80.
+    /// The simulated internet (sandbox only): a Host-like handle for 198.51.100.1 and
+    /// 2001:db8::1, which serves HTTP on port 80.
     #[rhai_fn(return_raw)]
     pub fn internet(ctx: NativeCallContext) -> Res<InternetHandle> {
         let sh = shared(&ctx);
@@ -282,18 +324,20 @@ mod api {
 
     /// Whether `to` answers an ICMP echo from `from`: within `#{ timeout: secs }`, else the
     /// configured `probe-timeout`, else 1 s on a real host and 0.5 s in a sandbox;
-    /// `#{ count: n }` tries up to n echoes.
+    /// `#{ count: n }` tries up to n echoes. Between handles it uses IPv4 unless
+    /// `#{ family: 6 }`; an address string (IPv4 or IPv6) is used as it is.
     #[rhai_fn(return_raw)]
     pub fn ping(ctx: NativeCallContext, from: Dynamic, to: Dynamic) -> Res<bool> {
         ping_with(ctx, from, to, Map::new())
     }
     #[rhai_fn(name = "ping", return_raw)]
     pub fn ping_with(ctx: NativeCallContext, from: Dynamic, to: Dynamic, opts: Map) -> Res<bool> {
-        let opts = probe_options(&ctx, "ping", &opts, true)?;
-        probe(&ctx, &from, &to, |p, from, to| p.ping(from, to, opts))
+        let (opts, family) = probe_options(&ctx, "ping", &opts, &["timeout", "count", "family"])?;
+        probe(&ctx, (&from, &to), family, |p, from, to| p.ping(from, to, opts))
     }
 
-    /// Whether a TCP connection from `from` to `to:port` is accepted (timeouts as `ping`).
+    /// Whether a TCP connection from `from` to `to:port` is accepted (timeouts and
+    /// `family` as `ping`).
     #[rhai_fn(return_raw)]
     pub fn connect(ctx: NativeCallContext, from: Dynamic, to: Dynamic, port: i64) -> Res<bool> {
         connect_with(ctx, from, to, port, Map::new())
@@ -306,31 +350,32 @@ mod api {
         port: i64,
         opts: Map,
     ) -> Res<bool> {
-        let opts = probe_options(&ctx, "connect", &opts, false)?;
+        let (opts, family) = probe_options(&ctx, "connect", &opts, &["timeout", "family"])?;
         let port = u16::try_from(port).unwrap_or(0);
-        probe(&ctx, &from, &to, |p, from, to| p.connect(from, to, port, opts))
+        probe(&ctx, (&from, &to), family, |p, from, to| p.connect(from, to, port, opts))
     }
 
     /// An HTTP GET from a host: `#{ status, body }`, status 0 when nothing answered
-    /// (timeouts as `ping`).
+    /// (timeouts as `ping`). IPv6 addresses go in brackets: `http://[2001:db8::1]/ip`.
     #[rhai_fn(return_raw)]
     pub fn http_get(ctx: NativeCallContext, from: Dynamic, url: &str) -> Res<Map> {
         http_get_with(ctx, from, url, Map::new())
     }
     #[rhai_fn(name = "http_get", return_raw)]
     pub fn http_get_with(ctx: NativeCallContext, from: Dynamic, url: &str, opts: Map) -> Res<Map> {
-        let opts = probe_options(&ctx, "http_get", &opts, false)?;
+        let (opts, _) = probe_options(&ctx, "http_get", &opts, &["timeout"])?;
         let Some((host, port, path)) = parse_url(url) else {
             let fault = Fault::new(
                 format!("`{url}` is not an http:// URL with an address"),
                 span(&shared(&ctx).borrow(), &ctx),
                 "bad URL",
             )
-            .help("e.g. http://10.0.1.2/ or http://198.51.100.1:8080/ip");
+            .help("e.g. http://10.0.1.2/, http://198.51.100.1:8080/ip or http://[2001:db8::1]/ip");
             return fail(&ctx, fault);
         };
+        let target = Dynamic::from(host);
         let (status, body) =
-            probe(&ctx, &from, &Dynamic::from(host), |p, from, to| p.http_get(from, to, port, &path, opts))?;
+            probe(&ctx, (&from, &target), 4, |p, from, to| p.http_get(from, to, port, &path, opts))?;
         let mut m = Map::new();
         m.insert("status".into(), Dynamic::from(i64::from(status)));
         m.insert("body".into(), Dynamic::from(body));
@@ -351,6 +396,9 @@ mod tests {
         assert_eq!(parse_url("http://10.0.1.2/"), Some(("10.0.1.2".into(), 80, "/".into())));
         assert_eq!(parse_url("http://10.0.1.2:8080/ip"), Some(("10.0.1.2".into(), 8080, "/ip".into())));
         assert_eq!(parse_url("http://10.0.1.2"), Some(("10.0.1.2".into(), 80, "/".into())));
+        assert_eq!(parse_url("http://[fd10::2]:8080/ip"), Some(("fd10::2".into(), 8080, "/ip".into())));
+        assert_eq!(parse_url("http://[fd10::2]"), Some(("fd10::2".into(), 80, "/".into())));
+        assert_eq!(parse_url("http://[fd10::2]x/"), None);
         assert_eq!(parse_url("ftp://x/"), None);
     }
 }

@@ -319,7 +319,8 @@ mod tests {
         for name in ["run", "serve", "exec", "ping", "connect", "http_get", "internet", "destroy", "assert"] {
             assert!(reference.function(name).is_some_and(|f| !f.doc.is_empty()), "{name}");
         }
-        assert_eq!(reference.property_names(Some("Vpc")), ["cidr", "name", "subnets"]);
+        assert_eq!(reference.property_names(Some("Vpc")), ["cidr", "cidr6", "name", "subnets"]);
+        assert_eq!(reference.property_names(Some("Host")), ["ip", "ip6", "name", "subnet", "vpc"]);
         assert!(reference.properties.iter().all(|p| !p.doc.is_empty()), "{:?}", reference.properties);
     }
 }

@@ -1,7 +1,7 @@
 //! The `Effects` a script run uses: held back (check, plan), live (a batch run, holding
 //! the state for the whole script), and interactive (the REPL, taking it per input).
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use super::runner::Runner;
@@ -51,14 +51,14 @@ impl Prober for HeldBack {
         self.log.push(format!("exec in {}: {}", on, argv.join(" ")));
         Ok(ExecOutput::default())
     }
-    fn ping(&mut self, from: &Endpoint, to: Ipv4Addr, _: ProbeOptions) -> Result<bool, EffectError> {
+    fn ping(&mut self, from: &Endpoint, to: IpAddr, _: ProbeOptions) -> Result<bool, EffectError> {
         self.log.push(format!("ping from {from} to {to}"));
         Ok(true)
     }
     fn connect(
         &mut self,
         from: &Endpoint,
-        to: Ipv4Addr,
+        to: IpAddr,
         port: u16,
         _: ProbeOptions,
     ) -> Result<bool, EffectError> {
@@ -68,7 +68,7 @@ impl Prober for HeldBack {
     fn http_get(
         &mut self,
         from: &Endpoint,
-        to: Ipv4Addr,
+        to: IpAddr,
         port: u16,
         path: &str,
         _: ProbeOptions,
@@ -123,7 +123,7 @@ impl Prober for Probes {
             .map_err(|e| failed(format!("running `{}` in {ns}: {e}", argv[0])))?;
         Ok(ExecOutput { code: out.code, stdout: out.stdout, stderr: out.stderr })
     }
-    fn ping(&mut self, from: &Endpoint, to: Ipv4Addr, opts: ProbeOptions) -> Result<bool, EffectError> {
+    fn ping(&mut self, from: &Endpoint, to: IpAddr, opts: ProbeOptions) -> Result<bool, EffectError> {
         let ns = self.ns(from)?;
         probe::ping(&ns, to, self.timeout(opts), opts.count)
             .map_err(|e| failed(format!("pinging {to} from {ns}: {e}")))
@@ -131,7 +131,7 @@ impl Prober for Probes {
     fn connect(
         &mut self,
         from: &Endpoint,
-        to: Ipv4Addr,
+        to: IpAddr,
         port: u16,
         opts: ProbeOptions,
     ) -> Result<bool, EffectError> {
@@ -142,7 +142,7 @@ impl Prober for Probes {
     fn http_get(
         &mut self,
         from: &Endpoint,
-        to: Ipv4Addr,
+        to: IpAddr,
         port: u16,
         path: &str,
         opts: ProbeOptions,

@@ -65,9 +65,9 @@ fn nftables_holds_only_vpcsh_tables_and_destroy_removes_them() {
     let sb = Sandbox::new("nft");
     sb.apply(INTERNET);
     let tables = in_ns(&sb.ns(""), &["nft", "list", "tables"]);
-    assert_eq!(tables.stdout.trim(), "table ip vpcsh", "{tables:?}");
+    assert_eq!(tables.stdout.trim(), "table inet vpcsh", "{tables:?}");
     let ruleset = in_ns(&sb.ns("prod"), &["nft", "list", "ruleset"]).stdout;
-    assert!(ruleset.contains("dnat to 10.10.1.2:80") && ruleset.contains("masquerade"), "{ruleset}");
+    assert!(ruleset.contains("dnat ip to 10.10.1.2:80") && ruleset.contains("masquerade"), "{ruleset}");
     assert!(
         in_ns(&sb.ns("prod.w1"), &["nft", "list", "tables"]).stdout.trim().is_empty(),
         "hosts have no rules"
@@ -78,7 +78,7 @@ fn nftables_holds_only_vpcsh_tables_and_destroy_removes_them() {
     assert_eq!(in_ns(&sb.ns("prod"), &["nft", "list", "ruleset"]).stdout, ruleset);
 
     // A changed rule is drift: status says so, apply puts it back.
-    in_ns(&sb.ns("prod"), &["nft", "flush", "chain", "ip", "vpcsh", "prerouting"]);
+    in_ns(&sb.ns("prod"), &["nft", "flush", "chain", "inet", "vpcsh", "prerouting"]);
     let status = sb.run(&["status"]);
     assert_eq!(status.code, 1, "{status:?}");
     assert!(status.stdout.contains("drifted  vpc prod") && status.stdout.contains("nftables"), "{status:?}");
@@ -248,8 +248,10 @@ fn on_a_real_host_vpcsh_adds_only_its_own_and_takes_it_away_again() {
     let _w1 = Server::start(&w1, 80, "w1\n");
     assert_eq!(get(&h.net, "198.51.100.2", 8080, "/").as_deref(), Some("w1\n"), "published on the uplink");
     assert_eq!(forwarding(), "1", "forwarding is on while VPCs need it");
+    let forwarding6 = in_ns(&h.host, &["cat", "/proc/sys/net/ipv6/conf/all/forwarding"]).stdout;
+    assert_eq!(forwarding6.trim(), "0", "the real host's IPv6 forwarding (and so its RAs) is left alone");
     let tables = in_ns(&h.host, &["nft", "list", "tables"]).stdout;
-    assert!(tables.contains("table ip vpcsh") && tables.contains("table ip theirs"), "{tables}");
+    assert!(tables.contains("table inet vpcsh") && tables.contains("table ip theirs"), "{tables}");
 
     let run = h.vpcsh(&["destroy"]);
     assert_eq!(run.code, 0, "{run:?}");

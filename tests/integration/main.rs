@@ -10,6 +10,7 @@ mod firewall;
 mod golden_plan;
 mod graph;
 mod internet;
+mod ipv6;
 mod kernel;
 mod layers;
 mod peering;

@@ -83,6 +83,8 @@ struct MatrixHost {
     subnet: usize,
     ns_suffix: String,
     ip: String,
+    /// Set in the dual-stack mode.
+    ip6: Option<String>,
 }
 
 struct MatrixPeering {
@@ -94,19 +96,28 @@ struct MatrixPeering {
 
 /// `vpcs` VPCs drawn from few CIDRs (so some share one), two subnets each with one host at
 /// an address unique across VPCs, and peerings with and without allow-lists wherever the
-/// rules permit them.
-fn generate(seed: u64, vpcs: usize) -> (String, Vec<MatrixHost>, Vec<MatrixPeering>) {
+/// rules permit them. Dual-stack: the same for IPv6 (the prefixes shared where the IPv4
+/// CIDRs are), allow-lists naming both families.
+fn generate(seed: u64, vpcs: usize, dual: bool) -> (String, Vec<MatrixHost>, Vec<MatrixPeering>) {
     let mut rng = Rng(seed);
     let cidr_of: Vec<u64> = (0..vpcs).map(|_| 1 + rng.next((vpcs as u64).div_ceil(2) + 1)).collect();
     let mut script = String::new();
     let mut hosts = Vec::new();
     for (v, k) in cidr_of.iter().enumerate() {
-        script += &format!("let v{v} = vpc(\"v{v}\", \"10.{k}.0.0/16\");\n");
+        // IPv6 prefixes are routed, so each VPC has its own even where IPv4 CIDRs repeat.
+        let vpc6 = if dual { format!(", #{{ ipv6: \"fd00:{v}::/56\" }}") } else { String::new() };
+        script += &format!("let v{v} = vpc(\"v{v}\", \"10.{k}.0.0/16\"{vpc6});\n");
         for s in 1..=2 {
             let ip = format!("10.{k}.{s}.{}", 10 + v);
-            script +=
-                &format!("v{v}.subnet(\"s{s}\", \"10.{k}.{s}.0/24\").host(\"h{s}\", #{{ ip: \"{ip}\" }});\n");
-            hosts.push(MatrixHost { vpc: v, subnet: s, ns_suffix: format!("v{v}.h{s}"), ip });
+            let ip6 = dual.then(|| format!("fd00:{v}:0:{s}::{}", 10 + v));
+            let (subnet6, host6) = match &ip6 {
+                Some(ip6) => (format!(", #{{ ipv6: \"fd00:{v}:0:{s}::/64\" }}"), format!(", ip6: \"{ip6}\"")),
+                None => (String::new(), String::new()),
+            };
+            script += &format!(
+                "v{v}.subnet(\"s{s}\", \"10.{k}.{s}.0/24\"{subnet6}).host(\"h{s}\", #{{ ip: \"{ip}\"{host6} }});\n"
+            );
+            hosts.push(MatrixHost { vpc: v, subnet: s, ns_suffix: format!("v{v}.h{s}"), ip, ip6 });
         }
     }
     let mut peerings: Vec<MatrixPeering> = Vec::new();
@@ -134,8 +145,14 @@ fn generate(seed: u64, vpcs: usize) -> (String, Vec<MatrixHost>, Vec<MatrixPeeri
             let allow = (rng.next(2) == 0)
                 .then(|| vec![(a, 1 + rng.next(2) as usize), (b, 1 + rng.next(2) as usize)]);
             let list = allow.as_ref().map(|l| {
-                let cidrs: Vec<String> =
-                    l.iter().map(|(v, s)| format!("\"10.{}.{s}.0/24\"", cidr_of[*v])).collect();
+                let cidrs: Vec<String> = l
+                    .iter()
+                    .flat_map(|(v, s)| {
+                        let k = cidr_of[*v];
+                        let v6 = dual.then(|| format!("\"fd00:{v}:0:{s}::/64\""));
+                        std::iter::once(format!("\"10.{k}.{s}.0/24\"")).chain(v6)
+                    })
+                    .collect();
                 format!(", #{{ allow: [{}] }}", cidrs.join(", "))
             });
             script += &format!("peer(v{a}, v{b}{});\n", list.unwrap_or_default());
@@ -159,36 +176,43 @@ fn predicted(from: &MatrixHost, to: &MatrixHost, peerings: &[MatrixPeering]) -> 
     })
 }
 
+/// Pings every host from every other over both families (IPv4 alone with
+/// `VPCSH_MATRIX_IPV4_ONLY=1`) and compares each answer with what the model says.
 #[test]
 fn isolation_matrix_matches_the_model() {
     let env =
         |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let (seed, vpcs) = (env("VPCSH_MATRIX_SEED", 42), env("VPCSH_MATRIX_VPCS", 5) as usize);
-    let (script, hosts, peerings) = generate(seed, vpcs);
+    let dual = env("VPCSH_MATRIX_IPV4_ONLY", 0) == 0;
+    let (script, hosts, peerings) = generate(seed, vpcs, dual);
     let sb = Sandbox::new("matrix");
     sb.apply(&script);
     assert!(!peerings.is_empty(), "seed {seed} made no peering; pick another default");
 
-    let pairs: Vec<(usize, usize)> = (0..hosts.len())
+    let flows: Vec<(usize, usize, &str)> = (0..hosts.len())
         .flat_map(|i| (0..hosts.len()).filter(move |j| *j != i).map(move |j| (i, j)))
+        .flat_map(|(i, j)| {
+            let v6 = hosts[j].ip6.as_deref();
+            std::iter::once((i, j, hosts[j].ip.as_str())).chain(v6.map(|ip6| (i, j, ip6)))
+        })
         .collect();
-    let next = Mutex::new(pairs.into_iter());
+    let checked = flows.len();
+    let next = Mutex::new(flows.into_iter());
     let mismatches = Mutex::new(Vec::new());
-    let mut checked = 0;
     thread::scope(|s| {
         for _ in 0..8 {
             s.spawn(|| {
-                while let Some((i, j)) = next.lock().unwrap().next() {
+                // The lock is let go before pinging: a `while let` would hold it throughout.
+                loop {
+                    let Some((i, j, addr)) = next.lock().unwrap().next() else { break };
                     let (from, to) = (&hosts[i], &hosts[j]);
-                    let got =
-                        in_ns(&sb.ns(&from.ns_suffix), &["ping", "-c1", "-W0.5", "-q", &to.ip]).code == 0;
+                    let got = in_ns(&sb.ns(&from.ns_suffix), &["ping", "-c1", "-W0.5", "-q", addr]).code == 0;
                     let want = predicted(from, to, &peerings);
                     if got != want {
                         mismatches.lock().unwrap().push(format!(
-                            "{} -> {} ({}): model says {}, packets say {}",
+                            "{} -> {} ({addr}): model says {}, packets say {}",
                             from.ns_suffix,
                             to.ns_suffix,
-                            to.ip,
                             if want { "reachable" } else { "blocked" },
                             if got { "reachable" } else { "blocked" },
                         ));
@@ -197,7 +221,6 @@ fn isolation_matrix_matches_the_model() {
             });
         }
     });
-    checked += hosts.len() * (hosts.len() - 1);
     let mismatches = mismatches.into_inner().unwrap();
     assert!(
         mismatches.is_empty(),
