@@ -2,7 +2,7 @@
 //! topology names; signature hints; multi-line input while brackets or strings are open.
 
 use std::borrow::Cow;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use rustyline::completion::{Completer, Pair};
 use rustyline::highlight::Highlighter;
@@ -31,8 +31,15 @@ pub(super) struct Helper {
 }
 
 /// Every host of a network with its VPC and address.
-pub(super) fn host_table(network: &Network) -> Vec<(String, String, Ipv4Addr)> {
-    network.hosts().map(|(v, _, h)| (v.name.clone(), h.name.clone(), h.ip)).collect()
+/// Every host as (VPC, host, address); the IPv6 address when `ipv6` and it has one.
+pub(super) fn host_table(network: &Network, ipv6: bool) -> Vec<(String, String, IpAddr)> {
+    network
+        .hosts()
+        .map(|(v, _, h)| {
+            let ip = h.ip6.filter(|_| ipv6).map_or(IpAddr::V4(h.ip), IpAddr::V6);
+            (v.name.clone(), h.name.clone(), ip)
+        })
+        .collect()
 }
 
 /// `text` with whole-word occurrences of `word` replaced (words are names: letters,
@@ -104,7 +111,7 @@ impl Helper {
         if let Some(n) = network {
             words.extend(n.vpcs.iter().map(|v| v.name.clone()));
             words.extend(n.vpcs.iter().flat_map(|v| v.subnets.iter().map(|s| s.name.clone())));
-            words.extend(host_table(n).into_iter().map(|(_, h, _)| h));
+            words.extend(host_table(n, false).into_iter().map(|(_, h, _)| h));
         }
         words.sort();
         words.dedup();

@@ -218,7 +218,8 @@ impl Repl {
             return None;
         }
         let network = self.network().ok()?;
-        let hosts = helper::host_table(&network);
+        // `w1 ping -6 w2` means w2's IPv6 address.
+        let hosts = helper::host_table(&network, rest.contains(&"-6"));
         let (vpc, host, _) = hosts.iter().find(|(v, h, _)| *h == *first || format!("{v}/{h}") == *first)?;
         let argv: Vec<String> = rest
             .iter()

@@ -201,3 +201,20 @@ fn the_repl_cannot_take_over_another_stacks_vpc() {
     assert!(list.stdout.contains("vpc a 10.35.0.0/16 (stack main"), "{list:?}");
     assert!(sb.namespaces().contains(&sb.ns("a.s")) && !sb.namespaces().contains(&sb.ns("a.t")));
 }
+
+#[test]
+fn mininet_style_commands_take_ipv6_with_dash_6() {
+    let sb = Sandbox::new("repl6");
+    let mut s = Session::start(&sb);
+    s.expect("vpcsh> ");
+    s.send("let v = vpc(\"v\", \"10.37.0.0/16\", #{ ipv6: \"fd37::/56\" }); let n = v.subnet(\"n\", \"10.37.1.0/24\", #{ ipv6: true }); let x1 = n.host(\"x1\"); let x2 = n.host(\"x2\");\r");
+    s.expect("created");
+    s.expect("vpcsh> ");
+    s.send("x2.ip6\r");
+    s.expect("fd37::3");
+    s.send("x1 ping -6 -c1 -W1 x2\r");
+    s.expect("from fd37::3");
+    s.expect("vpcsh> ");
+    s.send("\x04");
+    assert!(s.child.wait().unwrap().success());
+}
