@@ -2,7 +2,8 @@
 # Runs vpcsh's whole test suite: unit tests, and integration tests that build real
 # topologies inside sandboxes (namespaces named vt<pid>-..., removed by each test).
 # Needs root for the kernel tests. Installs the few tools the tests use to look at the
-# kernel from outside (iproute2, ping, nft) when they are missing and apt-get is
+# kernel from outside (iproute2, ping, nft) and to imitate other firewalls (iptables)
+# when they are missing and apt-get is
 # there; vpcsh itself needs none of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,7 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v nft >/dev/null || need+=(nftables)
 command -v script >/dev/null || need+=(bsdutils)
+command -v iptables-nft >/dev/null || need+=(iptables)
 if [ ${#need[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null; then
     echo "tests/run.sh: installing ${need[*]}" >&2

@@ -5,23 +5,62 @@ use std::process::ExitCode;
 use serde_json::{Value, json};
 
 use crate::exec::process::Condition;
-use crate::plan::{Op, Owner, Plan};
+use crate::plan::{Op, Owner, Passage, Plan};
 use crate::session::{self, Failure, Target};
 use crate::state;
 
-/// Status of one model object: `ok`, `missing` (its namespace or bridge is gone) or
-/// `drifted` (there, but different), with the operations that would repair it.
-fn object_status(plan: &Plan, owner: &Owner) -> (&'static str, Vec<String>) {
+/// Status of one model object: `ok`, `missing` (its namespace or bridge is gone),
+/// `drifted` (there, but different) or, for a VPC, `blocked` (another tool's firewall drops
+/// its traffic and vpcsh cannot open it), with the operations that would repair it.
+fn object_status(plan: &Plan, owner: &Owner) -> ObjectStatus {
     let steps: Vec<_> = plan.steps.iter().filter(|s| s.owner == *owner).collect();
     let missing = steps.iter().any(|s| matches!(s.op, Op::CreateNetns { .. } | Op::CreateBridge { .. }));
-    let status = if steps.is_empty() {
-        "ok"
-    } else if missing {
-        "missing"
-    } else {
-        "drifted"
+    let mut repairs: Vec<String> = steps.iter().map(|s| s.op.to_string()).collect();
+    let mut blocked = Vec::new();
+    if let Owner::Vpc(_) = owner {
+        for (chain, passage) in &plan.host_firewall {
+            match passage {
+                Passage::Blocked => blocked.push(format!("chain {chain}")),
+                Passage::Opening => {
+                    repairs.push(format!("let its traffic through the host firewall ({chain})"))
+                }
+                Passage::Open | Passage::Unneeded => {}
+            }
+        }
+    }
+    let why = (!blocked.is_empty()).then(|| format!("by the host firewall ({})", blocked.join(", ")));
+    let status = match (missing, &why, repairs.is_empty()) {
+        (true, ..) => "missing",
+        (false, Some(_), _) => "blocked",
+        (false, None, true) => "ok",
+        (false, None, false) => "drifted",
     };
-    (status, steps.iter().map(|s| s.op.to_string()).collect())
+    ObjectStatus { status, why, repairs }
+}
+
+struct ObjectStatus {
+    status: &'static str,
+    /// Why a blocked object is blocked.
+    why: Option<String>,
+    repairs: Vec<String>,
+}
+
+/// What vpcsh found of other tools' firewalls on the machine, a line per chain.
+fn host_firewall_lines(plan: &Plan) -> Vec<String> {
+    plan.host_firewall
+        .iter()
+        .map(|(chain, passage)| {
+            let help = if *passage == Passage::Blocked && chain.family == "iptables-legacy" {
+                " (add `iptables-legacy -I FORWARD -i vpc-+ -j ACCEPT` and `-I FORWARD -o vpc-+ -j ACCEPT`)"
+            } else {
+                ""
+            };
+            format!(
+                "host firewall: {chain} drops what it does not accept; {passage} ({}){help}",
+                chain.rules_in
+            )
+        })
+        .collect()
 }
 
 /// `vpcsh status`: each object ok, missing or drifted (with its repairs), and processes.
@@ -42,20 +81,25 @@ pub(crate) fn status(target: &Target, json: bool) -> Result<ExitCode, Failure> {
             );
         }
     }
-    let objects: Vec<(Owner, &str, Vec<String>)> = owners
+    let objects: Vec<(Owner, ObjectStatus)> = owners
         .into_iter()
         .map(|o| {
-            let (status, repairs) = object_status(&plan, &o);
-            (o, status, repairs)
+            let s = object_status(&plan, &o);
+            (o, s)
         })
         .collect();
     let processes = runner.state().processes.clone();
-    let healthy = objects.iter().all(|(_, s, _)| *s == "ok");
+    let healthy = objects.iter().all(|(_, s)| s.status == "ok");
     if json {
         let value = json!({
-            "objects": objects.iter().map(|(o, s, r)| json!({
-                "object": o.to_string(), "kind": o.kind(), "name": o.name(), "status": s, "repairs": r,
+            "objects": objects.iter().map(|(o, s)| json!({
+                "object": o.to_string(), "kind": o.kind(), "name": o.name(), "status": s.status,
+                "why": s.why, "repairs": s.repairs,
                 "stack": match o { Owner::Vpc(v) => runner.state().stack_of(v), _ => None },
+            })).collect::<Vec<_>>(),
+            "host_firewall": plan.host_firewall.iter().map(|(c, p)| json!({
+                "family": c.family, "table": c.table, "chain": c.chain, "rules_in": c.rules_in,
+                "writable": c.writable, "passage": format!("{p:?}").to_lowercase(),
             })).collect::<Vec<_>>(),
             "processes": processes.iter().map(|p| {
                 let condition = p.condition();
@@ -70,17 +114,18 @@ pub(crate) fn status(target: &Target, json: bool) -> Result<ExitCode, Failure> {
     } else if objects.is_empty() {
         println!("nothing is applied here");
     } else {
-        for (object, status, repairs) in &objects {
+        for (object, s) in &objects {
+            let status = s.status;
             match object {
                 Owner::Vpc(vpc) => {
                     println!("{status:<8} {object} (stack {})", runner.state().stack_of(vpc).unwrap_or("-"))
                 }
                 _ => println!("{status:<8} {object}"),
             }
-            for r in repairs {
-                println!("           needs: {r}");
-            }
+            s.why.iter().for_each(|why| println!("           {why}"));
+            s.repairs.iter().for_each(|r| println!("           needs: {r}"));
         }
+        host_firewall_lines(&plan).iter().for_each(|l| println!("{l}"));
         for p in &processes {
             println!("{:<8} process {} in {} (pid {})", p.condition().to_string(), p.process, p.ns, p.pid);
         }
@@ -105,7 +150,7 @@ pub(crate) fn list(target: &Target, json: bool) -> Result<(), Failure> {
             .map(|v| {
                 json!({
                     "name": v.name, "cidr": v.cidr.to_string(), "cidr6": v.cidr6.map(|n| n.to_string()),
-                    "netns": naming.router_ns(&v.name),
+                    "host_access": v.host_access, "netns": naming.router_ns(&v.name),
                     "stack": stack_of(&v.name),
                     "subnets": v.subnets.iter().map(|s| json!({
                         "name": s.name, "cidr": s.cidr.to_string(), "public": s.public,
@@ -138,10 +183,11 @@ pub(crate) fn list(target: &Target, json: bool) -> Result<(), Failure> {
     }
     for v in &network.vpcs {
         println!(
-            "vpc {} {}{} (stack {}, netns {})",
+            "vpc {} {}{}{} (stack {}, netns {})",
             v.name,
             v.cidr,
             v6(v.cidr6),
+            if v.host_access { ", host access" } else { "" },
             stack_of(&v.name),
             naming.router_ns(&v.name)
         );

@@ -6,6 +6,7 @@
 //! undoes every step this run made, in reverse, collecting every error on the way.
 
 pub(crate) mod faults;
+mod iptables_legacy;
 mod netlink;
 pub(crate) mod netns;
 pub(crate) mod nft;
@@ -15,11 +16,11 @@ pub(crate) mod process;
 pub(crate) mod recording;
 mod system;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::plan::kernel::KernelState;
+use crate::plan::kernel::{ForeignChain, KernelState};
 use crate::plan::{Op, Plan, Summary};
 
 pub(crate) use system::System;
@@ -38,6 +39,11 @@ pub(crate) trait Backend {
     }
     /// The interface of the default route in a namespace, if it has one.
     fn default_route_dev(&mut self, ns: &str) -> Result<Option<String>, OpError>;
+    /// Other tools' forward chains in `ns` that drop what they do not accept, each with
+    /// whether vpcsh's accept rules are in it.
+    fn host_firewall(&mut self, _ns: &str) -> Result<BTreeMap<ForeignChain, bool>, OpError> {
+        Ok(BTreeMap::new())
+    }
 }
 
 /// A kernel error with the errno it carried, when there was one.

@@ -1,7 +1,7 @@
 //! The kernel's network state over netlink: sockets opened inside each namespace,
 //! namespaces mounted in-process, nftables through its own netlink socket.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
@@ -13,7 +13,7 @@ use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
 };
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    AfSpecInet, AfSpecUnspec, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol};
 use netlink_sys::{Socket, TokioSocket, protocols::NETLINK_ROUTE};
@@ -26,7 +26,7 @@ const ENODEV: i32 = nix::errno::Errno::ENODEV as i32;
 const EEXIST: i32 = nix::errno::Errno::EEXIST as i32;
 use crate::plan::Op;
 use crate::plan::kernel::LINK_GROUP;
-use crate::plan::kernel::{Addr, KernelState, Link, LinkKind, Netns, Owner, Route};
+use crate::plan::kernel::{Addr, ForeignChain, KernelState, Link, LinkKind, Netns, Owner, Route};
 use crate::plan::naming::HOST_NS;
 
 /// A namespace vpcsh is talking to: its fd (to put veth peers into it) and a socket in it.
@@ -212,6 +212,11 @@ impl Netlink {
             }
             Op::SetLink { ns, name, up, master } => self.set_link(ns, name, *up, master.as_deref()),
             Op::DeleteLink { ns, name } => self.delete_link(ns, name),
+            Op::SetRouteLocalnet { ns, name, on } => {
+                let path = format!("/proc/sys/net/ipv4/conf/{name}/route_localnet");
+                let value = if *on { "1" } else { "0" };
+                netns::run_in(&self.space(ns)?.fd, move || std::fs::write(path, value))
+            }
             Op::AddAddr { ns, addr } => {
                 let index = self.index(ns, &addr.dev)?;
                 let handle = self.space(ns)?.handle.clone();
@@ -242,6 +247,8 @@ impl Netlink {
             }
             Op::SetRuleset { ns, ruleset, .. } => nft(self.space(ns)?)?.replace(ruleset),
             Op::DeleteRuleset { ns } => nft(self.space(ns)?)?.delete(),
+            Op::OpenHostFirewall { ns, chain } => nft(self.space(ns)?)?.open_foreign(chain),
+            Op::CloseHostFirewall { ns, chain } => nft(self.space(ns)?)?.close_foreign(chain),
         }
     }
 
@@ -424,7 +431,16 @@ fn link_of(l: &LinkMessage, names: &HashMap<u32, String>) -> Link {
         }
     }
     let up = l.header.flags.contains(LinkFlags::Up);
-    Link { kind, master, up, owner: Owner::Unclaimed, ours: group == LINK_GROUP }
+    let route_localnet = l.attributes.iter().any(|a| match a {
+        LinkAttribute::AfSpecUnspec(specs) => specs.iter().any(|spec| match spec {
+            AfSpecUnspec::Inet(inet) => {
+                inet.iter().any(|i| matches!(i, AfSpecInet::DevConf(conf) if conf.route_localnet != 0))
+            }
+            _ => false,
+        }),
+        _ => false,
+    });
+    Link { kind, master, up, owner: Owner::Unclaimed, ours: group == LINK_GROUP, route_localnet }
 }
 
 /// The address of an address message: IFA_LOCAL for IPv4, IFA_ADDRESS for IPv6 (which
@@ -552,6 +568,19 @@ impl Netlink {
             }
             err
         })
+    }
+
+    /// Other tools' dropping forward chains in `ns`, each with whether vpcsh's rules are in.
+    pub(crate) fn host_firewall(&mut self, ns: &str) -> Result<BTreeMap<ForeignChain, bool>, OpError> {
+        let failed = |e: io::Error| OpError::new(format!("reading the host firewall in {ns}"), &e);
+        let space = self.space(ns).map_err(failed)?;
+        let mut found = match &mut space.nft {
+            Some(nft) => nft.foreign_chains().map_err(failed)?,
+            None => BTreeMap::new(),
+        };
+        let legacy = netns::run_in(&space.fd, super::iptables_legacy::forward_chain).map_err(failed)?;
+        found.extend(legacy);
+        Ok(found)
     }
 
     pub(crate) fn default_route_dev(&mut self, ns: &str) -> Result<Option<String>, OpError> {

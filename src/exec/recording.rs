@@ -41,7 +41,14 @@ impl Backend for Recording {
                 message: "no such namespace".into(),
             },
         };
-        let link = |kind| Link { kind, master: None, up: true, owner: Owner::Unclaimed, ours: true };
+        let link = |kind| Link {
+            kind,
+            master: None,
+            up: true,
+            owner: Owner::Unclaimed,
+            ours: true,
+            route_localnet: false,
+        };
         match op {
             Op::CreateNetns { ns, forwarding, ipv6 } => {
                 let mut n = Netns { forwarding: *forwarding, ipv6: Some(*ipv6), ..Netns::default() };
@@ -51,54 +58,15 @@ impl Backend for Recording {
             Op::DeleteNetns { ns } => {
                 self.state.namespaces.remove(ns);
             }
-            _ => {
+            Op::CreateVeth { name, master, peer_ns, peer, .. } => {
                 let n = self.state.namespaces.get_mut(op.ns()).ok_or_else(missing)?;
-                match op {
-                    Op::SetForwarding { on, .. } => n.forwarding = *on,
-                    Op::SetIpv6 { on, .. } => n.ipv6 = Some(*on),
-                    Op::CreateBridge { name, .. } => {
-                        n.links.insert(name.clone(), link(LinkKind::Bridge));
-                    }
-                    Op::SetLink { name, up, master, .. } => {
-                        if let Some(l) = n.links.get_mut(name) {
-                            l.up = *up;
-                            l.master = master.clone();
-                        }
-                    }
-                    Op::DeleteLink { name, .. } => {
-                        n.links.remove(name);
-                    }
-                    Op::AddAddr { addr, .. } => {
-                        n.addrs.insert(addr.clone());
-                    }
-                    Op::DelAddr { addr, .. } => {
-                        n.addrs.remove(addr);
-                    }
-                    Op::AddRoute { route, .. } | Op::ReplaceRoute { route, .. } => {
-                        n.routes.retain(|r| r.dst != route.dst);
-                        n.routes.insert(route.clone());
-                    }
-                    Op::DelRoute { route, .. } => {
-                        n.routes.remove(route);
-                    }
-                    Op::StartProcess { process, .. } => {
-                        n.processes.insert(process.clone());
-                    }
-                    Op::StopProcess { process, .. } => {
-                        n.processes.remove(process);
-                    }
-                    Op::SetRuleset { ruleset, .. } => n.nft = Some(Nft::Wanted(ruleset.clone())),
-                    Op::DeleteRuleset { .. } => n.nft = None,
-                    Op::CreateVeth { name, master, peer_ns, peer, .. } => {
-                        let mut near = link(LinkKind::VethPeer);
-                        near.master = master.clone();
-                        n.links.insert(name.clone(), near);
-                        let far = self.state.namespaces.get_mut(peer_ns).ok_or_else(missing)?;
-                        far.links.insert(peer.clone(), link(LinkKind::VethPeer));
-                    }
-                    Op::CreateNetns { .. } | Op::DeleteNetns { .. } => unreachable!("handled above"),
-                }
+                let mut near = link(LinkKind::VethPeer);
+                near.master = master.clone();
+                n.links.insert(name.clone(), near);
+                let far = self.state.namespaces.get_mut(peer_ns).ok_or_else(missing)?;
+                far.links.insert(peer.clone(), link(LinkKind::VethPeer));
             }
+            _ => apply_in(self.state.namespaces.get_mut(op.ns()).ok_or_else(missing)?, op),
         }
         Ok(())
     }
@@ -114,5 +82,68 @@ impl Backend for Recording {
             .get(ns)
             .and_then(|n| n.routes.iter().find(|r| r.dst.prefix() == 0))
             .map(|r| r.dev.clone()))
+    }
+}
+
+/// An operation on one namespace's recorded state.
+fn apply_in(n: &mut Netns, op: &Op) {
+    let link = |kind| Link {
+        kind,
+        master: None,
+        up: true,
+        owner: Owner::Unclaimed,
+        ours: true,
+        route_localnet: false,
+    };
+    match op {
+        Op::SetForwarding { on, .. } => n.forwarding = *on,
+        Op::SetIpv6 { on, .. } => n.ipv6 = Some(*on),
+        Op::CreateBridge { name, .. } => {
+            n.links.insert(name.clone(), link(LinkKind::Bridge));
+        }
+        Op::SetLink { name, up, master, .. } => {
+            if let Some(l) = n.links.get_mut(name) {
+                l.up = *up;
+                l.master = master.clone();
+            }
+        }
+        Op::DeleteLink { name, .. } => {
+            n.links.remove(name);
+        }
+        Op::SetRouteLocalnet { name, on, .. } => {
+            if let Some(l) = n.links.get_mut(name) {
+                l.route_localnet = *on;
+            }
+        }
+        Op::AddAddr { addr, .. } => {
+            n.addrs.insert(addr.clone());
+        }
+        Op::DelAddr { addr, .. } => {
+            n.addrs.remove(addr);
+        }
+        Op::AddRoute { route, .. } | Op::ReplaceRoute { route, .. } => {
+            n.routes.retain(|r| r.dst != route.dst);
+            n.routes.insert(route.clone());
+        }
+        Op::DelRoute { route, .. } => {
+            n.routes.remove(route);
+        }
+        Op::StartProcess { process, .. } => {
+            n.processes.insert(process.clone());
+        }
+        Op::StopProcess { process, .. } => {
+            n.processes.remove(process);
+        }
+        Op::SetRuleset { ruleset, .. } => n.nft = Some(Nft::Wanted(ruleset.clone())),
+        Op::DeleteRuleset { .. } => n.nft = None,
+        Op::OpenHostFirewall { chain, .. } => {
+            n.host_firewall.insert(chain.clone(), true);
+        }
+        Op::CloseHostFirewall { chain, .. } => {
+            n.host_firewall.insert(chain.clone(), false);
+        }
+        Op::CreateNetns { .. } | Op::DeleteNetns { .. } | Op::CreateVeth { .. } => {
+            unreachable!("the caller handles what spans namespaces")
+        }
     }
 }

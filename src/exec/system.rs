@@ -1,7 +1,7 @@
 //! The real backend: the kernel's network state through `Netlink`, and the processes vpcsh
 //! keeps running through a `Supervisor`, behind the one `Backend` seam.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::PathBuf;
 
@@ -9,7 +9,7 @@ use super::netlink::Netlink;
 use super::process::{Journal, ProcessRecord, Supervisor};
 use super::{Backend, OpError};
 use crate::plan::Op;
-use crate::plan::kernel::KernelState;
+use crate::plan::kernel::{ForeignChain, KernelState};
 
 pub(crate) struct System {
     netlink: Netlink,
@@ -64,5 +64,9 @@ impl Backend for System {
 
     fn default_route_dev(&mut self, ns: &str) -> Result<Option<String>, OpError> {
         self.netlink.default_route_dev(ns)
+    }
+
+    fn host_firewall(&mut self, ns: &str) -> Result<BTreeMap<ForeignChain, bool>, OpError> {
+        self.netlink.host_firewall(ns)
     }
 }

@@ -75,6 +75,8 @@ pub(crate) struct VpcDecl {
     pub cidr: Cidr,
     /// The VPC's IPv6 /56 (`#{ ipv6: ... }`); `None` for an IPv4-only VPC.
     pub ipv6: Option<Cidr6>,
+    /// `#{ host_access: true }`: the machine routes to the VPC.
+    pub host_access: bool,
     pub span: Span,
     /// Set by `destroy(vpc)`: the VPC and everything in it is no longer wanted.
     pub removed: bool,
@@ -445,6 +447,9 @@ pub(crate) struct Vpc {
     /// The VPC's IPv6 /56 when it is dual-stack.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cidr6: Option<Ipv6Network>,
+    /// The machine routes to it (`#{ host_access: true }`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_access: bool,
     pub subnets: Vec<Subnet>,
 }
 

@@ -106,6 +106,7 @@ mod tests {
             name: name.into(),
             cidr: "10.0.0.0/16".parse().unwrap(),
             cidr6: None,
+            host_access: false,
             subnets: subnets
                 .iter()
                 .enumerate()

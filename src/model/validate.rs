@@ -51,6 +51,7 @@ pub(crate) fn validate(decls: &Declarations) -> Result<Network, Vec<Problem>> {
         }
     }
     check_unique_prefixes6(decls, &mut problems);
+    check_host_access(decls, &mut problems);
     network.publishes = publishes(decls, &network, &mut problems);
     network.peerings = peerings(decls, &mut problems);
     network.workloads = workloads(decls, &mut problems);
@@ -159,6 +160,29 @@ fn check_unique_prefixes6(decls: &Declarations, problems: &mut Vec<Problem>) {
     }
 }
 
+/// The machine routes to every host-access VPC, so their CIDRs must not overlap.
+fn check_host_access(decls: &Declarations, problems: &mut Vec<Problem>) {
+    let mut seen: Vec<(Ipv4Network, &VpcDecl)> = Vec::new();
+    for (_, vpc) in decls.live_vpcs().filter(|(_, v)| v.host_access) {
+        let Some(net) = vpc.cidr.net else { continue };
+        if let Some((other, first)) = seen.iter().find(|(n, _)| n.overlaps(net)) {
+            problems.push(
+                Problem::new(
+                    format!(
+                        "host-access VPCs `{}` ({net}) and `{}` ({other}) overlap: the machine cannot route to both",
+                        vpc.name, first.name
+                    ),
+                    vpc.span,
+                    "overlapping host access",
+                )
+                .related(first.span, format!("`{}` has host access to {other}", first.name))
+                .help("give one of them another CIDR, or host access to only one"),
+            );
+        }
+        seen.push((net, vpc));
+    }
+}
+
 /// A VPC with the subnets and hosts that validate.
 fn resolve_vpc(
     decls: &Declarations,
@@ -168,7 +192,13 @@ fn resolve_vpc(
 ) -> Vpc {
     let vpc = decls.vpc(vpc_id);
     let cidr6 = vpc.ipv6.as_ref().and_then(|c| c.net).filter(|n| n.prefix() == ipam6::VPC_PREFIX);
-    let mut out = Vpc { name: vpc.name.clone(), cidr: vpc_net, cidr6, subnets: Vec::new() };
+    let mut out = Vpc {
+        name: vpc.name.clone(),
+        cidr: vpc_net,
+        cidr6,
+        host_access: vpc.host_access,
+        subnets: Vec::new(),
+    };
     let mut subnets = Seen::default();
     let mut hosts = Seen::default();
     let mut placed: Vec<(Ipv4Network, Span, &str)> = Vec::new();

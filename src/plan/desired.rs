@@ -78,8 +78,12 @@ pub(crate) fn desired(network: &Network, machine: &Machine) -> KernelState {
             via: machine_ip.into(),
             dev: ROUTER_UPLINK.into(),
         });
-        m.links.insert(machine_end.clone(), link(LinkKind::VethPeer, None, &owner));
+        let uplink_end = Link { route_localnet: true, ..link(LinkKind::VethPeer, None, &owner) };
+        m.links.insert(machine_end.clone(), uplink_end);
         m.addrs.insert(addr(&machine_end, machine_ip.into(), 30));
+        if vpc.host_access {
+            m.routes.insert(Route { dst: vpc.cidr.into(), via: router_ip.into(), dev: machine_end.clone() });
+        }
         // IPv6 to the internet is routed, which the simulated internet can do for a sandbox;
         // on a real host it would need the machine's IPv6 forwarding (see docs/ipv6.md).
         if let (Some(vpc6), Some((_, internet))) = (vpc.cidr6, internet.as_mut()) {
@@ -116,11 +120,12 @@ pub(crate) fn desired(network: &Network, machine: &Machine) -> KernelState {
             }
         }
         peering_links(&mut router, vpc, network, naming, &transfer);
-        router.nft = Some(Nft::Wanted(router_ruleset(vpc, network)));
+        router.nft = Some(Nft::Wanted(router_ruleset(vpc, network, link_net)));
         state.namespaces.insert(router_name, router);
     }
     if !network.vpcs.is_empty() {
         m.forwarding = true;
+        m.pass_host_firewall = true;
         m.nft = Some(Nft::Wanted(machine_ruleset(network, &transfer, machine.uplink)));
     }
     if let Some((name, ns)) = internet {
@@ -292,13 +297,19 @@ fn rule_matches(rule: &FirewallRule, peer: fn(IpNetwork) -> Match) -> Vec<Vec<Ma
 
 /// The router's rules: egress only for public and `nat()` subnets, translated; inbound
 /// only for replies and published ports.
-fn router_ruleset(vpc: &Vpc, network: &Network) -> Ruleset {
+fn router_ruleset(vpc: &Vpc, network: &Network, machine_link: Ipv4Network) -> Ruleset {
     let igw = || IfName::Exact(ROUTER_UPLINK.into());
     let egress: Vec<&Subnet> = vpc.subnets.iter().filter(|s| s.egress()).collect();
     let mut forward = Chain::filter("forward", Hook::Forward, false)
         .rule(vec![Match::Established], Action::Accept)
-        .rule(vec![Match::Iif(igw()), Match::Dnatted], Action::Accept)
-        .rule(vec![Match::Iif(igw())], Action::Drop);
+        .rule(vec![Match::Iif(igw()), Match::Dnatted], Action::Accept);
+    if vpc.host_access {
+        // The machine itself, from its end of the uplink; nothing it forwards.
+        let (machine_ip, _) = transfer_ips(machine_link);
+        forward =
+            forward.rule(vec![Match::Iif(igw()), Match::Saddr(net(machine_ip, 32).into())], Action::Accept);
+    }
+    forward = forward.rule(vec![Match::Iif(igw())], Action::Drop);
     let mut postrouting = Chain::nat("postrouting", Hook::Postrouting);
     for subnet in &egress {
         let cidr = IpNetwork::V4(subnet.cidr);
@@ -349,27 +360,39 @@ fn router_ruleset(vpc: &Vpc, network: &Network) -> Ruleset {
     Ruleset { chains: vec![forward, input, prerouting, postrouting] }
 }
 
-/// The machine's rules: VPC uplinks never reach each other; their traffic leaves through
-/// the machine's uplink translated; published ports lead to their VPC's router.
+/// The machine's rules: VPC uplinks never reach each other (but for published ports, which
+/// hosts of one VPC reach through the machine's address as the outside does); their traffic
+/// leaves through the machine's uplink translated; published ports lead to their VPC's
+/// router from the outside, from other VPCs and from the machine itself, its loopback
+/// included (`route_localnet` on the uplink ends, and the source translated to the
+/// uplink's so replies find the way back).
 fn machine_ruleset(network: &Network, transfer: &BTreeMap<String, Ipv4Network>, uplink: &str) -> Ruleset {
     let vpcs = || IfName::Prefix(MACHINE_UPLINK_PREFIX.into());
     let up = || IfName::Exact(uplink.into());
     let forward = Chain::filter("forward", Hook::Forward, false)
-        .rule(vec![Match::Iif(vpcs()), Match::Oif(vpcs())], Action::Drop)
         .rule(vec![Match::Oif(vpcs()), Match::Established], Action::Accept)
         .rule(vec![Match::Oif(vpcs()), Match::Dnatted], Action::Accept)
+        .rule(vec![Match::Iif(vpcs()), Match::Oif(vpcs())], Action::Drop)
         .rule(vec![Match::Oif(vpcs())], Action::Drop);
     let space = net(TRANSFER_SPACE, TRANSFER_PREFIX);
+    let loopback = net(Ipv4Addr::LOCALHOST, 8);
     let postrouting = Chain::nat("postrouting", Hook::Postrouting)
-        .rule(vec![Match::Oif(up()), Match::Saddr(space.into())], Action::Masquerade);
+        .rule(vec![Match::Oif(up()), Match::Saddr(space.into())], Action::Masquerade)
+        .rule(vec![Match::Oif(vpcs()), Match::Saddr(loopback.into())], Action::Masquerade);
     let mut prerouting = Chain::nat("prerouting", Hook::Prerouting);
+    let mut output = Chain::nat("output", Hook::Output);
     for p in &network.publishes {
         let (_, router_ip) = transfer_ips(transfer[&p.vpc]);
-        let matches =
-            vec![Match::Iif(up()), Match::Proto(proto(p.proto)), Match::Dport(p.host_port, p.host_port)];
-        prerouting = prerouting.rule(matches, Action::Dnat { addr: router_ip, port: p.host_port });
+        let matches = vec![
+            Match::LocalDestination,
+            Match::Proto(proto(p.proto)),
+            Match::Dport(p.host_port, p.host_port),
+        ];
+        let dnat = Action::Dnat { addr: router_ip, port: p.host_port };
+        prerouting = prerouting.rule(matches.clone(), dnat.clone());
+        output = output.rule(matches, dnat);
     }
-    Ruleset { chains: vec![forward, prerouting, postrouting] }
+    Ruleset { chains: vec![forward, prerouting, output, postrouting] }
 }
 
 fn proto(t: Transport) -> Proto {
@@ -453,7 +476,7 @@ fn netns_with_lo(owner: &Owner) -> Netns {
 }
 
 fn link(kind: LinkKind, master: Option<String>, owner: &Owner) -> Link {
-    Link { kind, master, up: true, owner: owner.clone(), ours: true }
+    Link { kind, master, up: true, owner: owner.clone(), ours: true, route_localnet: false }
 }
 
 fn net(ip: Ipv4Addr, prefix: u8) -> Ipv4Network {
@@ -478,7 +501,8 @@ mod tests {
     use crate::model::{Host, Subnet};
 
     fn vpc(name: &str) -> Vpc {
-        Vpc { name: name.into(), cidr: "10.0.0.0/16".parse().unwrap(), cidr6: None, subnets: Vec::new() }
+        let cidr = "10.0.0.0/16".parse().unwrap();
+        Vpc { name: name.into(), cidr, cidr6: None, host_access: false, subnets: Vec::new() }
     }
 
     #[test]
@@ -517,7 +541,7 @@ mod tests {
             });
         }
         let network = Network { vpcs: vec![prod.clone()], ..Network::default() };
-        let ruleset = router_ruleset(&prod, &network);
+        let ruleset = router_ruleset(&prod, &network, net(TRANSFER_SPACE, 30));
         let text: Vec<String> = ruleset
             .chains
             .iter()

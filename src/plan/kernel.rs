@@ -104,6 +104,35 @@ pub(crate) struct Netns {
     pub processes: BTreeSet<Process>,
     /// vpcsh's nftables table, if the namespace has one.
     pub nft: Option<Nft>,
+    /// Wanted: vpcsh's forwarded traffic passes other tools' firewalls here (the machine,
+    /// while it has VPCs).
+    pub pass_host_firewall: bool,
+    /// Observed: other tools' forward chains that drop what they do not accept, each with
+    /// whether vpcsh's accept rules are in it.
+    pub host_firewall: BTreeMap<ForeignChain, bool>,
+}
+
+/// Another tool's base chain on the forward hook whose policy is drop (Docker's, ufw's,
+/// firewalld's): forwarded traffic passes only what it accepts.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub(crate) struct ForeignChain {
+    /// `ip`, `ip6` or `inet` (nftables, also under iptables-nft), or `iptables-legacy`.
+    pub family: String,
+    pub table: String,
+    /// The base chain that drops.
+    pub chain: String,
+    /// Where vpcsh's accept rules go: `DOCKER-USER` where Docker made one (as Docker asks
+    /// of other tools), else the chain itself.
+    pub rules_in: String,
+    /// Whether vpcsh can add its rules: not to iptables-legacy, nor to a table another
+    /// process owns.
+    pub writable: bool,
+}
+
+impl std::fmt::Display for ForeignChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {}", self.family, self.table, self.chain)
+    }
 }
 
 /// vpcsh's nftables table: the ruleset wanted, or the signature observed in the kernel.
@@ -131,6 +160,9 @@ pub(crate) struct Link {
     pub owner: Owner,
     /// Made by vpcsh (in its link group): only such links are ever deleted as unwanted.
     pub ours: bool,
+    /// Packets from 127.0.0.0/8 may leave through it (`route_localnet`): the machine's
+    /// uplink ends, so a published port answers on the machine's loopback too.
+    pub route_localnet: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -29,6 +29,33 @@ pub(crate) struct Step {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Plan {
     pub steps: Vec<Step>,
+    /// Other tools' dropping forward chains found on the machine, and how vpcsh's traffic
+    /// gets through each.
+    pub host_firewall: Vec<(kernel::ForeignChain, Passage)>,
+}
+
+/// How vpcsh's forwarded traffic gets through another tool's dropping chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Passage {
+    /// vpcsh's accept rules are there.
+    Open,
+    /// A step of this plan puts them there.
+    Opening,
+    /// vpcsh cannot write there: its traffic is dropped.
+    Blocked,
+    /// No VPC needs a way through.
+    Unneeded,
+}
+
+impl std::fmt::Display for Passage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Passage::Open => "vpcsh's accept rules are in place",
+            Passage::Opening => "vpcsh's accept rules are to be added",
+            Passage::Blocked => "vpcsh cannot add rules there, so it drops vpcsh's traffic",
+            Passage::Unneeded => "no VPC needs a way through",
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -116,6 +143,7 @@ pub(crate) fn plan(desired: &KernelState, observed: &KernelState) -> Plan {
 /// what was wanted then can be put back if a later step fails.
 pub(crate) fn plan_from(desired: &KernelState, observed: &KernelState, previous: &KernelState) -> Plan {
     let mut p = Phases::default();
+    let mut host_firewall = Vec::new();
     let empty = Netns::default();
     for (name, want) in &desired.namespaces {
         let have = observed.namespaces.get(name);
@@ -131,6 +159,7 @@ pub(crate) fn plan_from(desired: &KernelState, observed: &KernelState, previous:
         }
         diff_netns(&mut p, name, want, have.unwrap_or(&empty), have.is_none(), desired, observed);
         diff_ruleset(&mut p, name, want, have.unwrap_or(&empty), previous.namespaces.get(name));
+        host_firewall.extend(diff_host_firewall(&mut p, name, want, have.unwrap_or(&empty)));
     }
     for (name, have) in &observed.namespaces {
         if !desired.namespaces.contains_key(name) {
@@ -157,7 +186,7 @@ pub(crate) fn plan_from(desired: &KernelState, observed: &KernelState, previous:
     .into_iter()
     .flatten()
     .collect();
-    Plan { steps }
+    Plan { steps, host_firewall }
 }
 
 fn step(owner: &Owner, op: Op) -> Step {
@@ -227,8 +256,15 @@ fn diff_link(p: &mut Phases, scope: &Scope, name: &str, wl: &kernel::Link, hl: O
         }
         // Made by the other end's `CreateVeth`; its absence shows up there.
         LinkKind::VethPeer => {
-            if let Some(hl) = hl.filter(|hl| wl.kind.matches(&hl.kind)) {
+            let hl = hl.filter(|hl| wl.kind.matches(&hl.kind));
+            if let Some(hl) = hl {
                 fix_link(p, ns, name, wl, hl);
+            }
+            if wl.route_localnet && !hl.is_some_and(|l| l.route_localnet) {
+                p.changes.push(step(
+                    &wl.owner,
+                    Op::SetRouteLocalnet { ns: ns.into(), name: name.to_string(), on: true },
+                ));
             }
         }
         LinkKind::Bridge | LinkKind::Other(_) => match hl {
@@ -320,6 +356,37 @@ fn diff_ruleset(p: &mut Phases, ns: &str, want: &Netns, have: &Netns, previous: 
         (None, Some(_)) => p.del_rulesets.push(step(&want.owner, Op::DeleteRuleset { ns: ns.into() })),
         _ => {}
     }
+}
+
+/// Opens every other tool's dropping forward chain that vpcsh can write to while the
+/// machine has VPCs, and closes them once it has none; says how each chain stands.
+fn diff_host_firewall(
+    p: &mut Phases,
+    ns: &str,
+    want: &Netns,
+    have: &Netns,
+) -> Vec<(kernel::ForeignChain, Passage)> {
+    let mut out = Vec::new();
+    for (chain, open) in &have.host_firewall {
+        let passage = match (want.pass_host_firewall, *open) {
+            (true, true) => Passage::Open,
+            (true, false) if chain.writable => {
+                p.rulesets
+                    .push(step(&want.owner, Op::OpenHostFirewall { ns: ns.into(), chain: chain.clone() }));
+                Passage::Opening
+            }
+            (true, false) => Passage::Blocked,
+            (false, open) => {
+                if open && chain.writable {
+                    let op = Op::CloseHostFirewall { ns: ns.into(), chain: chain.clone() };
+                    p.del_rulesets.push(step(&have.owner, op));
+                }
+                Passage::Unneeded
+            }
+        };
+        out.push((chain.clone(), passage));
+    }
+    out
 }
 
 fn fix_link(p: &mut Phases, ns: &str, name: &str, want: &kernel::Link, have: &kernel::Link) {

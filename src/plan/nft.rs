@@ -102,6 +102,8 @@ pub(crate) enum Match {
     Established,
     /// `ct status dnat`: the connection was destination-NATed (a published port).
     Dnatted,
+    /// `fib daddr type local`: addressed to this namespace (any of its addresses).
+    LocalDestination,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -117,7 +119,8 @@ impl Chain {
         Self { name, kind: ChainType::Filter, hook, priority: 0, drop_by_default, rules: Vec::new() }
     }
     pub(crate) fn nat(name: &'static str, hook: Hook) -> Self {
-        let priority = if hook == Hook::Prerouting { -100 } else { 100 };
+        // Destination NAT before routing decides, source NAT after.
+        let priority = if matches!(hook, Hook::Prerouting | Hook::Output) { -100 } else { 100 };
         Self { name, kind: ChainType::Nat, hook, priority, drop_by_default: false, rules: Vec::new() }
     }
     pub(crate) fn rule(mut self, matches: Vec<Match>, action: Action) -> Self {
@@ -198,6 +201,7 @@ impl fmt::Display for Match {
             Match::Dport(lo, hi) => write!(f, "th dport {lo}-{hi}"),
             Match::Established => f.write_str("ct state established,related"),
             Match::Dnatted => f.write_str("ct status dnat"),
+            Match::LocalDestination => f.write_str("fib daddr type local"),
         }
     }
 }

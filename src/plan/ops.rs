@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::kernel::{Addr, Process, Route};
+use super::kernel::{Addr, ForeignChain, Process, Route};
 use super::nft::{Ruleset, TABLE};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +48,13 @@ pub(crate) enum Op {
         ns: String,
         name: String,
     },
+    /// Turns `route_localnet` on or off for one of vpcsh's links: part of making the link
+    /// (a create, undone by turning it off).
+    SetRouteLocalnet {
+        ns: String,
+        name: String,
+        on: bool,
+    },
     AddAddr {
         ns: String,
         addr: Addr,
@@ -85,6 +92,17 @@ pub(crate) enum Op {
     DeleteRuleset {
         ns: String,
     },
+    /// Puts vpcsh's accept rules (its uplinks' traffic, both ways) at the top of another
+    /// tool's dropping forward chain.
+    OpenHostFirewall {
+        ns: String,
+        chain: ForeignChain,
+    },
+    /// Takes them out again, leaving the other tool's rules as they were.
+    CloseHostFirewall {
+        ns: String,
+        chain: ForeignChain,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,6 +121,8 @@ impl Op {
             | Op::AddAddr { .. }
             | Op::AddRoute { .. }
             | Op::StartProcess { .. }
+            | Op::OpenHostFirewall { .. }
+            | Op::SetRouteLocalnet { on: true, .. }
             | Op::SetRuleset { replace: false, .. } => OpClass::Create,
             Op::SetForwarding { .. }
             | Op::SetIpv6 { .. }
@@ -114,6 +134,8 @@ impl Op {
             | Op::DelAddr { .. }
             | Op::DelRoute { .. }
             | Op::StopProcess { .. }
+            | Op::CloseHostFirewall { .. }
+            | Op::SetRouteLocalnet { on: false, .. }
             | Op::DeleteRuleset { .. } => OpClass::Delete,
         }
     }
@@ -128,6 +150,8 @@ impl Op {
             Op::AddRoute { ns, route } => Op::DelRoute { ns, route },
             Op::StartProcess { ns, process } => Op::StopProcess { ns, process },
             Op::SetRuleset { ns, replace: false, .. } => Op::DeleteRuleset { ns },
+            Op::OpenHostFirewall { ns, chain } => Op::CloseHostFirewall { ns, chain },
+            Op::SetRouteLocalnet { ns, name, on: true } => Op::SetRouteLocalnet { ns, name, on: false },
             _ => return None,
         })
     }
@@ -144,6 +168,7 @@ impl Op {
             Op::CreateVeth { .. } => "create-veth",
             Op::SetLink { .. } => "set-link",
             Op::DeleteLink { .. } => "delete-link",
+            Op::SetRouteLocalnet { .. } => "set-route-localnet",
             Op::AddAddr { .. } => "add-address",
             Op::DelAddr { .. } => "delete-address",
             Op::AddRoute { .. } => "add-route",
@@ -153,6 +178,8 @@ impl Op {
             Op::StopProcess { .. } => "stop-process",
             Op::SetRuleset { .. } => "set-ruleset",
             Op::DeleteRuleset { .. } => "delete-ruleset",
+            Op::OpenHostFirewall { .. } => "open-host-firewall",
+            Op::CloseHostFirewall { .. } => "close-host-firewall",
         }
     }
 
@@ -167,6 +194,7 @@ impl Op {
             | Op::CreateVeth { ns, .. }
             | Op::SetLink { ns, .. }
             | Op::DeleteLink { ns, .. }
+            | Op::SetRouteLocalnet { ns, .. }
             | Op::AddAddr { ns, .. }
             | Op::DelAddr { ns, .. }
             | Op::AddRoute { ns, .. }
@@ -175,7 +203,9 @@ impl Op {
             | Op::StartProcess { ns, .. }
             | Op::StopProcess { ns, .. }
             | Op::SetRuleset { ns, .. }
-            | Op::DeleteRuleset { ns } => ns,
+            | Op::DeleteRuleset { ns }
+            | Op::OpenHostFirewall { ns, .. }
+            | Op::CloseHostFirewall { ns, .. } => ns,
         }
     }
 }
@@ -216,6 +246,9 @@ impl fmt::Display for Op {
                 write!(f, " in {ns}")
             }
             Op::DeleteLink { ns, name } => write!(f, "delete link {name} in {ns}"),
+            Op::SetRouteLocalnet { ns, name, on } => {
+                write!(f, "turn route_localnet {} for {name} in {ns}", on_off(*on))
+            }
             Op::AddAddr { ns, addr } => write!(f, "add address {} on {} in {ns}", addr.net, addr.dev),
             Op::DelAddr { ns, addr } => write!(f, "delete address {} on {} in {ns}", addr.net, addr.dev),
             Op::AddRoute { ns, route } => write!(f, "add route {} in {ns}", route_text(route)),
@@ -230,6 +263,16 @@ impl fmt::Display for Op {
                 ruleset.rule_count()
             ),
             Op::DeleteRuleset { ns } => write!(f, "delete nftables table inet {TABLE} in {ns}"),
+            Op::OpenHostFirewall { ns, chain } => {
+                write!(f, "let vpcsh's traffic through {chain} (accept rules in {}) in {ns}", chain.rules_in)
+            }
+            Op::CloseHostFirewall { ns, chain } => {
+                write!(
+                    f,
+                    "take vpcsh's accept rules out of {} {} {} in {ns}",
+                    chain.family, chain.table, chain.rules_in
+                )
+            }
         }
     }
 }

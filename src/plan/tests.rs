@@ -20,6 +20,7 @@ fn net(vpcs: &Spec) -> Network {
                 name: name.to_string(),
                 cidr: cidr.parse().unwrap(),
                 cidr6: None,
+                host_access: false,
                 subnets: subnets
                     .iter()
                     .map(|(sname, scidr, hosts)| {

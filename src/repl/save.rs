@@ -39,44 +39,53 @@ fn rules(rules: &[FirewallRule], peer_key: &str) -> String {
     format!("[{}]", items.join(", "))
 }
 
+/// An options map as a script writes it (`, #{ a: 1, b: 2 }`), or nothing without options.
+fn options(opts: &[String]) -> String {
+    if opts.is_empty() { String::new() } else { format!(", #{{ {} }}", opts.join(", ")) }
+}
+
+/// The lines that declare one VPC, its subnets and their hosts.
+fn vpc_lines(out: &mut String, vpc: &crate::model::Vpc) {
+    let v = var("v", &[&vpc.name]);
+    let mut opts: Vec<String> =
+        vpc.cidr6.map(|n| format!("ipv6: {}", quote(&n.to_string()))).into_iter().collect();
+    if vpc.host_access {
+        opts.push("host_access: true".into());
+    }
+    let _ = writeln!(
+        out,
+        "let {v} = vpc({}, {}{});",
+        quote(&vpc.name),
+        quote(&vpc.cidr.to_string()),
+        options(&opts)
+    );
+    for subnet in &vpc.subnets {
+        let s = var("s", &[&vpc.name, &subnet.name]);
+        let mut opts = Vec::new();
+        if subnet.public {
+            opts.push("public: true".to_string());
+        }
+        if let Some(net) = subnet.cidr6 {
+            opts.push(format!("ipv6: {}", quote(&net.to_string())));
+        }
+        let (name, cidr) = (quote(&subnet.name), quote(&subnet.cidr.to_string()));
+        let _ = writeln!(out, "let {s} = {v}.subnet({name}, {cidr}{});", options(&opts));
+        if subnet.nat {
+            let _ = writeln!(out, "nat({s});");
+        }
+        for host in &subnet.hosts {
+            let h = var("h", &[&vpc.name, &host.name]);
+            let ip6 = host.ip6.map(|ip| format!(", ip6: {}", quote(&ip.to_string()))).unwrap_or_default();
+            let (name, ip) = (quote(&host.name), quote(&host.ip.to_string()));
+            let _ = writeln!(out, "let {h} = {s}.host({name}, #{{ ip: {ip}{ip6} }});");
+        }
+    }
+}
+
 pub(super) fn script(network: &Network) -> String {
     let mut out = String::from("// Written by vpcsh repl's :save: rebuilds the session's topology.\n");
     for vpc in &network.vpcs {
-        let v = var("v", &[&vpc.name]);
-        let vpc_opts =
-            vpc.cidr6.map(|n| format!(", #{{ ipv6: {} }}", quote(&n.to_string()))).unwrap_or_default();
-        let _ =
-            writeln!(out, "let {v} = vpc({}, {}{vpc_opts});", quote(&vpc.name), quote(&vpc.cidr.to_string()));
-        for subnet in &vpc.subnets {
-            let s = var("s", &[&vpc.name, &subnet.name]);
-            let mut opts = Vec::new();
-            if subnet.public {
-                opts.push("public: true".to_string());
-            }
-            if let Some(net) = subnet.cidr6 {
-                opts.push(format!("ipv6: {}", quote(&net.to_string())));
-            }
-            let opts = if opts.is_empty() { String::new() } else { format!(", #{{ {} }}", opts.join(", ")) };
-            let _ = writeln!(
-                out,
-                "let {s} = {v}.subnet({}, {}{opts});",
-                quote(&subnet.name),
-                quote(&subnet.cidr.to_string())
-            );
-            if subnet.nat {
-                let _ = writeln!(out, "nat({s});");
-            }
-            for host in &subnet.hosts {
-                let h = var("h", &[&vpc.name, &host.name]);
-                let ip6 = host.ip6.map(|ip| format!(", ip6: {}", quote(&ip.to_string()))).unwrap_or_default();
-                let _ = writeln!(
-                    out,
-                    "let {h} = {s}.host({}, #{{ ip: {}{ip6} }});",
-                    quote(&host.name),
-                    quote(&host.ip.to_string())
-                );
-            }
-        }
+        vpc_lines(&mut out, vpc);
     }
     for p in &network.peerings {
         let all: Vec<String> =
@@ -138,7 +147,7 @@ mod tests {
             r#"let v = vpc("v", "10.1.0.0/16", #{ ipv6: true });
                let s = v.subnet("s", "10.1.1.0/24", #{ public: true, ipv6: true });
                s.host("a"); s.host("b", #{ ip6: "" + s.gateway6 + "00" });
-               let w = vpc("w", "10.2.0.0/16", #{ ipv6: "fd02::/56" });
+               let w = vpc("w", "10.2.0.0/16", #{ ipv6: "fd02::/56", host_access: true });
                w.subnet("t", "10.2.1.0/24", #{ ipv6: "fd02:0:0:9::/64" });
                v.subnet("u", "10.1.2.0/24");
                peer(v, w);"#,

@@ -21,7 +21,7 @@ use crate::model::{
 fn declare_vpc(ctx: &NativeCallContext, name: &str, text: &str, opts: Map) -> Res<VpcHandle> {
     let sh = shared(ctx);
     let mut shared = sh.borrow_mut();
-    check_options(ctx, &shared, "vpc", &opts, &["ipv6"])?;
+    check_options(ctx, &shared, "vpc", &opts, &["ipv6", "host_access"])?;
     let span = span(&shared, ctx);
     let cidr = cidr(&mut shared.decls, text, span);
     let ipv6 = match opts.get("ipv6") {
@@ -35,7 +35,14 @@ fn declare_vpc(ctx: &NativeCallContext, name: &str, text: &str, opts: Map) -> Re
         }
         Some(v) => return option_type_error(ctx, &shared, "ipv6", "a /56 like \"fd10:10::/56\", or true", v),
     };
-    shared.decls.vpcs.push(VpcDecl { name: name.into(), cidr, ipv6, span, removed: false });
+    let host_access = match opts.get("host_access") {
+        None => false,
+        Some(v) => match v.as_bool() {
+            Ok(b) => b,
+            Err(_) => return option_type_error(ctx, &shared, "host_access", "true or false", v),
+        },
+    };
+    shared.decls.vpcs.push(VpcDecl { name: name.into(), cidr, ipv6, host_access, span, removed: false });
     Ok(VpcHandle(VpcId(shared.decls.vpcs.len() - 1)))
 }
 
@@ -253,7 +260,8 @@ mod api {
     /// Declares a VPC: an isolated network with an IPv4 CIDR from /16 to /28, realised as
     /// its own router namespace (so unpeered VPCs may share a CIDR). `#{ ipv6: "fd10:10::/56" }`
     /// makes it dual-stack (`ipv6: true`: a unique local /56 derived from the name);
-    /// without it, IPv6 is off in all its namespaces.
+    /// without it, IPv6 is off in all its namespaces. `#{ host_access: true }` lets the
+    /// machine itself reach the VPC's hosts (off by default, as in AWS).
     #[rhai_fn(return_raw)]
     pub fn vpc(ctx: NativeCallContext, name: &str, cidr: &str) -> Res<VpcHandle> {
         declare_vpc(&ctx, name, cidr, Map::new())

@@ -106,7 +106,12 @@ impl Runner {
         }
         let names: BTreeSet<String> =
             self.store.state.namespaces.iter().chain(desired.namespaces.keys()).cloned().collect();
-        self.backend.observe(&names).map_err(op_failure)
+        let mut observed = self.backend.observe(&names).map_err(op_failure)?;
+        let machine = self.naming.machine_ns();
+        if let Some(ns) = observed.namespaces.get_mut(&machine) {
+            ns.host_firewall = self.backend.host_firewall(&machine).map_err(op_failure)?;
+        }
+        Ok(observed)
     }
 
     /// The plan that makes the kernel match `network`.
@@ -156,6 +161,7 @@ impl Runner {
     /// Makes the kernel match `network` and records the result.
     pub(crate) fn converge(&mut self, network: &Network, bare: bool) -> Result<Summary, EffectError> {
         let (plan, desired) = self.plan_for(network, bare)?;
+        report_host_firewall(&plan);
         if plan.is_empty() {
             return Ok(Summary::default());
         }
@@ -314,4 +320,18 @@ pub(super) fn state_failure(e: state::StateError) -> Failure {
         _ => None,
     };
     Failure::refused(e.to_string(), help)
+}
+
+/// Says what vpcsh found of other tools' firewalls: `-v` shows every chain and what vpcsh
+/// does about it; a chain vpcsh cannot open is a warning, since it drops VPC traffic.
+fn report_host_firewall(plan: &Plan) {
+    for (chain, passage) in &plan.host_firewall {
+        match passage {
+            plan::Passage::Blocked => tracing::warn!(
+                "the host firewall's {chain} drops what it does not accept, and vpcsh cannot add rules there: \
+                 VPC traffic through the machine is dropped (see `vpcsh status`)"
+            ),
+            _ => tracing::info!("host firewall: {chain}: {passage} ({})", chain.rules_in),
+        }
+    }
 }

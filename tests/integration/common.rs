@@ -278,3 +278,79 @@ pub(crate) fn udp_reaches(ns: &str, addr: &str, port: u16) -> bool {
     .join()
     .unwrap()
 }
+
+/// A namespace the test made, playing a real host: an uplink to a fake internet and a
+/// default route, so vpcsh runs there without `--sandbox`.
+pub(crate) struct FakeHost {
+    pub(crate) host: String,
+    pub(crate) net: String,
+    pub(crate) prefix: String,
+    pub(crate) state: TempDir,
+}
+
+impl FakeHost {
+    pub(crate) fn new() -> Self {
+        let (host, net, prefix) = (unique("rh"), unique("rn"), unique("rp"));
+        let sh = |args: &[&str]| {
+            let ok = Command::new(args[0]).args(&args[1..]).status().unwrap().success();
+            assert!(ok, "{args:?}");
+        };
+        sh(&["ip", "netns", "add", &host]);
+        sh(&["ip", "netns", "add", &net]);
+        sh(&[
+            "ip", "-n", &host, "link", "add", "wan0", "type", "veth", "peer", "name", "eth0", "netns", &net,
+        ]);
+        sh(&["ip", "-n", &host, "addr", "add", "198.51.100.2/24", "dev", "wan0"]);
+        sh(&["ip", "-n", &net, "addr", "add", "198.51.100.1/24", "dev", "eth0"]);
+        for ns in [&host, &net] {
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        sh(&["ip", "-n", &host, "link", "set", "wan0", "up"]);
+        sh(&["ip", "-n", &net, "link", "set", "eth0", "up"]);
+        sh(&["ip", "-n", &host, "route", "add", "default", "via", "198.51.100.1"]);
+        // Someone else's firewall, which vpcsh must leave alone.
+        sh(&["ip", "netns", "exec", &host, "nft", "add", "table", "ip", "theirs"]);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &host,
+            "nft",
+            "add",
+            "chain",
+            "ip",
+            "theirs",
+            "input",
+            "{ type filter hook input priority 0; }",
+        ]);
+        FakeHost { host, net, prefix, state: TempDir::new("rh-state") }
+    }
+
+    /// vpcsh with only its network namespace entered (`ip netns exec` would also give it a
+    /// private mount namespace, where the namespaces it mounts would not outlive it).
+    pub(crate) fn vpcsh(&self, args: &[&str]) -> Run {
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.host))
+            .args(["--", VPCSH, "--prefix", &self.prefix, "--state-dir"])
+            .arg(&self.state.0)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+            .into()
+    }
+}
+
+impl Drop for FakeHost {
+    fn drop(&mut self) {
+        let _ = self.vpcsh(&["destroy"]);
+        let prefix = format!("{}.", self.prefix);
+        for ns in list_netns()
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix))
+            .chain([self.host.clone(), self.net.clone()])
+        {
+            let _ = Command::new("ip").args(["netns", "delete", &ns]).output();
+        }
+    }
+}

@@ -18,3 +18,4 @@ mod repl;
 mod stacks;
 mod stdlib;
 mod workloads;
+mod workstation;

@@ -1,6 +1,9 @@
 //! nftables over netlink (NETLINK_NETFILTER), without the `nft` binary: vpcsh's table in a
 //! namespace is replaced in one atomic batch (add table, delete it, add it again with its
-//! chains and rules), deleted, or read back as a signature to compare.
+//! chains and rules), deleted, or read back as a signature to compare. `foreign` finds
+//! other tools' dropping forward chains and lets vpcsh's traffic through them.
+
+mod foreign;
 
 use std::io;
 
@@ -62,6 +65,9 @@ const NFT_REG_1: u32 = 1;
 const NFT_REG_2: u32 = 2;
 const NF_DROP: u32 = 0;
 const NF_ACCEPT: u32 = 1;
+
+/// A reply's address family and its body after the nfgenmsg.
+type FamilyReply = (u8, Vec<u8>);
 
 /// A netfilter netlink socket in one namespace.
 pub(crate) struct Nft {
@@ -263,6 +269,16 @@ fn rule_match(m: &mut Msg, matched: &Match) {
                 cmp(m, 3, &hi.to_be_bytes());
             }
         }
+        Match::LocalDestination => {
+            const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
+            const NFTA_FIB_F_DADDR: u32 = 1 << 1;
+            const RTN_LOCAL: u32 = 2;
+            expr(m, "fib", |m| {
+                m.be32(1, NFT_REG_1).be32(2, NFT_FIB_RESULT_ADDRTYPE).be32(3, NFTA_FIB_F_DADDR);
+            });
+            // The address type is a host-endian word.
+            cmp(m, 0, &RTN_LOCAL.to_ne_bytes());
+        }
         Match::Established => ct_flag(m, CT_STATE, CT_ESTABLISHED_RELATED),
         Match::Dnatted => ct_flag(m, CT_STATUS, IPS_DST_NAT),
     }
@@ -288,21 +304,28 @@ fn immediate(m: &mut Msg, reg: u32, bytes: &[u8]) {
 
 fn rule_message(chain: &Chain, rule: &Rule, seq: u32) -> Vec<u8> {
     let mut m = Msg::nft(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, seq);
-    m.str(NFTA_RULE_TABLE, TABLE).str(NFTA_RULE_CHAIN, chain.name).begin(NFTA_RULE_EXPRESSIONS);
+    m.str(NFTA_RULE_TABLE, TABLE).str(NFTA_RULE_CHAIN, chain.name);
+    rule_body(&mut m, rule);
+    m.finish()
+}
+
+/// A rule's expressions and its fingerprint comment.
+fn rule_body(m: &mut Msg, rule: &Rule) {
+    m.begin(NFTA_RULE_EXPRESSIONS);
     for matched in &rule.matches {
-        rule_match(&mut m, matched);
+        rule_match(m, matched);
     }
     match &rule.action {
-        Action::Accept => verdict(&mut m, NF_ACCEPT),
-        Action::Drop => verdict(&mut m, NF_DROP),
+        Action::Accept => verdict(m, NF_ACCEPT),
+        Action::Drop => verdict(m, NF_DROP),
         Action::Masquerade => {
             m.begin(NFTA_LIST_ELEM).str(NFTA_EXPR_NAME, "masq").end();
         }
         Action::Dnat { addr, port } => {
             const NFT_NAT_DNAT: u32 = 1;
-            immediate(&mut m, NFT_REG_1, &addr.octets());
-            immediate(&mut m, NFT_REG_2, &port.to_be_bytes());
-            expr(&mut m, "nat", |m| {
+            immediate(m, NFT_REG_1, &addr.octets());
+            immediate(m, NFT_REG_2, &port.to_be_bytes());
+            expr(m, "nat", |m| {
                 m.be32(1, NFT_NAT_DNAT)
                     .be32(2, u32::from(NFPROTO_IPV4))
                     .be32(3, NFT_REG_1)
@@ -316,7 +339,15 @@ fn rule_message(chain: &Chain, rule: &Rule, seq: u32) -> Vec<u8> {
     udata.extend_from_slice(comment.as_bytes());
     udata.push(0);
     m.attr(NFTA_RULE_USERDATA, &udata);
-    m.finish()
+}
+
+/// The comment of a rule from a dump, if it has one.
+fn rule_comment(rule: &[(u16, &[u8])]) -> Option<String> {
+    rule.iter()
+        .find(|(ty, _)| *ty == NFTA_RULE_USERDATA)
+        .map(|(_, u)| *u)
+        .filter(|u| u.len() > 2 && u[0] == UDATA_RULE_COMMENT)
+        .map(|u| text(&u[2..]))
 }
 
 fn hook_number(hook: Hook) -> u32 {
@@ -468,8 +499,16 @@ impl Nft {
         msgs
     }
 
-    /// Sends a request and collects the payloads of its replies (all parts of a dump).
+    /// Sends a request and collects the payloads of its replies (all parts of a dump),
+    /// each after its nfgenmsg.
     fn request(&mut self, msg: Msg, seq: u32) -> io::Result<Result<Vec<Vec<u8>>, i32>> {
+        Ok(self
+            .request_by_family(msg, seq)?
+            .map(|replies| replies.into_iter().map(|(_, body)| body).collect()))
+    }
+
+    /// `request`, each reply with the address family its nfgenmsg names.
+    fn request_by_family(&mut self, msg: Msg, seq: u32) -> io::Result<Result<Vec<FamilyReply>, i32>> {
         self.socket.send(&msg.finish(), 0)?;
         let mut replies = Vec::new();
         let mut errno = 0;
@@ -484,7 +523,8 @@ impl Nft {
                     true
                 }
                 _ => {
-                    replies.push(payload.get(4..).unwrap_or_default().to_vec());
+                    let family = payload.first().copied().unwrap_or_default();
+                    replies.push((family, payload.get(4..).unwrap_or_default().to_vec()));
                     false
                 }
             }
@@ -547,10 +587,7 @@ impl Nft {
                 {
                     continue;
                 }
-                let comment = rget(NFTA_RULE_USERDATA)
-                    .filter(|u| u.len() > 2 && u[0] == UDATA_RULE_COMMENT)
-                    .map(|u| text(&u[2..]))
-                    .unwrap_or_else(|| "(a rule vpcsh did not write)".into());
+                let comment = rule_comment(&r).unwrap_or_else(|| "(a rule vpcsh did not write)".into());
                 signature.push(format!("{name}: {comment}"));
             }
         }
