@@ -50,15 +50,7 @@ fn host_firewall_lines(plan: &Plan) -> Vec<String> {
     plan.host_firewall
         .iter()
         .map(|(chain, passage)| {
-            let help = if *passage == Passage::Blocked && chain.family == "iptables-legacy" {
-                " (add `iptables-legacy -I FORWARD -i vpc-+ -j ACCEPT` and `-I FORWARD -o vpc-+ -j ACCEPT`)"
-            } else {
-                ""
-            };
-            format!(
-                "host firewall: {chain} drops what it does not accept; {passage} ({}){help}",
-                chain.rules_in
-            )
+            format!("host firewall: {chain} drops what it does not accept; {passage} ({})", chain.rules_in)
         })
         .collect()
 }

@@ -22,6 +22,8 @@ use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessage
 use super::nft::Nft;
 use super::{OpError, netns};
 
+/// The family name of iptables-legacy chains (see `ForeignChain`).
+const LEGACY: &str = super::iptables_legacy::FAMILY;
 const ENODEV: i32 = nix::errno::Errno::ENODEV as i32;
 const EEXIST: i32 = nix::errno::Errno::EEXIST as i32;
 use crate::plan::Op;
@@ -247,6 +249,12 @@ impl Netlink {
             }
             Op::SetRuleset { ns, ruleset, .. } => nft(self.space(ns)?)?.replace(ruleset),
             Op::DeleteRuleset { ns } => nft(self.space(ns)?)?.delete(),
+            Op::OpenHostFirewall { ns, chain } if chain.family == LEGACY => {
+                netns::run_in(&self.space(ns)?.fd, super::iptables_legacy::open)
+            }
+            Op::CloseHostFirewall { ns, chain } if chain.family == LEGACY => {
+                netns::run_in(&self.space(ns)?.fd, super::iptables_legacy::close)
+            }
             Op::OpenHostFirewall { ns, chain } => nft(self.space(ns)?)?.open_foreign(chain),
             Op::CloseHostFirewall { ns, chain } => nft(self.space(ns)?)?.close_foreign(chain),
         }

@@ -137,31 +137,33 @@ fn beside_a_native_nftables_firewall() {
 }
 
 #[test]
-fn a_legacy_iptables_drop_is_reported_not_hidden() {
+fn beside_iptables_legacy() {
     let h = FakeHost::new();
-    if in_ns(&h.host, &["iptables-legacy", "-P", "FORWARD", "DROP"]).code != 0 {
+    if in_ns(&h.host, &["iptables-legacy", "-N", "DOCKER-USER"]).code != 0 {
         eprintln!("this kernel has no legacy iptables: nothing to check");
         return;
     }
-    let _internet = Server::start(&h.net, 80, "internet\n");
-    let script = h.state.write("prod.rhai", WORKSTATION);
-    let run = h.vpcsh(&["apply", script.to_str().unwrap()]);
-    assert_eq!(run.code, 0, "{run:?}");
-    assert!(run.stderr.contains("iptables-legacy filter FORWARD drops"), "apply says so: {run:?}");
-    let w1 = format!("{}.prod.w1", h.prefix);
-    assert_eq!(get(&w1, "198.51.100.1", 80, "/"), None, "dropped indeed");
-    let status = h.vpcsh(&["status"]);
-    assert_eq!(status.code, 1, "{status:?}");
-    assert!(status.stdout.contains("blocked  vpc prod"), "{status:?}");
-    assert!(
-        status.stdout.contains("by the host firewall (chain iptables-legacy filter FORWARD)"),
-        "{status:?}"
+    h.sh(&["iptables-legacy", "-A", "DOCKER-USER", "-j", "RETURN"]);
+    h.sh(&["iptables-legacy", "-A", "FORWARD", "-j", "DOCKER-USER"]);
+    h.sh(&["iptables-legacy", "-A", "FORWARD", "-o", "docker0", "-j", "ACCEPT"]);
+    h.sh(&["iptables-legacy", "-A", "INPUT", "-i", "lo", "-j", "ACCEPT"]);
+    h.sh(&["iptables-legacy", "-P", "FORWARD", "DROP"]);
+    let listing = || in_ns(&h.host, &["iptables-legacy", "-S"]).stdout;
+    let before = listing();
+    check_paths(&h);
+    let during = listing();
+    let ours: Vec<&str> = during.lines().filter(|l| l.contains("vpcsh")).collect();
+    assert_eq!(
+        ours,
+        [
+            "-A FORWARD -i vpc-+ -m comment --comment \"vpcsh: from its uplinks\" -j ACCEPT",
+            "-A FORWARD -o vpc-+ -m comment --comment \"vpcsh: to its uplinks\" -j ACCEPT"
+        ],
+        "{during}"
     );
-    // The two rules status suggests let it through.
-    h.sh(&["iptables-legacy", "-I", "FORWARD", "-i", "vpc-+", "-j", "ACCEPT"]);
-    h.sh(&["iptables-legacy", "-I", "FORWARD", "-o", "vpc-+", "-j", "ACCEPT"]);
-    assert_eq!(h.vpcsh(&["status"]).code, 0);
-    assert_eq!(get(&w1, "198.51.100.1", 80, "/").as_deref(), Some("internet\n"));
+    assert!(during.contains("-A FORWARD -j DOCKER-USER") && during.contains("-P FORWARD DROP"));
+    assert_eq!(h.vpcsh(&["destroy"]).code, 0);
+    assert_eq!(listing(), before, "the legacy table changed");
 }
 
 #[test]
@@ -207,4 +209,48 @@ fn the_machine_reaches_only_vpcs_with_host_access() {
     assert_eq!(get(&machine, "10.31.1.2", 80, "/"), None, "no host access, no way in");
     assert_eq!(get(&sb.ns("internet"), "10.30.1.2", 80, "/"), None, "host access is the machine's only");
     assert!(sb.run(&["list"]).stdout.contains("vpc open 10.30.0.0/16, host access"));
+}
+
+#[test]
+fn a_table_another_process_owns_is_reported_as_blocking() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let h = FakeHost::new();
+    // firewalld keeps its table with nftables' `owner` flag: only its process may change it.
+    let mut owner = Command::new("ip")
+        .args(["netns", "exec", &h.host, "nft", "-i"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut input = owner.stdin.take().unwrap();
+    input.write_all(b"add table inet owned { flags owner; }\n").unwrap();
+    input
+        .write_all(
+            b"add chain inet owned filter_FORWARD { type filter hook forward priority 0; policy drop; }\n",
+        )
+        .unwrap();
+    input.flush().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !in_ns(&h.host, &["nft", "list", "tables"]).stdout.contains("inet owned") {
+        assert!(std::time::Instant::now() < deadline, "nft -i made no table");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _internet = Server::start(&h.net, 80, "internet\n");
+    let script = h.state.write("prod.rhai", WORKSTATION);
+    let run = h.vpcsh(&["apply", script.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("inet owned filter_FORWARD drops"), "apply says so: {run:?}");
+    let w1 = format!("{}.prod.w1", h.prefix);
+    assert_eq!(get(&w1, "198.51.100.1", 80, "/"), None, "dropped indeed");
+    let status = h.vpcsh(&["status"]);
+    assert_eq!(status.code, 1, "{status:?}");
+    assert!(status.stdout.contains("blocked  vpc prod"), "{status:?}");
+    assert!(status.stdout.contains("by the host firewall (chain inet owned filter_FORWARD)"), "{status:?}");
+    // Its owner gone, the table goes too, and nothing blocks any more.
+    drop(input);
+    let _ = owner.kill();
+    let _ = owner.wait();
+    assert_eq!(h.vpcsh(&["status"]).code, 0);
+    assert_eq!(get(&w1, "198.51.100.1", 80, "/").as_deref(), Some("internet\n"));
 }
