@@ -98,8 +98,32 @@ pub(super) enum Command {
     Check { script: PathBuf },
     /// Remove the named VPCs, or everything vpcsh owns here (a sandbox included).
     Destroy { vpcs: Vec<String> },
-    /// Every owned object, read from the kernel: ok, missing or drifted; processes.
-    Status,
+    /// Every owned object, read from the kernel: ok, missing, drifted or blocked; processes.
+    Status {
+        /// Then probe every flow and compare with the model, as `verify` does.
+        #[arg(long)]
+        probe: bool,
+    },
+    /// What the model says about a flow, without packets: reachable, the path hop by hop,
+    /// and what blocks it. FROM and TO: VPC/HOST, a host name, an address, or `internet`.
+    Explain {
+        from: String,
+        to: String,
+        /// The destination port (0 with --proto icmp: a ping).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        #[arg(long, default_value = "tcp", value_parser = ["tcp", "udp", "icmp"])]
+        proto: String,
+    },
+    /// Probe every flow that matters (host to host, to and from the internet; ping, published
+    /// and firewall-listed ports) and compare each with `explain`; exit 0 only if all agree.
+    Verify {
+        /// The script whose model to check against what is applied [default: the applied one].
+        script: Option<PathBuf>,
+        /// Probe about N flows, spread over all hosts, instead of every one.
+        #[arg(long, value_name = "N")]
+        sample: Option<usize>,
+    },
     /// VPCs, subnets, hosts and addresses.
     List,
     /// Run a command inside a host (VPC/HOST), a VPC router (VPC) or `internet`; exits

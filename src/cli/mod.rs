@@ -142,7 +142,21 @@ fn run(command: Command, target: &Target, out: &Output) -> Result<ExitCode, Fail
         Command::Plan { script } => return script::run(target, &script, Mode::Plan, out),
         Command::Check { script } => return script::run(target, &script, Mode::Check, out),
         Command::Destroy { vpcs } => out.summary("destroy", session::destroy(target, &vpcs)?),
-        Command::Status => return commands::status(target, out.json),
+        Command::Status { probe } => {
+            let status = commands::status(target, out.json)?;
+            if !probe {
+                return Ok(status);
+            }
+            let verified = commands::verify(target, None, None, out.json)?;
+            return Ok(if status == ExitCode::SUCCESS { verified } else { status });
+        }
+        Command::Explain { from, to, port, proto } => {
+            let port = if proto != "icmp" && port == 0 { 80 } else { port };
+            return commands::explain(target, (&from, &to), port, &proto, out.json);
+        }
+        Command::Verify { script, sample } => {
+            return commands::verify(target, script.as_deref(), sample, out.json);
+        }
         Command::List => commands::list(target, out.json)?,
         Command::Exec { target: who, command } => return exec(target, &who, command),
         Command::Logs { target: who } => commands::logs(target, &who)?,

@@ -1,12 +1,14 @@
 //! The commands that look at or step into an applied network — `status`, `list`, `exec`,
-//! `logs` — printing for a person or as JSON. The CLI and the REPL both call them; they
+//! `logs`, `explain`, `verify` — printing for a person or as JSON. The CLI and the REPL both call them; they
 //! call only the session layer and below.
 
 mod enter;
 pub(crate) mod graph;
+mod reach;
 mod report;
 
 pub(crate) use enter::{exec, logs, targets};
+pub(crate) use reach::{explain, verify};
 pub(crate) use report::{list, status};
 
 /// A JSON document of one of vpcsh's kinds, stamped with the schema version and its kind

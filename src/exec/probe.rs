@@ -131,6 +131,17 @@ pub(crate) fn connect(ns: &str, to: IpAddr, port: u16, timeout: Duration) -> io:
     netns::run_in(&fd, move || Ok(TcpStream::connect_timeout(&SocketAddr::from((to, port)), timeout).is_ok()))
 }
 
+/// Whether TCP from inside `ns` to `to:port` gets an answer: accepted, or refused by a
+/// host where nothing listens (the path is open either way). Silence, or an ICMP error on
+/// the way, is blocked.
+pub(crate) fn tcp_reaches(ns: &str, to: IpAddr, port: u16, timeout: Duration) -> io::Result<bool> {
+    let fd = netns::open(ns)?;
+    netns::run_in(&fd, move || match TcpStream::connect_timeout(&SocketAddr::from((to, port)), timeout) {
+        Ok(_) => Ok(true),
+        Err(e) => Ok(e.kind() == io::ErrorKind::ConnectionRefused),
+    })
+}
+
 /// `GET path` from inside `ns`: the status and body, or status 0 when nothing answered.
 pub(crate) fn http_get(
     ns: &str,

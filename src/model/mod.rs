@@ -9,6 +9,7 @@ pub(crate) mod ipam6;
 pub(crate) mod names;
 mod overlay;
 pub(crate) mod policy;
+pub(crate) mod reach;
 mod validate;
 
 use std::collections::HashMap;

@@ -13,7 +13,8 @@ use rustyline::{Context, Helper as LineHelper};
 use crate::model::Network;
 use crate::script::{Function, Interpreter};
 
-const META: &[&str] = &[":help", ":plan", ":status", ":load", ":save", ":quit"];
+const META: &[&str] =
+    &[":help", ":plan", ":status", ":explain", ":verify", ":load", ":save", ":undo", ":reset", ":quit"];
 const KEYWORDS: &[&str] =
     &["let", "const", "if", "else", "for", "in", "while", "loop", "fn", "return", "true", "false"];
 /// Fields of the maps effects return, completed after a `.` like handle properties.

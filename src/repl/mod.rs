@@ -31,6 +31,8 @@ Meta-commands:
   :status            each object: ok, missing or drifted
   :load FILE         run a script in this session
   :save FILE         write a script that rebuilds this session's topology
+  :explain A B [PORT [PROTO]]   what the model says about A reaching B, and what blocks it
+  :verify            probe every flow and compare with the model
   :undo              take back the last input: its declarations and what it made
   :reset             take back the whole session (asks first)
   :quit              leave (or Ctrl-D)
@@ -162,6 +164,12 @@ impl Repl {
                     diag::eprint(&diag::from_failure(&f));
                 }
             }
+            ":explain" if !arg.is_empty() => self.explain(arg),
+            ":verify" => {
+                if let Err(f) = commands::verify(&self.target, None, None, false) {
+                    diag::eprint(&diag::from_failure(&f));
+                }
+            }
             ":load" if !arg.is_empty() => match std::fs::read_to_string(arg) {
                 Ok(text) => self.eval(arg, &text),
                 Err(e) => eprintln!("cannot read {arg}: {e}"),
@@ -176,6 +184,22 @@ impl Repl {
             _ => println!("unknown command `{line}`; :help lists them"),
         }
         Flow::Continue
+    }
+
+    /// `:explain FROM TO [PORT [PROTO]]`, as `vpcsh explain` takes them.
+    fn explain(&self, arg: &str) {
+        let words: Vec<&str> = arg.split_whitespace().collect();
+        let (port, proto) = match words.as_slice() {
+            [_, _] => (80, "tcp"),
+            [_, _, port] | [_, _, port, _] => match port.parse::<u16>() {
+                Ok(p) => (p, words.get(3).copied().unwrap_or(if p == 0 { "icmp" } else { "tcp" })),
+                Err(_) => return println!("`{port}` is not a port"),
+            },
+            _ => return println!("usage: :explain FROM TO [PORT [tcp|udp|icmp]]"),
+        };
+        if let Err(f) = commands::explain(&self.target, (words[0], words[1]), port, proto, false) {
+            diag::eprint(&diag::from_failure(&f));
+        }
     }
 
     /// `:help` lists the API; `:help NAME` shows a function or property in full.

@@ -6,6 +6,7 @@ mod context;
 mod declare;
 mod effects;
 mod errors;
+mod explain;
 mod handles;
 mod modules;
 mod policy;
@@ -88,6 +89,7 @@ impl Interpreter {
         handles::register(&mut engine);
         declare::register(&mut engine);
         probes::register(&mut engine);
+        explain::register(&mut engine);
         policy::register(&mut engine);
         engine.set_module_resolver(modules::Resolver::new());
         // Plugin functions reach the declarations through the engine's tag.

@@ -22,7 +22,7 @@ const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A host, a subnet (its first host), `internet()`, or an address string (IPv6 with or
 /// without brackets); a handle stands for its address of `family` (4 or 6).
-fn endpoint(
+pub(super) fn endpoint(
     ctx: &NativeCallContext,
     shared: &Shared,
     v: &Dynamic,

@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod crash;
 mod diagnostics;
+mod explain;
 mod firewall;
 mod golden_plan;
 mod graph;

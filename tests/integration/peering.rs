@@ -222,6 +222,9 @@ fn isolation_matrix_matches_the_model() {
         }
     });
     let mismatches = mismatches.into_inner().unwrap();
+    // vpcsh's own model agrees with the same packets.
+    let verify = sb.run(&["verify"]);
+    assert_eq!(verify.code, 0, "seed {seed}: verify disagrees\n{}\nscript:\n{script}", verify.stdout);
     assert!(
         mismatches.is_empty(),
         "seed {seed}, {vpcs} VPCs: {} of {checked} flows differ from the model\n{}\nscript:\n{script}",

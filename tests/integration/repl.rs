@@ -215,6 +215,12 @@ fn mininet_style_commands_take_ipv6_with_dash_6() {
     s.send("x1 ping -6 -c1 -W1 x2\r");
     s.expect("from fd37::3");
     s.expect("vpcsh> ");
+    s.send(":explain x1 internet 80\r");
+    s.expect("private and has no nat()");
+    s.expect("vpcsh> ");
+    s.send(":verify\r");
+    s.expect("0 mismatches");
+    s.expect("vpcsh> ");
     s.send("\x04");
     assert!(s.child.wait().unwrap().success());
 }

@@ -247,6 +247,11 @@ fn a_table_another_process_owns_is_reported_as_blocking() {
     assert_eq!(status.code, 1, "{status:?}");
     assert!(status.stdout.contains("blocked  vpc prod"), "{status:?}");
     assert!(status.stdout.contains("by the host firewall (chain inet owned filter_FORWARD)"), "{status:?}");
+    let explain = h.vpcsh(&["explain", "prod/w1", "internet", "--port", "80"]);
+    assert!(
+        explain.code == 1 && explain.stdout.contains("the host firewall: inet owned filter_FORWARD"),
+        "{explain:?}"
+    );
     // Its owner gone, the table goes too, and nothing blocks any more.
     drop(input);
     let _ = owner.kill();
