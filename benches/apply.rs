@@ -111,13 +111,15 @@ fn measure(v: usize, s: usize, setup: &Setup) -> Figures {
             bl_down.push(baseline(baseline_script, &bl_state, &["--down"], "down_ms").unwrap_or(f64::NAN));
             std::thread::sleep(setup.settle);
         }
+        let baseline = match (bl_up.last(), bl_down.last()) {
+            (Some(u), Some(d)) => format!("baseline up {u:.1} ms, down {d:.1} ms"),
+            _ => "no baseline".into(),
+        };
         println!(
-            "  round {round}: vpcsh up {:.1} ms, no-op {:.1} ms, down {:.1} ms; baseline up {:.1} ms, down {:.1} ms",
+            "  round {round}: vpcsh up {:.1} ms, no-op {:.1} ms, down {:.1} ms; {baseline}",
             up[round - 1],
             noop[round - 1],
             down[round - 1],
-            bl_up.last().copied().unwrap_or(f64::NAN),
-            bl_down.last().copied().unwrap_or(f64::NAN),
         );
     }
     Figures {
@@ -179,17 +181,19 @@ fn main() {
     );
     for ((v, s), f) in &table {
         let n = (v * s) as f64;
+        // Without a baseline (--quick) its columns say so rather than NaN.
+        let or_dash = |x: f64, unit: &str| if x.is_nan() { "-".to_string() } else { format!("{x:.1}{unit}") };
         println!(
-            "{:<8} {:>8.1} ms {:>10.2} {:>8.1} ms {:>7.1} ms {:>9.1} ms {:>9.1} ms {:>7.1}x {:>7.1}x",
+            "{:<8} {:>8.1} ms {:>10.2} {:>8.1} ms {:>7.1} ms {:>12} {:>12} {:>8} {:>8}",
             format!("{v}x{s}"),
             f.up,
             f.up / n,
             f.noop,
             f.down,
-            f.bl_up,
-            f.bl_down,
-            f.bl_up / f.up,
-            f.bl_down / f.down
+            or_dash(f.bl_up, " ms"),
+            or_dash(f.bl_down, " ms"),
+            or_dash(f.bl_up / f.up, "x"),
+            or_dash(f.bl_down / f.down, "x")
         );
     }
     let _ = std::fs::remove_dir_all(&tmp);
