@@ -209,6 +209,7 @@ pub(crate) enum FirewallTarget {
 pub(crate) struct FirewallDecl {
     pub target: FirewallTarget,
     pub policy: PolicyDecl,
+    pub span: Span,
 }
 
 /// Everything a script declared, in declaration order, with problems found while declaring.

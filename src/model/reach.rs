@@ -36,6 +36,9 @@ pub(crate) struct Verdict {
     pub reachable: bool,
     pub path: Vec<String>,
     pub blocked_by: Option<String>,
+    /// The policy whose rule (or default) blocks it: its VPC and target, so a caller that
+    /// knows the script can say where it was declared.
+    pub policy: Option<(String, Protected)>,
 }
 
 /// What the model does not hold but reachability depends on.
@@ -84,15 +87,19 @@ pub(crate) fn explain(network: &Network, flow: &Flow, context: &Context) -> Verd
         },
         (Place::Internet(_), Place::Internet(_)) => Err("both ends are outside every VPC".to_string()),
     };
-    Verdict { reachable: result.is_ok(), path: trace.0, blocked_by: result.err() }
+    Verdict { reachable: result.is_ok(), path: trace.hops, blocked_by: result.err(), policy: trace.policy }
 }
 
 #[derive(Default)]
-struct Trace(Vec<String>);
+struct Trace {
+    hops: Vec<String>,
+    /// The policy that decided against the flow.
+    policy: Option<(String, Protected)>,
+}
 
 impl Trace {
     fn hop(&mut self, hop: impl Into<String>) {
-        self.0.push(hop.into());
+        self.hops.push(hop.into());
     }
 }
 
@@ -112,20 +119,20 @@ fn from_host(
         from.address(flow.ipv6).ok_or_else(|| format!("host {} has no {family} address", from.name()))?;
     match to {
         Place::Internet(dst) => {
-            egress_firewall(network, from, flow, *dst)?;
+            egress_firewall(network, from, flow, *dst, trace)?;
             to_internet(from, flow, context, *dst, trace)
         }
         Place::Host { vpc, host } => {
             let to = find(network, vpc, host).ok_or_else(|| format!("there is no host {vpc}/{host}"))?;
             let dst =
                 to.address(flow.ipv6).ok_or_else(|| format!("host {} has no {family} address", to.name()))?;
-            egress_firewall(network, from, flow, dst)?;
+            egress_firewall(network, from, flow, dst, trace)?;
             if from.vpc.name == to.vpc.name {
                 within_vpc(from, &to, trace);
             } else {
                 across_peering(network, from, &to, (src, dst), trace)?;
             }
-            ingress_firewall(network, &to, flow, src)?;
+            ingress_firewall(network, &to, flow, src, trace)?;
             trace.hop(format!("host {}", to.name()));
             Ok(())
         }
@@ -239,7 +246,7 @@ fn from_internet(network: &Network, flow: &Flow, src: IpAddr, to: &At, trace: &m
     };
     trace.hop(format!("machine port {}/{} (published)", p.host_port, p.proto));
     trace.hop(format!("router of VPC {}", to.vpc.name));
-    ingress_firewall(network, to, flow, src)?;
+    ingress_firewall(network, to, flow, src, trace)?;
     trace.hop(format!("host {}", to.name()));
     Ok(())
 }
@@ -253,29 +260,30 @@ fn policies<'a>(network: &'a Network, at: &At) -> Vec<&'a Firewall> {
         .collect()
 }
 
-fn egress_firewall(network: &Network, from: &At, flow: &Flow, dst: IpAddr) -> Step {
+fn egress_firewall(network: &Network, from: &At, flow: &Flow, dst: IpAddr, trace: &mut Trace) -> Step {
     let policies = policies(network, from);
     if policies.iter().all(|p| p.egress.is_empty()) {
         return Ok(());
     }
-    decide(&policies, |p| &p.egress, flow, dst, ("egress", &from.name()))
+    decide(&policies, |p| &p.egress, (flow, dst), ("egress", &from.name()), trace)
 }
 
-fn ingress_firewall(network: &Network, to: &At, flow: &Flow, src: IpAddr) -> Step {
+fn ingress_firewall(network: &Network, to: &At, flow: &Flow, src: IpAddr, trace: &mut Trace) -> Step {
     let policies = policies(network, to);
     if policies.is_empty() {
         return Ok(());
     }
-    decide(&policies, |p| &p.ingress, flow, src, ("ingress", &to.name()))
+    decide(&policies, |p| &p.ingress, (flow, src), ("ingress", &to.name()), trace)
 }
 
-/// First match wins, over the host's policy then its subnet's; nothing matching drops.
+/// First match wins, over the host's policy then its subnet's; nothing matching drops
+/// (the default of the host's own policy, or else its subnet's).
 fn decide(
     policies: &[&Firewall],
     rules: fn(&Firewall) -> &Vec<FirewallRule>,
-    flow: &Flow,
-    peer: IpAddr,
+    (flow, peer): (&Flow, IpAddr),
     (direction, host): (&str, &str),
+    trace: &mut Trace,
 ) -> Step {
     for policy in policies {
         for (i, rule) in rules(policy).iter().enumerate() {
@@ -283,6 +291,7 @@ fn decide(
                 if rule.allow {
                     return Ok(());
                 }
+                trace.policy = Some((policy.vpc.clone(), policy.protects.clone()));
                 return Err(format!(
                     "the firewall on {} denies it: {direction} rule {} ({})",
                     target(policy),
@@ -292,6 +301,8 @@ fn decide(
             }
         }
     }
+    let deciding = policies.iter().find(|p| !rules(p).is_empty()).or(policies.first());
+    trace.policy = deciding.map(|p| (p.vpc.clone(), p.protects.clone()));
     Err(format!("the firewall on {host} drops it: no {direction} rule allows it (default deny)"))
 }
 

@@ -5,12 +5,13 @@ use std::net::IpAddr;
 use rhai::plugin::*;
 use rhai::{Array, Dynamic, Map, NativeCallContext};
 
-use super::context::{Res, fail, shared, span};
+use super::context::{Res, Shared, fail, shared, span};
 use super::effects::Endpoint;
 use super::errors::Fault;
 use super::probes::endpoint;
+use super::span::location;
 use crate::model::reach::{self, Context, Flow, Place};
-use crate::model::{Network, RuleProto, validate};
+use crate::model::{FirewallTarget, Network, Protected, RuleProto, validate};
 
 /// A flow's end as the evaluator takes it: an address that a host has is that host.
 fn place(network: &Network, (endpoint, ip): (Endpoint, IpAddr)) -> Place {
@@ -63,7 +64,28 @@ fn explain(ctx: &NativeCallContext, from: &Dynamic, to: &Dynamic, port: i64, pro
     };
     let flow = Flow { from: place(&network, from), to: place(&network, to), proto, port, ipv6 };
     let context = Context { ipv6_internet: shared.effects.sandboxed(), ..Context::default() };
-    Ok(verdict_map(reach::explain(&network, &flow, &context)))
+    let mut verdict = reach::explain(&network, &flow, &context);
+    if let (Some(why), Some(at)) =
+        (&mut verdict.blocked_by, verdict.policy.as_ref().and_then(|p| declared_at(&shared, p)))
+    {
+        why.push_str(&format!(" — firewall() at {at}"));
+    }
+    Ok(verdict_map(verdict))
+}
+
+/// Where the policy in force on a target was declared (the latest `firewall()` call wins).
+fn declared_at(shared: &Shared, (vpc, protects): &(String, Protected)) -> Option<String> {
+    let decls = &shared.decls;
+    let declared = decls.firewalls.iter().rev().find(|f| {
+        let (subnet, name) = match f.target {
+            FirewallTarget::Host(h) => {
+                (decls.host_subnet(h), Protected::Host(decls.host_name(h).to_string()))
+            }
+            FirewallTarget::Subnet(s) => (s, Protected::Subnet(decls.subnet(s).name.clone())),
+        };
+        decls.vpc(decls.subnet(subnet).vpc).name == *vpc && name == *protects
+    })?;
+    location(&shared.sources, declared.span)
 }
 
 fn verdict_map(v: reach::Verdict) -> Map {

@@ -241,7 +241,8 @@ fn declare(ctx: &NativeCallContext, target: &Dynamic, map: &Map) -> Res<()> {
     };
     live_vpc(ctx, &shared, shared.decls.subnet(subnet).vpc)?;
     let policy = policy(ctx, &mut shared, map, subnet)?;
-    shared.decls.firewalls.push(FirewallDecl { target, policy });
+    let span = span(&shared, ctx);
+    shared.decls.firewalls.push(FirewallDecl { target, policy, span });
     Ok(())
 }
 

@@ -12,6 +12,15 @@ pub(crate) struct Source {
     pub text: String,
 }
 
+/// Where a span starts, as `NAME:LINE:COLUMN`.
+pub(crate) fn location(sources: &[Source], span: Span) -> Option<String> {
+    let src = sources.get(span.source as usize)?;
+    let before = src.text.get(..span.start)?;
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    Some(format!("{}:{line}:{column}", src.name))
+}
+
 /// The span of the call at `pos` in the source named `source` (the latest source when it
 /// has no name), widened to the whole call.
 pub(crate) fn span_at(sources: &[Source], source: Option<&str>, pos: Position) -> Span {

@@ -58,6 +58,8 @@ fn explain_names_each_kind_of_block_and_traces_each_path() {
             assert(e.reachable == c[4] && text.contains(c[5]), `${{c[0]}} -> ${{c[1]}}: ${{e}}`);
             assert(e.reachable == (e.blocked_by == ""), "blocked_by is empty exactly when reachable");
         }}
+        let e = explain(a1, d1, 22);
+        assert(e.blocked_by.contains("firewall() at ") && e.blocked_by.contains(".rhai:8:1"), e.blocked_by);
         print("explained");
         "#
     ));
@@ -108,4 +110,75 @@ fn verify_agrees_with_packets_until_something_breaks_behind_its_back() {
     // Repaired by the next apply, the model and the packets agree again.
     sb.apply(MIXED);
     assert_eq!(sb.run(&["verify"]).code, 0);
+}
+
+/// A topology drawn from `seed`: VPCs (some dual-stack) with a public and a private subnet
+/// (behind `nat()` or not), servers, published ports, firewalls with allow, deny and
+/// default-deny cases, and peerings with and without allow-lists.
+fn generated(seed: u64, vpcs: usize) -> String {
+    let mut state = seed;
+    let mut next = |n: u64| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) % n
+    };
+    let mut script = String::new();
+    for v in 0..vpcs {
+        let k = v + 1;
+        let dual = next(2) == 0;
+        let (vpc6, sub6) = if dual {
+            (format!(", #{{ ipv6: \"fd00:{k}::/56\" }}"), ", ipv6: true")
+        } else {
+            (String::new(), "")
+        };
+        script += &format!("let v{v} = vpc(\"v{v}\", \"10.{k}.0.0/16\"{vpc6});\n");
+        script +=
+            &format!("let v{v}s1 = v{v}.subnet(\"s1\", \"10.{k}.1.0/24\", #{{ public: true{sub6} }});\n");
+        script +=
+            &format!("let v{v}s2 = v{v}.subnet(\"s2\", \"10.{k}.2.0/24\", #{{ public: false{sub6} }});\n");
+        if next(2) == 0 {
+            script += &format!("nat(v{v}s2);\n");
+        }
+        script += &format!("let v{v}w = v{v}s1.host(\"w\"); let v{v}d = v{v}s2.host(\"d\");\n");
+        script += &format!("serve(v{v}w, 80); serve(v{v}d, 5432);\n");
+        if next(2) == 0 {
+            script += &format!("publish(v{v}w, 80, {});\n", 8000 + v);
+        }
+        script += &match next(4) {
+            0 => format!(
+                "firewall(v{v}d, #{{ ingress: [#{{ proto: \"tcp\", port: 5432, from: v{v}s1, action: \"allow\" }}] }});\n"
+            ),
+            1 => format!(
+                "firewall(v{v}d, #{{ ingress: [#{{ proto: \"tcp\", port: 22, action: \"deny\" }}, #{{ proto: \"any\", from: v{v}, action: \"allow\" }}] }});\n"
+            ),
+            2 => format!(
+                "firewall(v{v}s1, #{{ ingress: [#{{ proto: \"icmp\", action: \"allow\" }}, #{{ proto: \"tcp\", port: 80, action: \"allow\" }}] }});\n"
+            ),
+            _ => String::new(),
+        };
+    }
+    for a in 0..vpcs {
+        for b in a + 1..vpcs {
+            match next(3) {
+                0 => script += &format!("peer(v{a}, v{b});\n"),
+                1 => script += &format!("peer(v{a}, v{b}, #{{ allow: [v{a}s1, v{b}s2] }});\n"),
+                _ => {}
+            }
+        }
+    }
+    script
+}
+
+#[test]
+fn verify_agrees_with_packets_on_generated_topologies() {
+    // VPCSH_VERIFY_SEEDS="1 2 3 ..." and VPCSH_VERIFY_VPCS for a longer campaign.
+    let seeds = std::env::var("VPCSH_VERIFY_SEEDS").unwrap_or_else(|_| "5".into());
+    let vpcs = std::env::var("VPCSH_VERIFY_VPCS").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
+    for seed in seeds.split_whitespace().map(|s| s.parse::<u64>().unwrap()) {
+        let script = generated(seed, vpcs);
+        let sb = Sandbox::new("verifygen");
+        sb.apply(&script);
+        let run = sb.run(&["verify"]);
+        assert_eq!(run.code, 0, "seed {seed}: {}\nscript:\n{script}", run.stdout);
+        eprintln!("seed {seed}: {}", run.stdout.lines().last().unwrap_or_default());
+    }
 }
