@@ -1,7 +1,8 @@
 //! Bring-up and teardown of V VPCs × S subnets: vpcsh against the baseline beside this file
 //! (`baseline-ip.sh`: the same topology the way the original tool built it, one `ip` or
 //! `iptables` process per step), side by side in one run, each in its own sandbox. Prints
-//! every round, the medians and the ratios.
+//! every round, the medians and the ratios: apply, no-op re-apply, destroy, an apply right
+//! after a destroy (while the kernel still reaps namespaces), and an apply's peak RSS.
 //!
 //! `cargo bench --bench apply` (as root); `-- --quick` for one small round without the
 //! baseline (a smoke test: it prints, it asserts no time). Env: BENCH_SIZES ("1x10,4x25,10x50";
@@ -11,7 +12,7 @@
 //! runs several times slower, whichever tool it is.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 const VPCSH: &str = env!("CARGO_BIN_EXE_vpcsh");
@@ -40,17 +41,29 @@ fn script(v: usize, s: usize, firewall: bool) -> String {
     out
 }
 
-fn vpcsh(sandbox: &str, state: &Path, args: &[&str]) -> f64 {
+/// Runs vpcsh to the end: its wall time in ms and its peak resident memory in MiB.
+fn vpcsh(sandbox: &str, state: &Path, args: &[&str]) -> (f64, f64) {
+    let errors = state.with_extension("stderr");
     let start = Instant::now();
-    let out = Command::new(VPCSH)
+    // Reaped by wait4 below, which also reports its peak memory.
+    #[allow(clippy::zombie_processes)]
+    let child = Command::new(VPCSH)
         .args(["--sandbox", sandbox, "--state-dir"])
         .arg(state)
         .args(args)
-        .output()
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&errors).unwrap())
+        .spawn()
         .unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid, and wait4 fills it for the child we started.
+    let mut usage: nix::libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, which nothing else waits for.
+    let pid = unsafe { nix::libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
     let ms = start.elapsed().as_secs_f64() * 1000.0;
-    assert!(out.status.success(), "vpcsh {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    ms
+    let ok = pid > 0 && nix::libc::WIFEXITED(status) && nix::libc::WEXITSTATUS(status) == 0;
+    assert!(ok, "vpcsh {args:?} failed: {}", std::fs::read_to_string(&errors).unwrap_or_default());
+    (ms, usage.ru_maxrss as f64 / 1024.0)
 }
 
 /// Runs the baseline script and returns the `KEY=ms` figure it prints.
@@ -82,11 +95,14 @@ struct Setup {
     tmp: PathBuf,
 }
 
-/// Medians of one size: vpcsh up, no-op re-apply, down; the baseline's up and down.
+/// Medians of one size: vpcsh up, no-op re-apply, down, up again at once after a down, the
+/// peak RSS of an apply; the baseline's up and down.
 struct Figures {
     up: f64,
     noop: f64,
     down: f64,
+    up_again: f64,
+    rss: f64,
     bl_up: f64,
     bl_down: f64,
 }
@@ -97,12 +113,18 @@ fn measure(v: usize, s: usize, setup: &Setup) -> Figures {
     std::fs::write(&script_path, script(v, s, setup.firewall)).unwrap();
     let script = script_path.to_str().unwrap();
     let (mut up, mut noop, mut down, mut bl_up, mut bl_down) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut up_again, mut rss) = (vec![], vec![]);
     for round in 1..=setup.rounds {
         let sandbox = format!("vb{}-{v}x{s}-{round}", std::process::id());
         let state = setup.tmp.join(&sandbox);
-        up.push(vpcsh(&sandbox, &state, &["apply", script]));
-        noop.push(vpcsh(&sandbox, &state, &["apply", script]));
-        down.push(vpcsh(&sandbox, &state, &["destroy"]));
+        let (ms, mib) = vpcsh(&sandbox, &state, &["apply", script]);
+        up.push(ms);
+        rss.push(mib);
+        noop.push(vpcsh(&sandbox, &state, &["apply", script]).0);
+        down.push(vpcsh(&sandbox, &state, &["destroy"]).0);
+        // At once, while the kernel still tears the last namespaces down.
+        up_again.push(vpcsh(&sandbox, &state, &["apply", script]).0);
+        vpcsh(&sandbox, &state, &["destroy"]);
         std::thread::sleep(setup.settle);
         if let Some(baseline_script) = &setup.baseline {
             let bl_state = setup.tmp.join(format!("baseline-{v}x{s}-{round}.state"));
@@ -116,16 +138,20 @@ fn measure(v: usize, s: usize, setup: &Setup) -> Figures {
             _ => "no baseline".into(),
         };
         println!(
-            "  round {round}: vpcsh up {:.1} ms, no-op {:.1} ms, down {:.1} ms; {baseline}",
+            "  round {round}: vpcsh up {:.1} ms, no-op {:.1} ms, down {:.1} ms, up again {:.1} ms, {:.1} MiB; {baseline}",
             up[round - 1],
             noop[round - 1],
             down[round - 1],
+            up_again[round - 1],
+            rss[round - 1],
         );
     }
     Figures {
         up: median(up),
         noop: median(noop),
         down: median(down),
+        up_again: median(up_again),
+        rss: median(rss),
         bl_up: median(bl_up),
         bl_down: median(bl_down),
     }
@@ -176,20 +202,32 @@ fn main() {
         table.push(((v, s), measure(v, s, &setup)));
     }
     println!(
-        "\n{:<8} {:>11} {:>10} {:>11} {:>10} {:>12} {:>12} {:>8} {:>8}",
-        "size", "vpcsh up", "ms/subnet", "no-op", "down", "baseline up", "baseline dn", "up x", "down x"
+        "\n{:<8} {:>11} {:>10} {:>11} {:>10} {:>11} {:>8} {:>12} {:>12} {:>8} {:>8}",
+        "size",
+        "vpcsh up",
+        "ms/subnet",
+        "no-op",
+        "down",
+        "up again",
+        "RSS",
+        "baseline up",
+        "baseline dn",
+        "up x",
+        "down x"
     );
     for ((v, s), f) in &table {
         let n = (v * s) as f64;
         // Without a baseline (--quick) its columns say so rather than NaN.
         let or_dash = |x: f64, unit: &str| if x.is_nan() { "-".to_string() } else { format!("{x:.1}{unit}") };
         println!(
-            "{:<8} {:>8.1} ms {:>10.2} {:>8.1} ms {:>7.1} ms {:>12} {:>12} {:>8} {:>8}",
+            "{:<8} {:>8.1} ms {:>10.2} {:>8.1} ms {:>7.1} ms {:>8.1} ms {:>4.0} MiB {:>12} {:>12} {:>8} {:>8}",
             format!("{v}x{s}"),
             f.up,
             f.up / n,
             f.noop,
             f.down,
+            f.up_again,
+            f.rss,
             or_dash(f.bl_up, " ms"),
             or_dash(f.bl_down, " ms"),
             or_dash(f.bl_up / f.up, "x"),

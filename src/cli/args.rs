@@ -61,7 +61,7 @@ pub(super) struct Global {
     /// [default: 20000].
     #[arg(long, global = true, value_name = "N", env = "VPCSH_MAX_NAMESPACES")]
     pub(super) max_namespaces: Option<usize>,
-    /// Seconds a probe without its own `timeout` waits [default: 0.5 in a sandbox, 1 on a
+    /// Seconds a probe without its own `timeout` waits [default: 0.2 in a sandbox, 1 on a
     /// real host].
     #[arg(long, global = true, value_name = "SECONDS", env = "VPCSH_PROBE_TIMEOUT",
           value_parser = |s: &str| s.parse::<f64>().map_err(|e| e.to_string()).and_then(super::config::seconds))]

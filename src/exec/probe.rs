@@ -28,8 +28,10 @@ pub(crate) struct Output {
 
 /// How long a probe waits for an answer on a real host (1 s, as the reference documents).
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(1);
-/// The same in a sandbox, where every answer comes from this machine within a millisecond.
-pub(crate) const SANDBOX_TIMEOUT: Duration = Duration::from_millis(500);
+/// The same in a sandbox, where every answer comes from this machine within a millisecond
+/// (a round trip through four namespaces takes about 0.1 ms; 200 ms leaves room for a
+/// machine busy with other work, which `tests/integration/workloads.rs` checks under load).
+pub(crate) const SANDBOX_TIMEOUT: Duration = Duration::from_millis(200);
 
 static NEXT_ID: AtomicU16 = AtomicU16::new(0);
 

@@ -73,7 +73,7 @@ pub(crate) struct Target {
     pub prefix: String,
     /// The real host's interface towards the internet; default: the default route's.
     pub uplink: Option<String>,
-    /// How long a probe without its own `timeout` waits (configured); default: 0.5 s in a
+    /// How long a probe without its own `timeout` waits (configured); default: 0.2 s in a
     /// sandbox, 1 s on a real host.
     pub probe_timeout: Option<std::time::Duration>,
 }

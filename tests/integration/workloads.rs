@@ -109,6 +109,40 @@ fn probes_take_a_timeout_and_a_count() {
     assert!(run.stdout.contains("probes ok"), "{run:?}");
 }
 
+#[test]
+fn default_probe_timeouts_give_no_false_unreachable_under_load() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let sb = Sandbox::new("probeload");
+    // Every core busy twice over while the probes run with their default (sandbox) wait.
+    let stop = Arc::new(AtomicBool::new(false));
+    let hogs: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                }
+            })
+        })
+        .collect();
+    let run = sb.apply(&format!(
+        r#"{TOPOLOGY}
+        serve(w1, 80);
+        let missed = 0;
+        for i in 0..100 {{
+            if !ping(db, w1) {{ missed += 1; }}
+            if !connect(db, w1, 80) {{ missed += 1; }}
+            if i % 10 == 0 && ping(w1, d1) {{ missed += 1000; }}
+        }}
+        print(`missed ${{missed}}`);"#
+    ));
+    stop.store(true, Ordering::Relaxed);
+    hogs.into_iter().for_each(|h| h.join().unwrap());
+    assert!(run.stdout.contains("missed 0"), "{run:?}");
+}
+
 /// The `status --json` records of the processes whose command mentions `needle`.
 fn records(sb: &Sandbox, needle: &str) -> Vec<serde_json::Value> {
     let status: serde_json::Value = serde_json::from_str(&sb.run(&["status", "--json"]).stdout).unwrap();
