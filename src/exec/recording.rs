@@ -41,14 +41,7 @@ impl Backend for Recording {
                 message: "no such namespace".into(),
             },
         };
-        let link = |kind| Link {
-            kind,
-            master: None,
-            up: true,
-            owner: Owner::Unclaimed,
-            ours: true,
-            route_localnet: false,
-        };
+        let link = recorded_link;
         match op {
             Op::CreateNetns { ns, forwarding, ipv6 } => {
                 let mut n = Netns { forwarding: *forwarding, ipv6: Some(*ipv6), ..Netns::default() };
@@ -87,14 +80,7 @@ impl Backend for Recording {
 
 /// An operation on one namespace's recorded state.
 fn apply_in(n: &mut Netns, op: &Op) {
-    let link = |kind| Link {
-        kind,
-        master: None,
-        up: true,
-        owner: Owner::Unclaimed,
-        ours: true,
-        route_localnet: false,
-    };
+    let link = recorded_link;
     match op {
         Op::SetForwarding { on, .. } => n.forwarding = *on,
         Op::SetIpv6 { on, .. } => n.ipv6 = Some(*on),
@@ -146,4 +132,9 @@ fn apply_in(n: &mut Netns, op: &Op) {
             unreachable!("the caller handles what spans namespaces")
         }
     }
+}
+
+/// A link as vpcsh makes it, up and in its group.
+fn recorded_link(kind: LinkKind) -> Link {
+    Link { kind, master: None, up: true, owner: Owner::Unclaimed, ours: true, route_localnet: false }
 }

@@ -291,15 +291,22 @@ fn placement_problem(
         );
     }
     let (other, other_span, other_name) = placed.iter().find(|(n, ..)| n.overlaps(net))?;
-    Some(
-        Problem::new(
-            format!("subnet `{}` ({net}) overlaps subnet `{other_name}` ({other})", subnet.name),
-            subnet.span,
-            "overlaps",
-        )
-        .related(*other_span, format!("`{other_name}` is {other}"))
-        .help("subnets of one VPC must not overlap; pick a free range"),
+    Some(overlap_problem(subnet, (net, (*other, *other_span, other_name)), "pick a free range"))
+}
+
+/// Two subnets of one VPC that share addresses (of either family).
+fn overlap_problem<N: std::fmt::Display>(
+    subnet: &SubnetDecl,
+    (net, (other, other_span, other_name)): (N, (N, Span, &str)),
+    advice: &str,
+) -> Problem {
+    Problem::new(
+        format!("subnet `{}` ({net}) overlaps subnet `{other_name}` ({other})", subnet.name),
+        subnet.span,
+        "overlaps",
     )
+    .related(other_span, format!("`{other_name}` is {other}"))
+    .help(format!("subnets of one VPC must not overlap; {advice}"))
 }
 
 /// Why a subnet's IPv6 /64 cannot be: its VPC is IPv4-only, it is not a /64, it is
@@ -344,15 +351,11 @@ fn placement6_problem(
         );
     }
     let (other, other_span, other_name) = placed.iter().find(|(n, ..)| n.overlaps(net))?;
-    Some(
-        Problem::new(
-            format!("subnet `{}` ({net}) overlaps subnet `{other_name}` ({other})", subnet.name),
-            subnet.span,
-            "overlaps",
-        )
-        .related(*other_span, format!("`{other_name}` is {other}"))
-        .help("subnets of one VPC must not overlap; leave `ipv6: true` to get a free /64"),
-    )
+    Some(overlap_problem(
+        subnet,
+        (net, (*other, *other_span, other_name)),
+        "leave `ipv6: true` to get a free /64",
+    ))
 }
 
 /// Host names are unique within a VPC, and so are the interface names they shorten to.
