@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 
 const EVERYTHING: &str = r#"
-let prod = vpc("prod", "10.10.0.0/16");
-let web  = prod.subnet("web", "10.10.1.0/24", #{ public: true });
+let prod = vpc("prod", "10.10.0.0/16", #{ ipv6: "fd10:10::/56" });
+let web  = prod.subnet("web", "10.10.1.0/24", #{ public: true, ipv6: true });
 let app  = prod.subnet("app", "10.10.2.0/24");
 nat(app);
 let w1 = web.host("w1");
-let dev = vpc("dev", "10.20.0.0/16");
+let dev = vpc("dev", "10.20.0.0/16", #{ host_access: true });
 let d1  = dev.subnet("s1", "10.20.1.0/24");
 peer(prod, dev);
 firewall(app, #{ ingress: [#{ proto: "tcp", port: 80, action: "allow" }] });
@@ -58,6 +58,10 @@ fn converges(sb: &Sandbox, script: &Path, crash_point: &str) {
     );
     let body = get(&sb.ns("internet"), "198.51.100.2", 8080, "/");
     assert_eq!(body.as_deref(), Some("prod/w1\n"), "{crash_point}: published port");
+    let body = get(&sb.ns(""), "127.0.0.1", 8080, "/");
+    assert_eq!(body.as_deref(), Some("prod/w1\n"), "{crash_point}: published port on the machine's loopback");
+    let seen = get(&sb.ns("prod.w1"), "2001:db8::1", 80, "/ip");
+    assert_eq!(seen.as_deref(), Some("fd10:10::2\n"), "{crash_point}: IPv6 to the internet");
     let seen = get(&sb.ns("prod.app"), "198.51.100.1", 80, "/ip");
     assert_eq!(seen.as_deref(), Some("198.51.100.2\n"), "{crash_point}: NAT egress");
     assert!(ping(&sb.ns("dev.s1"), "10.10.1.2"), "{crash_point}: peering");
