@@ -22,6 +22,9 @@ use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessage
 use super::nft::Nft;
 use super::{OpError, netns};
 
+/// Below this many namespaces per reader, one reader is faster than starting another.
+const PARALLEL_FROM: usize = 64;
+
 /// The family name of iptables-legacy chains (see `ForeignChain`).
 const LEGACY: &str = super::iptables_legacy::FAMILY;
 const ENODEV: i32 = nix::errno::Errno::ENODEV as i32;
@@ -553,17 +556,47 @@ fn route_message(route: &Route) -> RouteMessage {
 impl Netlink {
     /// The network state of those of `namespaces` that exist (no processes: see `System`).
     pub(crate) fn observe(&mut self, namespaces: &BTreeSet<String>) -> Result<KernelState, OpError> {
+        let present: Vec<&String> = namespaces.iter().filter(|ns| netns::exists(ns)).collect();
+        self.spaces.retain(|ns, _| !namespaces.contains(ns) || present.contains(&ns));
+        // Every namespace is read on its own sockets: a large network is read on every core,
+        // a second reader with its own runtime taking half (its sockets close after; applying
+        // to one of those namespaces opens it again).
+        let helpers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4) - 1;
+        let chunk = present.len().div_ceil(helpers + 1).max(PARALLEL_FROM);
+        let mut parts = present.chunks(chunk);
+        let mine = parts.next().unwrap_or_default();
         let mut state = KernelState::default();
-        for ns in namespaces {
-            if !netns::exists(ns) {
-                self.spaces.remove(ns);
-                continue;
+        std::thread::scope(|s| {
+            let others: Vec<_> = parts
+                .map(|part| {
+                    s.spawn(move || {
+                        let mut reader =
+                            Netlink::new().map_err(|e| OpError::new("reading namespaces", &e))?;
+                        reader.observe_each(part)
+                    })
+                })
+                .collect();
+            state.namespaces = self.observe_each(mine)?;
+            for other in others {
+                let part = other.join().map_err(|_| {
+                    OpError::new("reading namespaces", &io::Error::other("a reader panicked"))
+                })??;
+                state.namespaces.extend(part);
             }
-            let observed =
-                self.observe_ns(ns).map_err(|e| OpError::new(format!("observing netns {ns}"), &e))?;
-            state.namespaces.insert(ns.clone(), observed);
-        }
+            Ok::<_, OpError>(())
+        })?;
         Ok(state)
+    }
+
+    fn observe_each(&mut self, namespaces: &[&String]) -> Result<BTreeMap<String, Netns>, OpError> {
+        namespaces
+            .iter()
+            .map(|ns| {
+                let observed =
+                    self.observe_ns(ns).map_err(|e| OpError::new(format!("observing netns {ns}"), &e))?;
+                Ok(((*ns).clone(), observed))
+            })
+            .collect()
     }
 
     pub(crate) fn apply(&mut self, op: &Op) -> Result<(), OpError> {

@@ -358,3 +358,27 @@ fn a_name_taken_by_someone_else_is_left_alone_and_reported() {
     assert!(!sb.namespaces().contains(&sb.ns("prod.db")), "the half-made subnet stayed");
     assert!(ping(&sb.ns("prod.w1"), "10.9.2.2"), "the rest still works");
 }
+
+#[test]
+fn a_large_network_is_read_in_parallel_and_drift_anywhere_is_seen() {
+    // Over 64 namespaces are read by more than one reader; drift in any part must show.
+    let sb = Sandbox::new("wide");
+    let mut script = String::from("let v = vpc(\"v\", \"10.50.0.0/16\");\n");
+    for i in 0..90 {
+        script += &format!("v.subnet(\"s{i}\", \"10.50.{i}.0/24\");\n");
+    }
+    sb.apply(&script);
+    assert_eq!(sb.run(&["status"]).code, 0);
+    for host in ["s0", "s45", "s89"] {
+        let ns = sb.ns(&format!("v.{host}"));
+        assert_eq!(in_ns(&ns, &["ip", "route", "del", "default"]).code, 0);
+    }
+    let status = sb.run(&["status"]);
+    assert_eq!(status.code, 1, "{status:?}");
+    for host in ["s0", "s45", "s89"] {
+        assert!(status.stdout.contains(&format!("drifted  host v/{host}")), "{host}: {status:?}");
+    }
+    let again = sb.apply(&script);
+    assert!(again.stdout.contains("3 created, 0 changed, 0 deleted"), "{again:?}");
+    assert_eq!(sb.run(&["status"]).code, 0);
+}
