@@ -22,16 +22,19 @@ fn env_num(name: &str, default: usize) -> usize {
 }
 
 /// The baseline's topology as a vpcsh script: VPC v = 10.v.0.0/16, subnet s = 10.v.s.0/24
-/// with one host, odd subnets public.
+/// with one host, odd subnets public. Past 255 subnets a VPC's subnets are /26s instead
+/// (the baseline stops at 255).
 fn script(v: usize, s: usize, firewall: bool) -> String {
     let mut out = String::new();
     for i in 1..=v {
         out += &format!("let v{i} = vpc(\"v{i}\", \"10.{i}.0.0/16\");\n");
         for j in 1..=s {
-            out += &format!(
-                "let s = v{i}.subnet(\"s{j}\", \"10.{i}.{j}.0/24\", #{{ public: {} }});\n",
-                j % 2 == 1
-            );
+            let cidr = if s <= 255 {
+                format!("10.{i}.{j}.0/24")
+            } else {
+                format!("10.{i}.{}.{}/26", j / 4, (j % 4) * 64)
+            };
+            out += &format!("let s = v{i}.subnet(\"s{j}\", \"{cidr}\", #{{ public: {} }});\n", j % 2 == 1);
             if firewall {
                 out += "firewall(s, #{ ingress: [#{ proto: \"tcp\", port: 80, action: \"allow\" }, \
                         #{ proto: \"tcp\", port: 22, action: \"deny\" }] });\n";

@@ -382,3 +382,22 @@ fn a_large_network_is_read_in_parallel_and_drift_anywhere_is_seen() {
     assert!(again.stdout.contains("3 created, 0 changed, 0 deleted"), "{again:?}");
     assert_eq!(sb.run(&["status"]).code, 0);
 }
+
+#[test]
+fn a_ruleset_larger_than_a_socket_buffer_is_one_batch() {
+    // 1,200 rules in one host's table: some 300 KB in one atomic batch, past the default
+    // netlink send buffer (a router of ~250 egress subnets gets there too).
+    let sb = Sandbox::new("bigrules");
+    sb.apply(
+        r#"let v = vpc("v", "10.60.0.0/16");
+           let s = v.subnet("s", "10.60.1.0/24");
+           let a = s.host("a"); let b = s.host("b");
+           let rules = [];
+           for port in 1000..2200 { rules.push(#{ proto: "tcp", port: port, action: "allow" }); }
+           firewall(b, #{ ingress: rules });"#,
+    );
+    let rules = in_ns(&sb.ns("v.b"), &["nft", "list", "table", "inet", "vpcsh"]).stdout;
+    assert!(rules.matches("comment \"vpcsh").count() > 1200, "{} bytes", rules.len());
+    let _server = Server::start(&sb.ns("v.b"), 2199, "last\n");
+    assert_eq!(get(&sb.ns("v.a"), "10.60.1.3", 2199, "/").as_deref(), Some("last\n"), "the last rule works");
+}
