@@ -10,8 +10,7 @@ use serde_json::json;
 
 use crate::exec::probe;
 use crate::model::reach::{self, Context, Flow, Place, Verdict};
-use crate::model::{Network, Protected, RuleProto};
-use crate::plan::Passage;
+use crate::model::{Network, Protected, RuleProto, Transport};
 use crate::plan::desired::{INTERNET_IP, INTERNET_IP6, SANDBOX_UPLINK_IP};
 use crate::plan::naming::Naming;
 use crate::session::{self, Failure, Target};
@@ -20,15 +19,8 @@ use crate::session::{self, Failure, Target};
 /// block VPC traffic (when the kernel can be read), and whether IPv6 reaches the internet.
 fn applied(target: &Target) -> Result<(Network, Context), Failure> {
     let network = session::applied(target)?;
-    let blocking_chains = session::status_plan(target)
-        .map(|(_, plan)| {
-            plan.host_firewall
-                .iter()
-                .filter(|(_, p)| *p == Passage::Blocked)
-                .map(|(c, _)| c.to_string())
-                .collect()
-        })
-        .unwrap_or_default();
+    // Reading the machine needs privileges; without them, explain from the model alone.
+    let blocking_chains = session::blocking_chains(target).unwrap_or_default();
     Ok((network, Context { ipv6_internet: target.sandbox.is_some(), blocking_chains }))
 }
 
@@ -39,13 +31,7 @@ fn place(network: &Network, text: &str) -> Result<(Place, Option<bool>), Failure
         return Ok((Place::Internet(INTERNET_IP.into()), None));
     }
     if let Ok(ip) = text.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
-        let host =
-            network.hosts().find(|(_, _, h)| IpAddr::V4(h.ip) == ip || h.ip6.map(IpAddr::V6) == Some(ip));
-        let place = host.map_or(Place::Internet(ip), |(v, _, h)| Place::Host {
-            vpc: v.name.clone(),
-            host: h.name.clone(),
-        });
-        return Ok((place, Some(ip.is_ipv6())));
+        return Ok((Place::at(network, ip), Some(ip.is_ipv6())));
     }
     let found: Vec<_> = network
         .hosts()
@@ -167,7 +153,7 @@ fn flows(network: &Network, naming: &Naming, context: &Context) -> Vec<Probe> {
             for p in network
                 .publishes
                 .iter()
-                .filter(|p| p.vpc == v.name && p.host == h.name && p.proto.to_string() == "tcp")
+                .filter(|p| p.vpc == v.name && p.host == h.name && p.proto == Transport::Tcp)
             {
                 let flow = Flow {
                     from: from.clone(),

@@ -233,6 +233,13 @@ pub(crate) struct Declarations {
     allocators: HashMap<SubnetId, ipam::Allocator>,
 }
 
+impl VpcDecl {
+    /// Its IPv6 /56, when declared and valid.
+    pub(crate) fn prefix6(&self) -> Option<Ipv6Network> {
+        self.ipv6.as_ref().and_then(|c| c.net).filter(|n| n.prefix() == ipam6::VPC_PREFIX)
+    }
+}
+
 impl Declarations {
     pub(crate) fn vpc(&self, id: VpcId) -> &VpcDecl {
         &self.vpcs[id.0]
@@ -505,6 +512,13 @@ impl Network {
             workloads: self.workloads.iter().filter(|w| !gone(&w.vpc)).cloned().collect(),
             firewalls: self.firewalls.iter().filter(|f| !gone(&f.vpc)).cloned().collect(),
         }
+    }
+
+    /// The host that has `ip` (of either family), with its VPC.
+    pub(crate) fn host_at(&self, ip: std::net::IpAddr) -> Option<(&Vpc, &Host)> {
+        self.hosts()
+            .find(|(_, _, h)| std::net::IpAddr::V4(h.ip) == ip || h.ip6.map(std::net::IpAddr::V6) == Some(ip))
+            .map(|(v, _, h)| (v, h))
     }
 
     /// Every host with its VPC and subnet.

@@ -20,6 +20,15 @@ pub(crate) enum Place {
     Internet(IpAddr),
 }
 
+impl Place {
+    /// An address as a place: the host that has it, else the internet.
+    pub(crate) fn at(network: &Network, ip: IpAddr) -> Place {
+        network
+            .host_at(ip)
+            .map_or(Place::Internet(ip), |(v, h)| Place::Host { vpc: v.name.clone(), host: h.name.clone() })
+    }
+}
+
 /// What is asked: from, to, a protocol and a port (0 with ICMP: an echo), over one family.
 #[derive(Clone, Debug)]
 pub(crate) struct Flow {

@@ -191,7 +191,7 @@ fn resolve_vpc(
     problems: &mut Vec<Problem>,
 ) -> Vpc {
     let vpc = decls.vpc(vpc_id);
-    let cidr6 = vpc.ipv6.as_ref().and_then(|c| c.net).filter(|n| n.prefix() == ipam6::VPC_PREFIX);
+    let cidr6 = vpc.prefix6();
     let mut out = Vpc {
         name: vpc.name.clone(),
         cidr: vpc_net,
@@ -418,7 +418,7 @@ fn peerings(decls: &Declarations, problems: &mut Vec<Problem>) -> Vec<Peering> {
 
 /// A VPC's prefixes: its IPv4 CIDR, and its IPv6 /56 when it has a valid one.
 fn vpc_nets(vpc: &VpcDecl) -> Vec<IpNetwork> {
-    let v6 = vpc.ipv6.as_ref().and_then(|c| c.net).filter(|n| n.prefix() == ipam6::VPC_PREFIX);
+    let v6 = vpc.prefix6();
     vpc.cidr.net.map(IpNetwork::V4).into_iter().chain(v6.map(IpNetwork::V6)).collect()
 }
 

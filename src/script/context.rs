@@ -77,7 +77,7 @@ pub(super) fn fail_here<T>(ctx: &NativeCallContext, shared: &Shared, message: St
     fail(ctx, Fault::new(message, span(shared, ctx), label))
 }
 
-/// Parses `a.b.c.d/n`, rejecting host bits so a typo cannot silently move a network.
+/// Parses `a.b.c.d/n`, rejecting host bits.
 fn parse_cidr(text: &str) -> Result<Ipv4Network, (String, Option<String>)> {
     let Some((addr, prefix)) = text.split_once('/') else {
         return Err((
@@ -91,13 +91,19 @@ fn parse_cidr(text: &str) -> Result<Ipv4Network, (String, Option<String>)> {
         .zip(prefix.parse::<u8>().ok())
         .and_then(|(a, p)| Ipv4Network::new(a, p).ok())
         .ok_or_else(|| (format!("`{text}` is not a valid IPv4 CIDR"), Some("e.g. 10.0.0.0/16".into())))?;
-    if net.ip() != net.network() {
-        return Err((
-            format!("`{text}` has host bits set"),
-            Some(format!("did you mean {}/{}?", net.network(), net.prefix())),
-        ));
+    exact(text, net)
+}
+
+/// A network written with host bits set is refused, so a typo cannot silently move it.
+fn exact<N: Copy + Into<IpNetwork>>(text: &str, net: N) -> Result<N, (String, Option<String>)> {
+    let any: IpNetwork = net.into();
+    if any.ip() == any.network() {
+        return Ok(net);
     }
-    Ok(net)
+    Err((
+        format!("`{text}` has host bits set"),
+        Some(format!("did you mean {}/{}?", any.network(), any.prefix())),
+    ))
 }
 
 /// A CIDR as written; a bad one is recorded as a problem (validation reports them all).
@@ -144,13 +150,7 @@ fn parse_cidr6(text: &str) -> Result<Ipv6Network, (String, Option<String>)> {
         .split_once('/')
         .and_then(|(addr, prefix)| Ipv6Network::new(addr.parse().ok()?, prefix.parse().ok()?).ok())
         .ok_or_else(|| (format!("`{text}` is not a valid IPv6 prefix"), Some("e.g. fd10:10::/56".into())))?;
-    if net.ip() != net.network() {
-        return Err((
-            format!("`{text}` has host bits set"),
-            Some(format!("did you mean {}/{}?", net.network(), net.prefix())),
-        ));
-    }
-    Ok(net)
+    exact(text, net)
 }
 
 /// Checks an options map against the keys a function takes.

@@ -133,8 +133,7 @@ fn declare_host(ctx: &NativeCallContext, subnet: &SubnetHandle, name: &str, opts
 /// when last applied. Without a VPC prefix there is nothing to choose (validation says why).
 fn next_free_64(shared: &mut Shared, vpc: VpcId, name: &str, span: Span) -> Cidr6 {
     let decl = shared.decls.vpc(vpc).clone();
-    let Some(vpc6) = decl.ipv6.as_ref().and_then(|c| c.net).filter(|n| n.prefix() == ipam6::VPC_PREFIX)
-    else {
+    let Some(vpc6) = decl.prefix6() else {
         return Cidr6 { net: None };
     };
     let taken: Vec<_> =

@@ -17,13 +17,7 @@ use crate::model::{FirewallTarget, Network, Protected, RuleProto, validate};
 fn place(network: &Network, (endpoint, ip): (Endpoint, IpAddr)) -> Place {
     match endpoint {
         Endpoint::Host { vpc, host } => Place::Host { vpc, host },
-        Endpoint::Internet => network
-            .hosts()
-            .find(|(_, _, h)| IpAddr::V4(h.ip) == ip || h.ip6.map(IpAddr::V6) == Some(ip))
-            .map_or(Place::Internet(ip), |(v, _, h)| Place::Host {
-                vpc: v.name.clone(),
-                host: h.name.clone(),
-            }),
+        Endpoint::Internet => Place::at(network, ip),
     }
 }
 

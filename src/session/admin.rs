@@ -144,6 +144,13 @@ pub(crate) fn reference() -> String {
     Interpreter::new(Box::new(held_back), Network::default()).reference().markdown()
 }
 
+/// Other tools' chains on the machine that drop VPC traffic and that vpcsh cannot open,
+/// read from the machine alone (not the whole network, as `status_plan` does).
+pub(crate) fn blocking_chains(target: &Target) -> Result<Vec<String>, Failure> {
+    let mut runner = Runner::open(target)?;
+    Ok(runner.blocking_chains()?)
+}
+
 /// The plan that would repair drift: what `status` reports on.
 pub(crate) fn status_plan(target: &Target) -> Result<(Runner, Plan), Failure> {
     let mut runner = Runner::open(target)?;

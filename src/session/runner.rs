@@ -92,6 +92,17 @@ impl Runner {
         Ok(desired::desired(network, &desired::Machine { naming: &self.naming, uplink: &uplink }))
     }
 
+    /// The machine's foreign chains that drop what they do not accept and that vpcsh cannot
+    /// write to (the plan's `Passage::Blocked`, without planning).
+    pub(crate) fn blocking_chains(&mut self) -> Result<Vec<String>, EffectError> {
+        let machine = self.naming.machine_ns();
+        if machine != HOST_NS && !netns::exists(&machine) {
+            return Ok(Vec::new());
+        }
+        let chains = self.backend.host_firewall(&machine).map_err(op_failure)?;
+        Ok(chains.into_iter().filter(|(c, open)| !c.writable && !open).map(|(c, _)| c.to_string()).collect())
+    }
+
     /// Observes every namespace vpcsh owns here or wants.
     fn observe(&mut self, desired: &KernelState) -> Result<KernelState, EffectError> {
         // A run killed between creating a namespace's file and mounting onto it left the

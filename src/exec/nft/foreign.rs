@@ -14,9 +14,7 @@ use crate::plan::kernel::ForeignChain;
 use crate::plan::naming::MACHINE_UPLINK_PREFIX;
 use crate::plan::nft::{Action, IfName, Match, Rule};
 
-const NFPROTO_UNSPEC: u8 = 0;
 const NFT_MSG_DELRULE: u16 = 8;
-const NFTA_TABLE_FLAGS: u16 = 2;
 const NFTA_RULE_HANDLE: u16 = 3;
 /// A table that its creator owns: no other process may change it.
 const NFT_TABLE_F_OWNER: u32 = 2;
@@ -54,19 +52,11 @@ fn passage_rules() -> [Rule; 2] {
 impl Nft {
     /// Every other tool's dropping forward chain here, with whether vpcsh's rules are in it.
     pub(crate) fn foreign_chains(&mut self) -> io::Result<BTreeMap<ForeignChain, bool>> {
-        let seq = self.next_seq();
-        let tables = self
-            .request_by_family(Msg::nft_in(NFPROTO_UNSPEC, NFT_MSG_GETTABLE, NLM_F_DUMP, seq), seq)?
-            .map_err(io::Error::from_raw_os_error)?;
-        let owned: HashSet<(u8, String)> = tables
-            .iter()
-            .filter_map(|(family, body)| {
-                let a = attrs(body);
-                let get = |t: u16| a.iter().find(|(ty, _)| *ty == t).map(|(_, v)| *v);
-                let flags = get(NFTA_TABLE_FLAGS).map(be32).unwrap_or_default();
-                (flags & NFT_TABLE_F_OWNER != 0)
-                    .then(|| (*family, get(NFTA_TABLE_NAME).map(text).unwrap_or_default()))
-            })
+        let owned: HashSet<(u8, String)> = self
+            .tables()?
+            .into_iter()
+            .filter(|(.., flags)| flags & NFT_TABLE_F_OWNER != 0)
+            .map(|(family, name, _)| (family, name))
             .collect();
         let seq = self.next_seq();
         let chains = self

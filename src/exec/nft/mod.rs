@@ -26,6 +26,7 @@ const NFT_MSG_GETCHAIN: u16 = 4;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_GETRULE: u16 = 7;
 const NFT_MSG_GETGEN: u16 = 16;
+const NFPROTO_UNSPEC: u8 = 0;
 const NFPROTO_INET: u8 = 1;
 const NFPROTO_IPV4: u8 = 2;
 const NFPROTO_IPV6: u8 = 10;
@@ -563,24 +564,36 @@ impl Nft {
         Ok(if errno == 0 { Ok(replies) } else { Err(errno) })
     }
 
-    /// Whether vpcsh's table exists in `family`.
-    fn has_table(&mut self, family: u8) -> io::Result<bool> {
+    /// Every table here, of every family: (family, name, flags), in one dump.
+    fn tables(&mut self) -> io::Result<Vec<(u8, String, u32)>> {
+        const NFTA_TABLE_FLAGS: u16 = 2;
         let seq = self.next_seq();
-        let mut get = Msg::nft_in(family, NFT_MSG_GETTABLE, NLM_F_ACK, seq);
-        get.str(NFTA_TABLE_NAME, TABLE);
-        match self.request(get, seq)? {
-            Err(errno) if errno == nix::errno::Errno::ENOENT as i32 => Ok(false),
-            Err(errno) => Err(io::Error::from_raw_os_error(errno)),
-            Ok(_) => Ok(true),
-        }
+        let tables = self
+            .request_by_family(Msg::nft_in(NFPROTO_UNSPEC, NFT_MSG_GETTABLE, NLM_F_DUMP, seq), seq)?
+            .map_err(io::Error::from_raw_os_error)?;
+        Ok(tables
+            .iter()
+            .map(|(family, body)| {
+                let a = attrs(body);
+                let get = |t: u16| a.iter().find(|(ty, _)| *ty == t).map(|(_, v)| *v);
+                let flags = get(NFTA_TABLE_FLAGS).map(be32).unwrap_or_default();
+                (*family, get(NFTA_TABLE_NAME).map(text).unwrap_or_default(), flags)
+            })
+            .collect())
     }
 
     /// The signature (see `Ruleset::signature`) of vpcsh's table, or `None` without one.
     pub(crate) fn observe(&mut self) -> io::Result<Option<Vec<String>>> {
+        let families: Vec<u8> = self
+            .tables()?
+            .into_iter()
+            .filter(|(_, name, _)| name == TABLE)
+            .map(|(family, ..)| family)
+            .collect();
         // The IPv4-only table of a vpcsh from before IPv6 is vpcsh's too: seen, it is
         // replaced (or deleted) like any other drift.
-        let legacy = self.has_table(NFPROTO_IPV4)?.then(|| format!("table ip {TABLE} (IPv4 only)"));
-        if !self.has_table(NFPROTO_INET)? {
+        let legacy = families.contains(&NFPROTO_IPV4).then(|| format!("table ip {TABLE} (IPv4 only)"));
+        if !families.contains(&NFPROTO_INET) {
             return Ok(legacy.map(|l| vec![l]));
         }
         let seq = self.next_seq();
