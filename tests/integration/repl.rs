@@ -18,7 +18,9 @@ struct Session {
 
 impl Session {
     fn start(sb: &Sandbox) -> Self {
-        let command = format!("{VPCSH} --sandbox {} --state-dir {} repl", sb.name, sb.dir.0.display());
+        // `exec`: `script` runs the command through $SHELL, and a shell such as dash that
+        // waits for vpcsh would take the Ctrl-C meant for vpcsh and die of it on exit.
+        let command = format!("exec {VPCSH} --sandbox {} --state-dir {} repl", sb.name, sb.dir.0.display());
         let mut child = Command::new("script")
             .args(["-qfec", &command, "/dev/null"])
             .env("TERM", "xterm")
