@@ -16,7 +16,27 @@ use crate::exec::process::ProcessRecord;
 use crate::model::Network;
 
 pub(crate) const VERSION: u32 = 1;
-pub(crate) const DEFAULT_DIR: &str = "/var/lib/vpcsh";
+const SYSTEM_DIR: &str = "/var/lib/vpcsh";
+
+/// Where state lives unless configured: `/var/lib/vpcsh` for root; for anyone else
+/// `$XDG_STATE_HOME/vpcsh`, else `~/.local/state/vpcsh`, else (no home) a directory of
+/// their own, private to them, in the temp directory.
+pub(crate) fn default_dir(privileged: bool) -> PathBuf {
+    if privileged {
+        return PathBuf::from(SYSTEM_DIR);
+    }
+    let set = |var: &str| std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(dir) = set("XDG_STATE_HOME") {
+        return dir.join("vpcsh");
+    }
+    if let Some(home) = set("HOME").filter(|h| h.is_dir()) {
+        return home.join(".local/state/vpcsh");
+    }
+    let dir = std::env::temp_dir().join(format!("vpcsh-{}", nix::unistd::getuid()));
+    use std::os::unix::fs::DirBuilderExt;
+    let _ = fs::DirBuilder::new().mode(0o700).create(&dir);
+    dir
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct State {

@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
 # Runs vpcsh's whole test suite: unit tests, and integration tests that build real
 # topologies inside sandboxes (namespaces named vt<pid>-..., removed by each test).
-# Needs root for the kernel tests. Installs the few tools the tests use to look at the
-# kernel from outside (iproute2, ping, nft) and to imitate other firewalls (iptables)
-# when they are missing and apt-get is
-# there; vpcsh itself needs none of them.
+#
+# As root it installs the few tools the tests use to look at the kernel from outside
+# (iproute2, ping, nft, script) and to imitate other firewalls (iptables) when they are
+# missing; vpcsh itself needs none of them. As an ordinary user it asks for them instead,
+# and runs the suite inside a user namespace of its own (root there, with its own network
+# and /run): nothing on the machine changes, and no sudo is needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" != 0 ]; then
-  echo "tests/run.sh: the kernel tests make network namespaces: run it as root (sudo $0)" >&2
-  exit 1
+# Two cores: two test threads keep the kernel tests bounded and the run predictable.
+run_suite() {
+  exec cargo test --locked -- --test-threads="${VPCSH_TEST_THREADS:-2}"
+}
+
+if [ "${1:-}" = --in-user-namespace ]; then
+  # A /run of the namespace's own, where `ip netns` keeps its names.
+  mount -t tmpfs -o mode=755 tmpfs /run
+  mkdir /run/netns
+  ip link set lo up
+  run_suite
 fi
 
 need=()
@@ -19,6 +29,22 @@ command -v ping >/dev/null || need+=(iputils-ping)
 command -v nft >/dev/null || need+=(nftables)
 command -v script >/dev/null || need+=(bsdutils)
 command -v iptables-nft >/dev/null || need+=(iptables)
+
+if [ "$(id -u)" != 0 ]; then
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "tests/run.sh: the tests look at the kernel with tools this machine lacks: sudo apt-get install ${need[*]}" >&2
+    exit 1
+  fi
+  if ! unshare --user --map-root-user true 2>/dev/null; then
+    echo "tests/run.sh: this machine allows no unprivileged user namespaces: run the tests as root (sudo $0)," >&2
+    echo "  or allow them (sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone)" >&2
+    exit 1
+  fi
+  # Build first, with the machine's network (the namespace below has none).
+  cargo test --locked --no-run
+  CARGO_NET_OFFLINE=true exec unshare --user --map-root-user --net --mount --propagation private -- bash "$0" --in-user-namespace
+fi
+
 if [ ${#need[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null; then
     echo "tests/run.sh: installing ${need[*]}" >&2
@@ -29,6 +55,4 @@ if [ ${#need[@]} -gt 0 ]; then
     exit 1
   fi
 fi
-
-# Two cores: two test threads keep the kernel tests bounded and the run predictable.
-exec cargo test --locked -- --test-threads="${VPCSH_TEST_THREADS:-2}"
+run_suite

@@ -39,11 +39,12 @@ pub(super) struct Cli {
 #[derive(Args, Debug)]
 pub(super) struct Global {
     /// Work inside a sandbox namespace NAME that plays the machine, with a simulated
-    /// internet at 198.51.100.1; every namespace it makes starts with NAME.
+    /// internet at 198.51.100.1; every namespace it makes starts with NAME. Works without
+    /// root, inside a user namespace of its own.
     #[arg(long, global = true, value_name = "NAME")]
     pub(super) sandbox: Option<String>,
     /// Where vpcsh records what it owns (a sandbox keeps its own state below it)
-    /// [default: /var/lib/vpcsh].
+    /// [default: /var/lib/vpcsh as root, else $XDG_STATE_HOME/vpcsh or ~/.local/state/vpcsh].
     #[arg(long, global = true, value_name = "DIR", env = "VPCSH_STATE_DIR")]
     pub(super) state_dir: Option<PathBuf>,
     /// On the real host: the prefix of every namespace vpcsh makes (PREFIX.VPC, PREFIX.VPC.HOST)
@@ -175,6 +176,9 @@ pub(super) enum Command {
     /// The names `exec` and `logs` accept, one per line (for shell completion).
     #[command(name = "__targets", hide = true)]
     Targets,
+    /// A rootless sandbox's keeper: holds its user and mount namespaces between commands.
+    #[command(name = "__keep", hide = true)]
+    Keep { sandbox: String },
     /// The built-in HTTP server, run by vpcsh inside a namespace.
     #[command(name = "__serve", hide = true)]
     Serve {

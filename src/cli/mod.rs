@@ -5,6 +5,7 @@
 mod args;
 mod completions;
 mod config;
+mod rootless;
 mod script;
 mod test;
 
@@ -32,8 +33,9 @@ pub fn main() -> ExitCode {
         }
     };
     let out = Output { json: cli.global.json, quiet: cli.global.quiet, yes: cli.global.yes };
-    // The server vpcsh starts in a namespace takes everything from its flags.
-    let internal = matches!(cli.command, Some(Command::Serve { .. }));
+    // The server vpcsh starts in a namespace, and a sandbox's keeper, take everything from
+    // their flags.
+    let internal = matches!(cli.command, Some(Command::Serve { .. } | Command::Keep { .. }));
     let config = match if internal { Ok(Config::default()) } else { Config::load() } {
         Ok(config) => config,
         Err(failure) => {
@@ -53,7 +55,7 @@ pub fn main() -> ExitCode {
             .state_dir
             .clone()
             .or(config.state_dir)
-            .unwrap_or_else(|| crate::state::DEFAULT_DIR.into()),
+            .unwrap_or_else(|| crate::state::default_dir(crate::exec::userns::privileged())),
         sandbox: global.sandbox.clone(),
         stack: global.stack.clone(),
         max_namespaces: global.max_namespaces.or(config.max_namespaces).unwrap_or(DEFAULT_MAX_NAMESPACES),
@@ -64,6 +66,17 @@ pub fn main() -> ExitCode {
             .unwrap_or_else(|| crate::plan::naming::REAL_HOST_PREFIX.into()),
         uplink: global.uplink.clone().or(config.uplink),
         probe_timeout: global.probe_timeout.or(config.probe_timeout.map(|s| s.0)),
+    };
+    let need = match &cli.command {
+        None if cli.script.is_none() && !std::io::stdin().is_terminal() => rootless::Need::Nothing,
+        command => rootless::need(command.as_ref()),
+    };
+    let entered = match rootless::enter(&target, need) {
+        Ok(entered) => entered,
+        Err(failure) => {
+            out.failure(&failure);
+            return ExitCode::from(1);
+        }
     };
     let mut command = match (cli.command, cli.script) {
         (Some(command), _) => command,
@@ -83,7 +96,7 @@ pub fn main() -> ExitCode {
     if let Command::Test { jobs, .. } = &mut command {
         *jobs = jobs.or(config.jobs);
     }
-    match run(command, &target, &out) {
+    match run(command, &target, &out, entered.as_ref()) {
         Ok(code) => code,
         Err(failure) => match failure.exit_code() {
             Some(code) => ExitCode::from(code as u8),
@@ -131,7 +144,12 @@ fn init_logging(global: &Global) {
 /// `--max-namespaces` unless configured: far above any lab, far below what exhausts a host.
 const DEFAULT_MAX_NAMESPACES: usize = 20_000;
 
-fn run(command: Command, target: &Target, out: &Output) -> Result<ExitCode, Failure> {
+fn run(
+    command: Command,
+    target: &Target,
+    out: &Output,
+    rootless: Option<&rootless::Joined>,
+) -> Result<ExitCode, Failure> {
     if matches!(command, Command::Apply { .. } | Command::Destroy { .. } | Command::Policy(_)) {
         crate::exec::stop_on_signals();
     }
@@ -141,7 +159,12 @@ fn run(command: Command, target: &Target, out: &Output) -> Result<ExitCode, Fail
         }
         Command::Plan { script } => return script::run(target, &script, Mode::Plan, out),
         Command::Check { script } => return script::run(target, &script, Mode::Check, out),
-        Command::Destroy { vpcs } => out.summary("destroy", session::destroy(target, &vpcs)?),
+        Command::Destroy { vpcs } => {
+            out.summary("destroy", session::destroy(target, &vpcs)?);
+            if let Some(keeper) = rootless.filter(|_| vpcs.is_empty()) {
+                keeper.end();
+            }
+        }
         Command::Status { probe } => {
             let status = commands::status(target, out.json)?;
             if !probe {
@@ -163,20 +186,7 @@ fn run(command: Command, target: &Target, out: &Output) -> Result<ExitCode, Fail
         Command::Repl => return Ok(crate::repl::run(target)),
         Command::Reference => print!("{}", session::reference()),
         Command::Defs => print!("{}", session::definitions()),
-        Command::Man => {
-            let man = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
-            man.render(&mut std::io::stdout())
-                .map_err(|e| Failure::refused(format!("writing the manual: {e}"), None))?;
-        }
-        Command::Completions { shell } => {
-            let shell = match shell.as_str() {
-                "zsh" => clap_complete::Shell::Zsh,
-                "fish" => clap_complete::Shell::Fish,
-                _ => clap_complete::Shell::Bash,
-            };
-            completions::write(shell, &mut std::io::stdout())
-                .map_err(|e| Failure::refused(format!("writing the completions: {e}"), None))?;
-        }
+        Command::Man | Command::Completions { .. } => generated(&command)?,
         Command::Targets => {
             for name in commands::targets(target)? {
                 println!("{name}");
@@ -203,12 +213,32 @@ fn run(command: Command, target: &Target, out: &Output) -> Result<ExitCode, Fail
             let jobs = jobs.unwrap_or(1);
             return Ok(test::run(test::Options { scripts, keep, jobs, state_dir, prefix, json: out.json }));
         }
+        Command::Keep { .. } => {
+            crate::exec::userns::keep()
+                .map_err(|e| Failure::refused(format!("keeping the sandbox's namespaces: {e}"), None))?;
+        }
         Command::Serve { netns, port, body } => {
             crate::httpd::serve(&netns, port, &body)
                 .map_err(|e| Failure::refused(format!("http server in {netns}: {e}"), None))?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What vpcsh writes about itself: its manual page and shell completions.
+fn generated(command: &Command) -> Result<(), Failure> {
+    let written = match command {
+        Command::Completions { shell } => {
+            let shell = match shell.as_str() {
+                "zsh" => clap_complete::Shell::Zsh,
+                "fish" => clap_complete::Shell::Fish,
+                _ => clap_complete::Shell::Bash,
+            };
+            completions::write(shell, &mut std::io::stdout())
+        }
+        _ => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut std::io::stdout()),
+    };
+    written.map_err(|e| Failure::refused(format!("writing it out: {e}"), None))
 }
 
 /// `vpcsh exec TARGET [CMD...]`: with no command, an interactive shell on a terminal.

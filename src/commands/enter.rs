@@ -99,7 +99,9 @@ pub(crate) fn exec(target: &Target, who: &str, command: &[String]) -> Result<Exi
     // As shells do: 127 when there is no such command, 126 when it cannot be run.
     let status = match cmd.status() {
         Ok(status) => status,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        // A PATH directory one may not search makes execvp say "permission denied" where
+        // a shell says "not found": no PATH directory has it.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound || !on_path(&command[0]) => {
             eprintln!("vpcsh: {}: command not found", command[0]);
             return Ok(ExitCode::from(127));
         }
@@ -111,4 +113,11 @@ pub(crate) fn exec(target: &Target, who: &str, command: &[String]) -> Result<Exi
     };
     let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+/// Whether `name` is a path, or names a file in one of `$PATH`'s directories.
+fn on_path(name: &str) -> bool {
+    name.contains('/')
+        || std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).exists()))
 }

@@ -15,6 +15,7 @@ pub(crate) mod process;
 #[cfg(test)]
 pub(crate) mod recording;
 mod system;
+pub(crate) mod userns;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -61,9 +62,9 @@ impl KernelError {
     /// What the user can do about it.
     pub(crate) fn hint(&self) -> Option<&'static str> {
         match self.errno? {
-            libc_errno::EPERM | libc_errno::EACCES => {
-                Some("vpcsh needs root or CAP_NET_ADMIN (and CAP_SYS_ADMIN for namespaces): run it with sudo")
-            }
+            libc_errno::EPERM | libc_errno::EACCES => Some(
+                "vpcsh needs root or CAP_NET_ADMIN (and CAP_SYS_ADMIN for namespaces): run it with sudo, or in a sandbox (`--sandbox NAME`), which needs no root",
+            ),
             libc_errno::EEXIST => Some(
                 "an object of that name already exists; if vpcsh did not make it, remove or rename it; \
                  `vpcsh status` shows what vpcsh owns",

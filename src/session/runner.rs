@@ -297,20 +297,18 @@ impl Journal for StateJournal {
 
 /// Changing namespaces needs CAP_SYS_ADMIN (mounts, setns) and CAP_NET_ADMIN (links).
 pub(super) fn require_privilege() -> Result<(), EffectError> {
-    const CAP_NET_ADMIN: u32 = 12;
-    const CAP_SYS_ADMIN: u32 = 21;
-    let effective = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string())))
-        .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
-        .unwrap_or(0);
-    let has = |cap: u32| effective & (1 << cap) != 0;
-    if has(CAP_NET_ADMIN) && has(CAP_SYS_ADMIN) {
+    if crate::exec::userns::privileged() {
         return Ok(());
     }
     Err(EffectError::Failed {
-        message: "vpcsh needs root or CAP_NET_ADMIN and CAP_SYS_ADMIN to change network namespaces".into(),
-        help: Some("run it with sudo; `vpcsh check SCRIPT` validates a script without privileges".into()),
+        message:
+            "vpcsh needs root or CAP_NET_ADMIN and CAP_SYS_ADMIN to change the machine's network namespaces"
+                .into(),
+        help: Some(
+            "run it with sudo, or rootless inside a sandbox: `vpcsh --sandbox NAME ...`; \
+             `vpcsh check SCRIPT` validates a script without privileges"
+                .into(),
+        ),
         notes: Vec::new(),
     })
 }
@@ -321,7 +319,7 @@ pub(super) fn op_failure(e: OpError) -> EffectError {
 
 pub(super) fn state_failure(e: state::StateError) -> Failure {
     let help = match &e {
-        state::StateError::Dir { .. } => Some("pass --state-dir DIR, or run as root for /var/lib/vpcsh"),
+        state::StateError::Dir { .. } => Some("pass a --state-dir DIR you may write"),
         state::StateError::Version { .. } => {
             Some("use the vpcsh that wrote it, or move the state directory aside")
         }

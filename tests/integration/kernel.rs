@@ -2,7 +2,7 @@
 //! vpcsh, checked with packets and with `ip` from outside.
 
 use std::fs;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use crate::common::*;
 
@@ -298,39 +298,6 @@ fn applies_and_addresses_stay_stable_when_a_host_is_removed() {
     assert_eq!(run.stdout.trim(), "0 created, 0 changed, 2 deleted", "{run:?}");
     let eth0 = ip(&sb.ns("prod.w3"), &["-4", "-o", "addr", "show", "dev", "eth0"]);
     assert!(eth0.contains("10.9.1.3/24"), "{eth0}");
-}
-
-#[test]
-fn without_privileges_vpcsh_says_what_it_needs_and_changes_nothing() {
-    let sb = Sandbox::new("noroot");
-    let script = sb.script(TWO_SUBNETS);
-    // An ordinary user, with a state directory it may write.
-    Command::new("chmod").args(["-R", "a+rwx"]).arg(&sb.dir.0).status().unwrap();
-    let run: Run = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", VPCSH])
-        .args([
-            "--sandbox",
-            &sb.name,
-            "--state-dir",
-            sb.dir.0.to_str().unwrap(),
-            "apply",
-            script.to_str().unwrap(),
-        ])
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
-        .into();
-    assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stderr.contains("needs root or CAP_NET_ADMIN"), "{run:?}");
-    assert_eq!(sb.namespaces(), Vec::<String>::new());
-    // `check` needs no privilege at all.
-    let check: Run = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", VPCSH, "check"])
-        .arg(&script)
-        .output()
-        .unwrap()
-        .into();
-    assert_eq!(check.code, 0, "{check:?}");
 }
 
 #[test]

@@ -16,6 +16,7 @@ mod kernel;
 mod layers;
 mod peering;
 mod repl;
+mod rootless;
 mod stacks;
 mod stdlib;
 mod workloads;
