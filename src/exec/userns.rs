@@ -254,8 +254,7 @@ fn start_keeper(sandbox: &str) -> Result<Keeper, UsernsError> {
 }
 
 /// The keeper itself: makes the namespaces, says so on stdout, then holds them until the
-/// sandbox is gone — nothing left in its `/run/netns` and no other process in its user
-/// namespace — or it is told to end.
+/// sandbox is gone or it is told to end.
 pub(crate) fn keep() -> io::Result<()> {
     let mut out = io::stdout();
     if let Err(e) = isolate() {
@@ -278,21 +277,31 @@ pub(crate) fn keep() -> io::Result<()> {
     }
 }
 
+/// No namespace left, and no vpcsh command at work in the user namespace (one that is about
+/// to make the first namespace, or an `exec` in one). Processes vpcsh started and someone
+/// orphaned by deleting their namespaces by hand do not count: they are recorded, and the
+/// next vpcsh command ends them, as on a root sandbox.
 fn sandbox_gone(own: u64) -> bool {
     let empty = fs::read_dir(NETNS_DIR).map(|mut d| d.next().is_none()).unwrap_or(true);
-    empty && !others_in(own)
+    empty && !vpcsh_at_work(own)
 }
 
-/// Whether a process other than this one lives in the user namespace `userns`.
-fn others_in(userns: u64) -> bool {
-    let me = std::process::id().to_string();
+fn vpcsh_at_work(userns: u64) -> bool {
+    let exe = |proc: &Path| {
+        let path = fs::read_link(proc.join("exe")).ok()?;
+        Some(path.to_string_lossy().trim_end_matches(" (deleted)").to_string())
+    };
+    let me = exe(Path::new("/proc/self"));
     let Ok(entries) = fs::read_dir("/proc") else { return true };
     entries.filter_map(Result::ok).any(|e| {
-        let name = e.file_name();
-        let pid = name.to_string_lossy();
-        pid.bytes().all(|b| b.is_ascii_digit())
-            && pid != me
-            && fs::metadata(e.path().join("ns/user")).is_ok_and(|m| m.ino() == userns)
+        let proc = e.path();
+        let is_pid = e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit());
+        let cmdline = fs::read(proc.join("cmdline")).unwrap_or_default();
+        let helper = cmdline.split(|b| *b == 0).nth(1).is_some_and(|arg| arg.starts_with(b"__"));
+        is_pid
+            && !helper
+            && fs::metadata(proc.join("ns/user")).is_ok_and(|m| m.ino() == userns)
+            && exe(&proc) == me
     })
 }
 

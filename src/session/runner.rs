@@ -174,6 +174,7 @@ impl Runner {
         let (plan, desired) = self.plan_for(network, bare)?;
         report_host_firewall(&plan);
         if plan.is_empty() {
+            self.release_orphans()?;
             return Ok(Summary::default());
         }
         require_privilege()?;
@@ -210,6 +211,22 @@ impl Runner {
                 notes,
             }
         })
+    }
+
+    /// Stops processes vpcsh started whose namespaces were deleted behind its back: with
+    /// nothing else to change, no step of a plan would.
+    fn release_orphans(&mut self) -> Result<(), EffectError> {
+        let before = self.backend.processes();
+        if before.is_empty() {
+            return Ok(());
+        }
+        self.store.state.namespaces.retain(|n| *n != HOST_NS && netns::exists(n));
+        let released = self.backend.release(&self.store.state.namespaces);
+        if self.backend.processes() != before {
+            self.store.state.processes = self.backend.processes();
+            self.save()?;
+        }
+        released.map_err(op_failure)
     }
 
     /// Records a network as applied: its VPCs, which stacks still own something, and

@@ -29,6 +29,8 @@ struct User {
     home: PathBuf,
     /// Outside the machine's root: a process holding the user's own user namespace.
     session: Option<std::process::Child>,
+    /// The user's `XDG_RUNTIME_DIR`, if they have one.
+    runtime: Option<PathBuf>,
 }
 
 impl User {
@@ -51,7 +53,7 @@ impl User {
             }
             child
         });
-        let mut user = User { dir, exe, home: PathBuf::new(), session };
+        let mut user = User { dir, exe, home: PathBuf::new(), session, runtime: None };
         user.home = user.own_dir("home");
         user
     }
@@ -83,6 +85,9 @@ impl User {
             .env("VPCSH_CONFIG", "");
         for var in ["XDG_RUNTIME_DIR", "XDG_STATE_HOME", "VPCSH_STATE_DIR"] {
             cmd.env_remove(var);
+        }
+        if let Some(runtime) = &self.runtime {
+            cmd.env("XDG_RUNTIME_DIR", runtime);
         }
         cmd
     }
@@ -129,7 +134,10 @@ struct Rootless<'a> {
 
 impl Rootless<'_> {
     fn keeper_file(&self) -> PathBuf {
-        self.user.state().join("sandbox").join(&self.name).join("keeper")
+        match &self.user.runtime {
+            Some(runtime) => runtime.join("vpcsh/sandbox").join(format!("{}.keeper", self.name)),
+            None => self.user.state().join("sandbox").join(&self.name).join("keeper"),
+        }
     }
 
     fn keeper(&self) -> Option<i32> {
@@ -346,4 +354,68 @@ fn an_ordinary_user_without_a_sandbox_is_pointed_to_one() {
     assert!(list_netns().iter().all(|n| !n.starts_with("vpcsh.v")), "{:?}", list_netns());
     // Validating needs no privilege.
     assert_eq!(user.run(&["check", &script]).code, 0);
+}
+
+#[test]
+fn a_keeper_whose_sandbox_is_gone_ends_by_itself() {
+    let mut user = User::new("rootless-gone");
+    user.runtime = Some(user.own_dir("runtime"));
+    let sb = Rootless { user: &user, name: unique("rlg") };
+    let script = user.script("s.rhai", "vpc(\"v\", \"10.75.0.0/16\").subnet(\"s\", \"10.75.1.0/24\");\n");
+    let apply = sb.run(&["apply", &script]);
+    assert_eq!(apply.code, 0, "{apply:?}");
+    // With XDG_RUNTIME_DIR, the keeper is recorded there.
+    assert!(sb.keeper_file().starts_with(user.runtime.as_ref().unwrap()));
+    let keeper = sb.keeper().unwrap();
+    assert!(is_keeper(keeper));
+    // Every namespace removed behind vpcsh's back: nothing is left to keep.
+    let remove = format!("for n in $(ls /run/netns); do ip netns del \"$n\"; done; ls /run/netns | wc -l");
+    let removed: Run = Command::new("nsenter")
+        .args(["--target", &keeper.to_string(), "--mount", "--", "sh", "-c", &remove])
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(removed.stdout.trim(), "0", "{removed:?}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while is_keeper(keeper) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!is_keeper(keeper), "the keeper of an empty sandbox stayed");
+    // Its record is stale now: `status` is not fooled into joining anything, and the
+    // simulated internet's server, orphaned by the removal, is stopped by `destroy`.
+    let status = sb.run(&["status"]);
+    assert!(status.stdout.contains("missing"), "{status:?}");
+    assert!(!processes_with(&["__serve", &sb.name]).is_empty());
+    assert_eq!(sb.run(&["destroy"]).code, 0);
+    assert!(
+        processes_with(&["__serve", &sb.name]).is_empty(),
+        "{:?}",
+        processes_with(&["__serve", &sb.name])
+    );
+}
+
+#[test]
+fn a_killed_keeper_leaves_nothing_running_after_destroy() {
+    let user = User::new("rootless-killed");
+    let sb = Rootless { user: &user, name: unique("rlk") };
+    let script = user.script(
+        "s.rhai",
+        "let w = vpc(\"v\", \"10.76.0.0/16\").subnet(\"s\", \"10.76.1.0/24\").host(\"w\");\nserve(w, 80);\n",
+    );
+    assert_eq!(sb.run(&["apply", &script]).code, 0);
+    let keeper = sb.keeper().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(keeper), nix::sys::signal::Signal::SIGKILL).unwrap();
+    while is_keeper(keeper) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The servers hold what is left of the sandbox; the keeper's record is stale.
+    assert!(!processes_with(&["__serve", &sb.name]).is_empty());
+    let destroy = sb.run(&["destroy"]);
+    assert_eq!(destroy.code, 0, "{destroy:?}");
+    assert!(
+        processes_with(&["__serve", &sb.name]).is_empty(),
+        "{:?}",
+        processes_with(&["__serve", &sb.name])
+    );
+    assert!(!sb.keeper_file().exists());
 }
