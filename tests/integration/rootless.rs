@@ -369,9 +369,9 @@ fn a_keeper_whose_sandbox_is_gone_ends_by_itself() {
     let keeper = sb.keeper().unwrap();
     assert!(is_keeper(keeper));
     // Every namespace removed behind vpcsh's back: nothing is left to keep.
-    let remove = format!("for n in $(ls /run/netns); do ip netns del \"$n\"; done; ls /run/netns | wc -l");
+    let remove = "for n in $(ls /run/netns); do ip netns del \"$n\"; done; ls /run/netns | wc -l";
     let removed: Run = Command::new("nsenter")
-        .args(["--target", &keeper.to_string(), "--mount", "--", "sh", "-c", &remove])
+        .args(["--target", &keeper.to_string(), "--mount", "--", "sh", "-c", remove])
         .output()
         .unwrap()
         .into();
