@@ -42,7 +42,7 @@ if [ "$(id -u)" != 0 ]; then
   fi
   # Build first, with the machine's network (the namespace below has none).
   cargo test --locked --no-run
-  CARGO_NET_OFFLINE=true exec unshare --user --map-root-user --net --mount --propagation private -- bash "$0" --in-user-namespace
+  CARGO_NET_OFFLINE=true exec unshare --user --map-root-user --net --mount --propagation private -- bash tests/run.sh --in-user-namespace
 fi
 
 if [ ${#need[@]} -gt 0 ]; then
