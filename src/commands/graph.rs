@@ -89,7 +89,16 @@ fn subnet_label(network: &Network, vpc: &Vpc, s: &crate::model::Subnet) -> Strin
 
 fn host_label(network: &Network, vpc: &Vpc, h: &crate::model::Host) -> String {
     let lock = if guarded(network, &vpc.name, &Protected::Host(h.name.clone())) { " (firewall)" } else { "" };
-    format!("{} {}{lock}", h.name, h.ip)
+    let impaired = h.impairment.map_or(String::new(), |i| format!(" [{i}]"));
+    format!("{} {}{lock}{impaired}", h.name, h.ip)
+}
+
+/// A peering's label: what crosses, and what the link does when impaired.
+fn peering_label(p: &crate::model::Peering) -> String {
+    let allowed =
+        |nets: &[ipnetwork::IpNetwork]| nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" ");
+    let impaired = p.impairment.map_or(String::new(), |i| format!(" [{i}]"));
+    format!("peering: {} <-> {}{impaired}", allowed(&p.a_allowed), allowed(&p.b_allowed))
 }
 
 fn dot(network: &Network, clusters: Clusters) -> String {
@@ -129,15 +138,12 @@ fn dot(network: &Network, clusters: Clusters) -> String {
         }
     }
     for p in &network.peerings {
-        let allowed =
-            |nets: &[ipnetwork::IpNetwork]| nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" ");
         let _ = writeln!(
             out,
-            "  {} -> {} [dir=both, style=dashed, label=\"peering: {} <-> {}\"];",
+            "  {} -> {} [dir=both, style=dashed, label=\"{}\"];",
             id(&[&p.a, "router"]),
             id(&[&p.b, "router"]),
-            allowed(&p.a_allowed),
-            allowed(&p.b_allowed)
+            peering_label(p)
         );
     }
     for p in &network.publishes {
@@ -168,7 +174,8 @@ fn mermaid(network: &Network) -> String {
         }
     }
     for p in &network.peerings {
-        let _ = writeln!(out, "  {} <-.->|peering| {}", id(&[&p.a, "router"]), id(&[&p.b, "router"]));
+        let label = p.impairment.map_or("peering".to_string(), |i| format!("peering, {i}"));
+        let _ = writeln!(out, "  {} <-.->|{label}| {}", id(&[&p.a, "router"]), id(&[&p.b, "router"]));
     }
     for p in &network.publishes {
         let host = host_id(network, &p.vpc, &p.host);

@@ -194,7 +194,7 @@ fn ports_of(network: &Network, vpc: &str, subnet: &str, host: &str) -> Vec<(Rule
 /// by a host where nothing listens (which still means the path is open).
 fn probe_one(p: &Probe, timeout: Duration) -> std::io::Result<bool> {
     match p.flow.proto {
-        RuleProto::Icmp => probe::ping(&p.from_ns, p.to_addr, timeout, 1),
+        RuleProto::Icmp => probe::ping(&p.from_ns, p.to_addr, timeout, 1).map(|rtt| rtt.is_some()),
         _ => probe::tcp_reaches(&p.from_ns, p.to_addr, p.flow.port, timeout),
     }
 }
@@ -231,8 +231,11 @@ pub(crate) fn verify(
         let step = probes.len().div_ceil(n);
         probes = probes.into_iter().step_by(step).collect();
     }
-    let timeout =
-        target.probe_timeout.unwrap_or(if naming.sandbox { probe::SANDBOX_TIMEOUT } else { probe::TIMEOUT });
+    // Impaired links add to a round trip: up to three of them, each way.
+    let slack = Duration::from_micros(network.worst_delay_us() * 6);
+    let timeout = target
+        .probe_timeout
+        .unwrap_or(if naming.sandbox { probe::SANDBOX_TIMEOUT } else { probe::TIMEOUT } + slack);
     let results = Mutex::new(Vec::new());
     let next = Mutex::new(probes.iter());
     std::thread::scope(|s| {

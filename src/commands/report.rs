@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use serde_json::{Value, json};
 
 use crate::exec::process::Condition;
+use crate::model::Network;
+use crate::plan::naming::Naming;
 use crate::plan::{Op, Owner, Passage, Plan};
 use crate::session::{self, Failure, Target};
 use crate::state;
@@ -136,33 +138,7 @@ pub(crate) fn list(target: &Target, json: bool) -> Result<(), Failure> {
     network.vpcs.sort_by_key(|v| stack_of(&v.name));
     let naming = target.naming();
     if json {
-        let vpcs: Vec<Value> = network
-            .vpcs
-            .iter()
-            .map(|v| {
-                json!({
-                    "name": v.name, "cidr": v.cidr.to_string(), "cidr6": v.cidr6.map(|n| n.to_string()),
-                    "host_access": v.host_access, "netns": naming.router_ns(&v.name),
-                    "stack": stack_of(&v.name),
-                    "subnets": v.subnets.iter().map(|s| json!({
-                        "name": s.name, "cidr": s.cidr.to_string(), "public": s.public,
-                        "gateway": s.gateway.to_string(), "cidr6": s.cidr6.map(|n| n.to_string()),
-                        "gateway6": s.gateway6().map(|g| g.to_string()),
-                        "hosts": s.hosts.iter().map(|h| json!({
-                            "name": h.name, "ip": h.ip.to_string(), "ip6": h.ip6.map(|ip| ip.to_string()),
-                            "netns": naming.host_ns(&v.name, &h.name),
-                        })).collect::<Vec<_>>(),
-                    })).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        let peerings: Vec<Value> = network
-            .peerings
-            .iter()
-            .map(|p| json!({ "a": p.a, "b": p.b, "a_allowed": p.a_allowed, "b_allowed": p.b_allowed }))
-            .collect();
-        let value = json!({ "vpcs": vpcs, "peerings": peerings });
-        println!("{}", super::document("list", value));
+        println!("{}", super::document("list", list_json(&network, &naming, &stack_of)));
         return Ok(());
     }
     if network.vpcs.is_empty() {
@@ -171,7 +147,14 @@ pub(crate) fn list(target: &Target, json: bool) -> Result<(), Failure> {
     for p in &network.peerings {
         let list =
             |nets: &[ipnetwork::IpNetwork]| nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ");
-        println!("peering {} <-> {}: {} <-> {}", p.a, p.b, list(&p.a_allowed), list(&p.b_allowed));
+        println!(
+            "peering {} <-> {}: {} <-> {}{}",
+            p.a,
+            p.b,
+            list(&p.a_allowed),
+            list(&p.b_allowed),
+            impaired(p.impairment)
+        );
     }
     for v in &network.vpcs {
         println!(
@@ -195,16 +178,58 @@ pub(crate) fn list(target: &Target, json: bool) -> Result<(), Failure> {
             );
             for h in &s.hosts {
                 println!(
-                    "    host {} {}{} (netns {})",
+                    "    host {} {}{} (netns {}){}",
                     h.name,
                     h.ip,
                     v6(h.ip6),
-                    naming.host_ns(&v.name, &h.name)
+                    naming.host_ns(&v.name, &h.name),
+                    impaired(h.impairment)
                 );
             }
         }
     }
     Ok(())
+}
+
+/// `list --json`: VPCs with their subnets and hosts, and peerings.
+fn list_json(network: &Network, naming: &Naming, stack_of: &dyn Fn(&str) -> String) -> Value {
+    let impaired = |i: Option<crate::model::impair::Impairment>| i.map(|i| i.to_string());
+    let vpcs: Vec<Value> = network
+        .vpcs
+        .iter()
+        .map(|v| {
+            json!({
+                "name": v.name, "cidr": v.cidr.to_string(), "cidr6": v.cidr6.map(|n| n.to_string()),
+                "host_access": v.host_access, "netns": naming.router_ns(&v.name),
+                "stack": stack_of(&v.name),
+                "subnets": v.subnets.iter().map(|s| json!({
+                    "name": s.name, "cidr": s.cidr.to_string(), "public": s.public,
+                    "gateway": s.gateway.to_string(), "cidr6": s.cidr6.map(|n| n.to_string()),
+                    "gateway6": s.gateway6().map(|g| g.to_string()),
+                    "hosts": s.hosts.iter().map(|h| json!({
+                        "name": h.name, "ip": h.ip.to_string(), "ip6": h.ip6.map(|ip| ip.to_string()),
+                        "netns": naming.host_ns(&v.name, &h.name), "impairment": impaired(h.impairment),
+                    })).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let peerings: Vec<Value> = network
+        .peerings
+        .iter()
+        .map(|p| {
+            json!({
+                "a": p.a, "b": p.b, "a_allowed": p.a_allowed, "b_allowed": p.b_allowed,
+                "impairment": impaired(p.impairment),
+            })
+        })
+        .collect();
+    json!({ "vpcs": vpcs, "peerings": peerings })
+}
+
+/// What an impaired link does, after what it links.
+fn impaired(impairment: Option<crate::model::impair::Impairment>) -> String {
+    impairment.map_or(String::new(), |i| format!(", impaired: {i}"))
 }
 
 /// An IPv6 prefix or address after its IPv4 one, when there is one.

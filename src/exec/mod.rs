@@ -12,6 +12,7 @@ pub(crate) mod netns;
 pub(crate) mod nft;
 pub(crate) mod probe;
 pub(crate) mod process;
+mod qdisc;
 #[cfg(test)]
 pub(crate) mod recording;
 mod system;

@@ -9,6 +9,7 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use futures::TryStreamExt;
 use ipnetwork::IpNetwork;
 use netlink_packet_route::AddressFamily;
+use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
 };
@@ -16,11 +17,16 @@ use netlink_packet_route::link::{
     AfSpecInet, AfSpecUnspec, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol};
+use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcOption};
 use netlink_sys::{Socket, TokioSocket, protocols::NETLINK_ROUTE};
+use rtnetlink::packet_core::{
+    DefaultNla, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload, Nla,
+};
 use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
 
 use super::nft::Nft;
-use super::{OpError, netns};
+use super::{OpError, netns, qdisc};
+use crate::model::impair::Impairment;
 
 /// Below this many namespaces per reader, one reader is faster than starting another.
 const PARALLEL_FROM: usize = 64;
@@ -29,6 +35,8 @@ const PARALLEL_FROM: usize = 64;
 const LEGACY: &str = super::iptables_legacy::FAMILY;
 const ENODEV: i32 = nix::errno::Errno::ENODEV as i32;
 const EEXIST: i32 = nix::errno::Errno::EEXIST as i32;
+const ENOENT: i32 = nix::errno::Errno::ENOENT as i32;
+const EINVAL: i32 = nix::errno::Errno::EINVAL as i32;
 use crate::plan::Op;
 use crate::plan::kernel::LINK_GROUP;
 use crate::plan::kernel::{Addr, ForeignChain, KernelState, Link, LinkKind, Netns, Owner, Route};
@@ -222,6 +230,7 @@ impl Netlink {
                 let value = if *on { "1" } else { "0" };
                 netns::run_in(&self.space(ns)?.fd, move || std::fs::write(path, value))
             }
+            Op::SetImpairment { ns, name, impairment } => self.set_impairment(ns, name, impairment.as_ref()),
             Op::AddAddr { ns, addr } => {
                 let index = self.index(ns, &addr.dev)?;
                 let handle = self.space(ns)?.handle.clone();
@@ -260,6 +269,46 @@ impl Netlink {
             }
             Op::OpenHostFirewall { ns, chain } => nft(self.space(ns)?)?.open_foreign(chain),
             Op::CloseHostFirewall { ns, chain } => nft(self.space(ns)?)?.close_foreign(chain),
+        }
+    }
+
+    /// A netem queue as the link's root queue, or the default queue back (`None`).
+    fn set_impairment(&mut self, ns: &str, name: &str, impairment: Option<&Impairment>) -> io::Result<()> {
+        let index = i32::try_from(self.index(ns, name)?).map_err(io::Error::other)?;
+        let mut message = TcMessage::with_index(index);
+        message.header.parent = TcHandle::ROOT;
+        let (request, flags) = match impairment {
+            Some(i) => {
+                let (kind, options) = qdisc::queue(i);
+                message.attributes.push(TcAttribute::Kind(kind.into()));
+                message.attributes.push(TcAttribute::Other(DefaultNla::new(qdisc::TCA_OPTIONS, options)));
+                (RouteNetlinkMessage::NewQueueDiscipline(message), NLM_F_CREATE | NLM_F_REPLACE)
+            }
+            None => (RouteNetlinkMessage::DelQueueDiscipline(message), 0),
+        };
+        let mut req = NetlinkMessage::from(request);
+        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+        let mut handle = self.space(ns)?.handle.clone();
+        let result = self.rt.block_on(async move {
+            let mut replies = handle.request(req).map_err(io_err)?;
+            while let Some(reply) = futures::StreamExt::next(&mut replies).await {
+                if let NetlinkPayload::Error(e) = reply.payload
+                    && let Some(code) = e.code
+                {
+                    return Err(io::Error::from_raw_os_error(-code.get()));
+                }
+            }
+            Ok(())
+        });
+        match result {
+            // Deleting a default queue: there was nothing to take away.
+            Err(e) if impairment.is_none() && matches!(e.raw_os_error(), Some(ENOENT | EINVAL)) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(ENOENT) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this kernel has no netem queue (CONFIG_NET_SCH_NETEM, module sch_netem): delay, jitter, \
+                 loss, duplicate and reorder need it; a `rate` alone uses tbf",
+            )),
+            other => other,
         }
     }
 
@@ -373,10 +422,11 @@ impl Netlink {
         let space = self.space(ns)?;
         let handle = space.handle.clone();
         let (forwarding, ipv6) = (space.forwarding, space.ipv6);
-        let (links, addrs, routes) = self
+        let (links, addrs, routes, qdiscs) = self
             .rt
             .block_on(async {
                 let links: Vec<LinkMessage> = handle.link().get().execute().try_collect().await?;
+                let qdiscs: Vec<TcMessage> = handle.qdisc().get().execute().try_collect().await?;
                 let addrs: Vec<_> = handle.address().get().execute().try_collect().await?;
                 let mut routes: Vec<RouteMessage> = handle
                     .route()
@@ -393,7 +443,7 @@ impl Netlink {
                         .await?;
                     routes.extend(routes6);
                 }
-                Ok::<_, rtnetlink::Error>((links, addrs, routes))
+                Ok::<_, rtnetlink::Error>((links, addrs, routes, qdiscs))
             })
             .map_err(io_err)?;
         let names: HashMap<u32, String> =
@@ -403,6 +453,11 @@ impl Netlink {
             .iter()
             .filter_map(|l| Some((names.get(&l.header.index)?.clone(), link_of(l, &names))))
             .collect();
+        for (index, impairment) in qdiscs.iter().filter_map(impairment_of) {
+            if let Some(link) = names.get(&index).and_then(|name| out.links.get_mut(name)) {
+                link.impairment = Some(impairment);
+            }
+        }
         out.addrs = addrs.iter().filter_map(|a| addr_of(a, &names)).collect();
         out.routes = routes.iter().filter_map(|r| route_of(r, &names)).collect();
         let space = self.space(ns)?;
@@ -451,7 +506,38 @@ fn link_of(l: &LinkMessage, names: &HashMap<u32, String>) -> Link {
         }),
         _ => false,
     });
-    Link { kind, master, up, owner: Owner::Unclaimed, ours: group == LINK_GROUP, route_localnet }
+    Link {
+        kind,
+        master,
+        up,
+        owner: Owner::Unclaimed,
+        ours: group == LINK_GROUP,
+        route_localnet,
+        impairment: None,
+    }
+}
+
+/// A link's root netem queue: the link's index and what the queue does.
+fn impairment_of(q: &TcMessage) -> Option<(u32, crate::model::impair::Impairment)> {
+    if q.header.parent != TcHandle::ROOT {
+        return None;
+    }
+    let kind = q.attributes.iter().find_map(|a| match a {
+        TcAttribute::Kind(k) => Some(k.as_str()),
+        _ => None,
+    })?;
+    let options = q.attributes.iter().find_map(|a| match a {
+        TcAttribute::Options(options) => options.iter().find_map(|o| match o {
+            TcOption::Other(nla) => {
+                let mut value = vec![0; nla.value_len()];
+                nla.emit_value(&mut value);
+                Some(value)
+            }
+            _ => None,
+        }),
+        _ => None,
+    })?;
+    Some((u32::try_from(q.header.index).ok()?, qdisc::parse(kind, &options)?))
 }
 
 /// The address of an address message: IFA_LOCAL for IPv4, IFA_ADDRESS for IPv6 (which

@@ -35,17 +35,18 @@ pub(crate) const SANDBOX_TIMEOUT: Duration = Duration::from_millis(200);
 
 static NEXT_ID: AtomicU16 = AtomicU16::new(0);
 
-/// Up to `count` ICMP echoes from inside `ns` to `to`, each given `timeout`; true at the
-/// first reply.
-pub(crate) fn ping(ns: &str, to: IpAddr, timeout: Duration, count: u32) -> io::Result<bool> {
+/// Up to `count` ICMP echoes from inside `ns` to `to`, each given `timeout`: the round
+/// trip of the first that is answered.
+pub(crate) fn ping(ns: &str, to: IpAddr, timeout: Duration, count: u32) -> io::Result<Option<Duration>> {
     let fd = netns::open(ns)?;
     netns::run_in(&fd, move || {
         for _ in 0..count.max(1) {
+            let sent = Instant::now();
             if echo(to, timeout)? {
-                return Ok(true);
+                return Ok(Some(sent.elapsed()));
             }
         }
-        Ok(false)
+        Ok(None)
     })
 }
 

@@ -101,6 +101,11 @@ fn apply_in(n: &mut Netns, op: &Op) {
                 l.route_localnet = *on;
             }
         }
+        Op::SetImpairment { name, impairment, .. } => {
+            if let Some(l) = n.links.get_mut(name) {
+                l.impairment = *impairment;
+            }
+        }
         Op::AddAddr { addr, .. } => {
             n.addrs.insert(addr.clone());
         }
@@ -136,5 +141,13 @@ fn apply_in(n: &mut Netns, op: &Op) {
 
 /// A link as vpcsh makes it, up and in its group.
 fn recorded_link(kind: LinkKind) -> Link {
-    Link { kind, master: None, up: true, owner: Owner::Unclaimed, ours: true, route_localnet: false }
+    Link {
+        kind,
+        master: None,
+        up: true,
+        owner: Owner::Unclaimed,
+        ours: true,
+        route_localnet: false,
+        impairment: None,
+    }
 }

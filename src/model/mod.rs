@@ -4,6 +4,7 @@
 //! of the call that made it. `validate` turns it into a `Network` (or every problem found).
 //! Nothing here knows about Rhai or netlink.
 
+pub(crate) mod impair;
 pub(crate) mod ipam;
 pub(crate) mod ipam6;
 pub(crate) mod names;
@@ -141,6 +142,23 @@ pub(crate) struct PeerDecl {
     pub span: Span,
 }
 
+/// What `impair()` impairs: a host's link, every host link of a subnet, or a peering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ImpairTarget {
+    Host(HostRef),
+    Subnet(SubnetId),
+    Peering(VpcId, VpcId),
+}
+
+/// `impair(target, #{ delay, jitter, loss, rate, duplicate, reorder })`: the latest call
+/// for a target wins; a host's own over its subnet's.
+#[derive(Clone, Debug)]
+pub(crate) struct ImpairDecl {
+    pub target: ImpairTarget,
+    pub impairment: impair::Impairment,
+    pub span: Span,
+}
+
 /// What `run()` and `serve()` keep running in a host.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -223,6 +241,7 @@ pub(crate) struct Declarations {
     pub peers: Vec<PeerDecl>,
     pub workloads: Vec<WorkloadDecl>,
     pub firewalls: Vec<FirewallDecl>,
+    pub impairs: Vec<ImpairDecl>,
     /// `destroy()` was called: nothing that exists is kept for later declarations.
     pub destroyed_all: bool,
     /// Problems that could only be seen at the call (an unparsable CIDR, a full subnet).
@@ -283,7 +302,7 @@ impl Declarations {
 
     /// How much has been declared, kind by kind: declarations are only ever added (or VPCs
     /// marked removed), so an unchanged extent means nothing was declared.
-    pub(crate) fn extent(&self) -> [usize; 10] {
+    pub(crate) fn extent(&self) -> [usize; 11] {
         [
             self.vpcs.len(),
             self.vpcs.iter().filter(|v| v.removed).count(),
@@ -294,6 +313,7 @@ impl Declarations {
             self.peers.len(),
             self.workloads.len(),
             self.firewalls.len(),
+            self.impairs.len(),
             usize::from(self.destroyed_all),
         ]
     }
@@ -407,6 +427,9 @@ pub(crate) struct Peering {
     /// CIDRs of `a` and of `b` that may cross (all of each VPC without an allow-list).
     pub a_allowed: Vec<IpNetwork>,
     pub b_allowed: Vec<IpNetwork>,
+    /// What the link between the two routers does to packets (`impair()`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impairment: Option<impair::Impairment>,
 }
 
 impl Peering {
@@ -495,9 +518,19 @@ pub(crate) struct Host {
     pub ip: Ipv4Addr,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip6: Option<Ipv6Addr>,
+    /// What the host's link does to packets: its own `impair()`, else its subnet's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impairment: Option<impair::Impairment>,
 }
 
 impl Network {
+    /// The longest any impaired link holds a packet back, one way.
+    pub(crate) fn worst_delay_us(&self) -> u64 {
+        let hosts = self.vpcs.iter().flat_map(|v| &v.subnets).flat_map(|s| &s.hosts).map(|h| h.impairment);
+        let peerings = self.peerings.iter().map(|p| p.impairment);
+        hosts.chain(peerings).flatten().map(|i| i.worst_delay_us()).max().unwrap_or(0)
+    }
+
     pub(crate) fn vpc(&self, name: &str) -> Option<&Vpc> {
         self.vpcs.iter().find(|v| v.name == name)
     }

@@ -124,6 +124,7 @@ mod tests {
                             name: h.to_string(),
                             ip: format!("10.0.{i}.{}", j + 2).parse().unwrap(),
                             ip6: None,
+                            impairment: None,
                         })
                         .collect(),
                 })
@@ -154,6 +155,7 @@ mod tests {
             b: "q".into(),
             a_allowed: vec![a.vpcs[0].cidr.into()],
             b_allowed: vec![a.vpcs[1].cidr.into()],
+            impairment: None,
         });
         let c = a.common(&a);
         assert_eq!(c.vpcs.len(), 2, "structure is kept");

@@ -6,9 +6,9 @@ use std::net::Ipv6Addr;
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 
 use super::{
-    AnyCidr, Declarations, Firewall, FirewallRule, FirewallTarget, Host, Network, PeerDecl, PeerRef, Peering,
-    Protected, Publish, RuleDecl, Span, Subnet, SubnetDecl, SubnetId, Transport, Vpc, VpcDecl, VpcId,
-    Workload, WorkloadKind, ipam, ipam6, names,
+    AnyCidr, Declarations, Firewall, FirewallRule, FirewallTarget, Host, HostRef, ImpairTarget, Network,
+    PeerDecl, PeerRef, Peering, Protected, Publish, RuleDecl, Span, Subnet, SubnetDecl, SubnetId, Transport,
+    Vpc, VpcDecl, VpcId, Workload, WorkloadKind, ipam, ipam6, names,
 };
 
 /// Smallest and largest VPC prefix, as in AWS.
@@ -56,6 +56,7 @@ pub(crate) fn validate(decls: &Declarations) -> Result<Network, Vec<Problem>> {
     network.peerings = peerings(decls, &mut problems);
     network.workloads = workloads(decls, &mut problems);
     network.firewalls = firewalls(decls, &network);
+    impairments(decls, &mut network, &mut problems);
 
     if problems.is_empty() { Ok(network) } else { Err(problems) }
 }
@@ -411,9 +412,70 @@ fn peerings(decls: &Declarations, problems: &mut Vec<Problem>) -> Vec<Peering> {
             None => (crossing(a), crossing(b)),
             Some(list) => allowed_sides(list, (a, b, dual), p.span, problems),
         };
-        out.push((Peering { a: a.name.clone(), b: b.name.clone(), a_allowed, b_allowed }, p.span));
+        out.push((
+            Peering { a: a.name.clone(), b: b.name.clone(), a_allowed, b_allowed, impairment: None },
+            p.span,
+        ));
     }
     out.into_iter().map(|(p, _)| p).collect()
+}
+
+/// Puts each `impair()` on what it impairs: the latest call for a target wins, and a
+/// host's own over its subnet's.
+fn impairments(decls: &Declarations, network: &mut Network, problems: &mut Vec<Problem>) {
+    let mut of_subnet = HashMap::new();
+    let mut of_host = HashMap::new();
+    for d in &decls.impairs {
+        match d.target {
+            ImpairTarget::Subnet(id) => {
+                of_subnet.insert(id, d.impairment);
+            }
+            ImpairTarget::Host(host) => {
+                of_host.insert(host_key(decls, host), d.impairment);
+            }
+            // Gone with a VPC destroyed later in the script, as the peering itself.
+            ImpairTarget::Peering(a, b) if decls.vpc(a).removed || decls.vpc(b).removed => {}
+            ImpairTarget::Peering(a, b) => {
+                let (a, b) = (&decls.vpc(a).name, &decls.vpc(b).name);
+                let found =
+                    network.peerings.iter_mut().find(|p| (&p.a, &p.b) == (a, b) || (&p.a, &p.b) == (b, a));
+                match found {
+                    Some(p) => p.impairment = Some(d.impairment),
+                    None => problems.push(
+                        Problem::new(
+                            format!("VPCs `{a}` and `{b}` are not peered"),
+                            d.span,
+                            "no such peering",
+                        )
+                        .help(format!("peer them first: peer({a}, {b}) — or impair(peer({a}, {b}), ...)")),
+                    ),
+                }
+            }
+        }
+    }
+    for (id, subnet) in decls.subnets.iter().enumerate() {
+        let Some(impairment) = of_subnet.get(&SubnetId(id)) else { continue };
+        let vpc = &decls.vpc(subnet.vpc).name;
+        let hosts = network.vpcs.iter_mut().filter(|v| v.name == *vpc).flat_map(|v| &mut v.subnets);
+        for s in hosts.filter(|s| s.name == subnet.name) {
+            s.hosts.iter_mut().for_each(|h| h.impairment = Some(*impairment));
+        }
+    }
+    for vpc in &mut network.vpcs {
+        for subnet in &mut vpc.subnets {
+            for host in &mut subnet.hosts {
+                if let Some(own) = of_host.get(&(vpc.name.as_str(), host.name.as_str())) {
+                    host.impairment = Some(*own);
+                }
+            }
+        }
+    }
+}
+
+/// A host as (VPC, host name): how the resolved network names it.
+fn host_key(decls: &Declarations, host: HostRef) -> (&str, &str) {
+    let subnet = decls.subnet(decls.host_subnet(host));
+    (&decls.vpc(subnet.vpc).name, decls.host_name(host))
 }
 
 /// A VPC's prefixes: its IPv4 CIDR, and its IPv6 /56 when it has a valid one.
@@ -794,11 +856,13 @@ fn resolve_hosts(
         .hosts_of(subnet_id)
         .filter_map(|(id, h)| {
             check_name(problems, &h.name, h.span, "host");
-            Some((Host { name: h.name.clone(), ip: *ips.get(&id.0)?, ip6: None }, h.span))
+            Some((Host { name: h.name.clone(), ip: *ips.get(&id.0)?, ip6: None, impairment: None }, h.span))
         })
         .collect();
     if decls.hosts_of(subnet_id).next().is_none() {
-        hosts.push((Host { name: subnet.name.clone(), ip: ipam::first_host(net), ip6: None }, subnet.span));
+        let implicit =
+            Host { name: subnet.name.clone(), ip: ipam::first_host(net), ip6: None, impairment: None };
+        hosts.push((implicit, subnet.span));
     }
     assign_ipv6(decls, subnet_id, (net, net6), &mut hosts, problems);
     hosts

@@ -104,20 +104,7 @@ pub(crate) fn desired(network: &Network, machine: &Machine) -> KernelState {
         }
 
         for subnet in &vpc.subnets {
-            let owner = Owner::Subnet { vpc: vpc.name.clone(), subnet: subnet.name.clone() };
-            let bridge = Naming::bridge(&subnet.name);
-            router.links.insert(bridge.clone(), link(LinkKind::Bridge, None, &owner));
-            router.addrs.insert(addr(&bridge, subnet.gateway.into(), subnet.cidr.prefix()));
-            if let (Some(net6), Some(gw6)) = (subnet.cidr6, subnet.gateway6()) {
-                router.addrs.insert(addr(&bridge, gw6.into(), net6.prefix()));
-            }
-            for host in &subnet.hosts {
-                let owner = Owner::Host { vpc: vpc.name.clone(), host: host.name.clone() };
-                let host_ns = naming.host_ns(&vpc.name, &host.name);
-                let veth = LinkKind::Veth { peer_ns: host_ns.clone(), peer: HOST_IFNAME.into() };
-                router.links.insert(Naming::host_veth(&host.name), link(veth, Some(bridge.clone()), &owner));
-                state.namespaces.insert(host_ns, host_netns(network, vpc, subnet, host, &owner));
-            }
+            subnet_links(&mut state, &mut router, (network, vpc, subnet), naming);
         }
         peering_links(&mut router, vpc, network, naming, &transfer);
         router.nft = Some(Nft::Wanted(router_ruleset(vpc, network, link_net)));
@@ -135,11 +122,33 @@ pub(crate) fn desired(network: &Network, machine: &Machine) -> KernelState {
     state
 }
 
+/// A subnet in its router — a bridge holding the gateway — and its hosts, each a namespace
+/// linked to the bridge.
+fn subnet_links(state: &mut KernelState, router: &mut Netns, at: (&Network, &Vpc, &Subnet), naming: &Naming) {
+    let (network, vpc, subnet) = at;
+    let owner = Owner::Subnet { vpc: vpc.name.clone(), subnet: subnet.name.clone() };
+    let bridge = Naming::bridge(&subnet.name);
+    router.links.insert(bridge.clone(), link(LinkKind::Bridge, None, &owner));
+    router.addrs.insert(addr(&bridge, subnet.gateway.into(), subnet.cidr.prefix()));
+    if let (Some(net6), Some(gw6)) = (subnet.cidr6, subnet.gateway6()) {
+        router.addrs.insert(addr(&bridge, gw6.into(), net6.prefix()));
+    }
+    for host in &subnet.hosts {
+        let owner = Owner::Host { vpc: vpc.name.clone(), host: host.name.clone() };
+        let host_ns = naming.host_ns(&vpc.name, &host.name);
+        let veth = LinkKind::Veth { peer_ns: host_ns.clone(), peer: HOST_IFNAME.into() };
+        let towards_host = Link { impairment: host.impairment, ..link(veth, Some(bridge.clone()), &owner) };
+        router.links.insert(Naming::host_veth(&host.name), towards_host);
+        state.namespaces.insert(host_ns, host_netns(network, vpc, subnet, host, &owner));
+    }
+}
+
 /// A host's namespace: `eth0` with its address and default route, its firewall, its workloads.
 fn host_netns(network: &Network, vpc: &Vpc, subnet: &Subnet, host: &Host, owner: &Owner) -> Netns {
     let mut ns = netns_with_lo(owner);
     ns.ipv6 = Some(subnet.cidr6.is_some());
-    ns.links.insert(HOST_IFNAME.into(), link(LinkKind::VethPeer, None, owner));
+    let eth0 = Link { impairment: host.impairment, ..link(LinkKind::VethPeer, None, owner) };
+    ns.links.insert(HOST_IFNAME.into(), eth0);
     ns.addrs.insert(addr(HOST_IFNAME, host.ip.into(), subnet.cidr.prefix()));
     ns.routes.insert(Route { dst: default_route(), via: subnet.gateway.into(), dev: HOST_IFNAME.into() });
     if let (Some(ip6), Some(gw6)) = (host.ip6, subnet.gateway6()) {
@@ -184,7 +193,7 @@ fn peering_links(
         } else {
             LinkKind::VethPeer
         };
-        router.links.insert(dev.clone(), link(kind, None, &owner));
+        router.links.insert(dev.clone(), Link { impairment: p.impairment, ..link(kind, None, &owner) });
         router.addrs.insert(addr(&dev, mine_ip, 30));
         let dual = vpc.cidr6.is_some() && network.vpc(other).is_some_and(|o| o.cidr6.is_some());
         if dual {
@@ -476,7 +485,7 @@ fn netns_with_lo(owner: &Owner) -> Netns {
 }
 
 fn link(kind: LinkKind, master: Option<String>, owner: &Owner) -> Link {
-    Link { kind, master, up: true, owner: owner.clone(), ours: true, route_localnet: false }
+    Link { kind, master, up: true, owner: owner.clone(), ours: true, route_localnet: false, impairment: None }
 }
 
 fn net(ip: Ipv4Addr, prefix: u8) -> Ipv4Network {
@@ -529,7 +538,7 @@ mod tests {
         ] {
             let cidr: Ipv4Network = cidr.parse().unwrap();
             let ip = Ipv4Addr::from(u32::from(cidr.network()) + 2);
-            let hosts = vec![Host { name: name.into(), ip, ip6: None }];
+            let hosts = vec![Host { name: name.into(), ip, ip6: None, impairment: None }];
             prod.subnets.push(Subnet {
                 name: name.into(),
                 cidr,

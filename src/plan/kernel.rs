@@ -10,6 +10,7 @@ use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 
 use super::nft::Ruleset;
+use crate::model::impair::Impairment;
 
 /// The link group that marks links vpcsh made (ASCII "vpcs"); honoured at creation, unlike
 /// an alias, so marking costs no extra request.
@@ -163,6 +164,8 @@ pub(crate) struct Link {
     /// Packets from 127.0.0.0/8 may leave through it (`route_localnet`): the machine's
     /// uplink ends, so a published port answers on the machine's loopback too.
     pub route_localnet: bool,
+    /// What its root queue (netem) does to the packets it sends; `None`: the default queue.
+    pub impairment: Option<Impairment>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -299,6 +299,10 @@ fn diff_link(p: &mut Phases, scope: &Scope, name: &str, wl: &kernel::Link, hl: O
                 peer: peer.clone(),
             };
             p.veths.push(step(&wl.owner, op));
+            impair_new(p, ns, name, wl);
+            if let Some(far) = desired.namespaces.get(peer_ns).and_then(|n| n.links.get(peer)) {
+                impair_new(p, peer_ns, peer, far);
+            }
         }
     }
 }
@@ -394,6 +398,19 @@ fn fix_link(p: &mut Phases, ns: &str, name: &str, want: &kernel::Link, have: &ke
         let op = Op::SetLink { ns: ns.into(), name: name.into(), up: want.up, master: want.master.clone() };
         let undo = Op::SetLink { ns: ns.into(), name: name.into(), up: have.up, master: have.master.clone() };
         p.changes.push(change(&want.owner, op, undo));
+    }
+    if want.impairment != have.impairment {
+        let set = |impairment| Op::SetImpairment { ns: ns.into(), name: name.into(), impairment };
+        p.changes.push(change(&want.owner, set(want.impairment), set(have.impairment)));
+    }
+}
+
+/// A link made by this plan starts with the default queue: impair it once it exists
+/// (removing the link takes its queue with it, so there is nothing to undo).
+fn impair_new(p: &mut Phases, ns: &str, name: &str, want: &kernel::Link) {
+    if want.impairment.is_some() {
+        let op = Op::SetImpairment { ns: ns.into(), name: name.into(), impairment: want.impairment };
+        p.changes.push(step(&want.owner, op));
     }
 }
 

@@ -5,6 +5,7 @@ use std::fmt;
 
 use super::kernel::{Addr, ForeignChain, Process, Route};
 use super::nft::{Ruleset, TABLE};
+use crate::model::impair::Impairment;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Op {
@@ -54,6 +55,12 @@ pub(crate) enum Op {
         ns: String,
         name: String,
         on: bool,
+    },
+    /// Puts a netem queue on one of vpcsh's links (`None`: back to the default queue).
+    SetImpairment {
+        ns: String,
+        name: String,
+        impairment: Option<Impairment>,
     },
     AddAddr {
         ns: String,
@@ -127,6 +134,7 @@ impl Op {
             Op::SetForwarding { .. }
             | Op::SetIpv6 { .. }
             | Op::SetLink { .. }
+            | Op::SetImpairment { .. }
             | Op::ReplaceRoute { .. }
             | Op::SetRuleset { .. } => OpClass::Change,
             Op::DeleteNetns { .. }
@@ -169,6 +177,7 @@ impl Op {
             Op::SetLink { .. } => "set-link",
             Op::DeleteLink { .. } => "delete-link",
             Op::SetRouteLocalnet { .. } => "set-route-localnet",
+            Op::SetImpairment { .. } => "set-impairment",
             Op::AddAddr { .. } => "add-address",
             Op::DelAddr { .. } => "delete-address",
             Op::AddRoute { .. } => "add-route",
@@ -195,6 +204,7 @@ impl Op {
             | Op::SetLink { ns, .. }
             | Op::DeleteLink { ns, .. }
             | Op::SetRouteLocalnet { ns, .. }
+            | Op::SetImpairment { ns, .. }
             | Op::AddAddr { ns, .. }
             | Op::DelAddr { ns, .. }
             | Op::AddRoute { ns, .. }
@@ -248,6 +258,12 @@ impl fmt::Display for Op {
             Op::DeleteLink { ns, name } => write!(f, "delete link {name} in {ns}"),
             Op::SetRouteLocalnet { ns, name, on } => {
                 write!(f, "turn route_localnet {} for {name} in {ns}", on_off(*on))
+            }
+            Op::SetImpairment { ns, name, impairment: Some(i) } => {
+                write!(f, "impair link {name} in {ns}: {i}")
+            }
+            Op::SetImpairment { ns, name, impairment: None } => {
+                write!(f, "remove the impairment of link {name} in {ns}")
             }
             Op::AddAddr { ns, addr } => write!(f, "add address {} on {} in {ns}", addr.net, addr.dev),
             Op::DelAddr { ns, addr } => write!(f, "delete address {} on {} in {ns}", addr.net, addr.dev),

@@ -38,6 +38,7 @@ fn net(vpcs: &Spec) -> Network {
                                     name: h.to_string(),
                                     ip: ip.parse().unwrap(),
                                     ip6: None,
+                                    impairment: None,
                                 })
                                 .collect(),
                         }
@@ -208,7 +209,7 @@ fn a_failed_apply_is_rolled_back_to_where_it_started() {
         nat: false,
         gateway: "10.0.3.1".parse().unwrap(),
         cidr6: None,
-        hosts: vec![Host { name: "db".into(), ip: "10.0.3.2".parse().unwrap(), ip6: None }],
+        hosts: vec![Host { name: "db".into(), ip: "10.0.3.2".parse().unwrap(), ip6: None, impairment: None }],
     });
     let want = want(&bigger);
     let observed = backend.observe(&names(&want)).unwrap();
@@ -250,4 +251,31 @@ fn a_stranger_link_with_a_wanted_name_is_neither_adopted_nor_deleted() {
     let l = lines(&p);
     assert!(l.contains(&"create bridge b-app in t.prod".to_string()), "{l:#?}");
     assert!(!l.iter().any(|x| x.starts_with("delete link b-app")), "{l:#?}");
+}
+
+#[test]
+fn impairments_are_set_on_both_ends_changed_in_place_and_removed() {
+    use crate::model::impair::Impairment;
+    let mut backend = Recording::default();
+    let mut network = base();
+    let delay = Impairment { delay_us: 20_000, ..Impairment::default() };
+    network.vpcs[0].subnets[0].hosts[0].impairment = Some(delay);
+    let p = converge(&mut backend, &network);
+    let veth = position(&p, "create veth h-w1 in t.prod (master b-web) <-> eth0 in t.prod.w1");
+    assert!(position(&p, "impair link h-w1 in t.prod: delay 20ms") > veth);
+    assert!(position(&p, "impair link eth0 in t.prod.w1: delay 20ms") > veth);
+    assert!(converge(&mut backend, &network).steps.is_empty(), "applied: nothing to do");
+
+    let slower = Impairment { delay_us: 50_000, ..delay };
+    network.vpcs[0].subnets[0].hosts[0].impairment = Some(slower);
+    let p = converge(&mut backend, &network);
+    assert_eq!(p.summary().changed, 2, "{:#?}", lines(&p));
+    let undo = p.steps.iter().find_map(|s| s.undo.clone()).expect("a change can be undone");
+    assert_eq!(undo.to_string(), "impair link h-w1 in t.prod: delay 20ms");
+
+    let p = converge(&mut backend, &base());
+    assert_eq!(
+        lines(&p),
+        ["remove the impairment of link h-w1 in t.prod", "remove the impairment of link eth0 in t.prod.w1"]
+    );
 }

@@ -12,10 +12,10 @@ use super::context::{
     span,
 };
 use super::errors::{Fault, ScriptError};
-use super::handles::{HostHandle, SubnetHandle, VpcHandle, first_host};
+use super::handles::{HostHandle, PeeringHandle, SubnetHandle, VpcHandle, first_host};
 use crate::model::{
-    AnyCidr, Cidr6, HostDecl, HostRef, NatDecl, PeerDecl, Problem, PublishDecl, Span, SubnetDecl, SubnetId,
-    Transport, VpcDecl, VpcId, ipam, ipam6,
+    AnyCidr, Cidr6, HostDecl, HostRef, ImpairDecl, ImpairTarget, NatDecl, PeerDecl, Problem, PublishDecl,
+    Span, SubnetDecl, SubnetId, Transport, VpcDecl, VpcId, ipam, ipam6,
 };
 
 fn declare_vpc(ctx: &NativeCallContext, name: &str, text: &str, opts: Map) -> Res<VpcHandle> {
@@ -171,10 +171,10 @@ fn automatic_address(shared: &mut Shared, subnet: SubnetId, name: &str, span: Sp
     found
 }
 
-fn declare_peer(ctx: &NativeCallContext, a: VpcHandle, b: VpcHandle, opts: Map) -> Res<()> {
+fn declare_peer(ctx: &NativeCallContext, a: VpcHandle, b: VpcHandle, opts: Map) -> Res<PeeringHandle> {
     let sh = shared(ctx);
     let mut shared = sh.borrow_mut();
-    check_options(ctx, &shared, "peer", &opts, &["allow"])?;
+    check_options(ctx, &shared, "peer", &opts, &["allow", "impair"])?;
     live_vpc(ctx, &shared, a.0)?;
     live_vpc(ctx, &shared, b.0)?;
     let span = span(&shared, ctx);
@@ -197,8 +197,25 @@ fn declare_peer(ctx: &NativeCallContext, a: VpcHandle, b: VpcHandle, opts: Map) 
         }
         Some(other) => return option_type_error(ctx, &shared, "allow", "a list of CIDRs or subnets", other),
     };
+    let impairment = match opts.get("impair").map(|v| v.clone().try_cast::<Map>()) {
+        None => None,
+        Some(Some(map)) => Some(super::impair::impairment(ctx, &shared, &map)?),
+        Some(None) => {
+            return option_type_error(
+                ctx,
+                &shared,
+                "impair",
+                "a map such as #{ delay: \"20ms\" }",
+                &opts["impair"],
+            );
+        }
+    };
     shared.decls.peers.push(PeerDecl { a: a.0, b: b.0, allow, span });
-    Ok(())
+    if let Some(impairment) = impairment {
+        let target = ImpairTarget::Peering(a.0, b.0);
+        shared.decls.impairs.push(ImpairDecl { target, impairment, span });
+    }
+    Ok(PeeringHandle { a: a.0, b: b.0 })
 }
 
 fn declare_publish(
@@ -357,13 +374,14 @@ mod api {
     }
 
     /// Routes two VPCs to each other (never transitively); `#{ allow: [cidr or subnet, ...] }`
-    /// limits which CIDRs cross.
+    /// limits which CIDRs cross, `#{ impair: #{ delay: "20ms", ... } }` impairs the link
+    /// (as `impair()`). Returns the peering, which `impair()` also takes.
     #[rhai_fn(return_raw)]
-    pub fn peer(ctx: NativeCallContext, a: VpcHandle, b: VpcHandle) -> Res<()> {
+    pub fn peer(ctx: NativeCallContext, a: VpcHandle, b: VpcHandle) -> Res<PeeringHandle> {
         declare_peer(&ctx, a, b, Map::new())
     }
     #[rhai_fn(name = "peer", return_raw)]
-    pub fn peer_with(ctx: NativeCallContext, a: VpcHandle, b: VpcHandle, opts: Map) -> Res<()> {
+    pub fn peer_with(ctx: NativeCallContext, a: VpcHandle, b: VpcHandle, opts: Map) -> Res<PeeringHandle> {
         declare_peer(&ctx, a, b, opts)
     }
 

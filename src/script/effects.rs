@@ -91,7 +91,13 @@ pub(crate) trait Effects {
 /// Commands and probes: `exec()`, `ping()`, `connect()`, `http_get()`.
 pub(crate) trait Prober {
     fn exec(&mut self, on: &Endpoint, argv: &[String], timeout: Duration) -> Result<ExecOutput, EffectError>;
-    fn ping(&mut self, from: &Endpoint, to: IpAddr, opts: ProbeOptions) -> Result<bool, EffectError>;
+    /// The round trip of the first echo answered, if one is.
+    fn ping(
+        &mut self,
+        from: &Endpoint,
+        to: IpAddr,
+        opts: ProbeOptions,
+    ) -> Result<Option<Duration>, EffectError>;
     fn connect(
         &mut self,
         from: &Endpoint,

@@ -22,6 +22,14 @@ pub(crate) struct SubnetHandle(pub SubnetId);
 #[derive(Clone, Debug)]
 pub(crate) struct HostHandle(pub HostRef);
 
+/// A peering as `peer()` returns it: what `impair()` takes to impair the link between
+/// the two VPCs' routers.
+#[derive(Clone, Debug)]
+pub(crate) struct PeeringHandle {
+    pub a: VpcId,
+    pub b: VpcId,
+}
+
 /// The simulated internet as a script sees it.
 #[derive(Clone, Debug)]
 pub(crate) struct InternetHandle;
@@ -269,14 +277,30 @@ mod internet_properties {
     }
 }
 
+// Rhai exports a plugin module\'s `pub` functions only.
+#[allow(unreachable_pub)]
+#[export_module]
+mod peering_properties {
+    use super::*;
+
+    #[rhai_fn(name = "to_string", name = "to_debug", pure)]
+    pub fn show(ctx: NativeCallContext, peering: &mut PeeringHandle) -> String {
+        let sh = shared(&ctx);
+        let shared = sh.borrow();
+        format!("peering {} <-> {}", shared.decls.vpc(peering.a).name, shared.decls.vpc(peering.b).name)
+    }
+}
+
 /// Registers the handle types under the names scripts see, with their properties.
 pub(super) fn register(engine: &mut Engine) {
     engine.register_type_with_name::<VpcHandle>("Vpc");
     engine.register_type_with_name::<SubnetHandle>("Subnet");
     engine.register_type_with_name::<HostHandle>("Host");
     engine.register_type_with_name::<InternetHandle>("Internet");
+    engine.register_type_with_name::<PeeringHandle>("Peering");
     engine.register_global_module(exported_module!(vpc_properties).into());
     engine.register_global_module(exported_module!(subnet_properties).into());
     engine.register_global_module(exported_module!(host_properties).into());
     engine.register_global_module(exported_module!(internet_properties).into());
+    engine.register_global_module(exported_module!(peering_properties).into());
 }

@@ -8,6 +8,7 @@ mod effects;
 mod errors;
 mod explain;
 mod handles;
+mod impair;
 mod modules;
 mod policy;
 mod probes;
@@ -49,7 +50,7 @@ pub(crate) struct Checkpoint {
 
 impl Checkpoint {
     /// How much was declared at this point (see `Declarations::extent`).
-    pub(crate) fn extent(&self) -> [usize; 10] {
+    pub(crate) fn extent(&self) -> [usize; 11] {
         self.decls.extent()
     }
 }
@@ -91,6 +92,7 @@ impl Interpreter {
         probes::register(&mut engine);
         explain::register(&mut engine);
         policy::register(&mut engine);
+        impair::register(&mut engine);
         engine.set_module_resolver(modules::Resolver::new());
         // Plugin functions reach the declarations through the engine's tag.
         engine.set_default_tag(rhai::Dynamic::from(shared.clone()));
@@ -175,6 +177,7 @@ impl Interpreter {
             ("SubnetHandle", "Subnet"),
             ("HostHandle", "Host"),
             ("InternetHandle", "Internet"),
+            ("PeeringHandle", "Peering"),
         ] {
             text = text.replace(rust, script);
         }
@@ -260,8 +263,13 @@ pub(crate) mod tests {
         fn exec(&mut self, _: &Endpoint, _: &[String], _: Duration) -> Result<ExecOutput, EffectError> {
             Ok(ExecOutput::default())
         }
-        fn ping(&mut self, _: &Endpoint, _: IpAddr, _: ProbeOptions) -> Result<bool, EffectError> {
-            Ok(true)
+        fn ping(
+            &mut self,
+            _: &Endpoint,
+            _: IpAddr,
+            _: ProbeOptions,
+        ) -> Result<Option<std::time::Duration>, EffectError> {
+            Ok(Some(std::time::Duration::ZERO))
         }
         fn connect(&mut self, _: &Endpoint, _: IpAddr, _: u16, _: ProbeOptions) -> Result<bool, EffectError> {
             Ok(true)

@@ -333,7 +333,20 @@ mod api {
     #[rhai_fn(name = "ping", return_raw)]
     pub fn ping_with(ctx: NativeCallContext, from: Dynamic, to: Dynamic, opts: Map) -> Res<bool> {
         let (opts, family) = probe_options(&ctx, "ping", &opts, &["timeout", "count", "family"])?;
-        probe(&ctx, (&from, &to), family, |p, from, to| p.ping(from, to, opts))
+        probe(&ctx, (&from, &to), family, |p, from, to| p.ping(from, to, opts)).map(|rtt| rtt.is_some())
+    }
+
+    /// The round trip of an ICMP echo from `from` to `to`, in milliseconds (options as
+    /// `ping`); `()` when nothing answered. `assert(ping_rtt(a, b) > 40.0, ...)`.
+    #[rhai_fn(return_raw)]
+    pub fn ping_rtt(ctx: NativeCallContext, from: Dynamic, to: Dynamic) -> Res<Dynamic> {
+        ping_rtt_with(ctx, from, to, Map::new())
+    }
+    #[rhai_fn(name = "ping_rtt", return_raw)]
+    pub fn ping_rtt_with(ctx: NativeCallContext, from: Dynamic, to: Dynamic, opts: Map) -> Res<Dynamic> {
+        let (opts, family) = probe_options(&ctx, "ping_rtt", &opts, &["timeout", "count", "family"])?;
+        let rtt = probe(&ctx, (&from, &to), family, |p, from, to| p.ping(from, to, opts))?;
+        Ok(rtt.map_or(Dynamic::UNIT, |d| Dynamic::from_float(d.as_secs_f64() * 1000.0)))
     }
 
     /// Whether a TCP connection from `from` to `to:port` is accepted (timeouts and

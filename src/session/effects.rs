@@ -51,9 +51,14 @@ impl Prober for HeldBack {
         self.log.push(format!("exec in {}: {}", on, argv.join(" ")));
         Ok(ExecOutput::default())
     }
-    fn ping(&mut self, from: &Endpoint, to: IpAddr, _: ProbeOptions) -> Result<bool, EffectError> {
+    fn ping(
+        &mut self,
+        from: &Endpoint,
+        to: IpAddr,
+        _: ProbeOptions,
+    ) -> Result<Option<Duration>, EffectError> {
         self.log.push(format!("ping from {from} to {to}"));
-        Ok(true)
+        Ok(Some(Duration::ZERO))
     }
     fn connect(
         &mut self,
@@ -92,17 +97,25 @@ pub(super) struct Probes {
     naming: Naming,
     /// The configured wait of a probe without its own `timeout`.
     configured: Option<Duration>,
+    /// What impaired links may add to a round trip: the default wait allows for it.
+    slack: Duration,
 }
 
 impl Probes {
     pub(super) fn of(target: &Target) -> Self {
-        Self { naming: target.naming(), configured: target.probe_timeout }
+        Self { naming: target.naming(), configured: target.probe_timeout, slack: Duration::ZERO }
+    }
+
+    /// Makes the default wait allow for the network's impaired links: a round trip may cross
+    /// three (two host links and a peering), each way.
+    pub(super) fn allow_for(&mut self, network: &Network) {
+        self.slack = Duration::from_micros(network.worst_delay_us() * 6);
     }
 
     /// The probe's own timeout, else the configured one, else the default for where it runs.
     fn timeout(&self, opts: ProbeOptions) -> Duration {
         let default = if self.naming.sandbox { probe::SANDBOX_TIMEOUT } else { probe::TIMEOUT };
-        opts.timeout.or(self.configured).unwrap_or(default)
+        opts.timeout.or(self.configured).unwrap_or(default + self.slack)
     }
 
     fn ns(&self, e: &Endpoint) -> Result<String, EffectError> {
@@ -123,7 +136,12 @@ impl Prober for Probes {
             .map_err(|e| failed(format!("running `{}` in {ns}: {e}", argv[0])))?;
         Ok(ExecOutput { code: out.code, stdout: out.stdout, stderr: out.stderr })
     }
-    fn ping(&mut self, from: &Endpoint, to: IpAddr, opts: ProbeOptions) -> Result<bool, EffectError> {
+    fn ping(
+        &mut self,
+        from: &Endpoint,
+        to: IpAddr,
+        opts: ProbeOptions,
+    ) -> Result<Option<Duration>, EffectError> {
         let ns = self.ns(from)?;
         probe::ping(&ns, to, self.timeout(opts), opts.count)
             .map_err(|e| failed(format!("pinging {to} from {ns}: {e}")))
@@ -180,13 +198,15 @@ pub(super) struct Live {
 
 impl Effects for Live {
     fn apply(&mut self, decls: &Declarations) -> Result<Summary, EffectError> {
-        let network = model::validate(decls).map_err(EffectError::Invalid)?;
-        let summary = self.runner.converge_stack(&self.stack, &network.overlay(&kept(&self.keep, decls)))?;
+        let network = model::validate(decls).map_err(EffectError::Invalid)?.overlay(&kept(&self.keep, decls));
+        self.probes.allow_for(&network);
+        let summary = self.runner.converge_stack(&self.stack, &network)?;
         self.total += summary;
         Ok(summary)
     }
     fn finish(&mut self, decls: &Declarations) -> Result<Summary, EffectError> {
         let network = model::validate(decls).map_err(EffectError::Invalid)?;
+        self.probes.allow_for(&network);
         let summary = self.runner.converge_stack(&self.stack, &network)?;
         self.total += summary;
         Ok(summary)
@@ -258,6 +278,7 @@ impl Interactive {
 impl Effects for Interactive {
     fn apply(&mut self, decls: &Declarations) -> Result<Summary, EffectError> {
         let (mut runner, network) = self.network(decls)?;
+        self.probes.allow_for(&network);
         runner.converge_stack(&self.stack, &network)
     }
     fn held_back(&self) -> bool {

@@ -10,6 +10,7 @@ mod explain;
 mod firewall;
 mod golden_plan;
 mod graph;
+mod impair;
 mod internet;
 mod ipv6;
 mod kernel;
