@@ -140,6 +140,24 @@ pub(super) enum Command {
     Policy(PolicyCommand),
     /// Print the logs of the processes run() and serve() started in a host (VPC/HOST).
     Logs { target: String },
+    /// Capture the packets of a host (VPC/HOST, its eth0), a VPC's router (VPC) or
+    /// `internet`: one line each, or a pcap file (-w) that Wireshark and tcpdump read;
+    /// until Ctrl-C or -c N.
+    Capture {
+        target: String,
+        /// Write the packets to this pcap file.
+        #[arg(short = 'w', long = "write", value_name = "FILE")]
+        write: Option<PathBuf>,
+        /// Only packets that match: tcp, udp, icmp, icmp6, arp, port N, host ADDR, joined by `and`.
+        #[arg(long, value_name = "FILTER")]
+        filter: Option<String>,
+        /// Stop after N packets.
+        #[arg(short = 'c', long = "count", value_name = "N")]
+        count: Option<u64>,
+        /// The interface (default: eth0 of a host, every interface of a router or the internet).
+        #[arg(short = 'i', long, value_name = "IFACE")]
+        interface: Option<String>,
+    },
     /// Run each script as a test fixture in a fresh sandbox of its own, destroyed
     /// afterwards; prints a line per script and `N passed, N failed`.
     Test {

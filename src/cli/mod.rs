@@ -183,6 +183,10 @@ fn run(
         Command::List => commands::list(target, out.json)?,
         Command::Exec { target: who, command } => return exec(target, &who, command),
         Command::Logs { target: who } => commands::logs(target, &who)?,
+        Command::Capture { target: who, write, filter, count, interface } => {
+            let opts = commands::CaptureOptions { write, filter, count, interface };
+            return commands::capture(target, &who, opts);
+        }
         Command::Repl => return Ok(crate::repl::run(target)),
         Command::Reference => print!("{}", session::reference()),
         Command::Defs => print!("{}", session::definitions()),

@@ -33,6 +33,7 @@ pub(super) fn need(command: Option<&Command>) -> Need {
             | Command::Verify { .. }
             | Command::List
             | Command::Exec { .. }
+            | Command::Capture { .. }
             | Command::Logs { .. },
         ) => Need::Join,
         Some(_) => Need::Nothing,

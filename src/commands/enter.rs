@@ -15,7 +15,7 @@ fn peek(target: &Target) -> Result<Option<State>, Failure> {
 }
 
 /// The namespace a target names: `internet`, `VPC/HOST` or `VPC` (its router).
-fn resolve(target: &Target, who: &str) -> Result<String, Failure> {
+pub(super) fn resolve(target: &Target, who: &str) -> Result<String, Failure> {
     let naming = target.naming();
     let network = peek(target)?.map(|s| s.network).unwrap_or_default();
     if who == "internet" {

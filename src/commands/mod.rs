@@ -1,12 +1,14 @@
 //! The commands that look at or step into an applied network — `status`, `list`, `exec`,
-//! `logs`, `explain`, `verify` — printing for a person or as JSON. The CLI and the REPL both call them; they
+//! `logs`, `capture`, `explain`, `verify` — printing for a person or as JSON. The CLI and the REPL both call them; they
 //! call only the session layer and below.
 
+mod capture;
 mod enter;
 pub(crate) mod graph;
 mod reach;
 mod report;
 
+pub(crate) use capture::{CaptureOptions, capture};
 pub(crate) use enter::{exec, logs, targets};
 pub(crate) use reach::{explain, verify};
 pub(crate) use report::{list, status};

@@ -5,6 +5,7 @@
 //! root). `apply` runs a plan and, when a step fails,
 //! undoes every step this run made, in reverse, collecting every error on the way.
 
+pub(crate) mod capture;
 pub(crate) mod faults;
 mod iptables_legacy;
 mod netlink;

@@ -2,6 +2,7 @@
 //! its own (a unique name, destroyed on drop even when the test fails), checked from
 //! outside with `ip netns exec`, `ping` and plain TCP.
 
+mod capture;
 mod cli;
 mod common;
 mod crash;
