@@ -9,6 +9,7 @@
 mod cli;
 mod commands;
 mod diag;
+mod dnsd;
 mod exec;
 mod httpd;
 mod model;

@@ -194,6 +194,13 @@ pub(super) enum Command {
     /// The names `exec` and `logs` accept, one per line (for shell completion).
     #[command(name = "__targets", hide = true)]
     Targets,
+    /// A VPC's resolver, run by vpcsh inside the VPC's router: NAME=ADDRESS records.
+    #[command(name = "__dns", hide = true)]
+    Dns {
+        #[arg(long)]
+        netns: String,
+        records: Vec<String>,
+    },
     /// A rootless sandbox's keeper: holds its user and mount namespaces between commands.
     #[command(name = "__keep", hide = true)]
     Keep { sandbox: String },

@@ -35,7 +35,8 @@ pub fn main() -> ExitCode {
     let out = Output { json: cli.global.json, quiet: cli.global.quiet, yes: cli.global.yes };
     // The server vpcsh starts in a namespace, and a sandbox's keeper, take everything from
     // their flags.
-    let internal = matches!(cli.command, Some(Command::Serve { .. } | Command::Keep { .. }));
+    let internal =
+        matches!(cli.command, Some(Command::Serve { .. } | Command::Dns { .. } | Command::Keep { .. }));
     let config = match if internal { Ok(Config::default()) } else { Config::load() } {
         Ok(config) => config,
         Err(failure) => {
@@ -217,6 +218,19 @@ fn run(
             let jobs = jobs.unwrap_or(1);
             return Ok(test::run(test::Options { scripts, keep, jobs, state_dir, prefix, json: out.json }));
         }
+        Command::Dns { .. } | Command::Keep { .. } | Command::Serve { .. } => helper(command)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The processes vpcsh starts for itself: a VPC's resolver, a sandbox's keeper, the
+/// built-in HTTP server.
+fn helper(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Dns { netns, records } => {
+            crate::dnsd::serve(&netns, &records)
+                .map_err(|e| Failure::refused(format!("resolver in {netns}: {e}"), None))?;
+        }
         Command::Keep { .. } => {
             crate::exec::userns::keep()
                 .map_err(|e| Failure::refused(format!("keeping the sandbox's namespaces: {e}"), None))?;
@@ -225,8 +239,9 @@ fn run(
             crate::httpd::serve(&netns, port, &body)
                 .map_err(|e| Failure::refused(format!("http server in {netns}: {e}"), None))?;
         }
+        _ => {}
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// What vpcsh writes about itself: its manual page and shell completions.

@@ -256,7 +256,7 @@ impl Netlink {
                 self.rt.block_on(handle.route().del(route_message(route)).execute()).map_err(io_err)
             }
             // Processes are the supervisor's (see `System`).
-            Op::StartProcess { .. } | Op::StopProcess { .. } => {
+            Op::StartProcess { .. } | Op::StopProcess { .. } | Op::ReplaceProcess { .. } => {
                 Err(io::Error::from(io::ErrorKind::Unsupported))
             }
             Op::SetRuleset { ns, ruleset, .. } => nft(self.space(ns)?)?.replace(ruleset),
@@ -313,7 +313,9 @@ impl Netlink {
     }
 
     fn create_bridge(&mut self, ns: &str, name: &str) -> io::Result<()> {
-        let mut builder = LinkBridge::new(name).link_group(LINK_GROUP).up();
+        // A MAC of its own: a bridge without one takes its lowest port's, so a host added
+        // later would change the gateway's MAC under the other hosts' ARP caches.
+        let mut builder = LinkBridge::new(name).link_group(LINK_GROUP).address(bridge_mac(ns, name)).up();
         if let Some(i) = self.space(ns)?.claim_index(name) {
             builder = builder.index(i);
         }
@@ -515,6 +517,16 @@ fn link_of(l: &LinkMessage, names: &HashMap<u32, String>) -> Link {
         route_localnet,
         impairment: None,
     }
+}
+
+/// A locally administered unicast MAC, the same for the same bridge in the same namespace.
+fn bridge_mac(ns: &str, name: &str) -> Vec<u8> {
+    let hash = format!("{ns}/{name}")
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let mut mac = hash.to_be_bytes()[2..].to_vec();
+    mac[0] = (mac[0] & 0xfc) | 0x02;
+    mac
 }
 
 /// A link's root netem queue: the link's index and what the queue does.

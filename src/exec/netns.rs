@@ -198,12 +198,62 @@ pub(crate) fn set_ipv6(on: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// Makes `cmd`'s child enter the namespace `fd` between fork and exec, so the command (and
-/// only it) runs inside, whatever thread spawns it.
-pub(crate) fn enter_on_exec(cmd: &mut std::process::Command, fd: OwnedFd) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: between fork and exec the child only makes the setns system call.
-    unsafe {
-        cmd.pre_exec(move || setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(io::Error::from));
+pub(crate) use crate::plan::desired::RESOLVER;
+
+/// The `resolv.conf` commands vpcsh runs in its namespaces see (the same for all: the
+/// resolver is at one address in every VPC).
+const RESOLV_CONF: &str = "/run/vpcsh/resolv.conf";
+
+fn resolv_conf() -> Option<std::ffi::CString> {
+    let text = format!("# vpcsh: the VPC's resolver\nnameserver {RESOLVER}\noptions timeout:1 attempts:2\n");
+    if fs::read_to_string(RESOLV_CONF).ok().as_deref() != Some(text.as_str()) {
+        fs::create_dir_all("/run/vpcsh").ok()?;
+        fs::write(RESOLV_CONF, text).ok()?;
     }
+    std::ffi::CString::new(RESOLV_CONF).ok()
+}
+
+/// Makes `cmd`'s child enter the namespace `fd` (named `ns`) between fork and exec, so the
+/// command (and only it) runs inside, whatever thread spawns it. In vpcsh's namespaces it
+/// also gets the host's name as its hostname (a UTS namespace of its own) and the VPC's
+/// resolver in `/etc/resolv.conf` (a mount namespace of its own), as on a real machine.
+pub(crate) fn enter_on_exec(cmd: &mut std::process::Command, fd: OwnedFd, ns: &str) {
+    use std::os::unix::process::CommandExt;
+    // Prepared before the fork: between fork and exec nothing may allocate.
+    let own = (ns != HOST_NS).then(|| (hostname_of(ns).to_string(), resolv_conf()));
+    // SAFETY: between fork and exec the child only makes system calls (setns, unshare,
+    // sethostname, mount) on data prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+            if let Some((hostname, resolv)) = &own {
+                unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWNS).map_err(io::Error::from)?;
+                let _ = nix::unistd::sethostname(hostname);
+                if let Some(resolv) = resolv {
+                    // Mounts of the machine still reach in; this one stays here.
+                    let _ = mount(
+                        None::<&str>,
+                        "/",
+                        None::<&str>,
+                        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+                        None::<&str>,
+                    );
+                    let _ = mount(
+                        Some(resolv.as_c_str()),
+                        "/etc/resolv.conf",
+                        None::<&str>,
+                        MsFlags::MS_BIND,
+                        None::<&str>,
+                    );
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The hostname of whatever lives in a namespace: a host's name, a VPC's (its router),
+/// `internet`, or the sandbox's name for the sandbox machine.
+pub(crate) fn hostname_of(ns: &str) -> &str {
+    ns.rsplit('.').next().unwrap_or(ns)
 }

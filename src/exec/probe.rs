@@ -3,7 +3,7 @@
 //! `curl` or `ip netns exec` needed.
 
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
@@ -15,6 +15,8 @@ use nix::sys::socket::{
     recvfrom, sendto, setsockopt, socket, sockopt,
 };
 use nix::sys::time::TimeVal;
+use simple_dns::rdata::RData;
+use simple_dns::{CLASS, Packet, PacketFlag, QTYPE, TYPE};
 
 use super::netns;
 
@@ -177,13 +179,71 @@ pub(crate) fn http_get(
     })
 }
 
+/// `name`'s address as the VPC's resolver answers it from inside `ns` (IPv4, else IPv6);
+/// `None` when it knows no such name or does not answer within `timeout`.
+pub(crate) fn resolve(ns: &str, name: &str, timeout: Duration) -> io::Result<Option<IpAddr>> {
+    let fd = netns::open(ns)?;
+    let name = name.to_string();
+    netns::run_in(&fd, move || {
+        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        socket.connect((netns::RESOLVER, 53))?;
+        for ipv6 in [false, true] {
+            let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+            let Some(ask) = query(id, &name, ipv6) else { return Ok(None) };
+            socket.send(&ask)?;
+            socket.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
+            let mut buf = [0u8; 1500];
+            let n = match socket.recv(&mut buf) {
+                Ok(n) => n,
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    return Ok(None);
+                }
+                // Nothing listens (no resolver in this VPC): no such name.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            if let Some(addr) = first_address(id, &buf[..n]) {
+                return Ok(Some(addr));
+            }
+        }
+        Ok(None)
+    })
+}
+
+/// A query for `name`'s address of one family, as a resolver would send it.
+pub(crate) fn query(id: u16, name: &str, ipv6: bool) -> Option<Vec<u8>> {
+    let mut packet = Packet::new_query(id);
+    packet.set_flags(PacketFlag::RECURSION_DESIRED);
+    let qtype = QTYPE::TYPE(if ipv6 { TYPE::AAAA } else { TYPE::A });
+    packet.questions.push(simple_dns::Question::new(
+        simple_dns::Name::new(name).ok()?,
+        qtype,
+        CLASS::IN.into(),
+        false,
+    ));
+    packet.build_bytes_vec().ok()
+}
+
+/// The first address in a reply to `query(id, ...)`; `None` when there is none.
+pub(crate) fn first_address(id: u16, reply: &[u8]) -> Option<IpAddr> {
+    let reply = Packet::parse(reply).ok()?;
+    if reply.id() != id {
+        return None;
+    }
+    reply.answers.iter().find_map(|rr| match &rr.rdata {
+        RData::A(a) => Some(IpAddr::V4(Ipv4Addr::from(a.address))),
+        RData::AAAA(a) => Some(IpAddr::V6(Ipv6Addr::from(a.address))),
+        _ => None,
+    })
+}
+
 /// Runs `argv` to completion inside `ns`; killed after `timeout` (code 124, as timeout(1)).
 pub(crate) fn exec(ns: &str, argv: &[String], timeout: Duration) -> io::Result<Output> {
     let fd = netns::open(ns)?;
     let mut cmd = Command::new(&argv[0]);
     // A group of its own, so a timeout ends the whole command (a shell's children too).
     cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
-    netns::enter_on_exec(&mut cmd, fd);
+    netns::enter_on_exec(&mut cmd, fd, ns);
     let mut child = cmd.spawn()?;
     let (mut out, mut err) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
     let readers = (

@@ -170,7 +170,7 @@ impl Supervisor {
         }
         self.started.insert(record.pid);
         let_go(gate);
-        if matches!(process, Process::Http { .. })
+        if matches!(process, Process::Http { .. } | Process::Dns { .. })
             && let Err(e) = wait_ready(&record)
         {
             self.stop(ns, Some(process))?;
@@ -231,6 +231,12 @@ fn start_held(ns: &str, process: &Process, log_dir: &Path) -> io::Result<(Proces
                 .to_vec();
             (argv, log_dir.join(format!("{ns}.http-{port}.log")))
         }
+        Process::Dns { records } => {
+            let exe = std::env::current_exe()?.display().to_string();
+            let mut argv = [exe.as_str(), "__dns", "--netns", ns].map(String::from).to_vec();
+            argv.extend(records.iter().cloned());
+            (argv, log_dir.join(format!("{ns}.dns.log")))
+        }
         Process::Command { argv, .. } => {
             let hash = argv
                 .join("\0")
@@ -257,7 +263,7 @@ fn spawn(
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c").arg(HELD).arg(&exit_file).args(&argv);
     cmd.stdin(wait).stdout(out.try_clone()?).stderr(out).process_group(0);
-    netns::enter_on_exec(&mut cmd, enter);
+    netns::enter_on_exec(&mut cmd, enter, ns);
     let child = cmd.spawn()?;
     let pid = child.id() as i32;
     let (_, start_time) = proc_stat(pid)

@@ -125,6 +125,10 @@ fn apply_in(n: &mut Netns, op: &Op) {
         Op::StopProcess { process, .. } => {
             n.processes.remove(process);
         }
+        Op::ReplaceProcess { old, new, .. } => {
+            n.processes.remove(old);
+            n.processes.insert(new.clone());
+        }
         Op::SetRuleset { ruleset, .. } => n.nft = Some(Nft::Wanted(ruleset.clone())),
         Op::DeleteRuleset { .. } => n.nft = None,
         Op::OpenHostFirewall { chain, .. } => {

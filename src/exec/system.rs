@@ -43,6 +43,11 @@ impl Backend for System {
         match op {
             Op::StartProcess { ns, process } => self.supervisor.start(ns, process).map_err(failed),
             Op::StopProcess { ns, process } => self.supervisor.stop(ns, Some(process)).map_err(failed),
+            Op::ReplaceProcess { ns, old, new } => self
+                .supervisor
+                .stop(ns, Some(old))
+                .and_then(|()| self.supervisor.start(ns, new))
+                .map_err(failed),
             // A process inside keeps a namespace alive; one recorded for a namespace about to
             // be created lives on in the old one, deleted behind vpcsh's back. Stop them first.
             Op::DeleteNetns { ns } | Op::CreateNetns { ns, .. } => {

@@ -107,6 +107,8 @@ pub(crate) fn desired(network: &Network, machine: &Machine) -> KernelState {
             subnet_links(&mut state, &mut router, (network, vpc, subnet), naming);
         }
         peering_links(&mut router, vpc, network, naming, &transfer);
+        router.addrs.insert(addr("lo", RESOLVER.into(), 32));
+        router.processes.insert(Process::Dns { records: resolver_records(network, vpc) });
         router.nft = Some(Nft::Wanted(router_ruleset(vpc, network, link_net)));
         state.namespaces.insert(router_name, router);
     }
@@ -120,6 +122,45 @@ pub(crate) fn desired(network: &Network, machine: &Machine) -> KernelState {
     }
     state.namespaces.insert(machine_ns, m);
     state
+}
+
+/// The address of every VPC's resolver, on its router's `lo` (AWS's Route 53 Resolver
+/// answers at the same link-local address); hosts reach it through their gateway.
+pub(crate) const RESOLVER: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 253);
+
+/// The names a VPC's resolver answers, as `NAME=ADDRESS`: its own hosts as `HOST`,
+/// `HOST.VPC` and `HOST.SUBNET.VPC`; its peers' hosts that the peering lets across as
+/// `HOST.VPC` and `HOST.SUBNET.VPC`. No other VPC's names, so none leak.
+fn resolver_records(network: &Network, vpc: &Vpc) -> Vec<String> {
+    let mut out = BTreeSet::new();
+    let mut add = |names: &[String], host: &Host, crosses: &dyn Fn(IpAddr) -> bool| {
+        let addrs = std::iter::once(IpAddr::from(host.ip)).chain(host.ip6.map(IpAddr::from));
+        for addr in addrs.filter(|a| crosses(*a)) {
+            out.extend(names.iter().map(|n| format!("{n}={addr}")));
+        }
+    };
+    for s in &vpc.subnets {
+        for h in &s.hosts {
+            let names = [
+                h.name.clone(),
+                format!("{}.{}", h.name, vpc.name),
+                format!("{}.{}.{}", h.name, s.name, vpc.name),
+            ];
+            add(&names, h, &|_| true);
+        }
+    }
+    for p in &network.peerings {
+        let Some((other, _, theirs)) = p.seen_from(&vpc.name) else { continue };
+        let Some(peer) = network.vpc(other) else { continue };
+        for s in &peer.subnets {
+            for h in &s.hosts {
+                let names =
+                    [format!("{}.{}", h.name, peer.name), format!("{}.{}.{}", h.name, s.name, peer.name)];
+                add(&names, h, &|a| theirs.iter().any(|n| n.contains(a)));
+            }
+        }
+    }
+    out.into_iter().collect()
 }
 
 /// A subnet in its router — a bridge holding the gateway — and its hosts, each a namespace

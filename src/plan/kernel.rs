@@ -213,6 +213,8 @@ pub(crate) struct Route {
 pub(crate) enum Process {
     /// vpcsh's built-in HTTP server (`serve()`, the simulated internet).
     Http { port: u16, body: String },
+    /// A VPC's resolver, in its router: `NAME=ADDRESS` for every name it answers.
+    Dns { records: Vec<String> },
     /// A command from `run()`; one that ends is started again only when `restart`.
     Command {
         argv: Vec<String>,
@@ -225,7 +227,7 @@ impl Process {
     /// Whether it is started again once it has ended (servers always are).
     pub(crate) fn restarts(&self) -> bool {
         match self {
-            Process::Http { .. } => true,
+            Process::Http { .. } | Process::Dns { .. } => true,
             Process::Command { restart, .. } => *restart,
         }
     }
@@ -235,6 +237,7 @@ impl std::fmt::Display for Process {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Process::Http { port, .. } => write!(f, "http server on port {port}"),
+            Process::Dns { records } => write!(f, "resolver ({} names)", records.len()),
             Process::Command { argv, .. } => write!(f, "`{}`", argv.join(" ")),
         }
     }

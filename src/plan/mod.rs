@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 pub(crate) use ops::{Op, OpClass};
 
 pub(crate) use kernel::Owner;
-use kernel::{KernelState, LinkKind, Netns, Nft};
+use kernel::{KernelState, LinkKind, Netns, Nft, Process};
 
 /// One operation and the model object it is for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -226,10 +226,22 @@ fn diff_netns(
         }
     }
     diff_addrs_and_routes(p, ns, want, have);
-    for process in want.processes.difference(&have.processes) {
+    // A resolver whose names changed is replaced in one step: the new one needs the old
+    // one's port.
+    let resolver = |p: &&Process| matches!(p, Process::Dns { .. });
+    let old_resolver = have.processes.difference(&want.processes).find(resolver);
+    let new_resolver = want.processes.difference(&have.processes).find(resolver);
+    let replaced = old_resolver.zip(new_resolver);
+    if let Some((old, new)) = replaced {
+        let op = Op::ReplaceProcess { ns: ns.into(), old: old.clone(), new: new.clone() };
+        let undo = Op::ReplaceProcess { ns: ns.into(), old: new.clone(), new: old.clone() };
+        p.processes.push(change(&want.owner, op, undo));
+    }
+    let replacing = |p: &Process| replaced.is_some_and(|(old, new)| p == old || p == new);
+    for process in want.processes.difference(&have.processes).filter(|p| !replacing(p)) {
         p.processes.push(step(&want.owner, Op::StartProcess { ns: ns.into(), process: process.clone() }));
     }
-    for process in have.processes.difference(&want.processes) {
+    for process in have.processes.difference(&want.processes).filter(|p| !replacing(p)) {
         p.del_processes.push(step(&want.owner, Op::StopProcess { ns: ns.into(), process: process.clone() }));
     }
 }

@@ -90,6 +90,13 @@ pub(crate) enum Op {
         ns: String,
         process: Process,
     },
+    /// Stops one process and starts another in its place (a resolver whose names changed:
+    /// the new one needs the old one's port).
+    ReplaceProcess {
+        ns: String,
+        old: Process,
+        new: Process,
+    },
     /// Creates or atomically replaces vpcsh's nftables table.
     SetRuleset {
         ns: String,
@@ -135,6 +142,7 @@ impl Op {
             | Op::SetIpv6 { .. }
             | Op::SetLink { .. }
             | Op::SetImpairment { .. }
+            | Op::ReplaceProcess { .. }
             | Op::ReplaceRoute { .. }
             | Op::SetRuleset { .. } => OpClass::Change,
             Op::DeleteNetns { .. }
@@ -185,6 +193,7 @@ impl Op {
             Op::DelRoute { .. } => "delete-route",
             Op::StartProcess { .. } => "start-process",
             Op::StopProcess { .. } => "stop-process",
+            Op::ReplaceProcess { .. } => "replace-process",
             Op::SetRuleset { .. } => "set-ruleset",
             Op::DeleteRuleset { .. } => "delete-ruleset",
             Op::OpenHostFirewall { .. } => "open-host-firewall",
@@ -212,6 +221,7 @@ impl Op {
             | Op::DelRoute { ns, .. }
             | Op::StartProcess { ns, .. }
             | Op::StopProcess { ns, .. }
+            | Op::ReplaceProcess { ns, .. }
             | Op::SetRuleset { ns, .. }
             | Op::DeleteRuleset { ns }
             | Op::OpenHostFirewall { ns, .. }
@@ -272,6 +282,7 @@ impl fmt::Display for Op {
             Op::DelRoute { ns, route } => write!(f, "delete route {} in {ns}", route_text(route)),
             Op::StartProcess { ns, process } => write!(f, "start {process} in {ns}"),
             Op::StopProcess { ns, process } => write!(f, "stop {process} in {ns}"),
+            Op::ReplaceProcess { ns, old, new } => write!(f, "replace {old} with {new} in {ns}"),
             Op::SetRuleset { ns, ruleset, replace } => write!(
                 f,
                 "{} nftables table inet {TABLE} in {ns} ({} rules)",

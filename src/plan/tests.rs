@@ -122,9 +122,15 @@ fn removing_a_subnet_deletes_exactly_its_objects() {
     let mut smaller = base();
     smaller.vpcs[0].subnets.remove(1);
     let p = converge(&mut backend, &smaller);
+    // The VPC's resolver forgets the subnet's host: started anew with the names left.
     assert_eq!(
         lines(&p),
-        ["delete link b-app in t.prod", "delete link h-app in t.prod", "delete netns t.prod.app"],
+        [
+            "replace resolver (9 names) with resolver (6 names) in t.prod",
+            "delete link b-app in t.prod",
+            "delete link h-app in t.prod",
+            "delete netns t.prod.app"
+        ],
     );
 }
 
@@ -137,7 +143,11 @@ fn a_changed_address_is_added_then_the_old_one_deleted() {
     let p = converge(&mut backend, &moved);
     assert_eq!(
         lines(&p),
-        ["add address 10.0.1.30/24 on eth0 in t.prod.w2", "delete address 10.0.1.3/24 on eth0 in t.prod.w2"],
+        [
+            "add address 10.0.1.30/24 on eth0 in t.prod.w2",
+            "replace resolver (9 names) with resolver (9 names) in t.prod",
+            "delete address 10.0.1.3/24 on eth0 in t.prod.w2"
+        ],
     );
 }
 
@@ -159,7 +169,8 @@ fn a_renumbered_subnet_replaces_the_default_route() {
         "{:#?}",
         lines(&p)
     );
-    assert_eq!(p.summary().changed, 1);
+    // The route, and the resolver that learns app's new address.
+    assert_eq!(p.summary().changed, 2);
 }
 
 #[test]

@@ -91,6 +91,13 @@ pub(crate) trait Effects {
 /// Commands and probes: `exec()`, `ping()`, `connect()`, `http_get()`.
 pub(crate) trait Prober {
     fn exec(&mut self, on: &Endpoint, argv: &[String], timeout: Duration) -> Result<ExecOutput, EffectError>;
+    /// A name's address as the VPC's resolver answers it from inside `from`.
+    fn resolve(
+        &mut self,
+        from: &Endpoint,
+        name: &str,
+        opts: ProbeOptions,
+    ) -> Result<Option<IpAddr>, EffectError>;
     /// The round trip of the first echo answered, if one is.
     fn ping(
         &mut self,

@@ -263,6 +263,9 @@ pub(crate) mod tests {
         fn exec(&mut self, _: &Endpoint, _: &[String], _: Duration) -> Result<ExecOutput, EffectError> {
             Ok(ExecOutput::default())
         }
+        fn resolve(&mut self, _: &Endpoint, _: &str, _: ProbeOptions) -> Result<Option<IpAddr>, EffectError> {
+            Ok(None)
+        }
         fn ping(
             &mut self,
             _: &Endpoint,

@@ -241,7 +241,7 @@ fn probe<T>(
     result.or_else(|e| effect_failed(ctx, &sh, e))
 }
 
-/// `http://ADDRESS[:PORT][/PATH]` → (address, port, path).
+/// `http://HOST[:PORT][/PATH]` → (host, port, path); the host an address or a name.
 fn parse_url(url: &str) -> Option<(String, u16, String)> {
     let rest = url.strip_prefix("http://")?;
     let (authority, path) =
@@ -369,7 +369,9 @@ mod api {
     }
 
     /// An HTTP GET from a host: `#{ status, body }`, status 0 when nothing answered
-    /// (timeouts as `ping`). IPv6 addresses go in brackets: `http://[2001:db8::1]/ip`.
+    /// (timeouts as `ping`). IPv6 addresses go in brackets: `http://[2001:db8::1]/ip`; a
+    /// name (`http://w2/`, `http://w2.prod/`) is looked up by the source host's VPC
+    /// resolver, and one it does not know is status 0 too.
     #[rhai_fn(return_raw)]
     pub fn http_get(ctx: NativeCallContext, from: Dynamic, url: &str) -> Res<Map> {
         http_get_with(ctx, from, url, Map::new())
@@ -379,14 +381,29 @@ mod api {
         let (opts, _) = probe_options(&ctx, "http_get", &opts, &["timeout"])?;
         let Some((host, port, path)) = parse_url(url) else {
             let fault = Fault::new(
-                format!("`{url}` is not an http:// URL with an address"),
+                format!("`{url}` is not an http:// URL"),
                 span(&shared(&ctx).borrow(), &ctx),
                 "bad URL",
             )
-            .help("e.g. http://10.0.1.2/, http://198.51.100.1:8080/ip or http://[2001:db8::1]/ip");
+            .help(
+                "e.g. http://10.0.1.2/, http://w2/, http://198.51.100.1:8080/ip or http://[2001:db8::1]/ip",
+            );
             return fail(&ctx, fault);
         };
-        let target = Dynamic::from(host);
+        let target = if host.parse::<IpAddr>().is_ok() {
+            Dynamic::from(host)
+        } else {
+            // A name: the VPC's resolver answers it, asked from inside the source host.
+            match probe(&ctx, (&from, &from), 4, |p, from, _| p.resolve(from, &host, opts))? {
+                Some(ip) => Dynamic::from(ip.to_string()),
+                None => {
+                    let mut m = Map::new();
+                    m.insert("status".into(), Dynamic::from(0_i64));
+                    m.insert("body".into(), Dynamic::from(String::new()));
+                    return Ok(m);
+                }
+            }
+        };
         let (status, body) =
             probe(&ctx, (&from, &target), 4, |p, from, to| p.http_get(from, to, port, &path, opts))?;
         let mut m = Map::new();

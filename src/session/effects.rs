@@ -51,6 +51,15 @@ impl Prober for HeldBack {
         self.log.push(format!("exec in {}: {}", on, argv.join(" ")));
         Ok(ExecOutput::default())
     }
+    fn resolve(
+        &mut self,
+        from: &Endpoint,
+        name: &str,
+        _: ProbeOptions,
+    ) -> Result<Option<IpAddr>, EffectError> {
+        self.log.push(format!("resolve {name} from {from}"));
+        Ok(Some(IpAddr::from([0, 0, 0, 0])))
+    }
     fn ping(
         &mut self,
         from: &Endpoint,
@@ -135,6 +144,16 @@ impl Prober for Probes {
         let out = probe::exec(&ns, argv, timeout)
             .map_err(|e| failed(format!("running `{}` in {ns}: {e}", argv[0])))?;
         Ok(ExecOutput { code: out.code, stdout: out.stdout, stderr: out.stderr })
+    }
+    fn resolve(
+        &mut self,
+        from: &Endpoint,
+        name: &str,
+        opts: ProbeOptions,
+    ) -> Result<Option<IpAddr>, EffectError> {
+        let ns = self.ns(from)?;
+        probe::resolve(&ns, name, self.timeout(opts))
+            .map_err(|e| failed(format!("looking up {name} from {ns}: {e}")))
     }
     fn ping(
         &mut self,

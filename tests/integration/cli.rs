@@ -220,7 +220,11 @@ fn completion_offers_the_names_of_the_applied_network() {
     // Another sandbox has no such names.
     assert!(complete(&["vpcsh", "--sandbox", "vt-none", "--state-dir", state_dir, "exec", "p"]).is_empty());
     let zsh: Run = vpcsh().args(["completions", "zsh"]).output().unwrap().into();
-    assert_eq!(zsh.stdout.matches("':target:_vpcsh_targets'").count(), 2, "exec and logs complete names");
+    assert_eq!(
+        zsh.stdout.matches("':target:_vpcsh_targets'").count(),
+        3,
+        "exec, logs and capture complete names"
+    );
     assert!(zsh.stdout.trim_end().ends_with("fi"), "zsh registration kept last");
 }
 

@@ -108,12 +108,13 @@ fn editing_the_script_adds_and_removes_exactly_the_difference() {
     let added = sb.apply(&with_db);
     assert!(sb.namespaces().contains(&sb.ns("prod.db")), "{:?}", sb.namespaces());
     assert!(ping(&sb.ns("prod.w1"), "10.9.3.2"), "the new subnet is routed");
-    // bridge, its address, the host's netns, veth, address and route; nothing else
-    assert_eq!(added.stdout.trim(), "6 created, 0 changed, 0 deleted", "{added:?}");
+    // bridge, its address, the host's netns, veth, address and route; the VPC's resolver
+    // learns the new host's names; nothing else
+    assert_eq!(added.stdout.trim(), "6 created, 1 changed, 0 deleted", "{added:?}");
 
     let without_app = TWO_SUBNETS.replace("let app = prod.subnet(\"app\", \"10.9.2.0/24\");", "");
     let removed = sb.apply(&format!("{without_app}\nlet db = prod.subnet(\"db\", \"10.9.3.0/24\");\n"));
-    assert_eq!(removed.stdout.trim(), "0 created, 0 changed, 3 deleted", "{removed:?}");
+    assert_eq!(removed.stdout.trim(), "0 created, 1 changed, 3 deleted", "{removed:?}");
     assert!(!sb.namespaces().contains(&sb.ns("prod.app")), "{:?}", sb.namespaces());
     let links = ip(&sb.ns("prod"), &["-o", "link"]);
     assert!(!links.contains("b-app") && !links.contains("h-app"), "{links}");
@@ -295,7 +296,8 @@ fn applies_and_addresses_stay_stable_when_a_host_is_removed() {
     sb.apply(TWO_SUBNETS);
     // Drop w1: w3 keeps 10.9.1.3 instead of sliding down to .2.
     let run = sb.apply(&TWO_SUBNETS.replace("host(web, \"w1\");", ""));
-    assert_eq!(run.stdout.trim(), "0 created, 0 changed, 2 deleted", "{run:?}");
+    // The VPC's resolver forgets w1: a change.
+    assert_eq!(run.stdout.trim(), "0 created, 1 changed, 2 deleted", "{run:?}");
     let eth0 = ip(&sb.ns("prod.w3"), &["-4", "-o", "addr", "show", "dev", "eth0"]);
     assert!(eth0.contains("10.9.1.3/24"), "{eth0}");
 }
@@ -367,4 +369,26 @@ fn a_ruleset_larger_than_a_socket_buffer_is_one_batch() {
     assert!(rules.matches("comment \"vpcsh").count() > 1200, "{} bytes", rules.len());
     let _server = Server::start(&sb.ns("v.b"), 2199, "last\n");
     assert_eq!(get(&sb.ns("v.a"), "10.60.1.3", 2199, "/").as_deref(), Some("last\n"), "the last rule works");
+}
+
+#[test]
+fn a_host_added_later_leaves_the_gateways_mac_alone() {
+    let sb = Sandbox::new("gwmac");
+    let lab =
+        "let s = vpc(\"v\", \"10.91.0.0/16\").subnet(\"s\", \"10.91.1.0/24\");\nlet a = s.host(\"a\");\n";
+    sb.apply(lab);
+    let mac = || {
+        ip(&sb.ns("v"), &["-br", "link", "show", "b-s"])
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let before = mac();
+    assert!(ping(&sb.ns("v.a"), "10.91.1.1"), "a knows its gateway");
+    // More ports on the bridge: a bridge that takes its lowest port's MAC would move.
+    let more: String = (0..6).map(|i| format!("s.host(\"n{i}\");\n")).collect();
+    sb.apply(&format!("{lab}{more}"));
+    assert_eq!(mac(), before, "the gateway's MAC stayed");
+    assert!(ping(&sb.ns("v.a"), "10.91.1.1"), "a's ARP cache still holds");
 }

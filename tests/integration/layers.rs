@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["session"],
     &["script"],
     &["state"],
-    &["httpd"],
+    &["httpd", "dnsd"],
     &["exec"],
     &["plan"],
     &["model"],

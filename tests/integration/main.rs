@@ -16,6 +16,7 @@ mod internet;
 mod ipv6;
 mod kernel;
 mod layers;
+mod names;
 mod peering;
 mod repl;
 mod rootless;
