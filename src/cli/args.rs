@@ -104,6 +104,10 @@ pub(super) enum Command {
         /// Then probe every flow and compare with the model, as `verify` does.
         #[arg(long)]
         probe: bool,
+        /// Then the packets and bytes each of vpcsh's rules has matched, with what made the
+        /// rule (a firewall rule and its script location, a published port, NAT).
+        #[arg(long)]
+        counters: bool,
     },
     /// What the model says about a flow, without packets: reachable, the path hop by hop,
     /// and what blocks it. FROM and TO: VPC/HOST, a host name, an address, or `internet`.

@@ -166,7 +166,10 @@ fn run(
                 keeper.end();
             }
         }
-        Command::Status { probe } => {
+        Command::Status { probe, counters } => {
+            if counters {
+                return commands::counters(target, out.json);
+            }
             let status = commands::status(target, out.json)?;
             if !probe {
                 return Ok(status);

@@ -11,7 +11,7 @@ mod report;
 pub(crate) use capture::{CaptureOptions, capture};
 pub(crate) use enter::{exec, logs, targets};
 pub(crate) use reach::{explain, verify};
-pub(crate) use report::{list, status};
+pub(crate) use report::{counters, list, status};
 
 /// A JSON document of one of vpcsh's kinds, stamped with the schema version and its kind
 /// (`docs/json.md` describes each).

@@ -191,6 +191,40 @@ pub(crate) fn list(target: &Target, json: bool) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `vpcsh status --counters`: every rule of vpcsh's, namespace by namespace, with what it
+/// has matched and what made it.
+pub(crate) fn counters(target: &Target, json: bool) -> Result<ExitCode, Failure> {
+    target.check()?;
+    let counters = session::counters(target)?;
+    if json {
+        let rules: Vec<Value> = counters
+            .iter()
+            .map(|c| {
+                json!({
+                    "netns": c.ns, "chain": c.chain, "rule": c.rule, "origin": c.origin,
+                    "packets": c.counts.map(|(p, _)| p), "bytes": c.counts.map(|(_, b)| b),
+                })
+            })
+            .collect();
+        println!("{}", super::document("counters", json!({ "rules": rules })));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if counters.is_empty() {
+        println!("no rules");
+    }
+    let mut last = None;
+    for c in &counters {
+        if last != Some((&c.ns, &c.chain)) {
+            println!("{} {}", c.ns, c.chain);
+            last = Some((&c.ns, &c.chain));
+        }
+        let counts = c.counts.map_or("    missing".to_string(), |(p, b)| format!("{p:>7} pkts {b:>9} bytes"));
+        let origin = c.origin.as_ref().map_or(String::new(), |o| format!("  ({o})"));
+        println!("  {counts}  {}{origin}", c.rule);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `list --json`: VPCs with their subnets and hosts, and peerings.
 fn list_json(network: &Network, naming: &Naming, stack_of: &dyn Fn(&str) -> String) -> Value {
     let impaired = |i: Option<crate::model::impair::Impairment>| i.map(|i| i.to_string());

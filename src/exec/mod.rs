@@ -47,6 +47,10 @@ pub(crate) trait Backend {
     fn host_firewall(&mut self, _ns: &str) -> Result<BTreeMap<ForeignChain, bool>, OpError> {
         Ok(BTreeMap::new())
     }
+    /// What each rule of vpcsh's table in `ns` has matched so far.
+    fn counters(&mut self, _ns: &str) -> Result<Vec<nft::RuleCount>, OpError> {
+        Ok(Vec::new())
+    }
 }
 
 /// A kernel error with the errno it carried, when there was one.

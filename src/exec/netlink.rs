@@ -722,6 +722,11 @@ impl Netlink {
         Ok(found)
     }
 
+    pub(crate) fn counters(&mut self, ns: &str) -> Result<Vec<super::nft::RuleCount>, OpError> {
+        let failed = |e: io::Error| OpError::new(format!("reading the rule counters in {ns}"), &e);
+        nft(self.space(ns).map_err(failed)?).and_then(Nft::counters).map_err(failed)
+    }
+
     pub(crate) fn default_route_dev(&mut self, ns: &str) -> Result<Option<String>, OpError> {
         self.route_dev(ns).map_err(|e| OpError::new(format!("reading the default route in {ns}"), &e))
     }

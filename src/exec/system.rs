@@ -71,6 +71,10 @@ impl Backend for System {
         self.netlink.default_route_dev(ns)
     }
 
+    fn counters(&mut self, ns: &str) -> Result<Vec<super::nft::RuleCount>, OpError> {
+        self.netlink.counters(ns)
+    }
+
     fn host_firewall(&mut self, ns: &str) -> Result<BTreeMap<ForeignChain, bool>, OpError> {
         self.netlink.host_firewall(ns)
     }

@@ -130,6 +130,8 @@ pub(crate) struct PublishDecl {
     pub host_port: u16,
     pub proto: Transport,
     pub span: Span,
+    /// Where in the script: `FILE:LINE:COLUMN`.
+    pub at: Option<String>,
 }
 
 /// `peer(a, b[, #{ allow: [...] }])`: two VPCs route to each other.
@@ -228,6 +230,8 @@ pub(crate) struct FirewallDecl {
     pub target: FirewallTarget,
     pub policy: PolicyDecl,
     pub span: Span,
+    /// Where in the script: `FILE:LINE:COLUMN`, kept with the network for `status --counters`.
+    pub at: Option<String>,
 }
 
 /// Everything a script declared, in declaration order, with problems found while declaring.
@@ -358,6 +362,9 @@ pub(crate) struct Firewall {
     pub protects: Protected,
     pub ingress: Vec<FirewallRule>,
     pub egress: Vec<FirewallRule>,
+    /// The `firewall()` call (`FILE:LINE:COLUMN`), or the policy file, it came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 impl Firewall {
@@ -470,6 +477,9 @@ pub(crate) struct Publish {
     pub port: u16,
     pub host_port: u16,
     pub proto: Transport,
+    /// The `publish()` call it came from (`FILE:LINE:COLUMN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

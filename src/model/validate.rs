@@ -670,6 +670,7 @@ fn firewalls(decls: &Declarations, network: &Network) -> Vec<Firewall> {
             protects,
             ingress: resolve(&f.policy.ingress),
             egress: resolve(&f.policy.egress),
+            origin: f.at.clone(),
         };
         out.retain(|g| !g.same_target(&firewall));
         out.push(firewall);
@@ -778,6 +779,7 @@ fn publishes(decls: &Declarations, network: &Network, problems: &mut Vec<Problem
                 port: p.port,
                 host_port,
                 proto,
+                origin: p.at.clone(),
             });
         }
     }

@@ -266,7 +266,21 @@ pub(crate) fn process_for(vpc: &str, host: &str, kind: &WorkloadKind) -> Process
 /// both families; with IPv6 on, neighbour discovery always passes, as ARP does for IPv4.
 fn host_ruleset(policies: &[&Firewall], ipv6: bool) -> Ruleset {
     let lo = || IfName::Exact("lo".into());
-    let ingress = policies.iter().flat_map(|p| &p.ingress);
+    // Each rule with where it came from, as `explain` names it.
+    let labelled = |direction: &'static str, rules: fn(&Firewall) -> &Vec<FirewallRule>| {
+        policies.iter().flat_map(move |p| {
+            let target = match &p.protects {
+                Protected::Host(h) => format!("host {}/{h}", p.vpc),
+                Protected::Subnet(s) => format!("subnet {}/{s}", p.vpc),
+            };
+            let at = p.origin.as_ref().map_or(String::new(), |o| format!(" at {o}"));
+            rules(p)
+                .iter()
+                .enumerate()
+                .map(move |(i, r)| (r, format!("firewall on {target}{at}, {direction} rule {}", i + 1)))
+        })
+    };
+    let ingress = labelled("ingress", |p| &p.ingress);
     let mut chains = vec![policy_chain(
         Chain::filter("input", Hook::Input, true),
         Match::Iif(lo()),
@@ -274,7 +288,7 @@ fn host_ruleset(policies: &[&Firewall], ipv6: bool) -> Ruleset {
         (ingress, ipv6),
     )];
     if policies.iter().any(|p| !p.egress.is_empty()) {
-        let egress = policies.iter().flat_map(|p| &p.egress);
+        let egress = labelled("egress", |p| &p.egress);
         chains.push(policy_chain(
             Chain::filter("output", Hook::Output, true),
             Match::Oif(lo()),
@@ -291,15 +305,16 @@ fn policy_chain<'a>(
     chain: Chain,
     loopback: Match,
     peer: fn(IpNetwork) -> Match,
-    (rules, ipv6): (impl Iterator<Item = &'a FirewallRule>, bool),
+    (rules, ipv6): (impl Iterator<Item = (&'a FirewallRule, String)>, bool),
 ) -> Chain {
     let mut chain = chain.rule(vec![Match::Established], Action::Accept).rule(vec![loopback], Action::Accept);
     if ipv6 {
         chain = chain.rule(vec![Match::NeighbourDiscovery], Action::Accept);
     }
-    for rule in rules {
+    for (rule, origin) in rules {
         for m in rule_matches(rule, peer) {
-            chain = chain.rule(m, if rule.allow { Action::Accept } else { Action::Drop });
+            chain =
+                chain.rule_from(m, if rule.allow { Action::Accept } else { Action::Drop }, origin.clone());
         }
     }
     chain
@@ -363,8 +378,12 @@ fn router_ruleset(vpc: &Vpc, network: &Network, machine_link: Ipv4Network) -> Ru
     let mut postrouting = Chain::nat("postrouting", Hook::Postrouting);
     for subnet in &egress {
         let cidr = IpNetwork::V4(subnet.cidr);
-        forward = forward.rule(vec![Match::Oif(igw()), Match::Saddr(cidr)], Action::Accept);
-        postrouting = postrouting.rule(vec![Match::Oif(igw()), Match::Saddr(cidr)], Action::Masquerade);
+        let why = if subnet.public { "public" } else { "nat()" };
+        let origin = format!("internet for subnet {}/{} ({why})", vpc.name, subnet.name);
+        forward =
+            forward.rule_from(vec![Match::Oif(igw()), Match::Saddr(cidr)], Action::Accept, origin.clone());
+        postrouting =
+            postrouting.rule_from(vec![Match::Oif(igw()), Match::Saddr(cidr)], Action::Masquerade, origin);
         // IPv6 leaves untranslated: the VPC's prefix is routed back to it.
         if let Some(cidr6) = subnet.cidr6 {
             forward = forward.rule(vec![Match::Oif(igw()), Match::Saddr(cidr6.into())], Action::Accept);
@@ -405,7 +424,7 @@ fn router_ruleset(vpc: &Vpc, network: &Network, machine_link: Ipv4Network) -> Ru
     for p in network.publishes.iter().filter(|p| p.vpc == vpc.name) {
         let matches =
             vec![Match::Iif(igw()), Match::Proto(proto(p.proto)), Match::Dport(p.host_port, p.host_port)];
-        prerouting = prerouting.rule(matches, Action::Dnat { addr: p.ip, port: p.port });
+        prerouting = prerouting.rule_from(matches, Action::Dnat { addr: p.ip, port: p.port }, published(p));
     }
     Ruleset { chains: vec![forward, input, prerouting, postrouting] }
 }
@@ -439,10 +458,16 @@ fn machine_ruleset(network: &Network, transfer: &BTreeMap<String, Ipv4Network>, 
             Match::Dport(p.host_port, p.host_port),
         ];
         let dnat = Action::Dnat { addr: router_ip, port: p.host_port };
-        prerouting = prerouting.rule(matches.clone(), dnat.clone());
-        output = output.rule(matches, dnat);
+        prerouting = prerouting.rule_from(matches.clone(), dnat.clone(), published(p));
+        output = output.rule_from(matches, dnat, published(p));
     }
     Ruleset { chains: vec![forward, prerouting, output, postrouting] }
+}
+
+/// A published port, as `publish()` declared it.
+fn published(p: &crate::model::Publish) -> String {
+    let at = p.origin.as_ref().map_or(String::new(), |o| format!(" at {o}"));
+    format!("publish {}/{} port {} as {}/{}{at}", p.vpc, p.host, p.port, p.host_port, p.proto)
 }
 
 fn proto(t: Transport) -> Proto {
@@ -598,8 +623,11 @@ mod tests {
             .flat_map(|c| c.rules.iter().map(move |r| format!("{}: {r}", c.name)))
             .collect();
         let text = text.join("\n");
-        assert!(text.contains("forward: oifname \"igw\" ip saddr 10.0.1.0/24 accept"), "{text}");
-        assert!(text.contains("postrouting: oifname \"igw\" ip saddr 10.0.2.0/24 masquerade"), "{text}");
+        assert!(text.contains("forward: oifname \"igw\" ip saddr 10.0.1.0/24 counter accept"), "{text}");
+        assert!(
+            text.contains("postrouting: oifname \"igw\" ip saddr 10.0.2.0/24 counter masquerade"),
+            "{text}"
+        );
         assert!(!text.contains("10.0.3.0/24"), "{text}");
         assert!(text.ends_with("masquerade"), "{text}");
     }

@@ -44,10 +44,14 @@ pub(crate) struct Chain {
     pub rules: Vec<Rule>,
 }
 
+/// Every rule counts the packets and bytes it matches (`status --counters` reads them).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub(crate) struct Rule {
     pub matches: Vec<Match>,
     pub action: Action,
+    /// What in the network made the rule, for people: not part of its fingerprint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -124,7 +128,12 @@ impl Chain {
         Self { name, kind: ChainType::Nat, hook, priority, drop_by_default: false, rules: Vec::new() }
     }
     pub(crate) fn rule(mut self, matches: Vec<Match>, action: Action) -> Self {
-        self.rules.push(Rule { matches, action });
+        self.rules.push(Rule { matches, action, origin: None });
+        self
+    }
+    /// A rule that something the user declared made (a firewall rule, a published port).
+    pub(crate) fn rule_from(mut self, matches: Vec<Match>, action: Action, origin: String) -> Self {
+        self.rules.push(Rule { matches, action, origin: Some(origin) });
         self
     }
     pub(crate) fn header(&self) -> String {
@@ -216,6 +225,7 @@ impl fmt::Display for Rule {
         for m in &self.matches {
             write!(f, "{m} ")?;
         }
+        f.write_str("counter ")?;
         match &self.action {
             Action::Accept => f.write_str("accept"),
             Action::Drop => f.write_str("drop"),

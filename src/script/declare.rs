@@ -262,7 +262,8 @@ fn declare_publish(
             return Ok(());
         }
     };
-    shared.decls.publishes.push(PublishDecl { host, port, host_port, proto, span });
+    let at = super::span::location(&shared.sources, span);
+    shared.decls.publishes.push(PublishDecl { host, port, host_port, proto, span, at });
     Ok(())
 }
 

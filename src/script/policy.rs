@@ -242,7 +242,8 @@ fn declare(ctx: &NativeCallContext, target: &Dynamic, map: &Map) -> Res<()> {
     live_vpc(ctx, &shared, shared.decls.subnet(subnet).vpc)?;
     let policy = policy(ctx, &mut shared, map, subnet)?;
     let span = span(&shared, ctx);
-    shared.decls.firewalls.push(FirewallDecl { target, policy, span });
+    let at = super::span::location(&shared.sources, span);
+    shared.decls.firewalls.push(FirewallDecl { target, policy, span, at });
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::effects::HeldBack;
-use super::runner::Runner;
+use super::runner::{RuleCounter, Runner};
 use super::{Failure, Target, read};
 use crate::model::{self, Network, Protected};
 use crate::plan::{Plan, Summary};
@@ -65,6 +65,11 @@ pub(crate) fn destroy(target: &Target, vpcs: &[String]) -> Result<Summary, Failu
     Ok(summary)
 }
 
+/// What each of vpcsh's rules has matched (`status --counters`).
+pub(crate) fn counters(target: &Target) -> Result<Vec<RuleCounter>, Failure> {
+    Ok(Runner::open(target)?.counters()?)
+}
+
 /// `vpcsh policy apply FILE.json [--vpc VPC]`: a seed-format policy, or a list of them,
 /// each onto the applied subnet whose CIDR it names; all of them in one apply.
 pub(crate) fn apply_policy(target: &Target, path: &Path, vpc: Option<&str>) -> Result<Summary, Failure> {
@@ -87,6 +92,7 @@ pub(crate) fn apply_policy(target: &Target, path: &Path, vpc: Option<&str>) -> R
             protects: Protected::Subnet(subnet),
             ingress: seed.ingress.iter().map(|r| r.to_firewall_rule()).collect(),
             egress: seed.egress.iter().map(|r| r.to_firewall_rule()).collect(),
+            origin: Some(name.clone()),
         };
         network.firewalls.retain(|f| !f.same_target(&firewall));
         network.firewalls.push(firewall);

@@ -17,7 +17,8 @@ use crate::script::{EffectError, Interpreter, ScriptError, Source};
 use crate::state;
 
 pub(crate) use admin::{
-    applied, apply_policy, blocking_chains, definitions, destroy, reference, status_plan, unknown_vpc,
+    applied, apply_policy, blocking_chains, counters, definitions, destroy, reference, status_plan,
+    unknown_vpc,
 };
 pub(crate) use effects::Interactive;
 pub(crate) use script::{network_of, run_script};

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use crate::exec::process::{Journal, ProcessRecord};
 use crate::exec::{self, Backend, OpError, System, faults, netns};
 use crate::model::Network;
-use crate::plan::kernel::KernelState;
+use crate::plan::kernel::{KernelState, Nft};
 use crate::plan::naming::{HOST_NS, Naming, UPLINK_IFNAME};
 use crate::plan::{self, Plan, Summary, desired};
 use crate::script::EffectError;
@@ -90,6 +90,35 @@ impl Runner {
         }
         let uplink = self.uplink(network)?;
         Ok(desired::desired(network, &desired::Machine { naming: &self.naming, uplink: &uplink }))
+    }
+
+    /// What each of vpcsh's rules in the applied network has matched: the rule, where it
+    /// came from, and its counts, namespace by namespace.
+    pub(crate) fn counters(&mut self) -> Result<Vec<RuleCounter>, EffectError> {
+        let network = self.network().clone();
+        let desired = self.desired(&network, false)?;
+        let mut out = Vec::new();
+        for (ns, wanted) in &desired.namespaces {
+            let Some(Nft::Wanted(ruleset)) = &wanted.nft else { continue };
+            if !netns::exists(ns) && ns != HOST_NS {
+                continue;
+            }
+            let counts = self.backend.counters(ns).map_err(op_failure)?;
+            for chain in &ruleset.chains {
+                for rule in &chain.rules {
+                    let comment = rule.fingerprint();
+                    let seen = counts.iter().find(|c| c.chain == chain.name && c.comment == comment);
+                    out.push(RuleCounter {
+                        ns: ns.clone(),
+                        chain: chain.name.to_string(),
+                        rule: rule.to_string(),
+                        origin: rule.origin.clone(),
+                        counts: seen.map(|c| (c.packets, c.bytes)),
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The machine's foreign chains that drop what they do not accept and that vpcsh cannot
@@ -310,6 +339,16 @@ impl Journal for StateJournal {
     fn record(&mut self, records: &[ProcessRecord]) -> std::io::Result<()> {
         state::record_processes(&self.0, records).map_err(std::io::Error::other)
     }
+}
+
+/// One rule's counts (`None`: the rule is not in the kernel, so it has counted nothing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RuleCounter {
+    pub ns: String,
+    pub chain: String,
+    pub rule: String,
+    pub origin: Option<String>,
+    pub counts: Option<(u64, u64)>,
 }
 
 /// Changing namespaces needs CAP_SYS_ADMIN (mounts, setns) and CAP_NET_ADMIN (links).

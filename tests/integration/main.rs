@@ -5,6 +5,7 @@
 mod capture;
 mod cli;
 mod common;
+mod counters;
 mod crash;
 mod diagnostics;
 mod explain;

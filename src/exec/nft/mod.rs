@@ -317,6 +317,7 @@ fn rule_body(m: &mut Msg, rule: &Rule) {
     for matched in &rule.matches {
         rule_match(m, matched);
     }
+    m.begin(NFTA_LIST_ELEM).str(NFTA_EXPR_NAME, "counter").end();
     match &rule.action {
         Action::Accept => verdict(m, NF_ACCEPT),
         Action::Drop => verdict(m, NF_DROP),
@@ -638,6 +639,62 @@ impl Nft {
         signature.extend(legacy);
         Ok(Some(signature))
     }
+}
+
+/// What one of vpcsh's rules has matched so far.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RuleCount {
+    pub chain: String,
+    /// The rule's comment: `vpcsh` and its fingerprint.
+    pub comment: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl Nft {
+    /// The counters of the rules of vpcsh's table, in chain order.
+    pub(crate) fn counters(&mut self) -> io::Result<Vec<RuleCount>> {
+        let seq = self.next_seq();
+        let mut dump = Msg::nft(NFT_MSG_GETRULE, NLM_F_DUMP, seq);
+        dump.str(NFTA_RULE_TABLE, TABLE);
+        let rules = match self.request(dump, seq)? {
+            Ok(rules) => rules,
+            // No table (yet): nothing counted.
+            Err(code) if code == nix::errno::Errno::ENOENT as i32 => return Ok(Vec::new()),
+            Err(code) => return Err(io::Error::from_raw_os_error(code)),
+        };
+        let mut out = Vec::new();
+        for body in &rules {
+            let r = attrs(body);
+            let get = |t: u16| r.iter().find(|(ty, _)| *ty == t).map(|(_, v)| *v);
+            if get(NFTA_RULE_TABLE).map(text).as_deref() != Some(TABLE) {
+                continue;
+            }
+            let (Some(chain), Some(comment)) = (get(NFTA_RULE_CHAIN).map(text), rule_comment(&r)) else {
+                continue;
+            };
+            let (packets, bytes) = get(NFTA_RULE_EXPRESSIONS).map(rule_counter).unwrap_or_default();
+            out.push(RuleCount { chain, comment, packets, bytes });
+        }
+        Ok(out)
+    }
+}
+
+/// The packets and bytes of the `counter` expression among a rule's expressions.
+fn rule_counter(expressions: &[u8]) -> (u64, u64) {
+    const NFTA_COUNTER_BYTES: u16 = 1;
+    const NFTA_COUNTER_PACKETS: u16 = 2;
+    let be64 = |v: &[u8]| v.get(..8).map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap_or_default()));
+    for (_, element) in attrs(expressions) {
+        let e = attrs(element);
+        let get = |t: u16| e.iter().find(|(ty, _)| *ty == t).map(|(_, v)| *v);
+        if get(NFTA_EXPR_NAME).map(text).as_deref() == Some("counter") {
+            let data = get(NFTA_EXPR_DATA).map(attrs).unwrap_or_default();
+            let value = |t: u16| data.iter().find(|(ty, _)| *ty == t).map_or(0, |(_, v)| be64(v));
+            return (value(NFTA_COUNTER_PACKETS), value(NFTA_COUNTER_BYTES));
+        }
+    }
+    (0, 0)
 }
 
 /// A chain header as `Chain::header` writes it, from what the kernel reports.
