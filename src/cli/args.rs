@@ -144,6 +144,13 @@ pub(super) enum Command {
     Policy(PolicyCommand),
     /// Print the logs of the processes run() and serve() started in a host (VPC/HOST).
     Logs { target: String },
+    /// The flows firewalled hosts accepted or rejected (all of them, or VPC/HOST's), each
+    /// with the rule that decided; with --follow, new ones as they come, until Ctrl-C.
+    Flows {
+        target: Option<String>,
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
     /// Capture the packets of a host (VPC/HOST, its eth0), a VPC's router (VPC) or
     /// `internet`: one line each, or a pcap file (-w) that Wireshark and tcpdump read;
     /// until Ctrl-C or -c N.
@@ -205,6 +212,12 @@ pub(super) enum Command {
         netns: String,
         records: Vec<String>,
     },
+    /// A firewalled host's flow log collector, run by vpcsh inside the host.
+    #[command(name = "__flows", hide = true)]
+    FlowLog {
+        #[arg(long)]
+        netns: String,
+    },
     /// A rootless sandbox's keeper: holds its user and mount namespaces between commands.
     #[command(name = "__keep", hide = true)]
     Keep { sandbox: String },
@@ -218,6 +231,16 @@ pub(super) enum Command {
         #[arg(long)]
         body: String,
     },
+}
+
+impl Command {
+    /// The processes vpcsh starts for itself (a server, a resolver, a flow log, a keeper).
+    pub(super) fn is_helper(&self) -> bool {
+        matches!(
+            self,
+            Command::Serve { .. } | Command::Dns { .. } | Command::FlowLog { .. } | Command::Keep { .. }
+        )
+    }
 }
 
 #[derive(Subcommand, Debug)]

@@ -33,10 +33,8 @@ pub fn main() -> ExitCode {
         }
     };
     let out = Output { json: cli.global.json, quiet: cli.global.quiet, yes: cli.global.yes };
-    // The server vpcsh starts in a namespace, and a sandbox's keeper, take everything from
-    // their flags.
-    let internal =
-        matches!(cli.command, Some(Command::Serve { .. } | Command::Dns { .. } | Command::Keep { .. }));
+    // vpcsh's own helper processes take everything from their flags.
+    let internal = cli.command.as_ref().is_some_and(Command::is_helper);
     let config = match if internal { Ok(Config::default()) } else { Config::load() } {
         Ok(config) => config,
         Err(failure) => {
@@ -187,6 +185,9 @@ fn run(
         Command::List => commands::list(target, out.json)?,
         Command::Exec { target: who, command } => return exec(target, &who, command),
         Command::Logs { target: who } => commands::logs(target, &who)?,
+        Command::Flows { target: who, follow } => {
+            return commands::flows(target, who.as_deref(), follow, out.json);
+        }
         Command::Capture { target: who, write, filter, count, interface } => {
             let opts = commands::CaptureOptions { write, filter, count, interface };
             return commands::capture(target, &who, opts);
@@ -221,7 +222,9 @@ fn run(
             let jobs = jobs.unwrap_or(1);
             return Ok(test::run(test::Options { scripts, keep, jobs, state_dir, prefix, json: out.json }));
         }
-        Command::Dns { .. } | Command::Keep { .. } | Command::Serve { .. } => helper(command)?,
+        Command::Dns { .. } | Command::FlowLog { .. } | Command::Keep { .. } | Command::Serve { .. } => {
+            helper(command)?
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -233,6 +236,10 @@ fn helper(command: Command) -> Result<(), Failure> {
         Command::Dns { netns, records } => {
             crate::dnsd::serve(&netns, &records)
                 .map_err(|e| Failure::refused(format!("resolver in {netns}: {e}"), None))?;
+        }
+        Command::FlowLog { netns } => {
+            crate::exec::nft::flows::serve(&netns)
+                .map_err(|e| Failure::refused(format!("flow log in {netns}: {e}"), None))?;
         }
         Command::Keep { .. } => {
             crate::exec::userns::keep()

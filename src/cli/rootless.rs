@@ -34,6 +34,7 @@ pub(super) fn need(command: Option<&Command>) -> Need {
             | Command::List
             | Command::Exec { .. }
             | Command::Capture { .. }
+            | Command::Flows { .. }
             | Command::Logs { .. },
         ) => Need::Join,
         Some(_) => Need::Nothing,

@@ -4,12 +4,14 @@
 
 mod capture;
 mod enter;
+mod flows;
 pub(crate) mod graph;
 mod reach;
 mod report;
 
 pub(crate) use capture::{CaptureOptions, capture};
 pub(crate) use enter::{exec, logs, targets};
+pub(crate) use flows::flows;
 pub(crate) use reach::{explain, verify};
 pub(crate) use report::{counters, list, status};
 

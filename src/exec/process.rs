@@ -170,7 +170,7 @@ impl Supervisor {
         }
         self.started.insert(record.pid);
         let_go(gate);
-        if matches!(process, Process::Http { .. } | Process::Dns { .. })
+        if matches!(process, Process::Http { .. } | Process::Dns { .. } | Process::FlowLog)
             && let Err(e) = wait_ready(&record)
         {
             self.stop(ns, Some(process))?;
@@ -236,6 +236,11 @@ fn start_held(ns: &str, process: &Process, log_dir: &Path) -> io::Result<(Proces
             let mut argv = [exe.as_str(), "__dns", "--netns", ns].map(String::from).to_vec();
             argv.extend(records.iter().cloned());
             (argv, log_dir.join(format!("{ns}.dns.log")))
+        }
+        Process::FlowLog => {
+            let exe = std::env::current_exe()?.display().to_string();
+            let argv = [exe.as_str(), "__flows", "--netns", ns].map(String::from).to_vec();
+            (argv, log_dir.join(format!("{ns}.flows.log")))
         }
         Process::Command { argv, .. } => {
             let hash = argv

@@ -204,6 +204,7 @@ fn host_netns(network: &Network, vpc: &Vpc, subnet: &Subnet, host: &Host, owner:
         .collect();
     if !policies.is_empty() {
         ns.nft = Some(Nft::Wanted(host_ruleset(&policies, subnet.cidr6.is_some())));
+        ns.processes.insert(Process::FlowLog);
     }
     for w in network.workloads.iter().filter(|w| w.vpc == vpc.name && w.host == host.name) {
         ns.processes.insert(process_for(&vpc.name, &host.name, &w.kind));
@@ -313,11 +314,12 @@ fn policy_chain<'a>(
     }
     for (rule, origin) in rules {
         for m in rule_matches(rule, peer) {
-            chain =
-                chain.rule_from(m, if rule.allow { Action::Accept } else { Action::Drop }, origin.clone());
+            let action = if rule.allow { Action::Accept } else { Action::Drop };
+            chain = chain.rule_from(m, action, origin.clone()).logged();
         }
     }
-    chain
+    // What no rule allowed: logged before the policy drops it.
+    chain.rule_from(Vec::new(), Action::Continue, "no rule allowed it".into()).logged()
 }
 
 /// The nft matches of one policy rule: one set per protocol (`any` with a port is tcp and

@@ -215,6 +215,8 @@ pub(crate) enum Process {
     Http { port: u16, body: String },
     /// A VPC's resolver, in its router: `NAME=ADDRESS` for every name it answers.
     Dns { records: Vec<String> },
+    /// A firewalled host's flow log collector (`vpcsh flows` reads what it writes).
+    FlowLog,
     /// A command from `run()`; one that ends is started again only when `restart`.
     Command {
         argv: Vec<String>,
@@ -227,7 +229,7 @@ impl Process {
     /// Whether it is started again once it has ended (servers always are).
     pub(crate) fn restarts(&self) -> bool {
         match self {
-            Process::Http { .. } | Process::Dns { .. } => true,
+            Process::Http { .. } | Process::Dns { .. } | Process::FlowLog => true,
             Process::Command { restart, .. } => *restart,
         }
     }
@@ -238,6 +240,7 @@ impl std::fmt::Display for Process {
         match self {
             Process::Http { port, .. } => write!(f, "http server on port {port}"),
             Process::Dns { records } => write!(f, "resolver ({} names)", records.len()),
+            Process::FlowLog => f.write_str("flow log"),
             Process::Command { argv, .. } => write!(f, "`{}`", argv.join(" ")),
         }
     }

@@ -52,7 +52,14 @@ pub(crate) struct Rule {
     /// What in the network made the rule, for people: not part of its fingerprint.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
+    /// Sends the packets it matches to the flow log (nflog group `FLOW_LOG_GROUP`) with
+    /// this prefix: where the rule is (`input#5`), so the reader finds what it decided.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
 }
+
+/// The nflog group of the flow log: the first packet of each flow a host's firewall decides.
+pub(crate) const FLOW_LOG_GROUP: u16 = 7;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub(crate) enum IfName {
@@ -115,7 +122,12 @@ pub(crate) enum Action {
     Accept,
     Drop,
     Masquerade,
-    Dnat { addr: Ipv4Addr, port: u16 },
+    Dnat {
+        addr: Ipv4Addr,
+        port: u16,
+    },
+    /// No verdict: on to the next rule, or the chain's policy.
+    Continue,
 }
 
 impl Chain {
@@ -128,12 +140,20 @@ impl Chain {
         Self { name, kind: ChainType::Nat, hook, priority, drop_by_default: false, rules: Vec::new() }
     }
     pub(crate) fn rule(mut self, matches: Vec<Match>, action: Action) -> Self {
-        self.rules.push(Rule { matches, action, origin: None });
+        self.rules.push(Rule { matches, action, origin: None, log: None });
+        self
+    }
+    /// Logs what the last rule matches to the flow log, marked with its place in the chain.
+    pub(crate) fn logged(mut self) -> Self {
+        let place = format!("{}#{}", self.name, self.rules.len().saturating_sub(1));
+        if let Some(rule) = self.rules.last_mut() {
+            rule.log = Some(place);
+        }
         self
     }
     /// A rule that something the user declared made (a firewall rule, a published port).
     pub(crate) fn rule_from(mut self, matches: Vec<Match>, action: Action, origin: String) -> Self {
-        self.rules.push(Rule { matches, action, origin: Some(origin) });
+        self.rules.push(Rule { matches, action, origin: Some(origin), log: None });
         self
     }
     pub(crate) fn header(&self) -> String {
@@ -225,12 +245,16 @@ impl fmt::Display for Rule {
         for m in &self.matches {
             write!(f, "{m} ")?;
         }
+        if let Some(prefix) = &self.log {
+            write!(f, "log prefix \"{prefix}\" group {FLOW_LOG_GROUP} ")?;
+        }
         f.write_str("counter ")?;
         match &self.action {
             Action::Accept => f.write_str("accept"),
             Action::Drop => f.write_str("drop"),
             Action::Masquerade => f.write_str("masquerade"),
             Action::Dnat { addr, port } => write!(f, "dnat ip to {addr}:{port}"),
+            Action::Continue => f.write_str("continue"),
         }
     }
 }

@@ -21,6 +21,7 @@ pub(crate) use admin::{
     unknown_vpc,
 };
 pub(crate) use effects::Interactive;
+pub(crate) use runner::RuleCounter;
 pub(crate) use script::{network_of, run_script};
 pub(crate) use stacks::StackName;
 

@@ -113,6 +113,7 @@ impl Runner {
                         chain: chain.name.to_string(),
                         rule: rule.to_string(),
                         origin: rule.origin.clone(),
+                        log: rule.log.clone(),
                         counts: seen.map(|c| (c.packets, c.bytes)),
                     });
                 }
@@ -348,7 +349,17 @@ pub(crate) struct RuleCounter {
     pub chain: String,
     pub rule: String,
     pub origin: Option<String>,
+    /// Its flow log prefix, when it logs.
+    pub log: Option<String>,
     pub counts: Option<(u64, u64)>,
+}
+
+impl RuleCounter {
+    /// What the rule decides for a flow it logs: a rule that passes it on (the last of a
+    /// firewall's chain) leaves it to the chain's policy, which drops.
+    pub(crate) fn accepts(&self) -> bool {
+        self.rule.ends_with(" accept")
+    }
 }
 
 /// Changing namespaces needs CAP_SYS_ADMIN (mounts, setns) and CAP_NET_ADMIN (links).

@@ -35,8 +35,9 @@ fn rule_counters_grow_by_exactly_the_packets_sent() {
     let sb = Sandbox::new("counters");
     sb.apply(LAB);
     let before = firewall_counts(&sb);
-    // icmp allowed (ICMP and ICMPv6 rules), udp 9999 denied.
-    assert_eq!(before.len(), 3, "{before:?}");
+    // icmp allowed (ICMP and ICMPv6 rules), udp 9999 denied, and what no rule allowed.
+    assert_eq!(before.len(), 4, "{before:?}");
+    assert_eq!(before[3].1, "no rule allowed it");
     assert!(before[0].1.contains("firewall on host v/b at "), "{before:?}");
     assert!(before[0].1.contains(".rhai:4:1, ingress rule 1"), "the firewall() line: {before:?}");
     assert!(before[2].1.ends_with("ingress rule 2"), "{before:?}");
@@ -61,4 +62,43 @@ fn rule_counters_grow_by_exactly_the_packets_sent() {
     let text = sb.run(&["status", "--counters"]);
     assert!(text.stdout.contains(&format!("{} input", sb.ns("v.b"))), "{text:?}");
     assert!(text.stdout.contains("(firewall on host v/b at "), "{text:?}");
+}
+
+#[test]
+fn the_flow_log_names_the_rule_that_rejected_a_connection() {
+    let sb = Sandbox::new("flows");
+    sb.apply(
+        r#"let s = vpc("v", "10.93.0.0/16").subnet("s", "10.93.1.0/24");
+let a = s.host("a");
+let b = s.host("b");
+serve(b, 80);
+firewall(b, #{ ingress: [
+    #{ proto: "tcp", port: 80, action: "allow" },
+    #{ proto: "tcp", port: 22, action: "deny" },
+] });
+"#,
+    );
+    assert_eq!(get(&sb.ns("v.a"), "10.93.1.3", 80, "/").as_deref(), Some("v/b\n"));
+    let denied = in_ns(&sb.ns("v.a"), &["timeout", "1", "bash", "-c", "exec 3<>/dev/tcp/10.93.1.3/22"]);
+    assert_ne!(denied.code, 0, "22 is denied");
+    let flows = |sb: &Sandbox| -> Vec<Value> {
+        let run = sb.run(&["--json", "flows", "v/b"]);
+        assert_eq!(run.code, 0, "{run:?}");
+        run.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut seen = flows(&sb);
+    while seen.iter().all(|f| f["dport"] != 22) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        seen = flows(&sb);
+    }
+    let accepted = seen.iter().find(|f| f["dport"] == 80).expect("the allowed connection is logged");
+    assert_eq!(accepted["action"], "ACCEPT");
+    assert_eq!(accepted["src"], "10.93.1.2");
+    assert!(accepted["rule"].as_str().unwrap().ends_with("ingress rule 1"), "{accepted}");
+    let rejected = seen.iter().find(|f| f["dport"] == 22).expect("the denied connection is logged");
+    assert_eq!(rejected["action"], "REJECT");
+    assert!(rejected["rule"].as_str().unwrap().contains(".rhai:5:1, ingress rule 2"), "{rejected}");
+    // A host without a firewall keeps no flow log.
+    assert_eq!(sb.run(&["flows", "v/a"]).code, 1);
 }

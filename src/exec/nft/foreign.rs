@@ -44,8 +44,8 @@ fn family_number(name: &str) -> io::Result<u8> {
 fn passage_rules() -> [Rule; 2] {
     let uplinks = || IfName::Prefix(MACHINE_UPLINK_PREFIX.into());
     [
-        Rule { matches: vec![Match::Iif(uplinks())], action: Action::Accept, origin: None },
-        Rule { matches: vec![Match::Oif(uplinks())], action: Action::Accept, origin: None },
+        Rule { matches: vec![Match::Iif(uplinks())], action: Action::Accept, origin: None, log: None },
+        Rule { matches: vec![Match::Oif(uplinks())], action: Action::Accept, origin: None, log: None },
     ]
 }
 

@@ -3,6 +3,7 @@
 //! chains and rules), deleted, or read back as a signature to compare. `foreign` finds
 //! other tools' dropping forward chains and lets vpcsh's traffic through them.
 
+pub(crate) mod flows;
 mod foreign;
 
 use std::io;
@@ -12,7 +13,9 @@ use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
 
 use ipnetwork::IpNetwork;
 
-use crate::plan::nft::{Action, Chain, ChainType, Hook, IfName, Match, Proto, Rule, Ruleset, TABLE};
+use crate::plan::nft::{
+    Action, Chain, ChainType, FLOW_LOG_GROUP, Hook, IfName, Match, Proto, Rule, Ruleset, TABLE,
+};
 
 // linux/netfilter/nfnetlink.h and nf_tables.h
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -67,6 +70,10 @@ const NFT_REG_1: u32 = 1;
 const NFT_REG_2: u32 = 2;
 const NF_DROP: u32 = 0;
 const NF_ACCEPT: u32 = 1;
+/// `NFT_CONTINUE` (-1): no verdict, on to the next rule.
+const NFT_CONTINUE: u32 = u32::MAX;
+const NFTA_LOG_GROUP: u16 = 1;
+const NFTA_LOG_PREFIX: u16 = 2;
 
 /// A reply's address family and its body after the nfgenmsg.
 type FamilyReply = (u8, Vec<u8>);
@@ -317,9 +324,15 @@ fn rule_body(m: &mut Msg, rule: &Rule) {
     for matched in &rule.matches {
         rule_match(m, matched);
     }
+    if let Some(prefix) = &rule.log {
+        expr(m, "log", |m| {
+            m.attr(NFTA_LOG_GROUP, &FLOW_LOG_GROUP.to_be_bytes()).str(NFTA_LOG_PREFIX, prefix);
+        });
+    }
     m.begin(NFTA_LIST_ELEM).str(NFTA_EXPR_NAME, "counter").end();
     match &rule.action {
         Action::Accept => verdict(m, NF_ACCEPT),
+        Action::Continue => verdict(m, NFT_CONTINUE),
         Action::Drop => verdict(m, NF_DROP),
         Action::Masquerade => {
             m.begin(NFTA_LIST_ELEM).str(NFTA_EXPR_NAME, "masq").end();
