@@ -419,3 +419,25 @@ fn a_killed_keeper_leaves_nothing_running_after_destroy() {
     );
     assert!(!sb.keeper_file().exists());
 }
+
+#[test]
+fn without_a_home_state_goes_to_a_directory_of_the_users_own() {
+    use std::os::unix::fs::MetadataExt;
+    let user = User::new("rootless-nohome");
+    let tmp = user.own_dir("tmp");
+    let name = unique("rln");
+    let script = user.script("s.rhai", "vpc(\"v\", \"10.77.0.0/16\").subnet(\"s\", \"10.77.1.0/24\");\n");
+    let run = |args: &[&str]| -> Run {
+        let mut all = vec!["--sandbox", &name];
+        all.extend_from_slice(args);
+        user.vpcsh(&all).env_remove("HOME").env("TMPDIR", &tmp).output().unwrap().into()
+    };
+    let apply = run(&["apply", &script]);
+    assert_eq!(apply.code, 0, "{apply:?}");
+    let state = tmp.join("vpcsh-65534");
+    let meta = fs::metadata(&state).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o700, "private to the user");
+    assert!(state.join("sandbox").join(&name).join("state.json").exists());
+    assert_eq!(run(&["destroy"]).code, 0);
+    assert!(!state.join("sandbox").join(&name).exists());
+}
