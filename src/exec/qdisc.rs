@@ -174,14 +174,7 @@ mod tests {
 
     #[test]
     fn what_is_written_reads_back_the_same() {
-        let i = Impairment {
-            delay_us: 20_000,
-            jitter_us: 5_000,
-            loss_milli: 1500,
-            rate_bps: 10_000_000,
-            duplicate_milli: 100,
-            reorder_milli: 2000,
-        };
+        let i = crate::model::impair::every_kind();
         let round_trip = |i: Impairment| {
             let (kind, options) = queue(&i);
             parse(kind, &options)

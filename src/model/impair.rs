@@ -132,29 +132,33 @@ fn rate(bps: u64) -> String {
 
 impl std::fmt::Display for Impairment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut parts = Vec::new();
-        if self.delay_us > 0 {
-            parts.push(format!("delay {}", duration(self.delay_us)));
-        }
-        if self.jitter_us > 0 {
-            parts.push(format!("jitter {}", duration(self.jitter_us)));
-        }
-        if self.loss_milli > 0 {
-            parts.push(format!("loss {}", percent(self.loss_milli)));
-        }
-        if self.rate_bps > 0 {
-            parts.push(format!("rate {}", rate(self.rate_bps)));
-        }
-        if self.duplicate_milli > 0 {
-            parts.push(format!("duplicate {}", percent(self.duplicate_milli)));
-        }
-        if self.reorder_milli > 0 {
-            parts.push(format!("reorder {}", percent(self.reorder_milli)));
-        }
-        if parts.is_empty() {
-            parts.push("none".into());
-        }
+        let parts: Vec<String> = [
+            (self.delay_us > 0, "delay", duration(self.delay_us)),
+            (self.jitter_us > 0, "jitter", duration(self.jitter_us)),
+            (self.loss_milli > 0, "loss", percent(self.loss_milli)),
+            (self.rate_bps > 0, "rate", rate(self.rate_bps)),
+            (self.duplicate_milli > 0, "duplicate", percent(self.duplicate_milli)),
+            (self.reorder_milli > 0, "reorder", percent(self.reorder_milli)),
+        ]
+        .into_iter()
+        .filter(|(set, ..)| *set)
+        .map(|(_, what, value)| format!("{what} {value}"))
+        .collect();
+        f.write_str(if parts.is_empty() { "none" } else { "" })?;
         f.write_str(&parts.join(" "))
+    }
+}
+
+/// One of every kind, for tests of what reads and writes impairments.
+#[cfg(test)]
+pub(crate) fn every_kind() -> Impairment {
+    Impairment {
+        delay_us: 20_000,
+        jitter_us: 5_000,
+        loss_milli: 1500,
+        rate_bps: 10_000_000,
+        duplicate_milli: 100,
+        reorder_milli: 2000,
     }
 }
 
@@ -181,14 +185,7 @@ mod tests {
 
     #[test]
     fn an_impairment_reads_back_as_it_was_written() {
-        let i = Impairment {
-            delay_us: 20_000,
-            jitter_us: 5_000,
-            loss_milli: 1500,
-            rate_bps: 10_000_000,
-            duplicate_milli: 100,
-            reorder_milli: 2000,
-        };
+        let i = every_kind();
         assert_eq!(i.to_string(), "delay 20ms jitter 5ms loss 1.5% rate 10mbit duplicate 0.1% reorder 2%");
         assert_eq!(Impairment::default().to_string(), "none");
     }
