@@ -123,7 +123,12 @@ fn mistyped_command(word: &Path) -> Option<String> {
     ))
 }
 
+/// How vpcsh reports as it works: log lines by `-v`/`-q`/`VPCSH_LOG`, and a progress line
+/// for long applies when a person watches (stderr a terminal, neither `-q` nor `--json`).
 fn init_logging(global: &Global) {
+    if std::io::stderr().is_terminal() && !global.quiet && !global.json {
+        crate::exec::progress::enable();
+    }
     let level = match (global.quiet, global.verbose) {
         (true, _) => "error",
         (false, 0) => "warn",

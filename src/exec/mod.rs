@@ -13,6 +13,7 @@ pub(crate) mod netns;
 pub(crate) mod nft;
 pub(crate) mod probe;
 pub(crate) mod process;
+pub(crate) mod progress;
 mod qdisc;
 #[cfg(test)]
 pub(crate) mod recording;
@@ -160,7 +161,9 @@ pub(crate) fn stop_on_signals() {
 /// that can be undone, in reverse, and reports every error.
 pub(crate) fn apply(backend: &mut dyn Backend, plan: &Plan) -> Result<Summary, ApplyError> {
     let mut timing = Timing::default();
+    let mut progress = progress::Progress::new(plan.steps.len());
     for (i, step) in plan.steps.iter().enumerate() {
+        progress.step(i, step.op.kind());
         let started = std::time::Instant::now();
         let result = if interrupted() {
             let cause =
