@@ -1,5 +1,5 @@
 //! `vpcsh completions SHELL`: clap's completions of the command line, plus the names of the
-//! applied network for `exec` and `logs`, asked of `vpcsh __targets` with the line's own
+//! applied network for `exec`, `logs`, `capture` and `flows`, asked of `vpcsh __targets` with the line's own
 //! `--sandbox` and `--state-dir`.
 
 use std::io::Write;
@@ -9,7 +9,7 @@ use clap_complete::Shell;
 
 use super::args::Cli;
 
-/// Bash: a wrapper that answers for the word after `exec`/`logs`, and otherwise defers to
+/// Bash: a wrapper that answers for the word after `exec`/`logs`/`capture`/`flows`, and otherwise defers to
 /// clap's `_vpcsh`.
 const BASH: &str = r#"
 _vpcsh_targets() {
@@ -24,7 +24,7 @@ _vpcsh_targets() {
 
 _vpcsh_with_targets() {
     local previous="${COMP_WORDS[COMP_CWORD-1]}"
-    if [[ "$previous" == exec || "$previous" == logs ]]; then
+    if [[ "$previous" == exec || "$previous" == logs || "$previous" == capture || "$previous" == flows ]]; then
         local IFS=$'\n'
         COMPREPLY=($(compgen -W "$(_vpcsh_targets)" -- "${COMP_WORDS[COMP_CWORD]}"))
         return 0
@@ -63,21 +63,37 @@ function __fish_vpcsh_targets
     end
     vpcsh $scope __targets 2>/dev/null
 end
-complete -c vpcsh -n "__fish_vpcsh_using_subcommand exec; or __fish_vpcsh_using_subcommand logs" -f -a "(__fish_vpcsh_targets)"
+complete -c vpcsh -n "__fish_vpcsh_using_subcommand exec; or __fish_vpcsh_using_subcommand logs; or __fish_vpcsh_using_subcommand capture; or __fish_vpcsh_using_subcommand flows" -f -a "(__fish_vpcsh_targets)"
 "#;
+
+/// The command line as a person types it: without vpcsh's own helper subcommands (`__serve`,
+/// `__dns`, ...), which clap's generators would offer although they are hidden.
+fn without_helpers() -> clap::Command {
+    let full = Cli::command();
+    let visible: Vec<clap::Command> = full.get_subcommands().filter(|s| !s.is_hide_set()).cloned().collect();
+    // `--version` is offered whatever the version says.
+    let mut root = clap::Command::new("vpcsh").version(env!("CARGO_PKG_VERSION")).subcommands(visible);
+    for arg in full.get_arguments() {
+        root = root.arg(arg.clone());
+    }
+    root
+}
 
 /// Writes the completion script of `shell`.
 pub(super) fn write(shell: Shell, out: &mut impl Write) -> std::io::Result<()> {
     let mut generated = Vec::new();
-    clap_complete::generate(shell, &mut Cli::command(), "vpcsh", &mut generated);
+    clap_complete::generate(shell, &mut without_helpers(), "vpcsh", &mut generated);
     let generated = String::from_utf8_lossy(&generated);
     match shell {
         Shell::Bash => write!(out, "{generated}{BASH}"),
-        // The `target` positional of `exec` and `logs` is the only one named so.
+        // The `target` positional of `exec`, `logs`, `capture` and `flows` is the only one
+        // named so.
         Shell::Zsh => {
             let (body, register) =
                 generated.rsplit_once("\nif [ \"$funcstack[1]\"").unwrap_or((&generated, ""));
-            let body = body.replace("':target:_default'", "':target:_vpcsh_targets'");
+            let body = body
+                .replace("':target:_default'", "':target:_vpcsh_targets'")
+                .replace("'::target:_default'", "'::target:_vpcsh_targets'");
             write!(out, "{body}{ZSH}\nif [ \"$funcstack[1]\"{register}")
         }
         Shell::Fish => write!(out, "{generated}{FISH}"),

@@ -251,7 +251,13 @@ pub(crate) fn verify(
     });
     let mut mismatches = Vec::new();
     for (p, got) in results.into_inner().expect("results") {
-        let got = got.map_err(|e| Failure::refused(format!("probing {}: {e}", describe(p)), None))?;
+        let mut got = got.map_err(|e| Failure::refused(format!("probing {}: {e}", describe(p)), None))?;
+        // A flow the model calls reachable that did not answer in time gets one more, longer
+        // chance: on a busy machine the first packet may wait for neighbour discovery on
+        // three links. A flow that answered is never asked again: a drop stays a drop.
+        if p.predicted.reachable && !got {
+            got = probe_one(p, (timeout * 5).max(Duration::from_secs(1))).unwrap_or(false);
+        }
         if got != p.predicted.reachable {
             mismatches.push((p, got));
         }
