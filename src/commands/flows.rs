@@ -61,7 +61,7 @@ pub(crate) fn flows(
             Some("a host keeps one once a firewall() protects it (or its subnet)"),
         ));
     }
-    let rules: HashMap<(String, String), RuleCounter> = session::counters(target)?
+    let rules: HashMap<(String, String), RuleCounter> = session::rules(target)?
         .into_iter()
         .filter_map(|r| Some(((r.ns.clone(), r.log.clone()?), r)))
         .collect();

@@ -428,7 +428,13 @@ impl Netlink {
             .rt
             .block_on(async {
                 let links: Vec<LinkMessage> = handle.link().get().execute().try_collect().await?;
-                let qdiscs: Vec<TcMessage> = handle.qdisc().get().execute().try_collect().await?;
+                // Queues are read only where a link names one that impairs: most namespaces
+                // have none, and a dump per namespace would cost every observation.
+                let qdiscs: Vec<TcMessage> = if links.iter().any(impaired_queue) {
+                    handle.qdisc().get().execute().try_collect().await?
+                } else {
+                    Vec::new()
+                };
                 let addrs: Vec<_> = handle.address().get().execute().try_collect().await?;
                 let mut routes: Vec<RouteMessage> = handle
                     .route()
@@ -527,6 +533,11 @@ fn bridge_mac(ns: &str, name: &str) -> Vec<u8> {
     let mut mac = hash.to_be_bytes()[2..].to_vec();
     mac[0] = (mac[0] & 0xfc) | 0x02;
     mac
+}
+
+/// Whether a link's root queue (as its dump names it) is one an impairment makes.
+fn impaired_queue(l: &LinkMessage) -> bool {
+    l.attributes.iter().any(|a| matches!(a, LinkAttribute::Qdisc(kind) if qdisc::is_impairment(kind)))
 }
 
 /// A link's root netem queue: the link's index and what the queue does.

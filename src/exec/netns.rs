@@ -204,13 +204,20 @@ pub(crate) use crate::plan::desired::RESOLVER;
 /// resolver is at one address in every VPC).
 const RESOLV_CONF: &str = "/run/vpcsh/resolv.conf";
 
+/// The file, written once per run (every command vpcsh starts binds it).
 fn resolv_conf() -> Option<std::ffi::CString> {
-    let text = format!("# vpcsh: the VPC's resolver\nnameserver {RESOLVER}\noptions timeout:1 attempts:2\n");
-    if fs::read_to_string(RESOLV_CONF).ok().as_deref() != Some(text.as_str()) {
-        fs::create_dir_all("/run/vpcsh").ok()?;
-        fs::write(RESOLV_CONF, text).ok()?;
-    }
-    std::ffi::CString::new(RESOLV_CONF).ok()
+    static WRITTEN: std::sync::OnceLock<Option<std::ffi::CString>> = std::sync::OnceLock::new();
+    WRITTEN
+        .get_or_init(|| {
+            let text =
+                format!("# vpcsh: the VPC's resolver\nnameserver {RESOLVER}\noptions timeout:1 attempts:2\n");
+            if fs::read_to_string(RESOLV_CONF).ok().as_deref() != Some(text.as_str()) {
+                fs::create_dir_all("/run/vpcsh").ok()?;
+                fs::write(RESOLV_CONF, text).ok()?;
+            }
+            std::ffi::CString::new(RESOLV_CONF).ok()
+        })
+        .clone()
 }
 
 /// Makes `cmd`'s child enter the namespace `fd` (named `ns`) between fork and exec, so the

@@ -45,6 +45,11 @@ fn attr(out: &mut Vec<u8>, ty: u16, data: &[u8]) {
     }
 }
 
+/// Whether a queue of this kind may be one vpcsh put there for an impairment.
+pub(crate) fn is_impairment(kind: &str) -> bool {
+    kind == NETEM || kind == TBF
+}
+
 /// The queue kind and `TCA_OPTIONS` payload that do what `i` says: a rate alone is a
 /// token bucket (which every kernel with traffic control has), anything else netem.
 pub(crate) fn queue(i: &Impairment) -> (&'static str, Vec<u8>) {

@@ -70,6 +70,11 @@ pub(crate) fn counters(target: &Target) -> Result<Vec<RuleCounter>, Failure> {
     Ok(Runner::open(target)?.counters()?)
 }
 
+/// vpcsh's rules with what made them, without their counts (what `vpcsh flows` names).
+pub(crate) fn rules(target: &Target) -> Result<Vec<RuleCounter>, Failure> {
+    Ok(Runner::open(target)?.rules()?)
+}
+
 /// `vpcsh policy apply FILE.json [--vpc VPC]`: a seed-format policy, or a list of them,
 /// each onto the applied subnet whose CIDR it names; all of them in one apply.
 pub(crate) fn apply_policy(target: &Target, path: &Path, vpc: Option<&str>) -> Result<Summary, Failure> {

@@ -17,7 +17,7 @@ use crate::script::{EffectError, Interpreter, ScriptError, Source};
 use crate::state;
 
 pub(crate) use admin::{
-    applied, apply_policy, blocking_chains, counters, definitions, destroy, reference, status_plan,
+    applied, apply_policy, blocking_chains, counters, definitions, destroy, reference, rules, status_plan,
     unknown_vpc,
 };
 pub(crate) use effects::Interactive;

@@ -95,6 +95,23 @@ impl Runner {
     /// What each of vpcsh's rules in the applied network has matched: the rule, where it
     /// came from, and its counts, namespace by namespace.
     pub(crate) fn counters(&mut self) -> Result<Vec<RuleCounter>, EffectError> {
+        let mut rules = self.rules()?;
+        let mut read: Option<(String, Vec<exec::nft::RuleCount>)> = None;
+        for rule in &mut rules {
+            // Rules come namespace by namespace: one dump each.
+            if read.as_ref().is_none_or(|(ns, _)| *ns != rule.ns) {
+                read = Some((rule.ns.clone(), self.backend.counters(&rule.ns).map_err(op_failure)?));
+            }
+            let counts = read.as_ref().map(|(_, c)| c.as_slice()).unwrap_or_default();
+            let seen = counts.iter().find(|c| c.chain == rule.chain && c.comment == rule.comment);
+            rule.counts = seen.map(|c| (c.packets, c.bytes));
+        }
+        Ok(rules)
+    }
+
+    /// The rules of vpcsh's tables in the applied network's existing namespaces, with what
+    /// made them, and no counts (nothing is read from the kernel).
+    pub(crate) fn rules(&mut self) -> Result<Vec<RuleCounter>, EffectError> {
         let network = self.network().clone();
         let desired = self.desired(&network, false)?;
         let mut out = Vec::new();
@@ -103,20 +120,16 @@ impl Runner {
             if !netns::exists(ns) && ns != HOST_NS {
                 continue;
             }
-            let counts = self.backend.counters(ns).map_err(op_failure)?;
             for chain in &ruleset.chains {
-                for rule in &chain.rules {
-                    let comment = rule.fingerprint();
-                    let seen = counts.iter().find(|c| c.chain == chain.name && c.comment == comment);
-                    out.push(RuleCounter {
-                        ns: ns.clone(),
-                        chain: chain.name.to_string(),
-                        rule: rule.to_string(),
-                        origin: rule.origin.clone(),
-                        log: rule.log.clone(),
-                        counts: seen.map(|c| (c.packets, c.bytes)),
-                    });
-                }
+                out.extend(chain.rules.iter().map(|rule| RuleCounter {
+                    ns: ns.clone(),
+                    chain: chain.name.to_string(),
+                    rule: rule.to_string(),
+                    comment: rule.fingerprint(),
+                    origin: rule.origin.clone(),
+                    log: rule.log.clone(),
+                    counts: None,
+                }));
             }
         }
         Ok(out)
@@ -348,6 +361,8 @@ pub(crate) struct RuleCounter {
     pub ns: String,
     pub chain: String,
     pub rule: String,
+    /// Its comment in the kernel: `vpcsh` and its fingerprint.
+    pub comment: String,
     pub origin: Option<String>,
     /// Its flow log prefix, when it logs.
     pub log: Option<String>,

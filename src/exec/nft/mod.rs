@@ -614,10 +614,7 @@ impl Nft {
         let chains = self
             .request(Msg::nft(NFT_MSG_GETCHAIN, NLM_F_DUMP, seq), seq)?
             .map_err(io::Error::from_raw_os_error)?;
-        let seq = self.next_seq();
-        let mut dump = Msg::nft(NFT_MSG_GETRULE, NLM_F_DUMP, seq);
-        dump.str(NFTA_RULE_TABLE, TABLE);
-        let rules = self.request(dump, seq)?.map_err(io::Error::from_raw_os_error)?;
+        let rules = self.rules()?.map_err(io::Error::from_raw_os_error)?;
 
         let mut signature = Vec::new();
         for body in &chains {
@@ -665,12 +662,17 @@ pub(crate) struct RuleCount {
 }
 
 impl Nft {
-    /// The counters of the rules of vpcsh's table, in chain order.
-    pub(crate) fn counters(&mut self) -> io::Result<Vec<RuleCount>> {
+    /// The rules of vpcsh's table as the kernel dumps them (or its error code).
+    fn rules(&mut self) -> io::Result<Result<Vec<Vec<u8>>, i32>> {
         let seq = self.next_seq();
         let mut dump = Msg::nft(NFT_MSG_GETRULE, NLM_F_DUMP, seq);
         dump.str(NFTA_RULE_TABLE, TABLE);
-        let rules = match self.request(dump, seq)? {
+        self.request(dump, seq)
+    }
+
+    /// The counters of the rules of vpcsh's table, in chain order.
+    pub(crate) fn counters(&mut self) -> io::Result<Vec<RuleCount>> {
+        let rules = match self.rules()? {
             Ok(rules) => rules,
             // No table (yet): nothing counted.
             Err(code) if code == nix::errno::Errno::ENOENT as i32 => return Ok(Vec::new()),
