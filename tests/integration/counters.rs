@@ -102,7 +102,10 @@ firewall(b, #{ ingress: [
     // The kernel agrees: the rule that logged the rejection is the one that dropped it.
     let ruleset = in_ns(&sb.ns("v.b"), &["nft", "list", "chain", "inet", "vpcsh", "input"]).stdout;
     let deny = ruleset.lines().find(|l| l.contains("dport 22")).unwrap_or_default();
-    assert!(deny.contains("log prefix") && deny.contains(" drop ") && !deny.contains("packets 0 "), "{ruleset}");
+    assert!(
+        deny.contains("log prefix") && deny.contains(" drop ") && !deny.contains("packets 0 "),
+        "{ruleset}"
+    );
     // A host without a firewall keeps no flow log.
     assert_eq!(sb.run(&["flows", "v/a"]).code, 1);
 }
