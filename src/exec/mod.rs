@@ -25,7 +25,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::plan::kernel::{ForeignChain, KernelState};
-use crate::plan::{Op, Plan, Summary};
+use crate::plan::{Op, Plan, Step, Summary};
 
 pub(crate) use system::System;
 
@@ -34,6 +34,12 @@ pub(crate) trait Backend {
     /// The kernel state of those of `namespaces` that exist.
     fn observe(&mut self, namespaces: &BTreeSet<String>) -> Result<KernelState, OpError>;
     fn apply(&mut self, op: &Op) -> Result<(), OpError>;
+    /// Applies operations that do not depend on one another (see `Op::batches`), at once
+    /// where the backend can; what became of each, in order. One by one unless overridden,
+    /// skipping the rest after a failure.
+    fn apply_batch(&mut self, ops: &[&Op]) -> Vec<Outcome> {
+        one_by_one(self, ops)
+    }
     /// The processes started in namespaces, alive or not, for state to record.
     fn processes(&self) -> Vec<process::ProcessRecord>;
     /// Stops and forgets the processes of namespaces outside `keep` (their namespace went
@@ -157,37 +163,94 @@ pub(crate) fn stop_on_signals() {
     }
 }
 
-/// Applies a plan in order. On failure, or when interrupted, undoes the completed steps
-/// that can be undone, in reverse, and reports every error.
+/// What became of one operation of a batch.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    Done,
+    Failed(OpError),
+    /// Not tried: another failed first, or the apply was interrupted.
+    Skipped,
+}
+
+/// Applies `ops` in order, skipping the rest after a failure or an interruption.
+pub(crate) fn one_by_one<B: Backend + ?Sized>(backend: &mut B, ops: &[&Op]) -> Vec<Outcome> {
+    let mut failed = false;
+    ops.iter()
+        .map(|op| {
+            if failed || interrupted() {
+                return Outcome::Skipped;
+            }
+            backend.apply(op).map_or_else(
+                |e| {
+                    failed = true;
+                    Outcome::Failed(e)
+                },
+                |()| Outcome::Done,
+            )
+        })
+        .collect()
+}
+
+/// At most this many operations go to the backend at once, so progress and Ctrl-C are
+/// seen between batches.
+const BATCH: usize = 128;
+
+/// Applies a plan in order, independent operations of a kind in batches. On failure, or
+/// when interrupted, undoes the completed steps that can be undone, in reverse, and reports
+/// every error.
 pub(crate) fn apply(backend: &mut dyn Backend, plan: &Plan) -> Result<Summary, ApplyError> {
     let mut timing = Timing::default();
     let mut progress = progress::Progress::new(plan.steps.len());
-    for (i, step) in plan.steps.iter().enumerate() {
-        progress.step(i, step.op.kind());
+    let mut done: Vec<&Step> = Vec::with_capacity(plan.steps.len());
+    let mut rest = plan.steps.as_slice();
+    while let Some(first) = rest.first() {
+        let together = if first.op.batches() {
+            rest.iter().take(BATCH).take_while(|s| s.op.kind() == first.op.kind()).count()
+        } else {
+            1
+        };
+        let (batch, later) = rest.split_at(together);
+        rest = later;
+        progress.step(done.len(), first.op.kind());
         let started = std::time::Instant::now();
-        let result = if interrupted() {
+        let outcomes = if interrupted() {
             let cause =
                 KernelError { errno: Some(nix::errno::Errno::EINTR as i32), message: "interrupted".into() };
-            Err(OpError { doing: step.op.to_string(), cause })
+            vec![Outcome::Failed(OpError { doing: first.op.to_string(), cause })]
         } else {
-            backend.apply(&step.op)
+            let ops: Vec<&Op> = batch.iter().map(|s| &s.op).collect();
+            backend.apply_batch(&ops)
         };
-        timing.add(step.op.kind(), started.elapsed());
-        if let Err(failed) = result {
-            let mut rollback_failures = Vec::new();
-            let mut undone = 0;
-            for done in plan.steps[..i].iter().rev() {
-                let Some(undo) = &done.undo else { continue };
-                match backend.apply(undo) {
-                    Ok(()) => undone += 1,
-                    Err(e) => rollback_failures.push(e),
-                }
+        timing.add(first.op.kind(), batch.len(), started.elapsed());
+        let mut failure = None;
+        for (step, outcome) in batch.iter().zip(outcomes) {
+            match outcome {
+                Outcome::Done => done.push(step),
+                Outcome::Failed(e) if failure.is_none() => failure = Some(e),
+                Outcome::Failed(e) => tracing::warn!("{e}"),
+                Outcome::Skipped => {}
             }
-            return Err(ApplyError { failed, rollback_failures, undone });
+        }
+        if let Some(failed) = failure {
+            return Err(roll_back(backend, &done, failed));
         }
     }
     timing.log();
     Ok(plan.summary())
+}
+
+/// Undoes `done`, last first, collecting what fails on the way.
+fn roll_back(backend: &mut dyn Backend, done: &[&Step], failed: OpError) -> ApplyError {
+    let mut rollback_failures = Vec::new();
+    let mut undone = 0;
+    for step in done.iter().rev() {
+        let Some(undo) = &step.undo else { continue };
+        match backend.apply(undo) {
+            Ok(()) => undone += 1,
+            Err(e) => rollback_failures.push(e),
+        }
+    }
+    ApplyError { failed, rollback_failures, undone }
 }
 
 /// Where an apply's time went, by kind of operation (`-v` prints it).
@@ -195,10 +258,10 @@ pub(crate) fn apply(backend: &mut dyn Backend, plan: &Plan) -> Result<Summary, A
 struct Timing(std::collections::BTreeMap<&'static str, (std::time::Duration, usize)>);
 
 impl Timing {
-    fn add(&mut self, kind: &'static str, took: std::time::Duration) {
+    fn add(&mut self, kind: &'static str, count: usize, took: std::time::Duration) {
         let entry = self.0.entry(kind).or_default();
         entry.0 += took;
-        entry.1 += 1;
+        entry.1 += count;
     }
 
     fn log(&self) {

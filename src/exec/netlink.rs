@@ -14,7 +14,8 @@ use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
 };
 use netlink_packet_route::link::{
-    AfSpecInet, AfSpecUnspec, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    AfSpecInet, AfSpecInet6, AfSpecUnspec, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
+    LinkMessage,
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol};
 use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcOption};
@@ -48,8 +49,6 @@ struct Space {
     handle: Handle,
     /// `None` when this kernel has no nftables; only rules need it.
     nft: Option<Nft>,
-    forwarding: bool,
-    ipv6: bool,
     index: HashMap<String, u32>,
     /// Made by this run: every link in it is known, so new links get their index chosen
     /// here (saving a lookup per link); otherwise indexes are looked up by name.
@@ -100,17 +99,26 @@ impl Netlink {
 
     fn space(&mut self, ns: &str) -> io::Result<&mut Space> {
         if !self.spaces.contains_key(ns) {
-            let fd = netns::open(ns)?;
-            let v6 = with_ipv6(ns);
-            let (socket, nft, forwarding, ipv6) = netns::run_in(&fd, move || {
-                let forwarding = netns::forwarding(v6)?;
-                Ok((Socket::new(NETLINK_ROUTE)?, Nft::open().ok(), forwarding, netns::ipv6()?))
-            })?;
-            let handle = self.connect(socket);
-            let space = Space { fd, handle, nft, forwarding, ipv6, index: HashMap::new(), fresh: false };
-            self.spaces.insert(ns.into(), space);
+            self.open_spaces(&[ns])?;
         }
-        Ok(self.spaces.get_mut(ns).expect("inserted above"))
+        Ok(self.spaces.get_mut(ns).expect("opened above"))
+    }
+
+    /// Opens sockets inside those of `namespaces` not open yet, all from one thread.
+    fn open_spaces(&mut self, namespaces: &[&str]) -> io::Result<()> {
+        let missing: Vec<&str> =
+            namespaces.iter().copied().filter(|ns| !self.spaces.contains_key(*ns)).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let fds = missing.iter().map(|ns| netns::open(ns)).collect::<io::Result<Vec<_>>>()?;
+        let inside = fds.iter().map(OwnedFd::try_clone).collect::<io::Result<Vec<_>>>()?;
+        let sockets = netns::run_in_each(inside, || Ok((Socket::new(NETLINK_ROUTE)?, Nft::open().ok())))?;
+        for ((ns, fd), (socket, nft)) in missing.into_iter().zip(fds).zip(sockets) {
+            let handle = self.connect(socket);
+            self.spaces.insert(ns.into(), Space { fd, handle, nft, index: HashMap::new(), fresh: false });
+        }
+        Ok(())
     }
 
     fn index(&mut self, ns: &str, name: &str) -> io::Result<u32> {
@@ -129,27 +137,50 @@ impl Netlink {
         Ok(msg.header.index)
     }
 
-    fn create_netns(&mut self, ns: &str, forwarding: bool, ipv6: bool) -> io::Result<()> {
+    /// Creates namespaces, `(name, forwarding, ipv6)` each, on every core; the result of
+    /// each, in order, `None` for those not tried (interrupted).
+    pub(crate) fn create_netns_all(&mut self, wanted: &[(&str, bool, bool)]) -> Vec<Option<io::Result<()>>> {
         if !self.netns_dir_ready {
-            netns::prepare_dir()?;
+            if let Err(e) = netns::prepare_dir() {
+                return wanted.iter().map(|_| Some(Err(io::Error::new(e.kind(), e.to_string())))).collect();
+            }
             self.netns_dir_ready = true;
         }
-        let (socket, nft) = netns::create(ns, move || {
-            if forwarding {
-                netns::set_forwarding(true, true)?;
-            }
-            // Before any device but `lo` exists: every later one is made the same way.
-            netns::set_ipv6(ipv6)?;
-            Ok((Socket::new(NETLINK_ROUTE)?, Nft::open().ok()))
-        })?;
-        let handle = self.connect(socket);
-        let fd = netns::open(ns)?;
-        // A fresh namespace has only `lo`, always index 1.
-        let lo_up = LinkUnspec::new_with_index(1).up().build();
-        self.rt.block_on(handle.link().set(lo_up).execute()).map_err(io_err)?;
-        let index = HashMap::from([("lo".to_string(), 1)]);
-        self.spaces.insert(ns.into(), Space { fd, handle, nft, forwarding, ipv6, index, fresh: true });
-        Ok(())
+        let switches: HashMap<&str, (bool, bool)> =
+            wanted.iter().map(|(ns, f, v6)| (*ns, (*f, *v6))).collect();
+        let names: Vec<&str> = wanted.iter().map(|(ns, ..)| *ns).collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+        let made = netns::create_all(
+            &names,
+            threads,
+            |ns| {
+                let (forwarding, ipv6) = switches[ns];
+                if forwarding {
+                    netns::set_forwarding(true, ipv6)?;
+                }
+                // Before any device but `lo` exists: every later one is made the same way.
+                netns::set_ipv6(ipv6)?;
+                let socket = Socket::new(NETLINK_ROUTE)?;
+                set_lo_up(&socket)?;
+                Ok((socket, Nft::open().ok(), netns::open(ns)?))
+            },
+            super::interrupted,
+        );
+        names
+            .iter()
+            .zip(made)
+            .map(|(ns, made)| {
+                let (socket, nft, fd) = match made? {
+                    Ok(sockets) => sockets,
+                    Err(e) => return Some(Err(e)),
+                };
+                let handle = self.connect(socket);
+                // A fresh namespace has only `lo`, always index 1.
+                let index = HashMap::from([("lo".to_string(), 1)]);
+                self.spaces.insert((*ns).into(), Space { fd, handle, nft, index, fresh: true });
+                Some(Ok(()))
+            })
+            .collect()
     }
 
     fn delete_netns(&mut self, ns: &str) -> io::Result<()> {
@@ -198,26 +229,23 @@ impl Netlink {
 
     fn apply_op(&mut self, op: &Op) -> io::Result<()> {
         match op {
-            Op::CreateNetns { ns, forwarding, ipv6 } => self.create_netns(ns, *forwarding, *ipv6),
+            Op::CreateNetns { ns, forwarding, ipv6 } => self
+                .create_netns_all(&[(ns, *forwarding, *ipv6)])
+                .pop()
+                .flatten()
+                .unwrap_or_else(|| Err(io::Error::from_raw_os_error(nix::errno::Errno::EINTR as i32))),
             Op::SetIpv6 { ns, on } => {
                 let on = *on;
-                let space = self.space(ns)?;
                 // IPv6 turned on routes as IPv4 does in this namespace.
-                let forwarding = space.forwarding;
-                netns::run_in(&space.fd, move || {
+                netns::run_in(&self.space(ns)?.fd, move || {
                     netns::set_ipv6(on)?;
-                    if on { netns::set_forwarding(forwarding, true) } else { Ok(()) }
-                })?;
-                space.ipv6 = on;
-                Ok(())
+                    if on { netns::set_forwarding(netns::forwards_ipv4()?, true) } else { Ok(()) }
+                })
             }
             Op::DeleteNetns { ns } => self.delete_netns(ns),
             Op::SetForwarding { ns, on } => {
                 let (on, v6) = (*on, with_ipv6(ns));
-                let space = self.space(ns)?;
-                netns::run_in(&space.fd, move || netns::set_forwarding(on, v6))?;
-                space.forwarding = on;
-                Ok(())
+                netns::run_in(&self.space(ns)?.fd, move || netns::set_forwarding(on, v6))
             }
             Op::CreateBridge { ns, name } => self.create_bridge(ns, name),
             Op::CreateVeth { ns, name, master, peer_ns, peer } => {
@@ -421,9 +449,7 @@ impl Netlink {
     }
 
     fn observe_ns(&mut self, ns: &str) -> io::Result<Netns> {
-        let space = self.space(ns)?;
-        let handle = space.handle.clone();
-        let (forwarding, ipv6) = (space.forwarding, space.ipv6);
+        let handle = self.space(ns)?.handle.clone();
         let (links, addrs, routes, qdiscs) = self
             .rt
             .block_on(async {
@@ -442,7 +468,7 @@ impl Netlink {
                     .execute()
                     .try_collect()
                     .await?;
-                if ipv6 {
+                if sysctls_of(&links).ipv6 {
                     let routes6: Vec<RouteMessage> = handle
                         .route()
                         .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
@@ -454,9 +480,12 @@ impl Netlink {
                 Ok::<_, rtnetlink::Error>((links, addrs, routes, qdiscs))
             })
             .map_err(io_err)?;
+        let sysctls = sysctls_of(&links);
+        let forwarding =
+            sysctls.ipv4_forwarding && (!with_ipv6(ns) || !sysctls.ipv6 || sysctls.ipv6_forwarding);
         let names: HashMap<u32, String> =
             links.iter().filter_map(|l| Some((l.header.index, link_name(l)?))).collect();
-        let mut out = Netns { forwarding, ipv6: Some(ipv6), ..Netns::default() };
+        let mut out = Netns { forwarding, ipv6: Some(sysctls.ipv6), ..Netns::default() };
         out.links = links
             .iter()
             .filter_map(|l| Some((names.get(&l.header.index)?.clone(), link_of(l, &names))))
@@ -475,6 +504,63 @@ impl Netlink {
         }
         Ok(out)
     }
+}
+
+/// Brings `lo` (index 1 in a new namespace) up over a netlink socket not yet handed to the
+/// runtime: it runs on the thread that made the namespace, beside the others being made.
+fn set_lo_up(socket: &Socket) -> io::Result<()> {
+    let mut req =
+        NetlinkMessage::from(RouteNetlinkMessage::SetLink(LinkUnspec::new_with_index(1).up().build()));
+    req.header.flags = NLM_F_REQUEST | NLM_F_ACK;
+    req.finalize();
+    let mut buf = vec![0; req.buffer_len()];
+    req.serialize(&mut buf);
+    socket.send(&buf, 0)?;
+    let mut reply = Vec::with_capacity(4096);
+    socket.recv(&mut reply, 0)?;
+    let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&reply).map_err(io::Error::other)?;
+    match msg.payload {
+        NetlinkPayload::Error(e) if e.code.is_some() => Err(e.to_io()),
+        _ => Ok(()),
+    }
+}
+
+/// A namespace's forwarding and IPv6 switches, as its loopback device carries them: writing
+/// `all` sets every device, `lo` included, and a dump of `lo` costs nothing extra.
+#[derive(Default)]
+struct Sysctls {
+    ipv4_forwarding: bool,
+    ipv6: bool,
+    ipv6_forwarding: bool,
+}
+
+fn sysctls_of(links: &[LinkMessage]) -> Sysctls {
+    let mut out = Sysctls::default();
+    let Some(lo) = links.iter().find(|l| l.header.flags.contains(LinkFlags::Loopback)) else { return out };
+    for attr in &lo.attributes {
+        let LinkAttribute::AfSpecUnspec(specs) = attr else { continue };
+        for spec in specs {
+            match spec {
+                AfSpecUnspec::Inet(inet) => {
+                    for i in inet {
+                        if let AfSpecInet::DevConf(conf) = i {
+                            out.ipv4_forwarding = conf.forwarding != 0;
+                        }
+                    }
+                }
+                AfSpecUnspec::Inet6(inet6) => {
+                    for i in inet6 {
+                        if let AfSpecInet6::DevConf(conf) = i {
+                            out.ipv6 = conf.disable_ipv6 == 0;
+                            out.ipv6_forwarding = conf.forwarding != 0;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    out
 }
 
 /// A link as the planner compares it: kind, master, up, and whether it is vpcsh's.
@@ -698,6 +784,8 @@ impl Netlink {
     }
 
     fn observe_each(&mut self, namespaces: &[&String]) -> Result<BTreeMap<String, Netns>, OpError> {
+        let names: Vec<&str> = namespaces.iter().map(|ns| ns.as_str()).collect();
+        self.open_spaces(&names).map_err(|e| OpError::new("opening sockets in namespaces", &e))?;
         namespaces
             .iter()
             .map(|ns| {
@@ -709,15 +797,18 @@ impl Netlink {
     }
 
     pub(crate) fn apply(&mut self, op: &Op) -> Result<(), OpError> {
-        self.apply_op(op).map_err(|e| {
-            let mut err = OpError::new(op.to_string(), &e);
-            if e.raw_os_error() == Some(EEXIST)
-                && let Some(whose) = self.existing(op)
-            {
-                err.cause.message = format!("{}: {whose}", err.cause.message);
-            }
-            err
-        })
+        self.apply_op(op).map_err(|e| self.op_error(op, &e))
+    }
+
+    /// What failed, and for a name already taken, what holds it.
+    pub(crate) fn op_error(&mut self, op: &Op, e: &io::Error) -> OpError {
+        let mut err = OpError::new(op.to_string(), e);
+        if e.raw_os_error() == Some(EEXIST)
+            && let Some(whose) = self.existing(op)
+        {
+            err.cause.message = format!("{}: {whose}", err.cause.message);
+        }
+        err
     }
 
     /// Other tools' dropping forward chains in `ns`, each with whether vpcsh's rules are in.

@@ -158,25 +158,54 @@ impl Supervisor {
     }
 
     pub(crate) fn start(&mut self, ns: &str, process: &Process) -> io::Result<()> {
-        // Earlier records of it that ended are done with: at most one record per process.
-        self.records.retain(|r| !(r.ns == ns && r.process == *process && !r.alive()));
-        let (record, gate) = start_held(ns, process, &self.log_dir)?;
-        self.records.push(record.clone());
+        self.start_all(&[(ns, process)]).pop().unwrap_or(Ok(()))
+    }
+
+    /// Starts processes together: all held, journalled in one write, then let go, servers
+    /// first; each server is waited for until it listens before any command runs, so a
+    /// command may count on every server of the batch. The result of each, in order.
+    pub(crate) fn start_all(&mut self, starts: &[(&str, &Process)]) -> Vec<io::Result<()>> {
+        let mut results: Vec<io::Result<()>> = Vec::with_capacity(starts.len());
+        let mut held = Vec::new();
+        for (i, (ns, process)) in starts.iter().enumerate() {
+            // Earlier records of it that ended are done with: at most one record per process.
+            self.records.retain(|r| !(r.ns == *ns && r.process == **process && !r.alive()));
+            match start_held(ns, process, &self.log_dir) {
+                Ok((record, gate)) => {
+                    self.records.push(record.clone());
+                    held.push((i, record, gate));
+                    results.push(Ok(()));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
         if let Err(e) = self.journal.record(&self.records) {
-            self.records.pop();
-            drop(gate);
-            stop(&record);
-            return Err(e);
+            let pids: BTreeSet<i32> = held.iter().map(|(_, r, _)| r.pid).collect();
+            self.records.retain(|r| !pids.contains(&r.pid));
+            for (i, record, gate) in held {
+                drop(gate);
+                stop(&record);
+                results[i] = Err(io::Error::new(e.kind(), e.to_string()));
+            }
+            return results;
         }
-        self.started.insert(record.pid);
-        let_go(gate);
-        if matches!(process, Process::Http { .. } | Process::Dns { .. } | Process::FlowLog)
-            && let Err(e) = wait_ready(&record)
-        {
-            self.stop(ns, Some(process))?;
-            return Err(e);
+        let (servers, commands): (Vec<_>, Vec<_>) =
+            held.into_iter().partition(|(_, r, _)| r.process.listens());
+        let mut waiting = Vec::new();
+        for (i, record, gate) in servers {
+            self.started.insert(record.pid);
+            let_go(gate);
+            waiting.push((i, record));
         }
-        Ok(())
+        for (i, record) in wait_all_ready(waiting) {
+            let why = record_failed(&record);
+            results[i] = Err(self.stop(&record.ns, Some(&record.process)).err().unwrap_or(why));
+        }
+        for (_, record, gate) in commands {
+            self.started.insert(record.pid);
+            let_go(gate);
+        }
+        results
     }
 
     /// Stops the processes in `ns` that match (all of them when `process` is `None`) and
@@ -278,19 +307,31 @@ fn spawn(
     Ok((record, gate))
 }
 
-fn wait_ready(record: &ProcessRecord) -> io::Result<()> {
+/// Waits until each server says it listens, together; the ones that die first or stay
+/// silent past the deadline are returned.
+fn wait_all_ready(mut waiting: Vec<(usize, ProcessRecord)>) -> Vec<(usize, ProcessRecord)> {
     let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        if fs::read_to_string(&record.log).is_ok_and(|l| l.contains(READY_LINE)) {
-            return Ok(());
+    let mut failed = Vec::new();
+    while !waiting.is_empty() {
+        let ready = |r: &ProcessRecord| fs::read_to_string(&r.log).is_ok_and(|l| l.contains(READY_LINE));
+        let late = Instant::now() > deadline;
+        let (gone, still): (Vec<_>, Vec<_>) = std::mem::take(&mut waiting)
+            .into_iter()
+            .filter(|(_, r)| !ready(r))
+            .partition(|(_, r)| late || !r.alive());
+        failed.extend(gone);
+        waiting = still;
+        if !waiting.is_empty() {
+            std::thread::sleep(Duration::from_millis(2));
         }
-        if !record.alive() || Instant::now() > deadline {
-            let log = fs::read_to_string(&record.log).unwrap_or_default();
-            stop(record);
-            return Err(io::Error::other(format!("server did not start: {}", log.trim())));
-        }
-        std::thread::sleep(Duration::from_millis(2));
     }
+    failed
+}
+
+/// Why a server is not running: what it logged.
+fn record_failed(record: &ProcessRecord) -> io::Error {
+    let log = fs::read_to_string(&record.log).unwrap_or_default();
+    io::Error::other(format!("server did not start: {}", log.trim()))
 }
 
 /// Stops a recorded process and everything it started: TERM to its process group, then

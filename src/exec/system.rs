@@ -7,9 +7,9 @@ use std::path::PathBuf;
 
 use super::netlink::Netlink;
 use super::process::{Journal, ProcessRecord, Supervisor};
-use super::{Backend, OpError};
+use super::{Backend, OpError, Outcome, one_by_one};
 use crate::plan::Op;
-use crate::plan::kernel::{ForeignChain, KernelState};
+use crate::plan::kernel::{ForeignChain, KernelState, Process};
 
 pub(crate) struct System {
     netlink: Netlink,
@@ -25,6 +25,30 @@ impl System {
         journal: Box<dyn Journal>,
     ) -> io::Result<Self> {
         Ok(Self { netlink: Netlink::new()?, supervisor: Supervisor::new(log_dir, records, journal) })
+    }
+}
+
+impl System {
+    /// Namespaces made at once, after the processes recorded for any of them are stopped:
+    /// one left in an old namespace of that name, deleted behind vpcsh's back, would
+    /// otherwise live on.
+    fn create_netns_all(&mut self, ops: &[&Op], creates: &[(&str, bool, bool)]) -> Vec<Outcome> {
+        for (i, (ns, ..)) in creates.iter().enumerate() {
+            if let Err(e) = self.supervisor.stop(ns, None) {
+                let mut out: Vec<Outcome> = (0..ops.len()).map(|_| Outcome::Skipped).collect();
+                out[i] = Outcome::Failed(OpError::new(ops[i].to_string(), &e));
+                return out;
+            }
+        }
+        let made = self.netlink.create_netns_all(creates);
+        ops.iter()
+            .zip(made)
+            .map(|(op, made)| match made {
+                Some(Ok(())) => Outcome::Done,
+                Some(Err(e)) => Outcome::Failed(self.netlink.op_error(op, &e)),
+                None => Outcome::Skipped,
+            })
+            .collect()
     }
 }
 
@@ -55,6 +79,37 @@ impl Backend for System {
                 self.netlink.apply(op)
             }
             _ => self.netlink.apply(op),
+        }
+    }
+
+    fn apply_batch(&mut self, ops: &[&Op]) -> Vec<Outcome> {
+        let creates: Option<Vec<(&str, bool, bool)>> = ops
+            .iter()
+            .map(|op| match op {
+                Op::CreateNetns { ns, forwarding, ipv6 } => Some((ns.as_str(), *forwarding, *ipv6)),
+                _ => None,
+            })
+            .collect();
+        if let Some(creates) = creates {
+            return self.create_netns_all(ops, &creates);
+        }
+        let starts: Option<Vec<(&str, &Process)>> = ops
+            .iter()
+            .map(|op| match op {
+                Op::StartProcess { ns, process } => Some((ns.as_str(), process)),
+                _ => None,
+            })
+            .collect();
+        match starts {
+            Some(starts) => ops
+                .iter()
+                .zip(self.supervisor.start_all(&starts))
+                .map(|(op, started)| match started {
+                    Ok(()) => Outcome::Done,
+                    Err(e) => Outcome::Failed(OpError::new(op.to_string(), &e)),
+                })
+                .collect(),
+            None => one_by_one(self, ops),
         }
     }
 

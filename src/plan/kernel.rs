@@ -226,11 +226,16 @@ pub(crate) enum Process {
 }
 
 impl Process {
+    /// Whether it is one of vpcsh's own servers, which say when they are ready.
+    pub(crate) fn listens(&self) -> bool {
+        !matches!(self, Process::Command { .. })
+    }
+
     /// Whether it is started again once it has ended (servers always are).
     pub(crate) fn restarts(&self) -> bool {
         match self {
-            Process::Http { .. } | Process::Dns { .. } | Process::FlowLog => true,
             Process::Command { restart, .. } => *restart,
+            _ => true,
         }
     }
 }

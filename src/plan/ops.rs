@@ -174,6 +174,13 @@ impl Op {
 
     /// A stable name for the kind of operation (`add-route`, `create-veth`, ...), for
     /// selecting operations without parsing their printed form.
+    /// Whether operations of this kind, next to each other in a plan, may run at once: they
+    /// never depend on one another (each namespace is made on its own; each process starts
+    /// in a namespace that exists).
+    pub(crate) fn batches(&self) -> bool {
+        matches!(self, Op::CreateNetns { .. } | Op::StartProcess { .. })
+    }
+
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             Op::CreateNetns { .. } => "create-netns",
