@@ -2,11 +2,13 @@
 //! (`baseline-ip.sh`: the same topology the way the original tool built it, one `ip` or
 //! `iptables` process per step), side by side in one run, each in its own sandbox. Prints
 //! every round, the medians and the ratios: apply, no-op re-apply, destroy, an apply right
-//! after a destroy (while the kernel still reaps namespaces), and an apply's peak RSS.
+//! after a destroy (while the kernel still reaps namespaces), and an apply's peak RSS. Then
+//! what a test author waits for: a probe's answer (a blocked and an answered ping, in a
+//! sandbox) and `vpcsh test -j 2` of many small fixtures.
 //!
 //! `cargo bench --bench apply` (as root); `-- --quick` for one small round without the
 //! baseline (a smoke test: it prints, it asserts no time). Env: BENCH_SIZES ("1x10,4x25,10x50";
-//! VxS each), BENCH_ROUNDS (3), BENCH_BASELINE=0 to skip the baseline, BENCH_FIREWALL=1 to put
+//! VxS each; 10x500 is the large one), BENCH_ROUNDS (3), BENCH_FIXTURES (50), BENCH_BASELINE=0 to skip the baseline, BENCH_FIREWALL=1 to put
 //! a firewall on every subnet, BENCH_SETTLE (15) seconds to wait after each teardown: the
 //! kernel destroys unmounted namespaces asynchronously, and a bring-up started while it does
 //! runs several times slower, whichever tool it is.
@@ -160,6 +162,112 @@ fn measure(v: usize, s: usize, setup: &Setup) -> Figures {
     }
 }
 
+/// A blocked and an answered ping, each asked `n` times in a sandbox: the time of one, in ms.
+const PROBES: &str = r#"
+let a = vpc("a", "10.1.0.0/16");
+let x = a.subnet("s", "10.1.1.0/24").host("x");
+let z = a.subnet("t", "10.1.2.0/24").host("z");
+let b = vpc("b", "10.2.0.0/16");
+let y = b.subnet("s", "10.2.1.0/24").host("y");
+apply();
+let t = timestamp();
+for i in 0..COUNT { assert(!ping(x, y), "unpeered VPCs"); }
+print(`blocked=${t.elapsed * 1000.0 / COUNT}`);
+let t = timestamp();
+for i in 0..COUNT { assert(ping(x, z), "one VPC"); }
+print(`answered=${t.elapsed * 1000.0 / COUNT}`);
+"#;
+
+/// A small test fixture: two tiers, a server, an exec, answered and blocked probes.
+const FIXTURE: &str = r#"
+let app = vpc("app", "10.90.0.0/16");
+let web = app.subnet("web", "10.90.1.0/24", #{ public: true });
+let api = app.subnet("api", "10.90.2.0/24");
+let w = web.host("w");
+let a = api.host("a");
+serve(a, 8080);
+assert(exec(w, ["true"]).code == 0, "exec");
+assert(ping(w, a), "the tiers route to each other");
+assert(http_get(w, `http://${a.ip}:8080/`).status == 200, "the api answers");
+assert(http_get(a, "http://198.51.100.1/").status == 0, "a private subnet has no internet");
+"#;
+
+/// The probe figures (ms each) and the wall time of `vpcsh test -j 2` over `fixtures`
+/// copies of a small fixture (s).
+fn probes_and_fixtures(setup: &Setup, n: usize, fixtures: usize) -> (f64, f64, f64) {
+    let sandbox = format!("vb{}-probes", std::process::id());
+    let state = setup.tmp.join(&sandbox);
+    let script = setup.tmp.join("probes.rhai");
+    std::fs::write(&script, PROBES.replace("COUNT", &n.to_string())).unwrap();
+    let out = Command::new(VPCSH)
+        .args(["--sandbox", &sandbox, "--state-dir"])
+        .arg(&state)
+        .arg("apply")
+        .arg(&script)
+        .output()
+        .unwrap();
+    vpcsh(&sandbox, &state, &["destroy"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "probes: {}", String::from_utf8_lossy(&out.stderr));
+    let figure = |key: &str| {
+        stdout.lines().find_map(|l| l.strip_prefix(&format!("{key}="))?.parse().ok()).unwrap_or(f64::NAN)
+    };
+    let dir = setup.tmp.join("fixtures");
+    std::fs::create_dir_all(&dir).unwrap();
+    let paths: Vec<PathBuf> = (1..=fixtures)
+        .map(|i| {
+            let path = dir.join(format!("f{i}.rhai"));
+            std::fs::write(&path, FIXTURE).unwrap();
+            path
+        })
+        .collect();
+    std::thread::sleep(setup.settle);
+    let start = Instant::now();
+    let run = Command::new(VPCSH).args(["test", "-j", "2"]).args(&paths).output().unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    assert!(run.status.success(), "fixtures: {}", String::from_utf8_lossy(&run.stdout));
+    (figure("blocked"), figure("answered"), secs)
+}
+
+/// The medians of every size, side by side with the baseline.
+fn print_table(table: &[((usize, usize), Figures)]) {
+    println!(
+        "\n{:<8} {:>11} {:>10} {:>11} {:>10} {:>11} {:>8} {:>8} {:>12} {:>12} {:>8} {:>8}",
+        "size",
+        "vpcsh up",
+        "ms/subnet",
+        "no-op",
+        "down",
+        "up again",
+        "again/up",
+        "RSS",
+        "baseline up",
+        "baseline dn",
+        "up x",
+        "down x"
+    );
+    for ((v, s), f) in table {
+        let n = (v * s) as f64;
+        // Without a baseline (--quick) its columns say so rather than NaN.
+        let or_dash = |x: f64, unit: &str| if x.is_nan() { "-".to_string() } else { format!("{x:.1}{unit}") };
+        println!(
+            "{:<8} {:>8.1} ms {:>10.2} {:>8.1} ms {:>7.1} ms {:>8.1} ms {:>7.2}x {:>4.0} MiB {:>12} {:>12} {:>8} {:>8}",
+            format!("{v}x{s}"),
+            f.up,
+            f.up / n,
+            f.noop,
+            f.down,
+            f.up_again,
+            f.up_again / f.up,
+            f.rss,
+            or_dash(f.bl_up, " ms"),
+            or_dash(f.bl_down, " ms"),
+            or_dash(f.bl_up / f.up, "x"),
+            or_dash(f.bl_down / f.down, "x")
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--list") {
@@ -204,38 +312,15 @@ fn main() {
         println!("{v} VPCs x {s} subnets");
         table.push(((v, s), measure(v, s, &setup)));
     }
+    print_table(&table);
+    let fixtures = if quick { 4 } else { env_num("BENCH_FIXTURES", 50) };
+    let (blocked, answered, secs) = probes_and_fixtures(&setup, if quick { 3 } else { 20 }, fixtures);
     println!(
-        "\n{:<8} {:>11} {:>10} {:>11} {:>10} {:>11} {:>8} {:>12} {:>12} {:>8} {:>8}",
-        "size",
-        "vpcsh up",
-        "ms/subnet",
-        "no-op",
-        "down",
-        "up again",
-        "RSS",
-        "baseline up",
-        "baseline dn",
-        "up x",
-        "down x"
+        "\nprobes in a sandbox: a blocked ping answers in {blocked:.1} ms, an answered one in {answered:.2} ms"
     );
-    for ((v, s), f) in &table {
-        let n = (v * s) as f64;
-        // Without a baseline (--quick) its columns say so rather than NaN.
-        let or_dash = |x: f64, unit: &str| if x.is_nan() { "-".to_string() } else { format!("{x:.1}{unit}") };
-        println!(
-            "{:<8} {:>8.1} ms {:>10.2} {:>8.1} ms {:>7.1} ms {:>8.1} ms {:>4.0} MiB {:>12} {:>12} {:>8} {:>8}",
-            format!("{v}x{s}"),
-            f.up,
-            f.up / n,
-            f.noop,
-            f.down,
-            f.up_again,
-            f.rss,
-            or_dash(f.bl_up, " ms"),
-            or_dash(f.bl_down, " ms"),
-            or_dash(f.bl_up / f.up, "x"),
-            or_dash(f.bl_down / f.down, "x")
-        );
-    }
+    println!(
+        "vpcsh test -j 2 of {fixtures} small fixtures: {secs:.2} s ({:.0} ms each)",
+        secs * 1000.0 / fixtures as f64
+    );
     let _ = std::fs::remove_dir_all(&tmp);
 }

@@ -218,6 +218,9 @@ pub(super) enum Command {
         #[arg(long)]
         netns: String,
     },
+    /// Takes apart namespaces vpcsh deleted, handed over as open descriptors.
+    #[command(name = "__reap", hide = true)]
+    Reap { fds: Vec<i32> },
     /// A rootless sandbox's keeper: holds its user and mount namespaces between commands.
     #[command(name = "__keep", hide = true)]
     Keep { sandbox: String },
@@ -238,7 +241,11 @@ impl Command {
     pub(super) fn is_helper(&self) -> bool {
         matches!(
             self,
-            Command::Serve { .. } | Command::Dns { .. } | Command::FlowLog { .. } | Command::Keep { .. }
+            Command::Serve { .. }
+                | Command::Dns { .. }
+                | Command::FlowLog { .. }
+                | Command::Keep { .. }
+                | Command::Reap { .. }
         )
     }
 }

@@ -227,9 +227,11 @@ fn run(
             let jobs = jobs.unwrap_or(1);
             return Ok(test::run(test::Options { scripts, keep, jobs, state_dir, prefix, json: out.json }));
         }
-        Command::Dns { .. } | Command::FlowLog { .. } | Command::Keep { .. } | Command::Serve { .. } => {
-            helper(command)?
-        }
+        Command::Dns { .. }
+        | Command::FlowLog { .. }
+        | Command::Keep { .. }
+        | Command::Reap { .. }
+        | Command::Serve { .. } => helper(command)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -245,6 +247,10 @@ fn helper(command: Command) -> Result<(), Failure> {
         Command::FlowLog { netns } => {
             crate::exec::nft::flows::serve(&netns)
                 .map_err(|e| Failure::refused(format!("flow log in {netns}: {e}"), None))?;
+        }
+        Command::Reap { fds } => {
+            crate::exec::reaper::reap(&fds)
+                .map_err(|e| Failure::refused(format!("taking deleted namespaces apart: {e}"), None))?;
         }
         Command::Keep { .. } => {
             crate::exec::userns::keep()

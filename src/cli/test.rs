@@ -61,7 +61,7 @@ impl Fixture<'_> {
             }
             match child.try_wait() {
                 Ok(Some(_)) => break,
-                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                Ok(None) => std::thread::sleep(Duration::from_millis(2)),
                 Err(e) => return Verdict::Failed(format!("waiting for vpcsh: {e}")),
             }
         }

@@ -11,10 +11,12 @@ mod iptables_legacy;
 mod netlink;
 pub(crate) mod netns;
 pub(crate) mod nft;
+mod plain_netlink;
 pub(crate) mod probe;
 pub(crate) mod process;
 pub(crate) mod progress;
 mod qdisc;
+pub(crate) mod reaper;
 #[cfg(test)]
 pub(crate) mod recording;
 mod system;
@@ -40,6 +42,8 @@ pub(crate) trait Backend {
     fn apply_batch(&mut self, ops: &[&Op]) -> Vec<Outcome> {
         one_by_one(self, ops)
     }
+    /// Called once a plan has been applied or rolled back.
+    fn finish(&mut self) {}
     /// The processes started in namespaces, alive or not, for state to record.
     fn processes(&self) -> Vec<process::ProcessRecord>;
     /// Stops and forgets the processes of namespaces outside `keep` (their namespace went
@@ -232,9 +236,12 @@ pub(crate) fn apply(backend: &mut dyn Backend, plan: &Plan) -> Result<Summary, A
             }
         }
         if let Some(failed) = failure {
-            return Err(roll_back(backend, &done, failed));
+            let error = roll_back(backend, &done, failed);
+            backend.finish();
+            return Err(error);
         }
     }
+    backend.finish();
     timing.log();
     Ok(plan.summary())
 }

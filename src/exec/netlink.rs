@@ -14,8 +14,8 @@ use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
 };
 use netlink_packet_route::link::{
-    AfSpecInet, AfSpecInet6, AfSpecUnspec, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
-    LinkMessage,
+    AfSpecInet, AfSpecInet6, AfSpecUnspec, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkExtentMask,
+    LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol};
 use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcOption};
@@ -26,6 +26,7 @@ use rtnetlink::packet_core::{
 use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
 
 use super::nft::Nft;
+use super::reaper::Doomed;
 use super::{OpError, netns, qdisc};
 use crate::model::impair::Impairment;
 
@@ -72,6 +73,8 @@ pub(crate) struct Netlink {
     spaces: HashMap<String, Space>,
     rt: tokio::runtime::Runtime,
     netns_dir_ready: bool,
+    /// Namespaces deleted and not yet handed to a reaper.
+    deleted: Doomed,
 }
 
 fn io_err(e: rtnetlink::Error) -> io::Error {
@@ -84,7 +87,7 @@ fn io_err(e: rtnetlink::Error) -> io::Error {
 impl Netlink {
     pub(crate) fn new() -> io::Result<Self> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
-        Ok(Self { rt, spaces: HashMap::new(), netns_dir_ready: false })
+        Ok(Self { rt, spaces: HashMap::new(), netns_dir_ready: false, deleted: Doomed::default() })
     }
 
     /// Wraps a netlink socket opened inside a namespace into an rtnetlink handle.
@@ -161,7 +164,7 @@ impl Netlink {
                 // Before any device but `lo` exists: every later one is made the same way.
                 netns::set_ipv6(ipv6)?;
                 let socket = Socket::new(NETLINK_ROUTE)?;
-                set_lo_up(&socket)?;
+                super::plain_netlink::set_lo_up(&socket)?;
                 Ok((socket, Nft::open().ok(), netns::open(ns)?))
             },
             super::interrupted,
@@ -183,9 +186,18 @@ impl Netlink {
             .collect()
     }
 
+    /// Removes a namespace's name, keeping it open for a reaper (its sockets close here).
     fn delete_netns(&mut self, ns: &str) -> io::Result<()> {
-        self.spaces.remove(ns);
+        let held = self.spaces.remove(ns).map(|space| space.fd);
+        if let Some(fd) = held.or_else(|| netns::exists(ns).then(|| netns::open(ns).ok()).flatten()) {
+            self.deleted.push(fd);
+        }
         netns::remove(ns)
+    }
+
+    /// Hands the namespaces deleted so far to a reaper.
+    pub(crate) fn hand_off_deleted(&mut self) {
+        self.deleted.hand_off();
     }
 
     fn create_veth(
@@ -453,7 +465,14 @@ impl Netlink {
         let (links, addrs, routes, qdiscs) = self
             .rt
             .block_on(async {
-                let links: Vec<LinkMessage> = handle.link().get().execute().try_collect().await?;
+                // Without counters: a third of what the kernel would fill in for each link.
+                let links: Vec<LinkMessage> = handle
+                    .link()
+                    .get()
+                    .set_filter_mask(AddressFamily::Unspec, vec![LinkExtentMask::SkipStats])
+                    .execute()
+                    .try_collect()
+                    .await?;
                 // Queues are read only where a link names one that impairs: most namespaces
                 // have none, and a dump per namespace would cost every observation.
                 let qdiscs: Vec<TcMessage> = if links.iter().any(impaired_queue) {
@@ -503,25 +522,6 @@ impl Netlink {
             out.nft = nft.observe()?.map(crate::plan::kernel::Nft::Seen);
         }
         Ok(out)
-    }
-}
-
-/// Brings `lo` (index 1 in a new namespace) up over a netlink socket not yet handed to the
-/// runtime: it runs on the thread that made the namespace, beside the others being made.
-fn set_lo_up(socket: &Socket) -> io::Result<()> {
-    let mut req =
-        NetlinkMessage::from(RouteNetlinkMessage::SetLink(LinkUnspec::new_with_index(1).up().build()));
-    req.header.flags = NLM_F_REQUEST | NLM_F_ACK;
-    req.finalize();
-    let mut buf = vec![0; req.buffer_len()];
-    req.serialize(&mut buf);
-    socket.send(&buf, 0)?;
-    let mut reply = Vec::with_capacity(4096);
-    socket.recv(&mut reply, 0)?;
-    let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&reply).map_err(io::Error::other)?;
-    match msg.payload {
-        NetlinkPayload::Error(e) if e.code.is_some() => Err(e.to_io()),
-        _ => Ok(()),
     }
 }
 

@@ -34,6 +34,9 @@ pub(crate) const TIMEOUT: Duration = Duration::from_secs(1);
 /// (a round trip through four namespaces takes about 0.1 ms; 200 ms leaves room for a
 /// machine busy with other work, which `tests/integration/workloads.rs` checks under load).
 pub(crate) const SANDBOX_TIMEOUT: Duration = Duration::from_millis(200);
+/// The same where the model says the flow is blocked: the answer is certain, and an answer
+/// that comes anyway (the model wrong) still arrives well within it.
+pub(crate) const SANDBOX_BLOCKED_TIMEOUT: Duration = Duration::from_millis(50);
 
 static NEXT_ID: AtomicU16 = AtomicU16::new(0);
 

@@ -230,7 +230,7 @@ impl Supervisor {
         if stopping.is_empty() {
             return Ok(());
         }
-        stopping.iter().for_each(stop);
+        stop_all(&stopping);
         for r in &stopping {
             let _ = fs::remove_file(r.exit_file());
         }
@@ -334,37 +334,47 @@ fn record_failed(record: &ProcessRecord) -> io::Error {
     io::Error::other(format!("server did not start: {}", log.trim()))
 }
 
-/// Stops a recorded process and everything it started: TERM to its process group, then
-/// KILL after a grace period. Reaps it if it is our child, so no zombie stays behind.
+/// Stops recorded processes and everything they started, all at once: TERM to each one's
+/// process group, then KILL to those still running after a grace period. Reaps those that
+/// are our children, so no zombie stays behind.
 ///
 /// Each process vpcsh starts leads a group of its own, so a shell's children go with it.
-/// The group is signalled only while it is provably ours: its leader is the recorded
-/// process (same start time), or it still has members, which keeps the kernel from giving
-/// the number to anyone else.
-fn stop(record: &ProcessRecord) {
-    let pid = Pid::from_raw(record.pid);
-    let group = Pid::from_raw(-record.pid);
-    let running = || group_alive(record.pid);
-    if !record.alive() && !running() {
-        reap(pid);
-        return;
-    }
+/// A group is signalled only while it is provably ours: its leader is the recorded process
+/// (same start time), or it still has members, which keeps the kernel from giving the
+/// number to anyone else.
+fn stop_all(records: &[ProcessRecord]) {
+    let leader = |r: &ProcessRecord| Pid::from_raw(r.pid);
+    let mut running: Vec<&ProcessRecord> =
+        records.iter().filter(|r| r.alive() || group_alive(r.pid)).collect();
     for signal in [Signal::SIGTERM, Signal::SIGKILL] {
-        let _ = kill(group, signal);
-        let deadline = Instant::now() + GRACE;
-        while running() && Instant::now() < deadline {
-            reap(pid);
-            std::thread::sleep(Duration::from_millis(5));
+        for r in &running {
+            let _ = kill(Pid::from_raw(-r.pid), signal);
         }
-        if !running() {
+        let deadline = Instant::now() + GRACE;
+        while !running.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+            running.retain(|r| {
+                reap(leader(r));
+                group_alive(r.pid)
+            });
+        }
+        if running.is_empty() {
             break;
         }
     }
-    reap(pid);
+    records.iter().for_each(|r| reap(leader(r)));
+}
+
+fn stop(record: &ProcessRecord) {
+    stop_all(std::slice::from_ref(record));
 }
 
 /// Whether any process of the group `pgid` still runs (zombies waiting to be reaped do not).
 fn group_alive(pgid: i32) -> bool {
+    // No member at all, not even a zombie: no need to read every process's stat.
+    if kill(Pid::from_raw(-pgid), None) == Err(nix::errno::Errno::ESRCH) {
+        return false;
+    }
     let Ok(dir) = fs::read_dir("/proc") else { return false };
     dir.filter_map(|e| e.ok()?.file_name().into_string().ok()?.parse::<i32>().ok()).any(|pid| {
         fs::read_to_string(format!("/proc/{pid}/stat")).ok().is_some_and(|stat| {

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use super::netlink::Netlink;
 use super::process::{Journal, ProcessRecord, Supervisor};
+use super::reaper::Working;
 use super::{Backend, OpError, Outcome, one_by_one};
 use crate::plan::Op;
 use crate::plan::kernel::{ForeignChain, KernelState, Process};
@@ -14,6 +15,8 @@ use crate::plan::kernel::{ForeignChain, KernelState, Process};
 pub(crate) struct System {
     netlink: Netlink,
     supervisor: Supervisor,
+    /// Held while a plan is applied: reapers wait for it (see `reaper`).
+    working: Option<Working>,
 }
 
 impl System {
@@ -24,7 +27,11 @@ impl System {
         records: Vec<ProcessRecord>,
         journal: Box<dyn Journal>,
     ) -> io::Result<Self> {
-        Ok(Self { netlink: Netlink::new()?, supervisor: Supervisor::new(log_dir, records, journal) })
+        Ok(Self {
+            netlink: Netlink::new()?,
+            supervisor: Supervisor::new(log_dir, records, journal),
+            working: None,
+        })
     }
 }
 
@@ -62,6 +69,7 @@ impl Backend for System {
     }
 
     fn apply(&mut self, op: &Op) -> Result<(), OpError> {
+        self.working.get_or_insert_with(Working::start);
         tracing::debug!("{op}");
         let failed = |e: io::Error| OpError::new(op.to_string(), &e);
         match op {
@@ -83,6 +91,7 @@ impl Backend for System {
     }
 
     fn apply_batch(&mut self, ops: &[&Op]) -> Vec<Outcome> {
+        self.working.get_or_insert_with(Working::start);
         let creates: Option<Vec<(&str, bool, bool)>> = ops
             .iter()
             .map(|op| match op {
@@ -111,6 +120,11 @@ impl Backend for System {
                 .collect(),
             None => one_by_one(self, ops),
         }
+    }
+
+    fn finish(&mut self) {
+        self.netlink.hand_off_deleted();
+        self.working = None;
     }
 
     fn processes(&self) -> Vec<ProcessRecord> {

@@ -8,7 +8,7 @@ use super::runner::Runner;
 use super::{Failure, StackName, Target};
 use crate::exec::probe;
 use crate::exec::process::ProcessRecord;
-use crate::model::{self, Declarations, Network, WorkloadKind};
+use crate::model::{self, Declarations, Network, RuleProto, WorkloadKind, reach};
 use crate::plan::naming::Naming;
 use crate::plan::{Summary, desired};
 use crate::script::{EffectError, Effects, Endpoint, ExecOutput, ProbeOptions, Prober};
@@ -108,23 +108,54 @@ pub(super) struct Probes {
     configured: Option<Duration>,
     /// What impaired links may add to a round trip: the default wait allows for it.
     slack: Duration,
+    /// The network last applied: where it says a flow is blocked, a sandbox's answer is
+    /// certain, and the default wait is shorter.
+    model: Option<Network>,
 }
 
 impl Probes {
     pub(super) fn of(target: &Target) -> Self {
-        Self { naming: target.naming(), configured: target.probe_timeout, slack: Duration::ZERO }
+        Self { naming: target.naming(), configured: target.probe_timeout, slack: Duration::ZERO, model: None }
     }
 
-    /// Makes the default wait allow for the network's impaired links: a round trip may cross
-    /// three (two host links and a peering), each way.
+    /// Makes the default wait fit the network: allowing for its impaired links (a round trip
+    /// may cross three — two host links and a peering — each way), short for the flows it
+    /// blocks.
     pub(super) fn allow_for(&mut self, network: &Network) {
         self.slack = Duration::from_micros(network.worst_delay_us() * 6);
+        self.model = Some(network.clone());
     }
 
-    /// The probe's own timeout, else the configured one, else the default for where it runs.
-    fn timeout(&self, opts: ProbeOptions) -> Duration {
-        let default = if self.naming.sandbox { probe::SANDBOX_TIMEOUT } else { probe::TIMEOUT };
-        opts.timeout.or(self.configured).unwrap_or(default + self.slack)
+    /// The probe's own timeout, else the configured one, else the default for where it runs:
+    /// in a sandbox, shorter where the model says the flow is blocked (a packet that got
+    /// through anyway, against the model, would still answer within a millisecond or so).
+    fn timeout(
+        &self,
+        opts: ProbeOptions,
+        from: &Endpoint,
+        to: IpAddr,
+        proto: RuleProto,
+        port: u16,
+    ) -> Duration {
+        if let Some(chosen) = opts.timeout.or(self.configured) {
+            return chosen;
+        }
+        if !self.naming.sandbox {
+            return self.default_wait();
+        }
+        let blocked = self.model.as_ref().is_some_and(|network| {
+            flow(network, from, to, proto, port).is_some_and(|flow| {
+                let context = reach::Context { ipv6_internet: true, ..reach::Context::default() };
+                !reach::explain(network, &flow, &context).reachable
+            })
+        });
+        let default = if blocked { probe::SANDBOX_BLOCKED_TIMEOUT } else { probe::SANDBOX_TIMEOUT };
+        default + self.slack
+    }
+
+    /// The wait where the model has nothing to say (a name lookup).
+    fn default_wait(&self) -> Duration {
+        (if self.naming.sandbox { probe::SANDBOX_TIMEOUT } else { probe::TIMEOUT }) + self.slack
     }
 
     fn ns(&self, e: &Endpoint) -> Result<String, EffectError> {
@@ -152,8 +183,8 @@ impl Prober for Probes {
         opts: ProbeOptions,
     ) -> Result<Option<IpAddr>, EffectError> {
         let ns = self.ns(from)?;
-        probe::resolve(&ns, name, self.timeout(opts))
-            .map_err(|e| failed(format!("looking up {name} from {ns}: {e}")))
+        let timeout = opts.timeout.or(self.configured).unwrap_or_else(|| self.default_wait());
+        probe::resolve(&ns, name, timeout).map_err(|e| failed(format!("looking up {name} from {ns}: {e}")))
     }
     fn ping(
         &mut self,
@@ -162,7 +193,7 @@ impl Prober for Probes {
         opts: ProbeOptions,
     ) -> Result<Option<Duration>, EffectError> {
         let ns = self.ns(from)?;
-        probe::ping(&ns, to, self.timeout(opts), opts.count)
+        probe::ping(&ns, to, self.timeout(opts, from, to, RuleProto::Icmp, 0), opts.count)
             .map_err(|e| failed(format!("pinging {to} from {ns}: {e}")))
     }
     fn connect(
@@ -173,7 +204,7 @@ impl Prober for Probes {
         opts: ProbeOptions,
     ) -> Result<bool, EffectError> {
         let ns = self.ns(from)?;
-        probe::connect(&ns, to, port, self.timeout(opts))
+        probe::connect(&ns, to, port, self.timeout(opts, from, to, RuleProto::Tcp, port))
             .map_err(|e| failed(format!("connecting to {to}:{port} from {ns}: {e}")))
     }
     fn http_get(
@@ -185,9 +216,27 @@ impl Prober for Probes {
         opts: ProbeOptions,
     ) -> Result<(u16, String), EffectError> {
         let ns = self.ns(from)?;
-        probe::http_get(&ns, to, port, path, self.timeout(opts))
+        probe::http_get(&ns, to, port, path, self.timeout(opts, from, to, RuleProto::Tcp, port))
             .map_err(|e| failed(format!("fetching http://{to}:{port}{path} from {ns}: {e}")))
     }
+}
+
+/// A probe as a flow of the model, when the model knows both ends: a host of its own, or
+/// the simulated internet's address (another stack's host it cannot judge).
+fn flow(network: &Network, from: &Endpoint, to: IpAddr, proto: RuleProto, port: u16) -> Option<reach::Flow> {
+    let from = match from {
+        Endpoint::Host { vpc, host } => {
+            network.hosts().find(|(v, _, h)| v.name == *vpc && h.name == *host)?;
+            reach::Place::Host { vpc: vpc.clone(), host: host.clone() }
+        }
+        Endpoint::Internet => reach::Place::Internet(desired::INTERNET_IP.into()),
+    };
+    let internet = [IpAddr::from(desired::INTERNET_IP), IpAddr::from(desired::INTERNET_IP6)];
+    let to_place = reach::Place::at(network, to);
+    if matches!(to_place, reach::Place::Internet(_)) && !internet.contains(&to) {
+        return None;
+    }
+    Some(reach::Flow { from, to: to_place, proto, port, ipv6: to.is_ipv6() })
 }
 
 /// The pid of a live workload among recorded processes (0 when not running).
@@ -326,5 +375,68 @@ fn effect_error(f: Failure) -> EffectError {
         Failure::Problems(problems) => EffectError::Invalid(problems),
         Failure::Refused { message, help, notes } => EffectError::Failed { message, help, notes },
         Failure::Script { error, .. } => EffectError::failed(error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probes(network: &str, configured: Option<Duration>) -> Probes {
+        let mut interpreter = crate::script::tests::interpreter();
+        interpreter.run("<test>", network).expect("the script runs");
+        let network = model::validate(&interpreter.declarations()).expect("the script is valid");
+        let mut probes =
+            Probes { naming: Naming::sandbox("t"), configured, slack: Duration::ZERO, model: None };
+        probes.allow_for(&network);
+        probes
+    }
+
+    const TWO_VPCS: &str = r#"
+        let a = vpc("a", "10.1.0.0/16"); let pub_ = a.subnet("pub", "10.1.1.0/24", #{ public: true });
+        let priv = a.subnet("priv", "10.1.2.0/24"); pub_.host("w"); priv.host("d");
+        let b = vpc("b", "10.2.0.0/16"); b.subnet("s", "10.2.1.0/24").host("x");
+    "#;
+
+    fn host(vpc: &str, host: &str) -> Endpoint {
+        Endpoint::Host { vpc: vpc.into(), host: host.into() }
+    }
+
+    #[test]
+    fn a_flow_the_model_blocks_waits_less_in_a_sandbox() {
+        let p = probes(TWO_VPCS, None);
+        let default = ProbeOptions::default();
+        let x: IpAddr = "10.2.1.2".parse().unwrap();
+        let d: IpAddr = "10.1.2.2".parse().unwrap();
+        let internet = IpAddr::from(desired::INTERNET_IP);
+        // Unpeered VPCs, and a private subnet without nat() to the internet: blocked.
+        assert_eq!(
+            p.timeout(default, &host("a", "w"), x, RuleProto::Icmp, 0),
+            probe::SANDBOX_BLOCKED_TIMEOUT
+        );
+        assert_eq!(
+            p.timeout(default, &host("a", "d"), internet, RuleProto::Tcp, 80),
+            probe::SANDBOX_BLOCKED_TIMEOUT
+        );
+        // Inside a VPC, and a public subnet to the internet: the full wait.
+        assert_eq!(p.timeout(default, &host("a", "w"), d, RuleProto::Icmp, 0), probe::SANDBOX_TIMEOUT);
+        assert_eq!(p.timeout(default, &host("a", "w"), internet, RuleProto::Tcp, 80), probe::SANDBOX_TIMEOUT);
+    }
+
+    #[test]
+    fn what_the_model_cannot_judge_and_what_the_user_chose_keep_their_wait() {
+        let p = probes(TWO_VPCS, None);
+        let default = ProbeOptions::default();
+        // An address the model does not know (another stack's host, say).
+        let stranger: IpAddr = "10.9.0.5".parse().unwrap();
+        assert_eq!(p.timeout(default, &host("a", "w"), stranger, RuleProto::Icmp, 0), probe::SANDBOX_TIMEOUT);
+        let x: IpAddr = "10.2.1.2".parse().unwrap();
+        let own = ProbeOptions { timeout: Some(Duration::from_secs(3)), count: 1 };
+        assert_eq!(p.timeout(own, &host("a", "w"), x, RuleProto::Icmp, 0), Duration::from_secs(3));
+        let configured = probes(TWO_VPCS, Some(Duration::from_millis(700)));
+        assert_eq!(
+            configured.timeout(default, &host("a", "w"), x, RuleProto::Icmp, 0),
+            Duration::from_millis(700)
+        );
     }
 }

@@ -19,6 +19,7 @@ mod kernel;
 mod layers;
 mod names;
 mod peering;
+mod reaper;
 mod repl;
 mod rootless;
 mod stacks;

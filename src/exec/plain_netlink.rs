@@ -1,0 +1,82 @@
+//! Netlink requests over a plain socket, waiting for each answer: for the threads that make
+//! namespaces and for the reaper, which have no async runtime.
+
+use std::io;
+
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use netlink_sys::Socket;
+use rtnetlink::LinkUnspec;
+use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
+
+use crate::plan::kernel::LINK_GROUP;
+
+const ENODEV: i32 = nix::errno::Errno::ENODEV as i32;
+
+/// Brings `lo` (index 1 in a new namespace) up over a netlink socket not yet handed to the
+/// runtime: it runs on the thread that made the namespace, beside the others being made.
+pub(crate) fn set_lo_up(socket: &Socket) -> io::Result<()> {
+    request(socket, RouteNetlinkMessage::SetLink(LinkUnspec::new_with_index(1).up().build()), 0).map(drop)
+}
+
+/// One request over a plain netlink socket, waiting for its answer: the messages of a dump
+/// (with `NLM_F_DUMP` in `flags`), or none once acknowledged. For threads without a runtime.
+pub(crate) fn request(
+    socket: &Socket,
+    message: RouteNetlinkMessage,
+    flags: u16,
+) -> io::Result<Vec<RouteNetlinkMessage>> {
+    let mut req = NetlinkMessage::from(message);
+    // A dump ends with its DONE message; an acknowledgement after it would be read as the
+    // answer to the next request.
+    let ack = if flags & NLM_F_DUMP == 0 { NLM_F_ACK } else { 0 };
+    req.header.flags = NLM_F_REQUEST | ack | flags;
+    req.finalize();
+    let mut buf = vec![0; req.buffer_len()];
+    req.serialize(&mut buf);
+    socket.send(&buf, 0)?;
+    let mut answers = Vec::new();
+    loop {
+        let mut reply = Vec::with_capacity(64 * 1024);
+        socket.recv(&mut reply, 0)?;
+        let mut at = 0;
+        while at < reply.len() {
+            let msg =
+                NetlinkMessage::<RouteNetlinkMessage>::deserialize(&reply[at..]).map_err(io::Error::other)?;
+            at += msg.header.length as usize;
+            match msg.payload {
+                NetlinkPayload::Error(e) => return e.code.map_or(Ok(answers), |_| Err(e.to_io())),
+                NetlinkPayload::Done(_) => return Ok(answers),
+                NetlinkPayload::InnerMessage(inner) => answers.push(inner),
+                _ => {}
+            }
+            if msg.header.length == 0 {
+                return Err(io::Error::other("a netlink message of no length"));
+            }
+        }
+    }
+}
+
+/// The indexes of vpcsh's links in the namespace `socket` was opened in.
+pub(crate) fn own_links(socket: &Socket) -> io::Result<Vec<u32>> {
+    let dump = request(socket, RouteNetlinkMessage::GetLink(LinkMessage::default()), NLM_F_DUMP)?;
+    Ok(dump
+        .iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l)
+                if l.attributes.iter().any(|a| matches!(a, LinkAttribute::Group(g) if *g == LINK_GROUP)) =>
+            {
+                Some(l.header.index)
+            }
+            _ => None,
+        })
+        .collect())
+}
+
+/// Deletes a link by index; one already gone (a veth's other end) is fine.
+pub(crate) fn delete_link_now(socket: &Socket, index: u32) -> io::Result<()> {
+    match request(socket, RouteNetlinkMessage::DelLink(LinkUnspec::new_with_index(index).build()), 0) {
+        Err(e) if e.raw_os_error() == Some(ENODEV) => Ok(()),
+        other => other.map(drop),
+    }
+}

@@ -1,0 +1,140 @@
+//! Deleted namespaces taken apart in the background.
+//!
+//! When the last reference to a network namespace goes, the kernel tears down every device
+//! in it in one batch that holds the routing lock for seconds (about 9 s for the 1,000
+//! devices of 500 subnets on a 2-core VM): any bring-up that follows stalls behind it. So a
+//! namespace vpcsh deletes is first handed, still open, to a reaper (`vpcsh __reap`), which
+//! deletes vpcsh's devices in it one at a time — each holds the lock briefly, and never
+//! while a vpcsh apply is at work — and then lets go of the emptied namespace, which the
+//! kernel reaps at once. The name is free from the start. A reaper that is killed, or that
+//! cannot start, only leaves the kernel to do what it would have done anyway.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use netlink_sys::{Socket, protocols::NETLINK_ROUTE};
+use nix::fcntl::{Flock, FlockArg};
+use nix::sched::{CloneFlags, setns};
+
+use super::plain_netlink::{delete_link_now, own_links};
+
+/// The command vpcsh runs itself as to reap namespaces.
+pub(crate) const REAP_COMMAND: &str = "__reap";
+
+/// Applies hold it shared while they work; the reaper takes it alone for each deletion.
+const KERNEL_LOCK: &str = "/run/vpcsh/kernel.lock";
+
+/// Below this many namespaces the kernel's own teardown stalls less (about 10 ms a device)
+/// than a reaper costs: a small sandbox is simply let go.
+const WORTH_A_REAPER: usize = 16;
+
+/// Namespaces deleted by this run, held open until a reaper takes them.
+#[derive(Default)]
+pub(crate) struct Doomed {
+    spaces: Vec<OwnedFd>,
+    /// Reapers started by this run, waited for once they end (a long REPL session starts
+    /// many).
+    reapers: Vec<Child>,
+}
+
+impl Doomed {
+    pub(crate) fn push(&mut self, ns: OwnedFd) {
+        self.spaces.push(ns);
+    }
+
+    /// Starts a reaper for the namespaces deleted so far, when there are enough of them to
+    /// stall the kernel. Otherwise, or if none starts, they are let go: the kernel reaps
+    /// them itself.
+    pub(crate) fn hand_off(&mut self) {
+        self.reapers.retain_mut(|r| r.try_wait().is_ok_and(|ended| ended.is_none()));
+        let spaces = std::mem::take(&mut self.spaces);
+        if spaces.len() < WORTH_A_REAPER {
+            return;
+        }
+        match start(&spaces) {
+            Ok(child) => self.reapers.push(child),
+            Err(e) => tracing::debug!("no reaper ({e}): the kernel reaps {} namespaces itself", spaces.len()),
+        }
+    }
+}
+
+impl Drop for Doomed {
+    fn drop(&mut self) {
+        self.hand_off();
+    }
+}
+
+fn start(spaces: &[OwnedFd]) -> io::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    let fds: Vec<RawFd> = spaces.iter().map(AsRawFd::as_raw_fd).collect();
+    let mut command = Command::new(std::env::current_exe()?);
+    command.arg(REAP_COMMAND).args(fds.iter().map(ToString::to_string));
+    command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    // SAFETY: between fork and exec the child only makes system calls (setsid, nice, fcntl)
+    // on numbers prepared before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            // Out of the terminal's process group: a Ctrl-C meant for vpcsh does not stop it.
+            nix::unistd::setsid()?;
+            // Background work: the bring-up that may follow comes first.
+            nix::libc::nice(19);
+            for fd in &fds {
+                nix::fcntl::fcntl(
+                    std::os::fd::BorrowedFd::borrow_raw(*fd),
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+                )?;
+            }
+            Ok(())
+        });
+    }
+    command.spawn()
+}
+
+/// The reaper itself: `fds` are the namespaces its parent handed it.
+pub(crate) fn reap(fds: &[RawFd]) -> io::Result<()> {
+    // SAFETY: the parent passed these descriptors open, for this process alone.
+    let spaces: Vec<OwnedFd> = fds.iter().map(|fd| unsafe { OwnedFd::from_raw_fd(*fd) }).collect();
+    let lock = kernel_lock();
+    for ns in &spaces {
+        // The reaper is a process of its own, on one thread: it may move between namespaces.
+        setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)?;
+        let socket = Socket::new(NETLINK_ROUTE)?;
+        for index in own_links(&socket)? {
+            let _turn = lock.as_ref().map(wait_turn);
+            delete_link_now(&socket, index)?;
+        }
+    }
+    Ok(())
+}
+
+/// Waits until no apply is at work, and holds the lock for one deletion.
+fn wait_turn(file: &File) -> Option<Flock<File>> {
+    loop {
+        let mine = file.try_clone().ok()?;
+        match Flock::lock(mine, FlockArg::LockExclusiveNonblock) {
+            Ok(held) => return Some(held),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => std::thread::sleep(Duration::from_millis(20)),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// The lock file, where /run is writable (best effort: without it reapers just do not wait).
+fn kernel_lock() -> Option<File> {
+    fs::create_dir_all("/run/vpcsh").ok()?;
+    File::options().create(true).truncate(false).write(true).open(KERNEL_LOCK).ok()
+}
+
+/// Held by an apply while it works, so reapers wait for it.
+pub(crate) struct Working {
+    _held: Option<Flock<File>>,
+}
+
+impl Working {
+    pub(crate) fn start() -> Self {
+        Self { _held: kernel_lock().and_then(|f| Flock::lock(f, FlockArg::LockShared).ok()) }
+    }
+}
