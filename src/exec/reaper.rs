@@ -19,17 +19,27 @@ use netlink_sys::{Socket, protocols::NETLINK_ROUTE};
 use nix::fcntl::{Flock, FlockArg};
 use nix::sched::{CloneFlags, setns};
 
-use super::plain_netlink::{delete_link_now, own_links};
+use super::plain_netlink::{delete_links_now, own_links};
+use crate::plan::kernel::LINK_GROUP;
 
 /// The command vpcsh runs itself as to reap namespaces.
 pub(crate) const REAP_COMMAND: &str = "__reap";
+
+/// Devices deleted in one request. Each request waits once for the kernel's deferred frees
+/// (tens of milliseconds) and holds the routing lock for about 16 ms per device: measured
+/// at 10 × 50, one at a time takes 29 s and stalls others up to 26 ms, 16 at a time 13 s
+/// and 270 ms, 4 at a time 16 s and 75 ms.
+const AT_ONCE: usize = 4;
+
+/// The link group devices join just before they are deleted together (vpcsh's own, plus one).
+const REAPING: u32 = LINK_GROUP + 1;
 
 /// Applies hold it shared while they work; the reaper takes it alone for each deletion.
 const KERNEL_LOCK: &str = "/run/vpcsh/kernel.lock";
 
 /// Below this many namespaces the kernel's own teardown stalls less (about 10 ms a device)
 /// than a reaper costs: a small sandbox is simply let go.
-const WORTH_A_REAPER: usize = 16;
+const WORTH_A_REAPER: usize = 8;
 
 /// Namespaces deleted by this run, held open until a reaper takes them.
 #[derive(Default)]
@@ -102,9 +112,9 @@ pub(crate) fn reap(fds: &[RawFd]) -> io::Result<()> {
         // The reaper is a process of its own, on one thread: it may move between namespaces.
         setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)?;
         let socket = Socket::new(NETLINK_ROUTE)?;
-        for index in own_links(&socket)? {
+        for some in own_links(&socket)?.chunks(AT_ONCE) {
             let _turn = lock.as_ref().map(wait_turn);
-            delete_link_now(&socket, index)?;
+            delete_links_now(&socket, some, REAPING)?;
         }
     }
     Ok(())

@@ -323,8 +323,8 @@ mod api {
     }
 
     /// Whether `to` answers an ICMP echo from `from`: within `#{ timeout: secs }`, else the
-    /// configured `probe-timeout`, else 1 s on a real host and 0.2 s in a sandbox;
-    /// `#{ count: n }` tries up to n echoes. Between handles it uses IPv4 unless
+    /// configured `probe-timeout`, else 1 s on a real host and 0.2 s in a sandbox (0.05 s
+    /// where the model says the flow is blocked); `#{ count: n }` tries up to n echoes. Between handles it uses IPv4 unless
     /// `#{ family: 6 }`; an address string (IPv4 or IPv6) is used as it is.
     #[rhai_fn(return_raw)]
     pub fn ping(ctx: NativeCallContext, from: Dynamic, to: Dynamic) -> Res<bool> {

@@ -1,5 +1,5 @@
 //! Deleted namespaces are taken apart in the background: the names go at once, a reaper
-//! holds the namespaces while it deletes their devices one by one, and then nothing is left
+//! holds the namespaces while it deletes their devices a few at a time, then nothing is left
 //! — also when the reaper is killed.
 
 use std::collections::BTreeSet;
@@ -61,16 +61,6 @@ fn wait_released(namespaces: &BTreeSet<(u64, u64)>) -> Vec<(i32, String)> {
     }
 }
 
-/// vpcsh's devices (all but `lo`) in a namespace a process holds open at `fd`.
-fn devices_in(fd: &str) -> usize {
-    let out = std::process::Command::new("nsenter")
-        .arg(format!("--net={fd}"))
-        .args(["ip", "-o", "link"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.contains(": lo:")).count()
-}
-
 #[test]
 fn a_large_destroy_frees_the_names_at_once_and_its_reaper_leaves_nothing() {
     let sb = Sandbox::new("reap");
@@ -84,9 +74,8 @@ fn a_large_destroy_frees_the_names_at_once_and_its_reaper_leaves_nothing() {
 
     let held = holders(&doomed);
     let reaper = held.iter().find(|(pid, _)| cmdline(*pid).contains("__reap"));
-    let (_, fd) = reaper.unwrap_or_else(|| panic!("a reaper holds the deleted namespaces: {held:?}"));
+    assert!(reaper.is_some(), "a reaper holds the deleted namespaces: {held:?}");
     assert!(held.iter().all(|(pid, _)| cmdline(*pid).contains("__reap")), "only the reaper: {held:?}");
-    let before = devices_in(fd);
 
     // A bring-up right after a destroy goes ahead while the reaper works.
     sb.apply(&script);
@@ -94,7 +83,6 @@ fn a_large_destroy_frees_the_names_at_once_and_its_reaper_leaves_nothing() {
 
     let left = wait_released(&doomed);
     assert!(left.is_empty(), "the reaper let go of everything: {left:?}");
-    assert!(before > 0, "the reaper had devices to delete");
 }
 
 #[test]
