@@ -7,12 +7,12 @@
 //!
 //! Unset, the backend is used as it is.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::process::ProcessRecord;
 use super::{Backend, KernelError, OpError, libc_errno};
 use crate::plan::Op;
-use crate::plan::kernel::KernelState;
+use crate::plan::kernel::{ForeignChain, KernelState};
 
 const ENV: &str = "VPCSH_INJECT_FAULT";
 const CRASH_ENV: &str = "VPCSH_CRASH_AFTER";
@@ -76,6 +76,10 @@ impl Backend for Injecting {
         result
     }
 
+    fn finish(&mut self) {
+        self.inner.finish();
+    }
+
     fn processes(&self) -> Vec<ProcessRecord> {
         self.inner.processes()
     }
@@ -86,6 +90,14 @@ impl Backend for Injecting {
 
     fn default_route_dev(&mut self, ns: &str) -> Result<Option<String>, OpError> {
         self.inner.default_route_dev(ns)
+    }
+
+    fn host_firewall(&mut self, ns: &str) -> Result<BTreeMap<ForeignChain, bool>, OpError> {
+        self.inner.host_firewall(ns)
+    }
+
+    fn counters(&mut self, ns: &str) -> Result<Vec<super::nft::RuleCount>, OpError> {
+        self.inner.counters(ns)
     }
 }
 
