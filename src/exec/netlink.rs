@@ -188,11 +188,14 @@ impl Netlink {
 
     /// Removes a namespace's name, keeping it open for a reaper (its sockets close here).
     fn delete_netns(&mut self, ns: &str) -> io::Result<()> {
+        // Opened before its name goes (after, nothing could reach it); kept only once it has.
         let held = self.spaces.remove(ns).map(|space| space.fd);
-        if let Some(fd) = held.or_else(|| netns::exists(ns).then(|| netns::open(ns).ok()).flatten()) {
+        let held = held.or_else(|| netns::exists(ns).then(|| netns::open(ns).ok()).flatten());
+        netns::remove(ns)?;
+        if let Some(fd) = held {
             self.deleted.push(fd);
         }
-        netns::remove(ns)
+        Ok(())
     }
 
     /// Hands the namespaces deleted so far to a reaper.
