@@ -72,8 +72,25 @@ impl Fixture<'_> {
         }
     }
 
-    fn destroy(&self) {
-        let _ = self.vpcsh().arg("destroy").stdout(Stdio::null()).stderr(Stdio::null()).status();
+    /// Starts destroying the sandbox; the job goes on to its next fixture meanwhile.
+    fn destroy(&self) -> Teardown {
+        let child = self.vpcsh().arg("destroy").stdout(Stdio::null()).stderr(Stdio::null()).spawn().ok();
+        Teardown { child, state: self.state.clone() }
+    }
+}
+
+/// A sandbox being destroyed: waited for before the job's next teardown starts, and before
+/// `vpcsh test` reports.
+struct Teardown {
+    child: Option<std::process::Child>,
+    state: PathBuf,
+}
+
+impl Teardown {
+    fn wait(mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.wait();
+        }
         let _ = std::fs::remove_dir_all(&self.state);
     }
 }
@@ -137,9 +154,9 @@ impl Outcome {
     }
 }
 
-/// Runs one fixture in its sandbox, destroying the sandbox afterwards unless it failed and
+/// Runs one fixture in its sandbox and starts destroying the sandbox, unless it failed and
 /// `--keep` asks to keep it.
-fn run_one(opts: &Options, i: usize, script: &Path) -> Outcome {
+fn run_one(opts: &Options, i: usize, script: &Path) -> (Outcome, Option<Teardown>) {
     let sandbox = match &opts.prefix {
         Some(prefix) => format!("{prefix}-{i}"),
         None => format!("test-{}-{i}", std::process::id()),
@@ -150,10 +167,8 @@ fn run_one(opts: &Options, i: usize, script: &Path) -> Outcome {
     let verdict = fixture.run();
     let secs = start.elapsed().as_secs_f64();
     let keep = opts.keep && matches!(verdict, Verdict::Failed(_));
-    if !keep {
-        fixture.destroy();
-    }
-    Outcome { script: script.to_path_buf(), sandbox, verdict, secs, kept: keep.then_some(state) }
+    let teardown = (!keep).then(|| fixture.destroy());
+    (Outcome { script: script.to_path_buf(), sandbox, verdict, secs, kept: keep.then_some(state) }, teardown)
 }
 
 pub(super) fn run(opts: Options) -> ExitCode {
@@ -165,17 +180,25 @@ pub(super) fn run(opts: Options) -> ExitCode {
             s.spawn(|| {
                 // Taken in its own statement: a `while let` would hold the queue's lock for
                 // the whole run, one fixture at a time whatever `--jobs` says.
+                // The last fixture's sandbox is destroyed while the next one runs.
+                let mut destroying: Option<Teardown> = None;
                 loop {
                     let Some((i, script)) = queue.lock().expect("queue").next() else { break };
                     if interrupted() {
                         break;
                     }
-                    let outcome = run_one(&opts, i, script);
+                    let (outcome, teardown) = run_one(&opts, i, script);
+                    if let Some(previous) = std::mem::replace(&mut destroying, teardown) {
+                        previous.wait();
+                    }
                     let mut all = outcomes.lock().expect("outcomes");
                     if !opts.json {
                         outcome.print();
                     }
                     all.push(outcome);
+                }
+                if let Some(last) = destroying {
+                    last.wait();
                 }
             });
         }
