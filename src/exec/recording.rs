@@ -13,6 +13,8 @@ pub(crate) struct Recording {
     pub applied: Vec<Op>,
     /// Fail the operation with this index (counting every `apply` call), to test rollback.
     pub fail_at: Option<usize>,
+    /// Apply every operation of a batch even after one fails, as parallel workers do.
+    pub parallel: bool,
 }
 
 impl Backend for Recording {
@@ -24,6 +26,15 @@ impl Backend for Recording {
             }
         }
         Ok(out)
+    }
+
+    fn apply_batch(&mut self, ops: &[&Op]) -> Vec<super::Outcome> {
+        if !self.parallel {
+            return super::one_by_one(self, ops);
+        }
+        ops.iter()
+            .map(|op| self.apply(op).map_or_else(super::Outcome::Failed, |()| super::Outcome::Done))
+            .collect()
     }
 
     fn apply(&mut self, op: &Op) -> Result<(), OpError> {

@@ -33,9 +33,7 @@ impl System {
             working: None,
         })
     }
-}
 
-impl System {
     /// Namespaces made at once, after the processes recorded for any of them are stopped:
     /// one left in an old namespace of that name, deleted behind vpcsh's back, would
     /// otherwise live on.

@@ -233,6 +233,23 @@ fn a_failed_apply_is_rolled_back_to_where_it_started() {
 }
 
 #[test]
+fn a_failure_inside_a_batch_undoes_what_the_rest_of_the_batch_made() {
+    let mut backend = Recording { parallel: true, ..Recording::default() };
+    let want = want(&base());
+    let p = plan(&want, &KernelState::default());
+    let creates = p.steps.iter().filter(|s| matches!(s.op, Op::CreateNetns { .. })).count();
+    assert!(creates > 2, "{p}");
+    // The second namespace of the batch fails; the ones after it were made all the same.
+    backend.fail_at = Some(1);
+    let err = exec::apply(&mut backend, &p).unwrap_err();
+    assert_eq!(err.undone, creates - 1, "every namespace the batch made is deleted again");
+    assert!(err.rollback_failures.is_empty());
+    assert_eq!(backend.state, KernelState::default());
+    let deleted = backend.applied.iter().filter(|op| matches!(op, Op::DeleteNetns { .. })).count();
+    assert_eq!(deleted, creates - 1);
+}
+
+#[test]
 fn the_sandbox_scaffold_is_planned_with_the_network() {
     let p = plan(&want(&Network::default()), &KernelState::default());
     assert_eq!(
