@@ -4,9 +4,9 @@
 //! in it in one batch that holds the routing lock for seconds (about 9 s for the 1,000
 //! devices of 500 subnets on a 2-core VM): any bring-up that follows stalls behind it. So a
 //! namespace vpcsh deletes is first handed, still open, to a reaper (`vpcsh __reap`), which
-//! deletes vpcsh's devices in it one at a time — each holds the lock briefly, and never
-//! while a vpcsh apply is at work — and then lets go of the emptied namespace, which the
-//! kernel reaps at once. The name is free from the start. A reaper that is killed, or that
+//! deletes vpcsh's devices in it a few per request — each request holds the lock briefly,
+//! and none runs while a vpcsh apply is at work — and then lets go of the emptied
+//! namespace, which the kernel reaps at once. The name is free from the start. A reaper that is killed, or that
 //! cannot start, only leaves the kernel to do what it would have done anyway.
 
 use std::fs::{self, File};
@@ -34,7 +34,7 @@ const AT_ONCE: usize = 4;
 /// The link group devices join just before they are deleted together (vpcsh's own, plus one).
 const REAPING: u32 = LINK_GROUP + 1;
 
-/// Applies hold it shared while they work; the reaper takes it alone for each deletion.
+/// Applies hold it shared while they work; the reaper takes it alone for each request.
 const KERNEL_LOCK: &str = "/run/vpcsh/kernel.lock";
 
 /// Below this many namespaces the kernel's own teardown stalls less (about 10 ms a device)
@@ -108,19 +108,24 @@ pub(crate) fn reap(fds: &[RawFd]) -> io::Result<()> {
     // SAFETY: the parent passed these descriptors open, for this process alone.
     let spaces: Vec<OwnedFd> = fds.iter().map(|fd| unsafe { OwnedFd::from_raw_fd(*fd) }).collect();
     let lock = kernel_lock();
-    for ns in &spaces {
-        // The reaper is a process of its own, on one thread: it may move between namespaces.
-        setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)?;
-        let socket = Socket::new(NETLINK_ROUTE)?;
-        for some in own_links(&socket)?.chunks(AT_ONCE) {
-            let _turn = lock.as_ref().map(wait_turn);
-            delete_links_now(&socket, some, REAPING)?;
-        }
+    // A namespace that cannot be emptied is left to the kernel; the others still are.
+    let failures: Vec<io::Error> = spaces.iter().filter_map(|ns| empty(ns, lock.as_ref()).err()).collect();
+    failures.into_iter().next().map_or(Ok(()), Err)
+}
+
+/// Deletes vpcsh's devices in one namespace, a few per request, each request in its turn.
+fn empty(ns: &OwnedFd, lock: Option<&File>) -> io::Result<()> {
+    // The reaper is a process of its own, on one thread: it may move between namespaces.
+    setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)?;
+    let socket = Socket::new(NETLINK_ROUTE)?;
+    for some in own_links(&socket)?.chunks(AT_ONCE) {
+        let _turn = lock.map(wait_turn);
+        delete_links_now(&socket, some, REAPING)?;
     }
     Ok(())
 }
 
-/// Waits until no apply is at work, and holds the lock for one deletion.
+/// Waits until no apply is at work, and holds the lock for one request.
 fn wait_turn(file: &File) -> Option<Flock<File>> {
     loop {
         let mine = file.try_clone().ok()?;
