@@ -26,7 +26,7 @@ wait_for_reapers() {
   while [ "$SECONDS" -lt "$deadline" ]; do
     busy=
     for cmd in /proc/[0-9]*/cmdline; do
-      if tr '\0' ' ' < "$cmd" 2>/dev/null | grep -q "^$PWD/target/[^ ]*/vpcsh __reap "; then
+      if tr '\0' ' ' 2>/dev/null < "$cmd" | grep -q "^$PWD/target/[^ ]*/vpcsh __reap "; then
         busy=1
         break
       fi
