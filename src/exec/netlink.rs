@@ -14,8 +14,8 @@ use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
 };
 use netlink_packet_route::link::{
-    AfSpecInet, AfSpecInet6, AfSpecUnspec, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkExtentMask,
-    LinkFlags, LinkInfo, LinkMessage,
+    AfSpecInet, AfSpecInet6, AfSpecUnspec, Inet6DevConf, InetDevConf, InfoData, InfoKind, InfoVeth,
+    LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol};
 use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcOption};
@@ -115,8 +115,7 @@ impl Netlink {
             return Ok(());
         }
         let fds = missing.iter().map(|ns| netns::open(ns)).collect::<io::Result<Vec<_>>>()?;
-        let inside = fds.iter().map(OwnedFd::try_clone).collect::<io::Result<Vec<_>>>()?;
-        let sockets = netns::run_in_each(inside, || Ok((Socket::new(NETLINK_ROUTE)?, Nft::open().ok())))?;
+        let sockets = netns::run_in_each(&fds, || Ok((Socket::new(NETLINK_ROUTE)?, Nft::open().ok())))?;
         for ((ns, fd), (socket, nft)) in missing.into_iter().zip(fds).zip(sockets) {
             let handle = self.connect(socket);
             self.spaces.insert(ns.into(), Space { fd, handle, nft, index: HashMap::new(), fresh: false });
@@ -465,7 +464,7 @@ impl Netlink {
 
     fn observe_ns(&mut self, ns: &str) -> io::Result<Netns> {
         let handle = self.space(ns)?.handle.clone();
-        let (links, addrs, routes, qdiscs) = self
+        let (links, sysctls, addrs, routes, qdiscs) = self
             .rt
             .block_on(async {
                 // Without counters: a third of what the kernel would fill in for each link.
@@ -490,7 +489,8 @@ impl Netlink {
                     .execute()
                     .try_collect()
                     .await?;
-                if sysctls_of(&links).ipv6 {
+                let sysctls = sysctls_of(&links);
+                if sysctls.ipv6 {
                     let routes6: Vec<RouteMessage> = handle
                         .route()
                         .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
@@ -499,10 +499,9 @@ impl Netlink {
                         .await?;
                     routes.extend(routes6);
                 }
-                Ok::<_, rtnetlink::Error>((links, addrs, routes, qdiscs))
+                Ok::<_, rtnetlink::Error>((links, sysctls, addrs, routes, qdiscs))
             })
             .map_err(io_err)?;
-        let sysctls = sysctls_of(&links);
         let forwarding =
             sysctls.ipv4_forwarding && (!with_ipv6(ns) || !sysctls.ipv6 || sysctls.ipv6_forwarding);
         let names: HashMap<u32, String> =
@@ -530,7 +529,7 @@ impl Netlink {
 
 /// A namespace's forwarding and IPv6 switches, as its loopback device carries them: writing
 /// `all` sets every device, `lo` included, and a dump of `lo` costs nothing extra.
-#[derive(Default)]
+#[derive(Clone, Copy, Default)]
 struct Sysctls {
     ipv4_forwarding: bool,
     ipv6: bool,
@@ -538,32 +537,39 @@ struct Sysctls {
 }
 
 fn sysctls_of(links: &[LinkMessage]) -> Sysctls {
-    let mut out = Sysctls::default();
-    let Some(lo) = links.iter().find(|l| l.header.flags.contains(LinkFlags::Loopback)) else { return out };
-    for attr in &lo.attributes {
+    let Some(lo) = links.iter().find(|l| l.header.flags.contains(LinkFlags::Loopback)) else {
+        return Sysctls::default();
+    };
+    let (v4, v6) = devconf(lo);
+    Sysctls {
+        ipv4_forwarding: v4.is_some_and(|c| c.forwarding != 0),
+        ipv6: v6.is_some_and(|c| c.disable_ipv6 == 0),
+        ipv6_forwarding: v6.is_some_and(|c| c.forwarding != 0),
+    }
+}
+
+/// A link's IPv4 and IPv6 settings, as its dump carries them (none for a family the kernel
+/// keeps none of for it).
+fn devconf(l: &LinkMessage) -> (Option<&InetDevConf>, Option<&Inet6DevConf>) {
+    let (mut v4, mut v6) = (None, None);
+    for attr in &l.attributes {
         let LinkAttribute::AfSpecUnspec(specs) = attr else { continue };
         for spec in specs {
             match spec {
                 AfSpecUnspec::Inet(inet) => {
-                    for i in inet {
-                        if let AfSpecInet::DevConf(conf) = i {
-                            out.ipv4_forwarding = conf.forwarding != 0;
-                        }
-                    }
+                    v4 =
+                        inet.iter().find_map(|i| if let AfSpecInet::DevConf(c) = i { Some(c) } else { None });
                 }
                 AfSpecUnspec::Inet6(inet6) => {
-                    for i in inet6 {
-                        if let AfSpecInet6::DevConf(conf) = i {
-                            out.ipv6 = conf.disable_ipv6 == 0;
-                            out.ipv6_forwarding = conf.forwarding != 0;
-                        }
-                    }
+                    v6 = inet6
+                        .iter()
+                        .find_map(|i| if let AfSpecInet6::DevConf(c) = i { Some(c) } else { None });
                 }
                 _ => {}
             }
         }
     }
-    out
+    (v4, v6)
 }
 
 /// A link as the planner compares it: kind, master, up, and whether it is vpcsh's.
@@ -594,15 +600,7 @@ fn link_of(l: &LinkMessage, names: &HashMap<u32, String>) -> Link {
         }
     }
     let up = l.header.flags.contains(LinkFlags::Up);
-    let route_localnet = l.attributes.iter().any(|a| match a {
-        LinkAttribute::AfSpecUnspec(specs) => specs.iter().any(|spec| match spec {
-            AfSpecUnspec::Inet(inet) => {
-                inet.iter().any(|i| matches!(i, AfSpecInet::DevConf(conf) if conf.route_localnet != 0))
-            }
-            _ => false,
-        }),
-        _ => false,
-    });
+    let route_localnet = devconf(l).0.is_some_and(|c| c.route_localnet != 0);
     Link {
         kind,
         master,
@@ -616,9 +614,7 @@ fn link_of(l: &LinkMessage, names: &HashMap<u32, String>) -> Link {
 
 /// A locally administered unicast MAC, the same for the same bridge in the same namespace.
 fn bridge_mac(ns: &str, name: &str) -> Vec<u8> {
-    let hash = format!("{ns}/{name}")
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let hash = crate::model::fnv::fnv1a(format!("{ns}/{name}").as_bytes());
     let mut mac = hash.to_be_bytes()[2..].to_vec();
     mac[0] = (mac[0] & 0xfc) | 0x02;
     mac

@@ -100,21 +100,23 @@ pub(crate) fn run_in<T: Send + 'static>(
 
 /// Runs `f` inside each of the namespaces behind `spaces`, in turn, on one fresh thread
 /// (entering a namespace is cheaper than starting a thread for it).
-pub(crate) fn run_in_each<T: Send + 'static>(
-    spaces: Vec<OwnedFd>,
-    f: impl Fn() -> io::Result<T> + Send + 'static,
+pub(crate) fn run_in_each<T: Send>(
+    spaces: &[OwnedFd],
+    f: impl Fn() -> io::Result<T> + Sync,
 ) -> io::Result<Vec<T>> {
-    std::thread::spawn(move || {
-        spaces
-            .iter()
-            .map(|ns| {
-                setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)?;
-                f()
-            })
-            .collect()
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            spaces
+                .iter()
+                .map(|ns| {
+                    setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)?;
+                    f()
+                })
+                .collect()
+        })
+        .join()
+        .map_err(|_| io::Error::other("namespace thread panicked"))?
     })
-    .join()
-    .map_err(|_| io::Error::other("namespace thread panicked"))?
 }
 
 /// Creates the namespaces `names`, running `f` inside each, spread over up to `threads`
@@ -229,6 +231,10 @@ pub(crate) fn set_ipv6(on: bool) -> io::Result<()> {
 
 pub(crate) use crate::plan::desired::RESOLVER;
 
+/// Where vpcsh keeps the few files it needs outside its state directory (a rootless
+/// sandbox has a `/run` of its own).
+pub(crate) const RUNTIME_DIR: &str = "/run/vpcsh";
+
 /// The `resolv.conf` commands vpcsh runs in its namespaces see (the same for all: the
 /// resolver is at one address in every VPC).
 const RESOLV_CONF: &str = "/run/vpcsh/resolv.conf";
@@ -241,7 +247,7 @@ fn resolv_conf() -> Option<std::ffi::CString> {
             let text =
                 format!("# vpcsh: the VPC's resolver\nnameserver {RESOLVER}\noptions timeout:1 attempts:2\n");
             if fs::read_to_string(RESOLV_CONF).ok().as_deref() != Some(text.as_str()) {
-                fs::create_dir_all("/run/vpcsh").ok()?;
+                fs::create_dir_all(RUNTIME_DIR).ok()?;
                 fs::write(RESOLV_CONF, text).ok()?;
             }
             std::ffi::CString::new(RESOLV_CONF).ok()

@@ -180,11 +180,13 @@ impl Supervisor {
             }
         }
         if let Err(e) = self.journal.record(&self.records) {
-            let pids: BTreeSet<i32> = held.iter().map(|(_, r, _)| r.pid).collect();
+            // Let go of nothing: with its gate closed, a held shell ends without running.
+            let (indexes, records): (Vec<usize>, Vec<ProcessRecord>) =
+                held.into_iter().map(|(i, record, _gate)| (i, record)).unzip();
+            let pids: BTreeSet<i32> = records.iter().map(|r| r.pid).collect();
             self.records.retain(|r| !pids.contains(&r.pid));
-            for (i, record, gate) in held {
-                drop(gate);
-                stop(&record);
+            stop_all(&records);
+            for i in indexes {
                 results[i] = Err(io::Error::new(e.kind(), e.to_string()));
             }
             return results;
@@ -272,10 +274,7 @@ fn start_held(ns: &str, process: &Process, log_dir: &Path) -> io::Result<(Proces
             (argv, log_dir.join(format!("{ns}.flows.log")))
         }
         Process::Command { argv, .. } => {
-            let hash = argv
-                .join("\0")
-                .bytes()
-                .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+            let hash = crate::model::fnv::fnv1a(argv.join("\0").as_bytes());
             (argv.clone(), log_dir.join(format!("{ns}.run-{:08x}.log", hash as u32)))
         }
     };
@@ -311,9 +310,9 @@ fn spawn(
 /// silent past the deadline are returned.
 fn wait_all_ready(mut waiting: Vec<(usize, ProcessRecord)>) -> Vec<(usize, ProcessRecord)> {
     let deadline = Instant::now() + READY_TIMEOUT;
+    let ready = |r: &ProcessRecord| fs::read_to_string(&r.log).is_ok_and(|l| l.contains(READY_LINE));
     let mut failed = Vec::new();
     while !waiting.is_empty() {
-        let ready = |r: &ProcessRecord| fs::read_to_string(&r.log).is_ok_and(|l| l.contains(READY_LINE));
         let late = Instant::now() > deadline;
         let (gone, still): (Vec<_>, Vec<_>) = std::mem::take(&mut waiting)
             .into_iter()
@@ -363,10 +362,6 @@ fn stop_all(records: &[ProcessRecord]) {
         }
     }
     records.iter().for_each(|r| reap(leader(r)));
-}
-
-fn stop(record: &ProcessRecord) {
-    stop_all(std::slice::from_ref(record));
 }
 
 /// Whether any process of the group `pgid` still runs (zombies waiting to be reaped do not).

@@ -139,7 +139,7 @@ fn wait_turn(file: &File) -> Option<Flock<File>> {
 
 /// The lock file, where /run is writable (best effort: without it reapers just do not wait).
 fn kernel_lock() -> Option<File> {
-    fs::create_dir_all("/run/vpcsh").ok()?;
+    fs::create_dir_all(super::netns::RUNTIME_DIR).ok()?;
     File::options().create(true).truncate(false).write(true).open(KERNEL_LOCK).ok()
 }
 

@@ -20,8 +20,7 @@ pub(crate) const SUBNETS_PER_VPC: u32 = 1 << (SUBNET_PREFIX - VPC_PREFIX);
 /// A unique local /56 (RFC 4193: `fd` and a 40-bit global ID) derived from a VPC's name,
 /// so `ipv6: true` gives the same prefix on every run and every machine.
 pub(crate) fn ula_for(name: &str) -> Ipv6Network {
-    let hash =
-        name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let hash = super::fnv::fnv1a(name.as_bytes());
     let global_id = u128::from(hash & 0xff_ffff_ffff);
     let prefix = (0xfdu128 << 120) | (global_id << 80);
     Ipv6Network::new(Ipv6Addr::from(prefix), VPC_PREFIX).expect("a /56 is a valid prefix")

@@ -4,6 +4,7 @@
 //! of the call that made it. `validate` turns it into a `Network` (or every problem found).
 //! Nothing here knows about Rhai or netlink.
 
+pub(crate) mod fnv;
 pub(crate) mod impair;
 pub(crate) mod ipam;
 pub(crate) mod ipam6;

@@ -4,6 +4,8 @@
 //! letter or digit and not ending with `-`. The rule keeps every kernel name derived from
 //! it (namespaces `PREFIX.vpc.host`, interfaces) unambiguous: `.` never appears in a name.
 
+use super::fnv::fnv1a;
+
 pub(crate) const MAX_NAME_LEN: usize = 32;
 
 /// VPC names that would collide with vpcsh's own namespaces or CLI targets.
@@ -90,10 +92,6 @@ pub(crate) fn ifname(prefix: &str, name: &str) -> String {
     let hash = fnv1a(name.as_bytes());
     let keep = IFNAMSIZ - prefix.len() - 8;
     format!("{prefix}{}.{:07x}", &name[..keep], hash & 0x0fff_ffff)
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
 }
 
 #[cfg(test)]

@@ -22,7 +22,8 @@ use super::kernel::{Addr, KernelState, Link, LinkKind, Netns, Nft, Owner, Proces
 use super::naming::{HOST_IFNAME, MACHINE_UPLINK_PREFIX, Naming, PEER_PREFIX, ROUTER_UPLINK, UPLINK_IFNAME};
 use super::nft::{Action, Chain, Hook, IfName, Match, Proto, Ruleset};
 use crate::model::{
-    Firewall, FirewallRule, Host, Network, Protected, RuleProto, Subnet, Transport, Vpc, WorkloadKind, ipam6,
+    Firewall, FirewallRule, Host, Network, Protected, RuleProto, Subnet, Transport, Vpc, WorkloadKind,
+    fnv::fnv1a, ipam6,
 };
 
 /// The simulated internet's address, and the sandbox machine's uplink address.
@@ -498,7 +499,7 @@ pub(crate) fn transfer_nets(network: &Network) -> BTreeMap<String, Ipv4Network> 
     let mut taken = BTreeSet::new();
     let mut out = BTreeMap::new();
     for name in names {
-        let mut block = (fnv1a(&name) % u64::from(blocks)) as u32;
+        let mut block = (fnv1a(name.as_bytes()) % u64::from(blocks)) as u32;
         while !taken.insert(block) {
             block = (block + 1) % blocks;
         }
@@ -519,10 +520,6 @@ pub(crate) fn transfer_ips6(link: Ipv4Network) -> (Ipv6Addr, Ipv6Addr) {
     let block = (u32::from(link.network()) - u32::from(TRANSFER_SPACE)) / 4;
     let base = u128::from(TRANSFER_SPACE6) | (u128::from(block) << 64);
     (Ipv6Addr::from(base + 1), Ipv6Addr::from(base + 2))
-}
-
-fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
 
 /// The sandbox machine: `up0` towards the simulated internet.

@@ -188,10 +188,7 @@ impl Ruleset {
 impl Rule {
     /// The comment vpcsh stores with the rule in the kernel: `vpcsh` and a hash of its text.
     pub(crate) fn fingerprint(&self) -> String {
-        let hash = self
-            .to_string()
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let hash = crate::model::fnv::fnv1a(self.to_string().as_bytes());
         format!("vpcsh {hash:016x}")
     }
 }
