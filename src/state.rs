@@ -54,6 +54,13 @@ pub(crate) struct State {
     /// is adopted by the first stack that declares it.
     #[serde(default)]
     pub stacks: BTreeMap<String, Stack>,
+    /// The simulated fabric this sandbox machine joined (`--fabric`): left by the last
+    /// machine to go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fabric: Option<String>,
+    /// The node of a fabric this machine is (`--node`), so later commands need not repeat it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// What one script (or REPL session) owns.

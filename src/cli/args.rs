@@ -54,6 +54,13 @@ pub(super) struct Global {
     /// On the real host: the interface towards the internet (default: the default route's).
     #[arg(long, global = true, value_name = "IFACE", env = "VPCSH_UPLINK")]
     pub(super) uplink: Option<String>,
+    /// In a script that declares nodes: which node this machine is (it builds only its part).
+    #[arg(long, global = true, value_name = "NAME", env = "VPCSH_NODE")]
+    pub(super) node: Option<String>,
+    /// With --sandbox: join the simulated data centre NAME, a namespace whose switch links
+    /// every sandbox machine of that fabric at its node's underlay address.
+    #[arg(long, global = true, value_name = "NAME", requires = "sandbox")]
+    pub(super) fabric: Option<String>,
     /// The stack a script applies to (default: its file stem; the REPL's: `repl`), or, for
     /// `destroy`, the stack to remove.
     #[arg(long, global = true, value_name = "NAME")]

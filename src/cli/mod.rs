@@ -49,23 +49,8 @@ pub fn main() -> ExitCode {
         Color::Never => Some(false),
     });
     init_logging(global);
-    let target = Target {
-        state_dir: global
-            .state_dir
-            .clone()
-            .or(config.state_dir)
-            .unwrap_or_else(|| crate::state::default_dir(crate::exec::userns::privileged())),
-        sandbox: global.sandbox.clone(),
-        stack: global.stack.clone(),
-        max_namespaces: global.max_namespaces.or(config.max_namespaces).unwrap_or(DEFAULT_MAX_NAMESPACES),
-        prefix: global
-            .prefix
-            .clone()
-            .or(config.prefix)
-            .unwrap_or_else(|| crate::plan::naming::REAL_HOST_PREFIX.into()),
-        uplink: global.uplink.clone().or(config.uplink),
-        probe_timeout: global.probe_timeout.or(config.probe_timeout.map(|s| s.0)),
-    };
+    let configured_jobs = config.jobs;
+    let target = target_of(global, config);
     let need = match &cli.command {
         None if cli.script.is_none() && !std::io::stdin().is_terminal() => rootless::Need::Nothing,
         command => rootless::need(command.as_ref()),
@@ -93,7 +78,7 @@ pub fn main() -> ExitCode {
         }
     };
     if let Command::Test { jobs, .. } = &mut command {
-        *jobs = jobs.or(config.jobs);
+        *jobs = jobs.or(configured_jobs);
     }
     match run(command, &target, &out, entered.as_ref()) {
         Ok(code) => code,
@@ -104,6 +89,29 @@ pub fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+    }
+}
+
+/// Where a command works: the flags, then the configuration file, then the defaults.
+fn target_of(global: &Global, config: Config) -> Target {
+    Target {
+        state_dir: global
+            .state_dir
+            .clone()
+            .or(config.state_dir)
+            .unwrap_or_else(|| crate::state::default_dir(crate::exec::userns::privileged())),
+        sandbox: global.sandbox.clone(),
+        stack: global.stack.clone(),
+        max_namespaces: global.max_namespaces.or(config.max_namespaces).unwrap_or(DEFAULT_MAX_NAMESPACES),
+        prefix: global
+            .prefix
+            .clone()
+            .or(config.prefix)
+            .unwrap_or_else(|| crate::plan::naming::REAL_HOST_PREFIX.into()),
+        uplink: global.uplink.clone().or(config.uplink),
+        node: global.node.clone(),
+        fabric: global.fabric.clone(),
+        probe_timeout: global.probe_timeout.or(config.probe_timeout.map(|s| s.0)),
     }
 }
 

@@ -137,12 +137,23 @@ pub(crate) fn list(target: &Target, json: bool) -> Result<(), Failure> {
     let mut network = state.network.clone();
     network.vpcs.sort_by_key(|v| stack_of(&v.name));
     let naming = target.naming();
+    let here = state.node.as_deref();
     if json {
-        println!("{}", super::document("list", list_json(&network, &naming, &stack_of)));
+        let mut doc = list_json(&network, &naming, &stack_of);
+        if network.is_fabric() {
+            doc["nodes"] = json!(network.nodes.iter().map(|n| json!({
+                "name": n.name, "underlay": n.underlay.to_string(), "this": Some(n.name.as_str()) == here,
+            })).collect::<Vec<_>>());
+        }
+        println!("{}", super::document("list", doc));
         return Ok(());
     }
     if network.vpcs.is_empty() {
         println!("no VPCs");
+    }
+    for n in &network.nodes {
+        let this = if Some(n.name.as_str()) == here { " (this machine)" } else { "" };
+        println!("node {} underlay {}{this}", n.name, n.underlay);
     }
     for p in &network.peerings {
         let list =
@@ -168,8 +179,12 @@ pub(crate) fn list(target: &Target, json: bool) -> Result<(), Failure> {
         );
         for s in &v.subnets {
             let kind = if s.public { "public" } else { "private" };
+            let spread = match s.vni {
+                Some(vni) => format!(", vni {vni} on {}", s.nodes.join(", ")),
+                None => String::new(),
+            };
             println!(
-                "  subnet {} {}{} {kind}, gateway {}{}",
+                "  subnet {} {}{} {kind}, gateway {}{}{spread}",
                 s.name,
                 s.cidr,
                 v6(s.cidr6),
@@ -177,14 +192,12 @@ pub(crate) fn list(target: &Target, json: bool) -> Result<(), Failure> {
                 v6(s.gateway6())
             );
             for h in &s.hosts {
-                println!(
-                    "    host {} {}{} (netns {}){}",
-                    h.name,
-                    h.ip,
-                    v6(h.ip6),
-                    naming.host_ns(&v.name, &h.name),
-                    impaired(h.impairment)
-                );
+                let at = match &h.node {
+                    Some(node) if Some(node.as_str()) != here => format!("on node {node}"),
+                    Some(node) => format!("netns {}, node {node}", naming.host_ns(&v.name, &h.name)),
+                    None => format!("netns {}", naming.host_ns(&v.name, &h.name)),
+                };
+                println!("    host {} {}{} ({at}){}", h.name, h.ip, v6(h.ip6), impaired(h.impairment));
             }
         }
     }
@@ -240,9 +253,11 @@ fn list_json(network: &Network, naming: &Naming, stack_of: &dyn Fn(&str) -> Stri
                     "name": s.name, "cidr": s.cidr.to_string(), "public": s.public,
                     "gateway": s.gateway.to_string(), "cidr6": s.cidr6.map(|n| n.to_string()),
                     "gateway6": s.gateway6().map(|g| g.to_string()),
+                    "vni": s.vni, "nodes": s.nodes,
                     "hosts": s.hosts.iter().map(|h| json!({
                         "name": h.name, "ip": h.ip.to_string(), "ip6": h.ip6.map(|ip| ip.to_string()),
                         "netns": naming.host_ns(&v.name, &h.name), "impairment": impaired(h.impairment),
+                        "node": h.node,
                     })).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
             })

@@ -7,6 +7,7 @@
 
 pub(crate) mod capture;
 pub(crate) mod faults;
+pub(crate) mod frr;
 mod iptables_legacy;
 mod netlink;
 pub(crate) mod netns;

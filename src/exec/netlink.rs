@@ -41,7 +41,9 @@ const ENOENT: i32 = nix::errno::Errno::ENOENT as i32;
 const EINVAL: i32 = nix::errno::Errno::EINVAL as i32;
 use crate::plan::Op;
 use crate::plan::kernel::LINK_GROUP;
-use crate::plan::kernel::{Addr, ForeignChain, KernelState, Link, LinkKind, Netns, Owner, Route};
+use crate::plan::kernel::{Addr, ForeignChain, KernelState, Link, LinkKind, Mac, Netns, Owner, Route};
+
+mod overlay;
 use crate::plan::naming::HOST_NS;
 
 /// A namespace vpcsh is talking to: its fd (to put veth peers into it) and a socket in it.
@@ -207,10 +209,11 @@ impl Netlink {
         ns: &str,
         name: &str,
         master: Option<&str>,
-        peer_ns: &str,
-        peer: &str,
+        (peer_ns, peer, peer_master): (&str, &str, Option<&str>),
+        (mtu, peer_mac): (Option<u32>, Option<Mac>),
     ) -> io::Result<()> {
         let master = master.map(|m| self.index(ns, m)).transpose()?;
+        let peer_master = peer_master.map(|m| self.index(peer_ns, m)).transpose()?;
         let peer_space = self.space(peer_ns)?;
         let peer_fd = peer_space.fd.as_raw_fd();
         let peer_index = peer_space.claim_index(peer);
@@ -222,11 +225,20 @@ impl Netlink {
         if let Some(i) = peer_index {
             peer_builder = peer_builder.index(i);
         }
+        if let Some(mac) = peer_mac {
+            peer_builder = peer_builder.address(mac.to_vec());
+        }
+        if let Some(mtu) = mtu {
+            peer_builder = peer_builder.mtu(mtu);
+        }
         let mut builder = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
             .name(name.to_string())
             .link_group(crate::plan::kernel::LINK_GROUP)
             .up()
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_builder.build())));
+        if let Some(mtu) = mtu {
+            builder = builder.mtu(mtu);
+        }
         if let Some(m) = master {
             builder = builder.controller(m);
         }
@@ -235,10 +247,13 @@ impl Netlink {
         }
         let handle = self.space(ns)?.handle.clone();
         self.rt.block_on(handle.link().add(builder.build()).execute()).map_err(io_err)?;
-        // The kernel cannot bring the peer up while creating it (it is not paired yet):
-        // one more request, addressed by name so no lookup is needed.
-        let up = LinkUnspec::new_with_name(peer).up().build();
-        self.rt.block_on(peer_handle.link().set(up).execute()).map_err(io_err)
+        // The kernel cannot bring the peer up (it is not paired yet) nor enslave it while
+        // creating it: one more request, addressed by name so no lookup is needed.
+        let mut up = LinkUnspec::new_with_name(peer).up();
+        if let Some(m) = peer_master {
+            up = up.controller(m);
+        }
+        self.rt.block_on(peer_handle.link().set(up.build()).execute()).map_err(io_err)
     }
 
     fn apply_op(&mut self, op: &Op) -> io::Result<()> {
@@ -261,9 +276,20 @@ impl Netlink {
                 let (on, v6) = (*on, with_ipv6(ns));
                 netns::run_in(&self.space(ns)?.fd, move || netns::set_forwarding(on, v6))
             }
-            Op::CreateBridge { ns, name } => self.create_bridge(ns, name),
-            Op::CreateVeth { ns, name, master, peer_ns, peer } => {
-                self.create_veth(ns, name, master.as_deref(), peer_ns, peer)
+            Op::CreateBridge { ns, name, mac } => self.create_bridge(ns, name, *mac),
+            Op::CreateVxlan { ns, name, vni, local, underlay_ns, master, mtu, evpn } => {
+                self.create_vxlan(ns, name, (*vni, *local, underlay_ns), (master.as_deref(), *mtu, *evpn))
+            }
+            Op::AddPortMac { ns, entry } => self.set_port_mac(ns, entry, true),
+            Op::SetLearning { ns, name, on } => self.set_learning(ns, name, *on),
+            Op::DelPortMac { ns, entry } => self.set_port_mac(ns, entry, false),
+            Op::AddNeighbour { ns, neighbour } => self.set_neighbour(ns, neighbour, true),
+            Op::DelNeighbour { ns, neighbour } => self.set_neighbour(ns, neighbour, false),
+            Op::AddFlood { ns, flood } => self.set_flood(ns, flood, true),
+            Op::DelFlood { ns, flood } => self.set_flood(ns, flood, false),
+            Op::CreateVeth { ns, name, master, peer_ns, peer, mtu, peer_mac, peer_master } => {
+                let peer_side = (peer_ns.as_str(), peer.as_str(), peer_master.as_deref());
+                self.create_veth(ns, name, master.as_deref(), peer_side, (*mtu, *peer_mac))
             }
             Op::SetLink { ns, name, up, master } => self.set_link(ns, name, *up, master.as_deref()),
             Op::DeleteLink { ns, name } => self.delete_link(ns, name),
@@ -354,10 +380,11 @@ impl Netlink {
         }
     }
 
-    fn create_bridge(&mut self, ns: &str, name: &str) -> io::Result<()> {
+    fn create_bridge(&mut self, ns: &str, name: &str, mac: Option<Mac>) -> io::Result<()> {
         // A MAC of its own: a bridge without one takes its lowest port's, so a host added
         // later would change the gateway's MAC under the other hosts' ARP caches.
-        let mut builder = LinkBridge::new(name).link_group(LINK_GROUP).address(bridge_mac(ns, name)).up();
+        let mac = mac.map_or_else(|| bridge_mac(ns, name), |m| m.to_vec());
+        let mut builder = LinkBridge::new(name).link_group(LINK_GROUP).address(mac).up();
         if let Some(i) = self.space(ns)?.claim_index(name) {
             builder = builder.index(i);
         }
@@ -415,7 +442,9 @@ impl Netlink {
             Op::CreateNetns { ns, .. } => {
                 return Some(format!("/run/netns/{ns} exists, and vpcsh's state does not record it"));
             }
-            Op::CreateBridge { ns, name } => vec![(ns.as_str(), name.as_str())],
+            Op::CreateBridge { ns, name, .. } | Op::CreateVxlan { ns, name, .. } => {
+                vec![(ns.as_str(), name.as_str())]
+            }
             Op::CreateVeth { ns, name, peer_ns, peer, .. } => {
                 vec![(ns.as_str(), name.as_str()), (peer_ns.as_str(), peer.as_str())]
             }
@@ -517,6 +546,13 @@ impl Netlink {
             }
         }
         out.addrs = addrs.iter().filter_map(|a| addr_of(a, &names)).collect();
+        // Only a namespace with a bridge (a router, or a machine with EVPN segments) has
+        // entries vpcsh makes: hosts skip the dumps.
+        if out.links.values().any(|l| matches!(l.kind, LinkKind::Vxlan { .. } | LinkKind::Bridge)) {
+            let entries = self.forwarding_entries(&handle, &names)?;
+            (out.neighbours, out.floods, out.port_macs) =
+                (entries.neighbours, entries.floods, entries.port_macs);
+        }
         out.routes = routes.iter().filter_map(|r| route_of(r, &names)).collect();
         let space = self.space(ns)?;
         space.index = names.into_iter().map(|(i, n)| (n, i)).collect();
@@ -576,6 +612,7 @@ fn devconf(l: &LinkMessage) -> (Option<&InetDevConf>, Option<&Inet6DevConf>) {
 fn link_of(l: &LinkMessage, names: &HashMap<u32, String>) -> Link {
     let mut group = 0;
     let mut master = None;
+    let (mut mtu, mut mac, mut learning) = (None, None, None);
     let mut kind = if l.header.flags.contains(LinkFlags::Loopback) {
         LinkKind::Loopback
     } else {
@@ -585,14 +622,21 @@ fn link_of(l: &LinkMessage, names: &HashMap<u32, String>) -> Link {
         match attr {
             LinkAttribute::Group(g) => group = *g,
             LinkAttribute::Controller(i) => master = names.get(i).cloned(),
+            LinkAttribute::Mtu(m) => mtu = Some(*m),
+            LinkAttribute::Address(a) => mac = <Mac>::try_from(a.as_slice()).ok(),
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
-                    if let LinkInfo::Kind(k) = info {
-                        kind = match k {
-                            InfoKind::Bridge => LinkKind::Bridge,
-                            InfoKind::Veth => LinkKind::VethPeer,
-                            other => LinkKind::Other(other.to_string()),
-                        };
+                    match info {
+                        LinkInfo::Kind(k) => {
+                            kind = match k {
+                                InfoKind::Bridge => LinkKind::Bridge,
+                                InfoKind::Veth => LinkKind::VethPeer,
+                                InfoKind::Vxlan => overlay::vxlan_kind(infos),
+                                other => LinkKind::Other(other.to_string()),
+                            };
+                        }
+                        LinkInfo::PortData(port) => learning = overlay::port_learning(port),
+                        _ => {}
                     }
                 }
             }
@@ -609,6 +653,9 @@ fn link_of(l: &LinkMessage, names: &HashMap<u32, String>) -> Link {
         ours: group == LINK_GROUP,
         route_localnet,
         impairment: None,
+        mtu,
+        mac,
+        learning,
     }
 }
 

@@ -235,6 +235,13 @@ impl Supervisor {
         stop_all(&stopping);
         for r in &stopping {
             let _ = fs::remove_file(r.exit_file());
+            // FRR's sockets and files go with the last of its daemons in a namespace.
+            let frr_left = |ns: &str| {
+                self.records.iter().any(|k| k.ns == ns && matches!(k.process, Process::Routing { .. }))
+            };
+            if matches!(r.process, Process::Routing { .. }) && !frr_left(&r.ns) {
+                let _ = fs::remove_dir_all(super::frr::run_dir(&r.ns));
+            }
         }
         self.journal.record(&self.records)
     }
@@ -272,6 +279,10 @@ fn start_held(ns: &str, process: &Process, log_dir: &Path) -> io::Result<(Proces
             let exe = std::env::current_exe()?.display().to_string();
             let argv = [exe.as_str(), "__flows", "--netns", ns].map(String::from).to_vec();
             (argv, log_dir.join(format!("{ns}.flows.log")))
+        }
+        Process::Routing { daemon, config } => {
+            let argv = super::frr::command(ns, *daemon, config)?;
+            (argv, log_dir.join(format!("{ns}.{}.log", daemon.name())))
         }
         Process::Command { argv, .. } => {
             let hash = crate::model::fnv::fnv1a(argv.join("\0").as_bytes());

@@ -62,13 +62,13 @@ impl Backend for Recording {
             Op::DeleteNetns { ns } => {
                 self.state.namespaces.remove(ns);
             }
-            Op::CreateVeth { name, master, peer_ns, peer, .. } => {
+            Op::CreateVeth { name, master, peer_ns, peer, mtu, peer_mac, .. } => {
                 let n = self.state.namespaces.get_mut(op.ns()).ok_or_else(missing)?;
-                let mut near = link(LinkKind::VethPeer);
-                near.master = master.clone();
+                let near = Link { master: master.clone(), mtu: *mtu, ..link(LinkKind::VethPeer) };
                 n.links.insert(name.clone(), near);
                 let far = self.state.namespaces.get_mut(peer_ns).ok_or_else(missing)?;
-                far.links.insert(peer.clone(), link(LinkKind::VethPeer));
+                far.links
+                    .insert(peer.clone(), Link { mtu: *mtu, mac: *peer_mac, ..link(LinkKind::VethPeer) });
             }
             _ => apply_in(self.state.namespaces.get_mut(op.ns()).ok_or_else(missing)?, op),
         }
@@ -95,9 +95,17 @@ fn apply_in(n: &mut Netns, op: &Op) {
     match op {
         Op::SetForwarding { on, .. } => n.forwarding = *on,
         Op::SetIpv6 { on, .. } => n.ipv6 = Some(*on),
-        Op::CreateBridge { name, .. } => {
-            n.links.insert(name.clone(), link(LinkKind::Bridge));
+        Op::CreateBridge { name, mac, .. } => {
+            n.links.insert(name.clone(), Link { mac: *mac, ..link(LinkKind::Bridge) });
         }
+        Op::CreateVxlan { .. }
+        | Op::AddNeighbour { .. }
+        | Op::DelNeighbour { .. }
+        | Op::AddFlood { .. }
+        | Op::DelFlood { .. }
+        | Op::SetLearning { .. }
+        | Op::AddPortMac { .. }
+        | Op::DelPortMac { .. } => apply_fabric(n, op),
         Op::SetLink { name, up, master, .. } => {
             if let Some(l) = n.links.get_mut(name) {
                 l.up = *up;
@@ -164,5 +172,44 @@ fn recorded_link(kind: LinkKind) -> Link {
         ours: true,
         route_localnet: false,
         impairment: None,
+        mtu: None,
+        mac: None,
+        learning: None,
+    }
+}
+
+/// A fabric operation on one namespace's recorded state.
+fn apply_fabric(n: &mut Netns, op: &Op) {
+    let link = recorded_link;
+    match op {
+        Op::CreateVxlan { name, vni, local, underlay_ns, master, mtu, evpn, .. } => {
+            let kind =
+                LinkKind::Vxlan { vni: *vni, local: *local, underlay_ns: underlay_ns.clone(), evpn: *evpn };
+            n.links.insert(name.clone(), Link { master: master.clone(), mtu: *mtu, ..link(kind) });
+        }
+        Op::AddNeighbour { neighbour, .. } => {
+            n.neighbours.insert(neighbour.clone());
+        }
+        Op::DelNeighbour { neighbour, .. } => {
+            n.neighbours.remove(neighbour);
+        }
+        Op::AddFlood { flood, .. } => {
+            n.floods.insert(flood.clone());
+        }
+        Op::DelFlood { flood, .. } => {
+            n.floods.remove(flood);
+        }
+        Op::SetLearning { name, on, .. } => {
+            if let Some(l) = n.links.get_mut(name) {
+                l.learning = Some(*on);
+            }
+        }
+        Op::AddPortMac { entry, .. } => {
+            n.port_macs.insert(entry.clone());
+        }
+        Op::DelPortMac { entry, .. } => {
+            n.port_macs.remove(entry);
+        }
+        _ => {}
     }
 }

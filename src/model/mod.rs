@@ -4,6 +4,7 @@
 //! of the call that made it. `validate` turns it into a `Network` (or every problem found).
 //! Nothing here knows about Rhai or netlink.
 
+pub(crate) mod fabric;
 pub(crate) mod fnv;
 pub(crate) mod impair;
 pub(crate) mod ipam;
@@ -93,6 +94,8 @@ pub(crate) struct SubnetDecl {
     /// The subnet's IPv6 /64, fixed or the next free one of its VPC's /56.
     pub ipv6: Option<Cidr6>,
     pub public: bool,
+    /// `#{ nodes: [...] }`: the nodes it spans; `None`: all of them.
+    pub nodes: Option<Vec<fabric::NodeId>>,
     pub span: Span,
 }
 
@@ -106,6 +109,8 @@ pub(crate) struct HostDecl {
     pub fixed: bool,
     /// A fixed IPv6 address (`#{ ip6: ... }`); otherwise derived from the IPv4 address.
     pub ip6: Option<Ipv6Addr>,
+    /// `#{ node: n }`: the node it runs on; `None`: where placement puts it.
+    pub node: Option<fabric::NodeId>,
     pub span: Span,
 }
 
@@ -238,6 +243,9 @@ pub(crate) struct FirewallDecl {
 /// Everything a script declared, in declaration order, with problems found while declaring.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Declarations {
+    pub nodes: Vec<fabric::NodeDecl>,
+    /// `fabric(...)`: the latest call wins.
+    pub fabric: Option<fabric::FabricDecl>,
     pub vpcs: Vec<VpcDecl>,
     pub subnets: Vec<SubnetDecl>,
     pub hosts: Vec<HostDecl>,
@@ -307,8 +315,9 @@ impl Declarations {
 
     /// How much has been declared, kind by kind: declarations are only ever added (or VPCs
     /// marked removed), so an unchanged extent means nothing was declared.
-    pub(crate) fn extent(&self) -> [usize; 11] {
+    pub(crate) fn extent(&self) -> [usize; 12] {
         [
+            self.nodes.len() + usize::from(self.fabric.is_some()),
             self.vpcs.len(),
             self.vpcs.iter().filter(|v| v.removed).count(),
             self.subnets.len(),
@@ -344,6 +353,12 @@ impl Declarations {
 /// A validated topology: what the kernel should look like, and what state records.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Network {
+    /// The machines it is spread over (`node()`); empty: one machine.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<fabric::Node>,
+    /// How the nodes learn MACs and each other.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub control: fabric::Control,
     pub vpcs: Vec<Vpc>,
     #[serde(default)]
     pub publishes: Vec<Publish>,
@@ -509,6 +524,12 @@ pub(crate) struct Subnet {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cidr6: Option<Ipv6Network>,
     pub hosts: Vec<Host>,
+    /// The nodes it spans, in a network spread over nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<String>,
+    /// Its VXLAN segment between nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
 }
 
 impl Subnet {
@@ -532,6 +553,13 @@ pub(crate) struct Host {
     /// What the host's link does to packets: its own `impair()`, else its subnet's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub impairment: Option<impair::Impairment>,
+    /// The node it runs on, in a network spread over nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 impl Network {
@@ -550,6 +578,8 @@ impl Network {
     pub(crate) fn without(&self, vpcs: &[String]) -> Network {
         let gone = |name: &String| vpcs.contains(name);
         Network {
+            nodes: self.nodes.clone(),
+            control: self.control,
             vpcs: self.vpcs.iter().filter(|v| !gone(&v.name)).cloned().collect(),
             publishes: self.publishes.iter().filter(|p| !gone(&p.vpc)).cloned().collect(),
             peerings: self.peerings.iter().filter(|p| !gone(&p.a) && !gone(&p.b)).cloned().collect(),

@@ -59,6 +59,14 @@ pub(crate) const BRIDGE_PREFIX: &str = "b-";
 pub(crate) const HOST_VETH_PREFIX: &str = "h-";
 pub(crate) const PEER_PREFIX: &str = "p-";
 pub(crate) const MACHINE_UPLINK_PREFIX: &str = "vpc-";
+pub(crate) const VXLAN_PREFIX: &str = "x-";
+pub(crate) const FABRIC_PORT_PREFIX: &str = "n-";
+/// An EVPN segment on the machine: its bridge, VXLAN device and port to the router, and
+/// the router's end of that port.
+pub(crate) const SEGMENT_BRIDGE_PREFIX: &str = "s-";
+pub(crate) const SEGMENT_VXLAN_PREFIX: &str = "v-";
+pub(crate) const SEGMENT_PORT_PREFIX: &str = "t-";
+pub(crate) const SEGMENT_LINK_PREFIX: &str = "e-";
 
 /// A subnet's bridge in its VPC's router.
 pub(crate) fn bridge_ifname(subnet: &str) -> String {
@@ -73,6 +81,26 @@ pub(crate) fn host_veth_ifname(host: &str) -> String {
 /// A router's end of its peering with `other_vpc`.
 pub(crate) fn peer_ifname(other_vpc: &str) -> String {
     ifname(PEER_PREFIX, other_vpc)
+}
+
+/// A stretched subnet's VXLAN device in its VPC's router.
+pub(crate) fn vxlan_ifname(subnet: &str) -> String {
+    ifname(VXLAN_PREFIX, subnet)
+}
+
+/// A node's port on the simulated fabric's switch.
+pub(crate) fn fabric_port_ifname(node: &str) -> String {
+    ifname(FABRIC_PORT_PREFIX, node)
+}
+
+/// An EVPN segment's links on the machine, named by VNI (unique across VPCs there).
+pub(crate) fn segment_ifnames(vni: u32) -> [String; 3] {
+    [SEGMENT_BRIDGE_PREFIX, SEGMENT_VXLAN_PREFIX, SEGMENT_PORT_PREFIX].map(|p| format!("{p}{vni:06x}"))
+}
+
+/// A router's end of the port to its subnet's EVPN segment.
+pub(crate) fn segment_link_ifname(subnet: &str) -> String {
+    ifname(SEGMENT_LINK_PREFIX, subnet)
 }
 
 /// The machine's end of a VPC's uplink.

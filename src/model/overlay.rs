@@ -125,8 +125,11 @@ mod tests {
                             ip: format!("10.0.{i}.{}", j + 2).parse().unwrap(),
                             ip6: None,
                             impairment: None,
+                            node: None,
                         })
                         .collect(),
+                    nodes: Vec::new(),
+                    vni: None,
                 })
                 .collect(),
         }

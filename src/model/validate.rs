@@ -8,7 +8,7 @@ use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 use super::{
     AnyCidr, Declarations, Firewall, FirewallRule, FirewallTarget, Host, HostRef, ImpairTarget, Network,
     PeerDecl, PeerRef, Peering, Protected, Publish, RuleDecl, Span, Subnet, SubnetDecl, SubnetId, Transport,
-    Vpc, VpcDecl, VpcId, Workload, WorkloadKind, ipam, ipam6, names,
+    Vpc, VpcDecl, VpcId, Workload, WorkloadKind, fabric, ipam, ipam6, names,
 };
 
 /// Smallest and largest VPC prefix, as in AWS.
@@ -57,6 +57,7 @@ pub(crate) fn validate(decls: &Declarations) -> Result<Network, Vec<Problem>> {
     network.workloads = workloads(decls, &mut problems);
     network.firewalls = firewalls(decls, &network);
     impairments(decls, &mut network, &mut problems);
+    fabric::resolve(decls, &mut network, &mut problems);
 
     if problems.is_empty() { Ok(network) } else { Err(problems) }
 }
@@ -256,6 +257,8 @@ fn resolve_vpc(
             gateway: ipam::gateway(net),
             cidr6: net6,
             hosts: resolved.into_iter().map(|(h, _)| h).collect(),
+            nodes: Vec::new(),
+            vni: None,
         });
     }
     out
@@ -858,12 +861,20 @@ fn resolve_hosts(
         .hosts_of(subnet_id)
         .filter_map(|(id, h)| {
             check_name(problems, &h.name, h.span, "host");
-            Some((Host { name: h.name.clone(), ip: *ips.get(&id.0)?, ip6: None, impairment: None }, h.span))
+            Some((
+                Host { name: h.name.clone(), ip: *ips.get(&id.0)?, ip6: None, impairment: None, node: None },
+                h.span,
+            ))
         })
         .collect();
     if decls.hosts_of(subnet_id).next().is_none() {
-        let implicit =
-            Host { name: subnet.name.clone(), ip: ipam::first_host(net), ip6: None, impairment: None };
+        let implicit = Host {
+            name: subnet.name.clone(),
+            ip: ipam::first_host(net),
+            ip6: None,
+            impairment: None,
+            node: None,
+        };
         hosts.push((implicit, subnet.span));
     }
     assign_ipv6(decls, subnet_id, (net, net6), &mut hosts, problems);

@@ -13,6 +13,8 @@
 //! translated: the machine and the simulated internet route it to the router, whose
 //! stateful rules let only public and `nat()` subnets out and nothing unasked-for in.
 
+mod fabric;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -25,6 +27,8 @@ use crate::model::{
     Firewall, FirewallRule, Host, Network, Protected, RuleProto, Subnet, Transport, Vpc, WorkloadKind,
     fnv::fnv1a, ipam6,
 };
+
+pub(crate) use fabric::{FABRIC_BRIDGE, Fabric};
 
 /// The simulated internet's address, and the sandbox machine's uplink address.
 pub(crate) const INTERNET_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
@@ -45,10 +49,14 @@ pub(crate) struct Machine<'a> {
     pub naming: &'a Naming,
     /// The interface towards the internet (`up0` in a sandbox, the default route's on a host).
     pub uplink: &'a str,
+    /// Its place in a network spread over nodes; `None`: the network is all here.
+    pub fabric: Option<Fabric<'a>>,
 }
 
 pub(crate) fn desired(network: &Network, machine: &Machine) -> KernelState {
     let naming = machine.naming;
+    let here = machine.fabric.as_ref().map(|f| network.on_node(&f.node.name));
+    let network = here.as_ref().unwrap_or(network);
     let mut state = KernelState::default();
     let machine_ns = naming.machine_ns();
     let mut internet = None;
@@ -105,7 +113,10 @@ pub(crate) fn desired(network: &Network, machine: &Machine) -> KernelState {
         }
 
         for subnet in &vpc.subnets {
-            subnet_links(&mut state, &mut router, (network, vpc, subnet), naming);
+            subnet_links(&mut state, &mut router, (network, vpc, subnet), machine);
+        }
+        if let Some(f) = &machine.fabric {
+            fabric::stretch((&mut router, &mut m), vpc, network, f, &machine_ns);
         }
         peering_links(&mut router, vpc, network, naming, &transfer);
         router.addrs.insert(addr("lo", RESOLVER.into(), 32));
@@ -120,6 +131,10 @@ pub(crate) fn desired(network: &Network, machine: &Machine) -> KernelState {
     }
     if let Some((name, ns)) = internet {
         state.namespaces.insert(name, ns);
+    }
+    if let Some(f) = &machine.fabric {
+        fabric::underlay(&mut state, &mut m, f, &machine_ns);
+        fabric::control_plane(&mut m, network, f);
     }
     state.namespaces.insert(machine_ns, m);
     state
@@ -164,10 +179,16 @@ fn resolver_records(network: &Network, vpc: &Vpc) -> Vec<String> {
     out.into_iter().collect()
 }
 
-/// A subnet in its router — a bridge holding the gateway — and its hosts, each a namespace
-/// linked to the bridge.
-fn subnet_links(state: &mut KernelState, router: &mut Netns, at: (&Network, &Vpc, &Subnet), naming: &Naming) {
+/// A subnet in its router — a bridge holding the gateway — and its hosts that run here, each
+/// a namespace linked to the bridge.
+fn subnet_links(
+    state: &mut KernelState,
+    router: &mut Netns,
+    at: (&Network, &Vpc, &Subnet),
+    machine: &Machine,
+) {
     let (network, vpc, subnet) = at;
+    let naming = machine.naming;
     let owner = Owner::Subnet { vpc: vpc.name.clone(), subnet: subnet.name.clone() };
     let bridge = Naming::bridge(&subnet.name);
     router.links.insert(bridge.clone(), link(LinkKind::Bridge, None, &owner));
@@ -176,12 +197,24 @@ fn subnet_links(state: &mut KernelState, router: &mut Netns, at: (&Network, &Vpc
         router.addrs.insert(addr(&bridge, gw6.into(), net6.prefix()));
     }
     for host in &subnet.hosts {
+        // In a fabric, a host elsewhere is reached over the subnet's segment (see `fabric`).
+        let fabric = machine.fabric.as_ref();
+        if fabric.is_some_and(|f| !f.runs_here(host)) {
+            continue;
+        }
         let owner = Owner::Host { vpc: vpc.name.clone(), host: host.name.clone() };
         let host_ns = naming.host_ns(&vpc.name, &host.name);
         let veth = LinkKind::Veth { peer_ns: host_ns.clone(), peer: HOST_IFNAME.into() };
-        let towards_host = Link { impairment: host.impairment, ..link(veth, Some(bridge.clone()), &owner) };
+        let mtu = fabric.map(|_| crate::model::fabric::inner_mtu());
+        let towards_host =
+            Link { impairment: host.impairment, mtu, ..link(veth, Some(bridge.clone()), &owner) };
         router.links.insert(Naming::host_veth(&host.name), towards_host);
-        state.namespaces.insert(host_ns, host_netns(network, vpc, subnet, host, &owner));
+        let mut ns = host_netns(network, vpc, subnet, host, &owner);
+        if let (Some(_), Some(eth0)) = (fabric, ns.links.get_mut(HOST_IFNAME)) {
+            eth0.mtu = mtu;
+            eth0.mac = Some(crate::model::fabric::host_mac(&vpc.name, &host.name));
+        }
+        state.namespaces.insert(host_ns, ns);
     }
 }
 
@@ -550,7 +583,18 @@ fn netns_with_lo(owner: &Owner) -> Netns {
 }
 
 fn link(kind: LinkKind, master: Option<String>, owner: &Owner) -> Link {
-    Link { kind, master, up: true, owner: owner.clone(), ours: true, route_localnet: false, impairment: None }
+    Link {
+        kind,
+        master,
+        up: true,
+        owner: owner.clone(),
+        ours: true,
+        route_localnet: false,
+        impairment: None,
+        mtu: None,
+        mac: None,
+        learning: None,
+    }
 }
 
 fn net(ip: Ipv4Addr, prefix: u8) -> Ipv4Network {
@@ -603,7 +647,7 @@ mod tests {
         ] {
             let cidr: Ipv4Network = cidr.parse().unwrap();
             let ip = Ipv4Addr::from(u32::from(cidr.network()) + 2);
-            let hosts = vec![Host { name: name.into(), ip, ip6: None, impairment: None }];
+            let hosts = vec![Host { name: name.into(), ip, ip6: None, impairment: None, node: None }];
             prod.subnets.push(Subnet {
                 name: name.into(),
                 cidr,
@@ -612,6 +656,8 @@ mod tests {
                 gateway: cidr.nth(1).unwrap(),
                 cidr6: None,
                 hosts,
+                nodes: Vec::new(),
+                vni: None,
             });
         }
         let network = Network { vpcs: vec![prod.clone()], ..Network::default() };

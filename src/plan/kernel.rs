@@ -4,7 +4,7 @@
 //! (observed over netlink), so planning is a diff of two values.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
@@ -34,6 +34,8 @@ pub(crate) enum Owner {
     Sandbox,
     /// The sandbox's simulated internet.
     Internet,
+    /// The simulated network between sandbox machines (`--fabric`).
+    Fabric,
     Vpc(String),
     Subnet {
         vpc: String,
@@ -57,6 +59,7 @@ impl Owner {
             Owner::Machine => "machine",
             Owner::Sandbox => "sandbox",
             Owner::Internet => "internet",
+            Owner::Fabric => "fabric",
             Owner::Vpc(_) => "vpc",
             Owner::Subnet { .. } => "subnet",
             Owner::Host { .. } => "host",
@@ -67,7 +70,9 @@ impl Owner {
     /// Its name as users write it (`prod`, `prod/web`, `a<->b`); empty for the singletons.
     pub(crate) fn name(&self) -> String {
         match self {
-            Owner::Unclaimed | Owner::Machine | Owner::Sandbox | Owner::Internet => String::new(),
+            Owner::Unclaimed | Owner::Machine | Owner::Sandbox | Owner::Internet | Owner::Fabric => {
+                String::new()
+            }
             Owner::Vpc(vpc) => vpc.clone(),
             Owner::Subnet { vpc, subnet } => format!("{vpc}/{subnet}"),
             Owner::Host { vpc, host } => format!("{vpc}/{host}"),
@@ -83,6 +88,7 @@ impl std::fmt::Display for Owner {
             Owner::Machine => f.write_str("machine"),
             Owner::Sandbox => f.write_str("sandbox"),
             Owner::Internet => f.write_str("internet"),
+            Owner::Fabric => f.write_str("fabric"),
             Owner::Vpc(vpc) => write!(f, "vpc {vpc}"),
             Owner::Subnet { vpc, subnet } => write!(f, "subnet {vpc}/{subnet}"),
             Owner::Host { vpc, host } => write!(f, "host {vpc}/{host}"),
@@ -111,6 +117,42 @@ pub(crate) struct Netns {
     /// Observed: other tools' forward chains that drop what they do not accept, each with
     /// whether vpcsh's accept rules are in it.
     pub host_firewall: BTreeMap<ForeignChain, bool>,
+    /// Static neighbour entries (remote hosts of a fabric, on their subnet's bridge).
+    pub neighbours: BTreeSet<Neighbour>,
+    /// Where a VXLAN device floods what it has no entry for: the other nodes.
+    pub floods: BTreeSet<Flood>,
+    /// Static entries of a bridge's forwarding table: `mac` is behind port `dev`.
+    pub port_macs: BTreeSet<PortMac>,
+    /// Wanted: other machines keep links here too (the fabric's underlay), so only the
+    /// links wanted here are vpcsh's to change.
+    pub shared: bool,
+}
+
+/// A MAC address.
+pub(crate) type Mac = [u8; 6];
+
+/// A permanent neighbour entry: `ip` is at `mac` on `dev`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub(crate) struct Neighbour {
+    pub dev: String,
+    pub ip: IpAddr,
+    pub mac: Mac,
+}
+
+/// A static bridge forwarding entry: frames to `mac` go out of port `dev`, and the bridge
+/// never learns `mac` elsewhere.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub(crate) struct PortMac {
+    pub dev: String,
+    pub mac: Mac,
+}
+
+/// A VXLAN device's all-zeros forwarding entry towards one remote endpoint: broadcasts,
+/// unknown unicast and multicast are copied to each (head-end replication).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub(crate) struct Flood {
+    pub dev: String,
+    pub dst: Ipv4Addr,
 }
 
 /// Another tool's base chain on the forward hook whose policy is drop (Docker's, ufw's,
@@ -166,6 +208,20 @@ pub(crate) struct Link {
     pub route_localnet: bool,
     /// What its root queue (netem) does to the packets it sends; `None`: the default queue.
     pub impairment: Option<Impairment>,
+    /// Wanted: its MTU, where it must not be the default; observed: always.
+    pub mtu: Option<u32>,
+    /// Wanted: its MAC, where vpcsh chooses it; observed: always.
+    pub mac: Option<Mac>,
+    /// As a bridge port, whether the bridge learns source MACs on it: wanted where it must
+    /// not; observed for every port.
+    pub learning: Option<bool>,
+}
+
+impl Link {
+    /// Whether an observed link has the MTU and MAC wanted of it (where any is).
+    pub(crate) fn same_lower_layer(&self, observed: &Link) -> bool {
+        (self.mtu.is_none() || self.mtu == observed.mtu) && (self.mac.is_none() || self.mac == observed.mac)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -179,6 +235,15 @@ pub(crate) enum LinkKind {
     },
     /// The far end of a veth created from another namespace (made by that side's op).
     VethPeer,
+    /// A VXLAN device for segment `vni`, sending from `local`; its UDP socket lives in
+    /// `underlay_ns` (where it is created from), wherever the device itself is.
+    Vxlan {
+        vni: u32,
+        local: Ipv4Addr,
+        underlay_ns: String,
+        /// Its flood list and remote MACs come from BGP EVPN, not from vpcsh or traffic.
+        evpn: bool,
+    },
     /// A kind vpcsh does not make (observed only).
     Other(String),
 }
@@ -189,6 +254,10 @@ impl LinkKind {
     pub(crate) fn matches(&self, observed: &LinkKind) -> bool {
         match (self, observed) {
             (LinkKind::Veth { .. } | LinkKind::VethPeer, LinkKind::Veth { .. } | LinkKind::VethPeer) => true,
+            // Observation sees the segment and the source, not the socket's namespace.
+            (LinkKind::Vxlan { vni, local, .. }, LinkKind::Vxlan { vni: v, local: l, .. }) => {
+                vni == v && local == l
+            }
             (a, b) => a == b,
         }
     }
@@ -217,6 +286,8 @@ pub(crate) enum Process {
     Dns { records: Vec<String> },
     /// A firewalled host's flow log collector (`vpcsh flows` reads what it writes).
     FlowLog,
+    /// One of FRR's daemons for a fabric's BGP EVPN, with its configuration.
+    Routing { daemon: RoutingDaemon, config: String },
     /// A command from `run()`; one that ends is started again only when `restart`.
     Command {
         argv: Vec<String>,
@@ -225,10 +296,28 @@ pub(crate) enum Process {
     },
 }
 
+/// The FRR daemons a node of an EVPN fabric runs: zebra talks to the kernel, bgpd to the
+/// other nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RoutingDaemon {
+    Zebra,
+    Bgpd,
+}
+
+impl RoutingDaemon {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            RoutingDaemon::Zebra => "zebra",
+            RoutingDaemon::Bgpd => "bgpd",
+        }
+    }
+}
+
 impl Process {
     /// Whether it is one of vpcsh's own servers, which say when they are ready.
     pub(crate) fn listens(&self) -> bool {
-        !matches!(self, Process::Command { .. })
+        !matches!(self, Process::Command { .. } | Process::Routing { .. })
     }
 
     /// Whether it is started again once it has ended (servers always are).
@@ -246,6 +335,7 @@ impl std::fmt::Display for Process {
             Process::Http { port, .. } => write!(f, "http server on port {port}"),
             Process::Dns { records } => write!(f, "resolver ({} names)", records.len()),
             Process::FlowLog => f.write_str("flow log"),
+            Process::Routing { daemon, .. } => write!(f, "FRR {}", daemon.name()),
             Process::Command { argv, .. } => write!(f, "`{}`", argv.join(" ")),
         }
     }

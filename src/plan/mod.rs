@@ -221,11 +221,12 @@ fn diff_netns(
         diff_link(p, &scope, name, wl, have.links.get(name));
     }
     for (name, hl) in &have.links {
-        if !want.links.contains_key(name) && hl.ours {
+        if !want.links.contains_key(name) && hl.ours && !want.shared {
             p.del_links.push(step(&want.owner, Op::DeleteLink { ns: ns.into(), name: name.clone() }));
         }
     }
     diff_addrs_and_routes(p, ns, want, have);
+    diff_forwarding_entries(p, ns, want, have);
     // A resolver whose names changed is replaced in one step: the new one needs the old
     // one's port.
     let resolver = |p: &&Process| matches!(p, Process::Dns { .. });
@@ -257,7 +258,7 @@ struct Scope<'a> {
 
 /// One wanted link against what is there: fix it in place, or (re)create it.
 fn diff_link(p: &mut Phases, scope: &Scope, name: &str, wl: &kernel::Link, hl: Option<&kernel::Link>) {
-    let Scope { ns, fresh, desired, observed } = *scope;
+    let Scope { ns, fresh, .. } = *scope;
     match &wl.kind {
         LinkKind::Loopback => {
             if !fresh && hl.is_some_and(|l| !l.up) {
@@ -279,42 +280,80 @@ fn diff_link(p: &mut Phases, scope: &Scope, name: &str, wl: &kernel::Link, hl: O
                 ));
             }
         }
-        LinkKind::Bridge | LinkKind::Other(_) => match hl {
-            Some(hl) if hl.ours && wl.kind.matches(&hl.kind) => fix_link(p, ns, name, wl, hl),
+        LinkKind::Bridge | LinkKind::Other(_) | LinkKind::Vxlan { .. } => match hl {
+            Some(hl) if hl.ours && wl.kind.matches(&hl.kind) && wl.same_lower_layer(hl) => {
+                fix_link(p, ns, name, wl, hl);
+            }
             _ => {
                 // Only vpcsh's own links make way; a stranger's name clash fails the create.
                 if hl.is_some_and(|l| l.ours) {
                     p.clear.push(step(&wl.owner, Op::DeleteLink { ns: ns.into(), name: name.to_string() }));
                 }
-                p.bridges.push(step(&wl.owner, Op::CreateBridge { ns: ns.into(), name: name.to_string() }));
+                let (ns, name) = (ns.to_string(), name.to_string());
+                match &wl.kind {
+                    LinkKind::Vxlan { vni, local, underlay_ns, evpn } => {
+                        let op = Op::CreateVxlan {
+                            ns,
+                            name,
+                            vni: *vni,
+                            local: *local,
+                            underlay_ns: underlay_ns.clone(),
+                            master: wl.master.clone(),
+                            mtu: wl.mtu,
+                            evpn: *evpn,
+                        };
+                        p.veths.push(step(&wl.owner, op));
+                    }
+                    _ => p.bridges.push(step(&wl.owner, Op::CreateBridge { ns, name, mac: wl.mac })),
+                }
             }
         },
-        LinkKind::Veth { peer_ns, peer } => {
-            let peer_have = observed.namespaces.get(peer_ns).and_then(|n| n.links.get(peer));
-            let near_ok = hl.is_some_and(|l| l.ours && wl.kind.matches(&l.kind));
-            let far_ok = peer_have.is_some_and(|l| l.ours && wl.kind.matches(&l.kind));
-            if let (true, true, Some(hl)) = (near_ok, far_ok, hl) {
-                fix_link(p, ns, name, wl, hl);
-                return;
-            }
-            if hl.is_some_and(|l| l.ours) {
-                p.clear.push(step(&wl.owner, Op::DeleteLink { ns: ns.into(), name: name.to_string() }));
-            }
-            if peer_have.is_some_and(|l| l.ours) && desired.namespaces.contains_key(peer_ns) {
-                p.clear.push(step(&wl.owner, Op::DeleteLink { ns: peer_ns.clone(), name: peer.clone() }));
-            }
-            let op = Op::CreateVeth {
-                ns: ns.into(),
-                name: name.to_string(),
-                master: wl.master.clone(),
-                peer_ns: peer_ns.clone(),
-                peer: peer.clone(),
-            };
-            p.veths.push(step(&wl.owner, op));
-            impair_new(p, ns, name, wl);
-            if let Some(far) = desired.namespaces.get(peer_ns).and_then(|n| n.links.get(peer)) {
-                impair_new(p, peer_ns, peer, far);
-            }
+        LinkKind::Veth { peer_ns, peer } => diff_veth(p, scope, (name, wl, hl), (peer_ns, peer)),
+    }
+}
+
+/// A wanted veth pair against what is there: fixed in place when both ends are vpcsh's and
+/// as wanted, else made again.
+fn diff_veth(
+    p: &mut Phases,
+    scope: &Scope,
+    (name, wl, hl): (&str, &kernel::Link, Option<&kernel::Link>),
+    (peer_ns, peer): (&String, &String),
+) {
+    let Scope { ns, desired, observed, .. } = *scope;
+    let peer_have = observed.namespaces.get(peer_ns).and_then(|n| n.links.get(peer));
+    let peer_want = desired.namespaces.get(peer_ns).and_then(|n| n.links.get(peer));
+    let near_ok = hl.is_some_and(|l| l.ours && wl.kind.matches(&l.kind) && wl.same_lower_layer(l));
+    let far_ok = peer_have.is_some_and(|l| {
+        l.ours && wl.kind.matches(&l.kind) && peer_want.is_none_or(|w| w.same_lower_layer(l))
+    });
+    if let (true, true, Some(hl)) = (near_ok, far_ok, hl) {
+        fix_link(p, ns, name, wl, hl);
+        return;
+    }
+    if hl.is_some_and(|l| l.ours) {
+        p.clear.push(step(&wl.owner, Op::DeleteLink { ns: ns.into(), name: name.to_string() }));
+    }
+    if peer_have.is_some_and(|l| l.ours) && desired.namespaces.contains_key(peer_ns) {
+        p.clear.push(step(&wl.owner, Op::DeleteLink { ns: peer_ns.clone(), name: peer.clone() }));
+    }
+    let op = Op::CreateVeth {
+        ns: ns.into(),
+        name: name.to_string(),
+        master: wl.master.clone(),
+        peer_ns: peer_ns.clone(),
+        peer: peer.clone(),
+        mtu: wl.mtu,
+        peer_mac: peer_want.and_then(|w| w.mac),
+        peer_master: peer_want.and_then(|w| w.master.clone()),
+    };
+    p.veths.push(step(&wl.owner, op));
+    impair_new(p, ns, name, wl);
+    if let Some(far) = peer_want {
+        impair_new(p, peer_ns, peer, far);
+        if let Some(on) = far.learning {
+            let op = Op::SetLearning { ns: peer_ns.clone(), name: peer.clone(), on };
+            p.changes.push(step(&far.owner, op));
         }
     }
 }
@@ -350,6 +389,34 @@ fn diff_addrs_and_routes(p: &mut Phases, ns: &str, want: &Netns, have: &Netns) {
     }
     for route in have_routes.into_values().filter(|r| managed(&r.dev)) {
         p.del_routes.push(step(&want.owner, Op::DelRoute { ns: ns.into(), route: route.clone() }));
+    }
+}
+
+/// Static neighbours and VXLAN flood entries: added with the routes, and only vpcsh's own
+/// (on links it manages) ever deleted.
+fn diff_forwarding_entries(p: &mut Phases, ns: &str, want: &Netns, have: &Netns) {
+    let managed = |dev: &str| want.links.get(dev).is_some_and(|l| l.kind != LinkKind::Loopback);
+    for n in want.neighbours.difference(&have.neighbours) {
+        p.routes.push(step(owner_of(want, &n.dev), Op::AddNeighbour { ns: ns.into(), neighbour: n.clone() }));
+    }
+    for n in have.neighbours.difference(&want.neighbours).filter(|n| managed(&n.dev)) {
+        p.del_routes
+            .push(step(owner_of(want, &n.dev), Op::DelNeighbour { ns: ns.into(), neighbour: n.clone() }));
+    }
+    for f in want.floods.difference(&have.floods) {
+        p.routes.push(step(owner_of(want, &f.dev), Op::AddFlood { ns: ns.into(), flood: f.clone() }));
+    }
+    // An EVPN device's flood list is FRR's.
+    let evpn =
+        |dev: &str| want.links.get(dev).is_some_and(|l| matches!(l.kind, LinkKind::Vxlan { evpn: true, .. }));
+    for f in have.floods.difference(&want.floods).filter(|f| managed(&f.dev) && !evpn(&f.dev)) {
+        p.del_routes.push(step(owner_of(want, &f.dev), Op::DelFlood { ns: ns.into(), flood: f.clone() }));
+    }
+    for e in want.port_macs.difference(&have.port_macs) {
+        p.routes.push(step(owner_of(want, &e.dev), Op::AddPortMac { ns: ns.into(), entry: e.clone() }));
+    }
+    for e in have.port_macs.difference(&want.port_macs).filter(|e| managed(&e.dev)) {
+        p.del_routes.push(step(owner_of(want, &e.dev), Op::DelPortMac { ns: ns.into(), entry: e.clone() }));
     }
 }
 
@@ -410,6 +477,12 @@ fn fix_link(p: &mut Phases, ns: &str, name: &str, want: &kernel::Link, have: &ke
         let op = Op::SetLink { ns: ns.into(), name: name.into(), up: want.up, master: want.master.clone() };
         let undo = Op::SetLink { ns: ns.into(), name: name.into(), up: have.up, master: have.master.clone() };
         p.changes.push(change(&want.owner, op, undo));
+    }
+    if let Some(on) = want.learning
+        && Some(on) != have.learning
+    {
+        let set = |on| Op::SetLearning { ns: ns.into(), name: name.into(), on };
+        p.changes.push(change(&want.owner, set(on), set(have.learning.unwrap_or(true))));
     }
     if want.impairment != have.impairment {
         let set = |impairment| Op::SetImpairment { ns: ns.into(), name: name.into(), impairment };

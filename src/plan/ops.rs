@@ -3,7 +3,9 @@
 
 use std::fmt;
 
-use super::kernel::{Addr, ForeignChain, Process, Route};
+use std::net::Ipv4Addr;
+
+use super::kernel::{Addr, Flood, ForeignChain, Mac, Neighbour, PortMac, Process, Route};
 use super::nft::{Ruleset, TABLE};
 use crate::model::impair::Impairment;
 
@@ -27,17 +29,65 @@ pub(crate) enum Op {
         ns: String,
         on: bool,
     },
+    /// A bridge, up, with its own MAC (`mac`, or one derived from its names).
     CreateBridge {
         ns: String,
         name: String,
+        mac: Option<Mac>,
     },
-    /// A veth pair whose far end is created directly inside `peer_ns`, up.
+    /// A veth pair whose far end is created directly inside `peer_ns`, up; both ends get
+    /// `mtu`, the far end `peer_mac` and `peer_master` (where set).
     CreateVeth {
         ns: String,
         name: String,
         master: Option<String>,
         peer_ns: String,
         peer: String,
+        mtu: Option<u32>,
+        peer_mac: Option<Mac>,
+        peer_master: Option<String>,
+    },
+    /// A VXLAN device in `ns`, up, created from `underlay_ns` so that its socket sends
+    /// and receives there; learning from traffic unless `evpn`.
+    CreateVxlan {
+        ns: String,
+        name: String,
+        vni: u32,
+        local: Ipv4Addr,
+        underlay_ns: String,
+        master: Option<String>,
+        mtu: Option<u32>,
+        evpn: bool,
+    },
+    AddPortMac {
+        ns: String,
+        entry: PortMac,
+    },
+    /// Turns source-MAC learning on or off on a bridge port.
+    SetLearning {
+        ns: String,
+        name: String,
+        on: bool,
+    },
+    DelPortMac {
+        ns: String,
+        entry: PortMac,
+    },
+    AddNeighbour {
+        ns: String,
+        neighbour: Neighbour,
+    },
+    DelNeighbour {
+        ns: String,
+        neighbour: Neighbour,
+    },
+    AddFlood {
+        ns: String,
+        flood: Flood,
+    },
+    DelFlood {
+        ns: String,
+        flood: Flood,
     },
     SetLink {
         ns: String,
@@ -132,6 +182,10 @@ impl Op {
             Op::CreateNetns { .. }
             | Op::CreateBridge { .. }
             | Op::CreateVeth { .. }
+            | Op::CreateVxlan { .. }
+            | Op::AddNeighbour { .. }
+            | Op::AddFlood { .. }
+            | Op::AddPortMac { .. }
             | Op::AddAddr { .. }
             | Op::AddRoute { .. }
             | Op::StartProcess { .. }
@@ -142,6 +196,7 @@ impl Op {
             | Op::SetIpv6 { .. }
             | Op::SetLink { .. }
             | Op::SetImpairment { .. }
+            | Op::SetLearning { .. }
             | Op::ReplaceProcess { .. }
             | Op::ReplaceRoute { .. }
             | Op::SetRuleset { .. } => OpClass::Change,
@@ -149,6 +204,9 @@ impl Op {
             | Op::DeleteLink { .. }
             | Op::DelAddr { .. }
             | Op::DelRoute { .. }
+            | Op::DelNeighbour { .. }
+            | Op::DelFlood { .. }
+            | Op::DelPortMac { .. }
             | Op::StopProcess { .. }
             | Op::CloseHostFirewall { .. }
             | Op::SetRouteLocalnet { on: false, .. }
@@ -161,7 +219,12 @@ impl Op {
     pub(crate) fn inverse(&self) -> Option<Op> {
         Some(match self.clone() {
             Op::CreateNetns { ns, .. } => Op::DeleteNetns { ns },
-            Op::CreateBridge { ns, name } | Op::CreateVeth { ns, name, .. } => Op::DeleteLink { ns, name },
+            Op::CreateBridge { ns, name, .. }
+            | Op::CreateVeth { ns, name, .. }
+            | Op::CreateVxlan { ns, name, .. } => Op::DeleteLink { ns, name },
+            Op::AddNeighbour { ns, neighbour } => Op::DelNeighbour { ns, neighbour },
+            Op::AddFlood { ns, flood } => Op::DelFlood { ns, flood },
+            Op::AddPortMac { ns, entry } => Op::DelPortMac { ns, entry },
             Op::AddAddr { ns, addr } => Op::DelAddr { ns, addr },
             Op::AddRoute { ns, route } => Op::DelRoute { ns, route },
             Op::StartProcess { ns, process } => Op::StopProcess { ns, process },
@@ -189,6 +252,14 @@ impl Op {
             Op::SetIpv6 { .. } => "set-ipv6",
             Op::CreateBridge { .. } => "create-bridge",
             Op::CreateVeth { .. } => "create-veth",
+            Op::CreateVxlan { .. } => "create-vxlan",
+            Op::AddNeighbour { .. } => "add-neighbour",
+            Op::DelNeighbour { .. } => "delete-neighbour",
+            Op::AddFlood { .. } => "add-flood",
+            Op::DelFlood { .. } => "delete-flood",
+            Op::AddPortMac { .. } => "add-port-mac",
+            Op::SetLearning { .. } => "set-learning",
+            Op::DelPortMac { .. } => "delete-port-mac",
             Op::SetLink { .. } => "set-link",
             Op::DeleteLink { .. } => "delete-link",
             Op::SetRouteLocalnet { .. } => "set-route-localnet",
@@ -217,6 +288,14 @@ impl Op {
             | Op::SetIpv6 { ns, .. }
             | Op::CreateBridge { ns, .. }
             | Op::CreateVeth { ns, .. }
+            | Op::CreateVxlan { ns, .. }
+            | Op::AddNeighbour { ns, .. }
+            | Op::DelNeighbour { ns, .. }
+            | Op::AddFlood { ns, .. }
+            | Op::DelFlood { ns, .. }
+            | Op::AddPortMac { ns, .. }
+            | Op::SetLearning { ns, .. }
+            | Op::DelPortMac { ns, .. }
             | Op::SetLink { ns, .. }
             | Op::DeleteLink { ns, .. }
             | Op::SetRouteLocalnet { ns, .. }
@@ -241,6 +320,10 @@ fn on_off(on: bool) -> &'static str {
     if on { "on" } else { "off" }
 }
 
+pub(crate) fn mac_text(mac: &Mac) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
 fn route_text(route: &Route) -> String {
     let dst = if route.dst.prefix() == 0 { "default".into() } else { route.dst.to_string() };
     format!("{dst} via {} dev {}", route.via, route.dev)
@@ -257,14 +340,15 @@ impl fmt::Display for Op {
             Op::DeleteNetns { ns } => write!(f, "delete netns {ns}"),
             Op::SetForwarding { ns, on } => write!(f, "set forwarding {} in {ns}", on_off(*on)),
             Op::SetIpv6 { ns, on } => write!(f, "set ipv6 {} in {ns}", on_off(*on)),
-            Op::CreateBridge { ns, name } => write!(f, "create bridge {name} in {ns}"),
-            Op::CreateVeth { ns, name, master, peer_ns, peer } => {
-                write!(f, "create veth {name} in {ns}")?;
-                if let Some(m) = master {
-                    write!(f, " (master {m})")?;
-                }
-                write!(f, " <-> {peer} in {peer_ns}")
-            }
+            Op::CreateBridge { .. } | Op::CreateVeth { .. } => self.fmt_create_link(f),
+            Op::CreateVxlan { .. }
+            | Op::AddNeighbour { .. }
+            | Op::DelNeighbour { .. }
+            | Op::AddFlood { .. }
+            | Op::DelFlood { .. }
+            | Op::AddPortMac { .. }
+            | Op::SetLearning { .. }
+            | Op::DelPortMac { .. } => self.fmt_fabric(f),
             Op::SetLink { ns, name, up, master } => {
                 write!(f, "set link {name} {}", if *up { "up" } else { "down" })?;
                 if let Some(m) = master {
@@ -307,6 +391,76 @@ impl fmt::Display for Op {
                     chain.family, chain.table, chain.rules_in
                 )
             }
+        }
+    }
+}
+
+impl Op {
+    /// Bridges and veth pairs, as `vpcsh plan` prints them.
+    fn fmt_create_link(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::CreateBridge { ns, name, mac } => {
+                write!(f, "create bridge {name} in {ns}")?;
+                match mac {
+                    Some(mac) => write!(f, " (mac {})", mac_text(mac)),
+                    None => Ok(()),
+                }
+            }
+            Op::CreateVeth { ns, name, master, peer_ns, peer, mtu, peer_mac, peer_master } => {
+                write!(f, "create veth {name} in {ns}")?;
+                if let Some(m) = master {
+                    write!(f, " (master {m})")?;
+                }
+                write!(f, " <-> {peer} in {peer_ns}")?;
+                if let Some(m) = peer_master {
+                    write!(f, " (master {m})")?;
+                }
+                if let Some(mac) = peer_mac {
+                    write!(f, " (mac {})", mac_text(mac))?;
+                }
+                match mtu {
+                    Some(mtu) => write!(f, ", mtu {mtu}"),
+                    None => Ok(()),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The fabric's operations, as `vpcsh plan` prints them.
+    fn fmt_fabric(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::CreateVxlan { ns, name, vni, local, underlay_ns, master, mtu, evpn } => {
+                write!(f, "create vxlan {name} in {ns} (vni {vni}, local {local} in {underlay_ns}")?;
+                if *evpn {
+                    f.write_str(", evpn")?;
+                }
+                if let Some(m) = master {
+                    write!(f, ", master {m}")?;
+                }
+                if let Some(mtu) = mtu {
+                    write!(f, ", mtu {mtu}")?;
+                }
+                f.write_str(")")
+            }
+            Op::AddNeighbour { ns, neighbour: n } => {
+                write!(f, "add neighbour {} at {} on {} in {ns}", n.ip, mac_text(&n.mac), n.dev)
+            }
+            Op::DelNeighbour { ns, neighbour: n } => {
+                write!(f, "delete neighbour {} at {} on {} in {ns}", n.ip, mac_text(&n.mac), n.dev)
+            }
+            Op::AddFlood { ns, flood } => write!(f, "flood {} to {} in {ns}", flood.dev, flood.dst),
+            Op::DelFlood { ns, flood } => write!(f, "stop flooding {} to {} in {ns}", flood.dev, flood.dst),
+            Op::SetLearning { ns, name, on } => {
+                write!(f, "turn learning {} on port {name} in {ns}", on_off(*on))
+            }
+            Op::AddPortMac { ns, entry } => {
+                write!(f, "pin {} to port {} in {ns}", mac_text(&entry.mac), entry.dev)
+            }
+            Op::DelPortMac { ns, entry } => {
+                write!(f, "unpin {} from port {} in {ns}", mac_text(&entry.mac), entry.dev)
+            }
+            _ => Ok(()),
         }
     }
 }

@@ -39,8 +39,11 @@ fn net(vpcs: &Spec) -> Network {
                                     ip: ip.parse().unwrap(),
                                     ip6: None,
                                     impairment: None,
+                                    node: None,
                                 })
                                 .collect(),
+                            nodes: Vec::new(),
+                            vni: None,
                         }
                     })
                     .collect(),
@@ -66,7 +69,7 @@ fn naming() -> Naming {
 }
 
 fn want(network: &Network) -> KernelState {
-    desired::desired(network, &desired::Machine { naming: &naming(), uplink: "up0" })
+    desired::desired(network, &desired::Machine { naming: &naming(), uplink: "up0", fabric: None })
 }
 
 fn names(state: &KernelState) -> BTreeSet<String> {
@@ -201,7 +204,7 @@ fn a_veth_with_a_missing_end_is_recreated() {
 fn only_observed_namespaces_are_deleted() {
     let real = desired::desired(
         &Network::default(),
-        &desired::Machine { naming: &Naming::real_host("v"), uplink: "eth0" },
+        &desired::Machine { naming: &Naming::real_host("v"), uplink: "eth0", fabric: None },
     );
     let observed = KernelState::default();
     assert!(plan(&real, &observed).steps.iter().all(|s| !matches!(s.op, Op::DeleteNetns { .. })));
@@ -220,7 +223,15 @@ fn a_failed_apply_is_rolled_back_to_where_it_started() {
         nat: false,
         gateway: "10.0.3.1".parse().unwrap(),
         cidr6: None,
-        hosts: vec![Host { name: "db".into(), ip: "10.0.3.2".parse().unwrap(), ip6: None, impairment: None }],
+        hosts: vec![Host {
+            name: "db".into(),
+            ip: "10.0.3.2".parse().unwrap(),
+            ip6: None,
+            impairment: None,
+            node: None,
+        }],
+        nodes: Vec::new(),
+        vni: None,
     });
     let want = want(&bigger);
     let observed = backend.observe(&names(&want)).unwrap();

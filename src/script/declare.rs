@@ -55,7 +55,8 @@ fn declare_subnet(
 ) -> Res<SubnetHandle> {
     let sh = shared(ctx);
     let mut shared = sh.borrow_mut();
-    check_options(ctx, &shared, "subnet", &opts, &["public", "ipv6"])?;
+    check_options(ctx, &shared, "subnet", &opts, &["public", "ipv6", "nodes"])?;
+    let nodes = super::fabric::nodes_option(ctx, &shared, &opts)?;
     live_vpc(ctx, &shared, vpc.0)?;
     let public = match opts.get("public") {
         None => false,
@@ -82,14 +83,15 @@ fn declare_subnet(
             return option_type_error(ctx, &shared, "ipv6", "a /64 like \"fd10:10:0:1::/64\", or true", v);
         }
     };
-    shared.decls.subnets.push(SubnetDecl { vpc: vpc.0, name: name.into(), cidr, ipv6, public, span });
+    shared.decls.subnets.push(SubnetDecl { vpc: vpc.0, name: name.into(), cidr, ipv6, public, nodes, span });
     Ok(SubnetHandle(SubnetId(shared.decls.subnets.len() - 1)))
 }
 
 fn declare_host(ctx: &NativeCallContext, subnet: &SubnetHandle, name: &str, opts: Map) -> Res<HostHandle> {
     let sh = shared(ctx);
     let mut shared = sh.borrow_mut();
-    check_options(ctx, &shared, "host", &opts, &["ip", "ip6"])?;
+    check_options(ctx, &shared, "host", &opts, &["ip", "ip6", "node"])?;
+    let node = super::fabric::node_option(ctx, &shared, &opts)?;
     let vpc = shared.decls.subnet(subnet.0).vpc;
     live_vpc(ctx, &shared, vpc)?;
     let span = span(&shared, ctx);
@@ -125,7 +127,8 @@ fn declare_host(ctx: &NativeCallContext, subnet: &SubnetHandle, name: &str, opts
         }
         Some(v) => return option_type_error(ctx, &shared, "ip6", "a string like \"fd10:10:0:1::20\"", v),
     };
-    let id = shared.decls.add_host(HostDecl { subnet: subnet.0, name: name.into(), ip, fixed, ip6, span });
+    let id =
+        shared.decls.add_host(HostDecl { subnet: subnet.0, name: name.into(), ip, fixed, ip6, node, span });
     Ok(HostHandle(HostRef::Declared(id)))
 }
 
@@ -289,6 +292,7 @@ mod api {
     }
 
     /// Declares a subnet inside a VPC; private unless `#{ public: true }`. Also `vpc.subnet(...)`.
+    /// With nodes declared, it spans all of them unless `#{ nodes: [n1, n2] }`.
     /// Its gateway is the first usable address. In a dual-stack VPC, `#{ ipv6: true }` gives
     /// it the next free /64 of the VPC's /56 (`ipv6: "…::/64"` a fixed one), gateway `::1`.
     #[rhai_fn(return_raw)]
@@ -309,7 +313,7 @@ mod api {
     /// Declares a host in a subnet, at the next free address unless `#{ ip: "a.b.c.d" }`.
     /// Also `subnet.host(...)`. An automatic address stays the same across re-applies. In a
     /// subnet with IPv6 its IPv6 address has the same offset in the /64 (10.10.1.2 → `…::2`)
-    /// unless `#{ ip6: "…" }`.
+    /// unless `#{ ip6: "…" }`. With nodes declared, `#{ node: n1 }` pins it to a node.
     #[rhai_fn(return_raw)]
     pub fn host(ctx: NativeCallContext, subnet: &mut SubnetHandle, name: &str) -> Res<HostHandle> {
         declare_host(&ctx, subnet, name, Map::new())

@@ -225,6 +225,12 @@ mod host_properties {
     pub fn ip6(ctx: NativeCallContext, host: &mut HostHandle) -> Dynamic {
         text_or_unit(host_ip6(&shared(&ctx).borrow().decls, host.0).map(|i| i.to_string()))
     }
+    /// The name of the node the host runs on (pinned, or where placement puts it), or `()`
+    /// when the script declares no nodes.
+    #[rhai_fn(get = "node", pure)]
+    pub fn node(ctx: NativeCallContext, host: &mut HostHandle) -> Dynamic {
+        super::super::fabric::host_node(&shared(&ctx).borrow(), host.0)
+    }
     /// The subnet the host is in.
     #[rhai_fn(get = "subnet", pure)]
     pub fn subnet(ctx: NativeCallContext, host: &mut HostHandle) -> SubnetHandle {

@@ -7,6 +7,7 @@ mod declare;
 mod effects;
 mod errors;
 mod explain;
+mod fabric;
 mod handles;
 mod impair;
 mod modules;
@@ -50,7 +51,7 @@ pub(crate) struct Checkpoint {
 
 impl Checkpoint {
     /// How much was declared at this point (see `Declarations::extent`).
-    pub(crate) fn extent(&self) -> [usize; 11] {
+    pub(crate) fn extent(&self) -> [usize; 12] {
         self.decls.extent()
     }
 }
@@ -89,6 +90,7 @@ impl Interpreter {
         engine.register_fn("to_string", |e: &mut ScriptError| e.to_string());
         handles::register(&mut engine);
         declare::register(&mut engine);
+        fabric::register(&mut engine);
         probes::register(&mut engine);
         explain::register(&mut engine);
         policy::register(&mut engine);
@@ -172,13 +174,7 @@ impl Interpreter {
             let inner = reference::readable(text[start + 4..start + len].trim());
             text.replace_range(start..=start + len, &inner);
         }
-        for (rust, script) in [
-            ("VpcHandle", "Vpc"),
-            ("SubnetHandle", "Subnet"),
-            ("HostHandle", "Host"),
-            ("InternetHandle", "Internet"),
-            ("PeeringHandle", "Peering"),
-        ] {
+        for (rust, script) in reference::HANDLE_TYPES {
             text = text.replace(rust, script);
         }
         text

@@ -225,6 +225,16 @@ fn function(name: String, mut list: Vec<FnMeta>) -> Function {
     Function { name, signature, doc }
 }
 
+/// The handle types, by their Rust names, as scripts know them.
+pub(crate) const HANDLE_TYPES: &[(&str, &str)] = &[
+    ("VpcHandle", "Vpc"),
+    ("SubnetHandle", "Subnet"),
+    ("HostHandle", "Host"),
+    ("NodeHandle", "Node"),
+    ("InternetHandle", "Internet"),
+    ("PeeringHandle", "Peering"),
+];
+
 /// Rhai's spelling of a Rust type, as a script writer knows it.
 pub(crate) fn readable(rust_type: &str) -> String {
     let mut t = rust_type.trim().trim_start_matches("&mut ").trim_start_matches('&').trim().to_string();
@@ -240,11 +250,7 @@ pub(crate) fn readable(rust_type: &str) -> String {
         "Dynamic" => "any",
         "Map" => "map",
         "Array" => "array",
-        "VpcHandle" => "Vpc",
-        "SubnetHandle" => "Subnet",
-        "HostHandle" => "Host",
-        "InternetHandle" => "Internet",
-        other => other,
+        other => HANDLE_TYPES.iter().find(|(rust, _)| *rust == other).map_or(other, |(_, script)| script),
     };
     readable_types(t)
 }
@@ -320,7 +326,9 @@ mod tests {
             assert!(reference.function(name).is_some_and(|f| !f.doc.is_empty()), "{name}");
         }
         assert_eq!(reference.property_names(Some("Vpc")), ["cidr", "cidr6", "name", "subnets"]);
-        assert_eq!(reference.property_names(Some("Host")), ["ip", "ip6", "name", "subnet", "vpc"]);
+        assert_eq!(reference.property_names(Some("Host")), ["ip", "ip6", "name", "node", "subnet", "vpc"]);
+        assert_eq!(reference.property_names(Some("Node")), ["name", "underlay"]);
+        assert!(reference.function("node").is_some_and(|f| !f.doc.is_empty()));
         assert!(reference.properties.iter().all(|p| !p.doc.is_empty()), "{:?}", reference.properties);
     }
 }

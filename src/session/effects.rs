@@ -111,11 +111,19 @@ pub(super) struct Probes {
     /// The network last applied: where it says a flow is blocked, a sandbox's answer is
     /// certain, and the default wait is shorter.
     model: Option<Network>,
+    /// `--node`: in a network spread over nodes, only this node's hosts run probes here.
+    node: Option<String>,
 }
 
 impl Probes {
     pub(super) fn of(target: &Target) -> Self {
-        Self { naming: target.naming(), configured: target.probe_timeout, slack: Duration::ZERO, model: None }
+        Self {
+            naming: target.naming(),
+            configured: target.probe_timeout,
+            slack: Duration::ZERO,
+            model: None,
+            node: target.node.clone(),
+        }
     }
 
     /// Makes the default wait fit the network: allowing for its impaired links (a round trip
@@ -160,7 +168,19 @@ impl Probes {
 
     fn ns(&self, e: &Endpoint) -> Result<String, EffectError> {
         match e {
-            Endpoint::Host { vpc, host } => Ok(self.naming.host_ns(vpc, host)),
+            Endpoint::Host { vpc, host } => {
+                let runs_on = self.model.as_ref().and_then(|m| m.vpc(vpc)).and_then(|v| {
+                    v.subnets.iter().flat_map(|s| &s.hosts).find(|h| h.name == *host)?.node.clone()
+                });
+                match runs_on {
+                    Some(node) if Some(&node) != self.node.as_ref() => Err(failed(format!(
+                        "{vpc}/{host} runs on node {node}: commands and probes start from hosts of this \
+                         machine{}",
+                        self.node.as_ref().map(|n| format!(" (node {n})")).unwrap_or_default()
+                    ))),
+                    _ => Ok(self.naming.host_ns(vpc, host)),
+                }
+            }
             Endpoint::Internet => self
                 .naming
                 .internet_ns()
@@ -386,8 +406,13 @@ mod tests {
         let mut interpreter = crate::script::tests::interpreter();
         interpreter.run("<test>", network).expect("the script runs");
         let network = model::validate(&interpreter.declarations()).expect("the script is valid");
-        let mut probes =
-            Probes { naming: Naming::sandbox("t"), configured, slack: Duration::ZERO, model: None };
+        let mut probes = Probes {
+            naming: Naming::sandbox("t"),
+            configured,
+            slack: Duration::ZERO,
+            model: None,
+            node: None,
+        };
         probes.allow_for(&network);
         probes
     }

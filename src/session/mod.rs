@@ -77,6 +77,10 @@ pub(crate) struct Target {
     pub prefix: String,
     /// The real host's interface towards the internet; default: the default route's.
     pub uplink: Option<String>,
+    /// `--node`: which node of a fabric this machine is.
+    pub node: Option<String>,
+    /// `--fabric`: the simulated underlay a sandbox machine joins.
+    pub fabric: Option<String>,
     /// How long a probe without its own `timeout` waits (configured); default: 0.2 s in a
     /// sandbox, 1 s on a real host.
     pub probe_timeout: Option<std::time::Duration>,
@@ -96,6 +100,20 @@ impl Target {
     pub(crate) fn check(&self) -> Result<(), Failure> {
         if let Some(why) = names::name_problem(&self.prefix) {
             return Err(Failure::refused(format!("invalid prefix: {why}"), Some(names::NAME_RULE_HELP)));
+        }
+        if let Some(fabric) = &self.fabric {
+            if let Some(why) = names::name_problem(fabric) {
+                return Err(Failure::refused(
+                    format!("invalid fabric name: {why}"),
+                    Some(names::NAME_RULE_HELP),
+                ));
+            }
+            if self.sandbox.as_ref() == Some(fabric) {
+                return Err(Failure::refused(
+                    "a fabric cannot have its sandbox machine's name",
+                    Some("name the fabric after the data centre, the sandboxes after its machines"),
+                ));
+            }
         }
         let Some(name) = &self.sandbox else { return Ok(()) };
         if let Some(why) = names::name_problem(name) {

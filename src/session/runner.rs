@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 use crate::exec::process::{Journal, ProcessRecord};
 use crate::exec::{self, Backend, OpError, System, faults, netns};
 use crate::model::Network;
-use crate::plan::kernel::{KernelState, Nft};
+use crate::plan::desired::FABRIC_BRIDGE;
+use crate::plan::kernel::{KernelState, LinkKind, Netns, Nft, Owner};
 use crate::plan::naming::{HOST_NS, Naming, UPLINK_IFNAME};
 use crate::plan::{self, Plan, Summary, desired};
 use crate::script::EffectError;
@@ -21,6 +22,10 @@ pub(crate) struct Runner {
     backend: Box<dyn Backend>,
     /// The real host's uplink: `--uplink`, or the default route's, once looked up.
     uplink: Option<String>,
+    /// `--node`: which node of a fabric this machine is.
+    node: Option<String>,
+    /// `--fabric`: the simulated underlay this sandbox machine joins.
+    fabric: Option<String>,
 }
 
 impl Runner {
@@ -31,7 +36,14 @@ impl Runner {
         let system = System::new(store.log_dir(), store.state.processes.clone(), journal)
             .map_err(|e| Failure::refused(format!("cannot start the netlink runtime: {e}"), None))?;
         let backend = faults::from_env(Box::new(system));
-        Ok(Self { naming: target.naming(), store, backend, uplink: target.uplink.clone() })
+        Ok(Self {
+            naming: target.naming(),
+            store,
+            backend,
+            uplink: target.uplink.clone(),
+            node: target.node.clone(),
+            fabric: target.fabric.clone(),
+        })
     }
 
     pub(crate) fn network(&self) -> &Network {
@@ -89,7 +101,45 @@ impl Runner {
             return Ok(KernelState::default());
         }
         let uplink = self.uplink(network)?;
-        Ok(desired::desired(network, &desired::Machine { naming: &self.naming, uplink: &uplink }))
+        let fabric = self.place(network)?;
+        Ok(desired::desired(network, &desired::Machine { naming: &self.naming, uplink: &uplink, fabric }))
+    }
+
+    /// Where this machine stands in a network spread over nodes: `--node`, and in a
+    /// sandbox `--fabric` (or the fabric it joined before).
+    fn place<'a>(&'a self, network: &'a Network) -> Result<Option<desired::Fabric<'a>>, EffectError> {
+        if !network.is_fabric() {
+            return Ok(None);
+        }
+        let declared = || network.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ");
+        let Some(name) = self.node.as_ref().or(self.store.state.node.as_ref()) else {
+            return Err(failed(
+                format!("this network is spread over nodes ({}): which one is this machine?", declared()),
+                "say it with --node NAME; each node runs the same script and builds its part",
+            ));
+        };
+        let Some(node) = network.node(name) else {
+            return Err(failed(
+                format!("no node is called `{name}`"),
+                &format!("the script declares {}", declared()),
+            ));
+        };
+        if network.control == crate::model::fabric::Control::Evpn
+            && let Some(why) = exec::frr::missing()
+        {
+            return Err(failed(
+                format!("this fabric learns MACs over BGP EVPN, and {why}"),
+                "install FRR (`apt-get install frr`), or use fabric(#{ control: \"static\" })",
+            ));
+        }
+        let underlay = self.fabric.as_deref().or(self.store.state.fabric.as_deref());
+        if self.naming.sandbox && underlay.is_none() {
+            return Err(failed(
+                format!("sandbox machine `{}` has no network to the other nodes", self.naming.prefix),
+                "join a simulated data centre with --fabric NAME (the same for every node)",
+            ));
+        }
+        Ok(Some(desired::Fabric { node, underlay: underlay.filter(|_| self.naming.sandbox) }))
     }
 
     /// What each of vpcsh's rules in the applied network has matched: the rule, where it
@@ -178,7 +228,14 @@ impl Runner {
         let started = std::time::Instant::now();
         let mut desired = self.desired(network, bare)?;
         let computed = started.elapsed();
-        let observed = self.observe(&desired)?;
+        let mut observed = self.observe(&desired)?;
+        // Other machines may still use the fabric: the last to leave removes it (see
+        // `leave_fabric`), never a plan.
+        if let Some(fabric) = &self.store.state.fabric
+            && !desired.namespaces.contains_key(fabric)
+        {
+            observed.namespaces.remove(fabric);
+        }
         tracing::info!(
             "desired state of {} namespaces in {:.1} ms, observed in {:.1} ms",
             desired.namespaces.len(),
@@ -186,11 +243,11 @@ impl Runner {
             (started.elapsed() - computed).as_secs_f64() * 1e3
         );
         let owned = &self.store.state.namespaces;
-        if let Some(foreign) = desired
-            .namespaces
-            .keys()
-            .find(|n| *n != HOST_NS && observed.namespaces.contains_key(*n) && !owned.contains(*n))
-        {
+        if let Some(foreign) = desired.namespaces.keys().find(|n| {
+            *n != HOST_NS
+                && !owned.contains(*n)
+                && observed.namespaces.get(*n).is_some_and(|ns| !is_fabric(ns, &desired.namespaces[*n]))
+        }) {
             return Err(EffectError::Failed {
                 message: format!("namespace {foreign} already exists and vpcsh did not make it"),
                 help: Some(format!(
@@ -230,6 +287,8 @@ impl Runner {
         self.store.state.namespaces.extend(creating);
         self.save()?;
         let result = exec::apply(self.backend.as_mut(), &plan);
+        let desired_fabric =
+            desired.namespaces.iter().find(|(_, ns)| ns.owner == Owner::Fabric).map(|(name, _)| name.clone());
         let wanted: BTreeSet<String> = desired.namespaces.into_keys().collect();
         self.store.state.namespaces =
             before.union(&wanted).filter(|n| *n != HOST_NS && netns::exists(n)).cloned().collect();
@@ -237,6 +296,7 @@ impl Runner {
         self.store.state.processes = self.backend.processes();
         if result.is_ok() {
             self.record_applied(&plan, network);
+            self.record_fabric(&desired_fabric);
         }
         self.save()?;
         released.map_err(op_failure)?;
@@ -254,6 +314,51 @@ impl Runner {
                 notes,
             }
         })
+    }
+
+    /// Remembers the fabric and node this machine is part of; once it is part of none, leaves
+    /// the fabric, removing it when no other machine is linked to it any more.
+    fn record_fabric(&mut self, desired_fabric: &Option<String>) {
+        let was = self.store.state.node.take();
+        if self.store.state.network.is_fabric() {
+            self.store.state.node = self.node.clone().or(was.clone());
+        }
+        if desired_fabric.is_some() {
+            self.store.state.fabric.clone_from(desired_fabric);
+            return;
+        }
+        let Some(fabric) = self.store.state.fabric.take() else { return };
+        self.store.state.namespaces.remove(&fabric);
+        if let Err(e) = self.leave_fabric(&fabric, was.as_deref()) {
+            tracing::warn!("could not leave the fabric {fabric}: {e}");
+        }
+    }
+
+    /// Takes this machine's port off the fabric's switch (its far end may outlive the
+    /// machine's namespace for a while), and removes the fabric once no port is left.
+    fn leave_fabric(&mut self, fabric: &str, node: Option<&str>) -> Result<(), OpError> {
+        let names = BTreeSet::from([fabric.to_string()]);
+        let Some(ns) = self.backend.observe(&names)?.namespaces.remove(fabric) else { return Ok(()) };
+        let mine = node.map(crate::model::names::fabric_port_ifname);
+        let mut steps = Vec::new();
+        let mut others = 0;
+        for (name, link) in &ns.links {
+            if link.kind == LinkKind::Loopback || name == FABRIC_BRIDGE {
+                continue;
+            }
+            if Some(name) == mine.as_ref() {
+                steps.push(plan::Op::DeleteLink { ns: fabric.into(), name: name.clone() });
+            } else {
+                others += 1;
+            }
+        }
+        if others == 0 {
+            steps = vec![plan::Op::DeleteNetns { ns: fabric.into() }];
+        }
+        let steps = steps.into_iter().map(|op| plan::Step { op, owner: Owner::Fabric, undo: None }).collect();
+        exec::apply(self.backend.as_mut(), &Plan { steps, ..Plan::default() })
+            .map(|_| ())
+            .map_err(|e| e.failed)
     }
 
     /// Stops processes vpcsh started whose namespaces were deleted behind its back: with
@@ -346,6 +451,12 @@ impl Runner {
     }
 }
 
+/// Whether an observed namespace is the simulated fabric wanted as `want`: vpcsh's switch is
+/// in it, made by whichever machine joined first.
+fn is_fabric(observed: &Netns, want: &Netns) -> bool {
+    want.owner == Owner::Fabric && observed.links.get(FABRIC_BRIDGE).is_some_and(|l| l.ours)
+}
+
 /// The supervisor's journal: process records go into the state file before a process runs.
 struct StateJournal(std::path::PathBuf);
 
@@ -393,6 +504,10 @@ pub(super) fn require_privilege() -> Result<(), EffectError> {
         ),
         notes: Vec::new(),
     })
+}
+
+fn failed(message: String, help: &str) -> EffectError {
+    EffectError::Failed { message, help: Some(help.into()), notes: Vec::new() }
 }
 
 pub(super) fn op_failure(e: OpError) -> EffectError {

@@ -9,6 +9,7 @@ mod counters;
 mod crash;
 mod diagnostics;
 mod explain;
+mod fabric;
 mod firewall;
 mod golden_plan;
 mod graph;

@@ -1,0 +1,74 @@
+//! FRR's daemons as processes vpcsh owns: each node's zebra and bgpd, with their files in a
+//! directory of their own so that several nodes (sandboxes) share one machine.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::netns::RUNTIME_DIR;
+use crate::plan::kernel::RoutingDaemon;
+
+/// Where Debian's (and most distributions') FRR package puts its daemons.
+const DAEMONS: &str = "/usr/lib/frr";
+/// The user FRR's package makes; its daemons drop to it, and only it may use their sockets.
+const USER: &str = "frr";
+
+/// Why FRR cannot run here, if it cannot.
+pub(crate) fn missing() -> Option<String> {
+    let daemons = [RoutingDaemon::Zebra, RoutingDaemon::Bgpd];
+    if let Some(absent) = daemons.iter().map(|d| daemon_path(*d)).find(|p| !p.exists()) {
+        return Some(format!("FRR is not installed ({} is missing)", absent.display()));
+    }
+    if nix::unistd::User::from_name(USER).ok().flatten().is_none() {
+        return Some(format!("FRR's user `{USER}` does not exist"));
+    }
+    None
+}
+
+fn daemon_path(daemon: RoutingDaemon) -> PathBuf {
+    Path::new(DAEMONS).join(daemon.name())
+}
+
+/// The directory of one namespace's FRR: configuration, pid files and sockets (its vtysh
+/// answers with `vtysh --vty_socket DIR`).
+pub(crate) fn run_dir(ns: &str) -> PathBuf {
+    Path::new(RUNTIME_DIR).join("frr").join(ns)
+}
+
+/// Writes a daemon's configuration and returns its command line: in the foreground (vpcsh
+/// supervises it), no TCP vty, logging to its standard output.
+pub(super) fn command(ns: &str, daemon: RoutingDaemon, config: &str) -> io::Result<Vec<String>> {
+    if let Some(why) = missing() {
+        return Err(io::Error::new(io::ErrorKind::NotFound, format!("{why}: `apt-get install frr`")));
+    }
+    let user =
+        nix::unistd::User::from_name(USER).ok().flatten().ok_or_else(|| io::Error::other("no FRR user"))?;
+    let dir = run_dir(ns);
+    fs::create_dir_all(&dir)?;
+    nix::unistd::chown(&dir, Some(user.uid), Some(user.gid))?;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o750))?;
+    let conf = dir.join(format!("{}.conf", daemon.name()));
+    fs::write(&conf, config)?;
+    nix::unistd::chown(&conf, Some(user.uid), Some(user.gid))?;
+    let path = |name: &str| dir.join(name).display().to_string();
+    Ok(vec![
+        daemon_path(daemon).display().to_string(),
+        "-f".into(),
+        conf.display().to_string(),
+        "-i".into(),
+        path(&format!("{}.pid", daemon.name())),
+        "-z".into(),
+        path("zserv.api"),
+        "--vty_socket".into(),
+        dir.display().to_string(),
+        "-u".into(),
+        USER.into(),
+        "-g".into(),
+        USER.into(),
+        "-A".into(),
+        "127.0.0.1".into(),
+        "-P".into(),
+        "0".into(),
+    ])
+}

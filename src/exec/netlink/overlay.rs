@@ -1,0 +1,237 @@
+//! The fabric's kernel objects over netlink: VXLAN devices whose socket stays in the
+//! underlay's namespace, static neighbours for remote hosts, and flood entries.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
+
+use futures::{StreamExt, TryStreamExt};
+use netlink_packet_route::link::{InfoBridgePort, InfoData, InfoPortData, InfoPortKind, InfoVxlan, LinkInfo};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use netlink_packet_route::route::RouteType;
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::packet_core::{
+    NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
+};
+use rtnetlink::{Handle, LinkUnspec, LinkVxlan};
+
+use super::{LINK_GROUP, Mac, Netlink, io_err};
+use crate::model::fabric::VXLAN_PORT;
+use crate::plan::kernel::{Flood, LinkKind, Neighbour, PortMac};
+
+/// The observed kind of a VXLAN link, from its link info.
+pub(super) fn vxlan_kind(infos: &[LinkInfo]) -> LinkKind {
+    let (mut vni, mut local) = (0, Ipv4Addr::UNSPECIFIED);
+    for info in infos {
+        if let LinkInfo::Data(InfoData::Vxlan(data)) = info {
+            for d in data {
+                match d {
+                    InfoVxlan::Id(id) => vni = *id,
+                    InfoVxlan::Local(ip) => local = *ip,
+                    _ => {}
+                }
+            }
+        }
+    }
+    LinkKind::Vxlan { vni, local, underlay_ns: String::new(), evpn: false }
+}
+
+/// Whether a bridge port learns, from its port data.
+pub(super) fn port_learning(port: &InfoPortData) -> Option<bool> {
+    let InfoPortData::BridgePort(attrs) = port else { return None };
+    attrs.iter().find_map(|a| if let InfoBridgePort::Learning(on) = a { Some(*on) } else { None })
+}
+
+impl Netlink {
+    /// Turns source-MAC learning on or off on one bridge port.
+    pub(super) fn set_learning(&mut self, ns: &str, name: &str, on: bool) -> io::Result<()> {
+        let index = self.index(ns, name)?;
+        let msg = LinkUnspec::new_with_index(index)
+            .set_port_kind(InfoPortKind::Bridge)
+            .set_port_data(InfoPortData::BridgePort(vec![InfoBridgePort::Learning(on)]))
+            .build();
+        // Port settings are a change of an existing link (RTM_NEWLINK without CREATE):
+        // RTM_SETLINK leaves them alone.
+        self.send(ns, RouteNetlinkMessage::NewLink(msg), 0)
+    }
+
+    /// Creates a VXLAN device in `ns` from `underlay_ns`: the kernel binds its UDP socket
+    /// in the namespace the request comes from, and puts the device where it is sent.
+    pub(super) fn create_vxlan(
+        &mut self,
+        ns: &str,
+        name: &str,
+        (vni, local, underlay_ns): (u32, Ipv4Addr, &str),
+        (master, mtu, evpn): (Option<&str>, Option<u32>, bool),
+    ) -> io::Result<()> {
+        let master = master.map(|m| self.index(ns, m)).transpose()?;
+        let space = self.space(ns)?;
+        let fd = space.fd.as_raw_fd();
+        let index = space.claim_index(name);
+        let mut builder = LinkVxlan::new(name, vni)
+            .port(VXLAN_PORT)
+            .local(local)
+            // With EVPN, FRR installs what other nodes have; nothing is learned from traffic.
+            .learning(!evpn)
+            .link_group(LINK_GROUP)
+            .setns_by_fd(fd)
+            .up();
+        if let Some(m) = master {
+            builder = builder.controller(m);
+        }
+        if let Some(mtu) = mtu {
+            builder = builder.mtu(mtu);
+        }
+        if let Some(i) = index {
+            builder = builder.index(i);
+        }
+        let handle = self.space(underlay_ns)?.handle.clone();
+        self.rt.block_on(handle.link().add(builder.build()).execute()).map_err(io_err)
+    }
+
+    /// Adds (or replaces) or deletes a permanent neighbour entry.
+    pub(super) fn set_neighbour(&mut self, ns: &str, n: &Neighbour, add: bool) -> io::Result<()> {
+        let index = self.index(ns, &n.dev)?;
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = if n.ip.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+        msg.header.ifindex = index;
+        msg.header.state = NeighbourState::Permanent;
+        msg.header.kind = RouteType::Unspec;
+        msg.attributes.push(NeighbourAttribute::Destination(address(n.ip)));
+        msg.attributes.push(NeighbourAttribute::LinkLayerAddress(n.mac.to_vec()));
+        self.neighbour_request(ns, msg, add, NLM_F_REPLACE)
+    }
+
+    /// Adds or deletes an all-zeros entry of a VXLAN device towards one remote endpoint;
+    /// entries for the same (zero) MAC are appended, one per endpoint.
+    pub(super) fn set_flood(&mut self, ns: &str, f: &Flood, add: bool) -> io::Result<()> {
+        let index = self.index(ns, &f.dev)?;
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Bridge;
+        msg.header.ifindex = index;
+        msg.header.state = NeighbourState::Permanent;
+        msg.header.flags = NeighbourFlags::Own;
+        msg.header.kind = RouteType::Unspec;
+        msg.attributes.push(NeighbourAttribute::LinkLayerAddress(vec![0; 6]));
+        msg.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(f.dst)));
+        self.neighbour_request(ns, msg, add, NLM_F_APPEND)
+    }
+
+    /// Adds or deletes a static entry of a bridge's forwarding table on one of its ports.
+    pub(super) fn set_port_mac(&mut self, ns: &str, e: &PortMac, add: bool) -> io::Result<()> {
+        let index = self.index(ns, &e.dev)?;
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Bridge;
+        msg.header.ifindex = index;
+        msg.header.state = NeighbourState::Noarp;
+        msg.header.flags = NeighbourFlags::Controller;
+        msg.header.kind = RouteType::Unspec;
+        msg.attributes.push(NeighbourAttribute::LinkLayerAddress(e.mac.to_vec()));
+        self.neighbour_request(ns, msg, add, NLM_F_REPLACE)
+    }
+
+    fn neighbour_request(&mut self, ns: &str, msg: NeighbourMessage, add: bool, mode: u16) -> io::Result<()> {
+        if add {
+            self.send(ns, RouteNetlinkMessage::NewNeighbour(msg), NLM_F_CREATE | mode)
+        } else {
+            self.send(ns, RouteNetlinkMessage::DelNeighbour(msg), 0)
+        }
+    }
+
+    /// One request and its acknowledgement.
+    fn send(&mut self, ns: &str, payload: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
+        let mut handle = self.space(ns)?.handle.clone();
+        let mut req = NetlinkMessage::from(payload);
+        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+        self.rt.block_on(async {
+            let mut replies = handle.request(req).map_err(io_err)?;
+            while let Some(reply) = replies.next().await {
+                if let NetlinkPayload::Error(e) = reply.payload
+                    && e.code.is_some()
+                {
+                    return Err(e.to_io());
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// The permanent neighbours on vpcsh's links and the flood entries of VXLAN devices.
+    pub(super) fn forwarding_entries(
+        &mut self,
+        handle: &Handle,
+        names: &HashMap<u32, String>,
+    ) -> io::Result<ForwardingEntries> {
+        // IPv4 and IPv6 neighbours in one dump; bridge forwarding entries need their own.
+        let all: Vec<NeighbourMessage> = self
+            .rt
+            .block_on(async {
+                let mut all: Vec<NeighbourMessage> =
+                    handle.neighbours().get().execute().try_collect().await?;
+                let bridge = handle.neighbours().get().set_address_family(AddressFamily::Bridge).execute();
+                all.extend(bridge.try_collect::<Vec<_>>().await?);
+                Ok::<_, rtnetlink::Error>(all)
+            })
+            .map_err(io_err)?;
+        let mut out = ForwardingEntries::default();
+        for m in &all {
+            let Some(dev) = names.get(&m.header.ifindex) else { continue };
+            let (dst, lladdr) = parts(m);
+            match (m.header.family, dst, lladdr) {
+                (AddressFamily::Inet | AddressFamily::Inet6, Some(ip), Some(mac))
+                    if m.header.state == NeighbourState::Permanent =>
+                {
+                    out.neighbours.insert(Neighbour { dev: dev.clone(), ip, mac });
+                }
+                (AddressFamily::Bridge, Some(IpAddr::V4(dst)), Some(mac)) if mac == [0; 6] => {
+                    out.floods.insert(Flood { dev: dev.clone(), dst });
+                }
+                // The bridge's own entries (static) rather than the port device's (`self`).
+                (AddressFamily::Bridge, None, Some(mac))
+                    if m.header.state == NeighbourState::Noarp
+                        && !m.header.flags.contains(NeighbourFlags::Own) =>
+                {
+                    out.port_macs.insert(PortMac { dev: dev.clone(), mac });
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What a namespace's neighbour and bridge tables hold of vpcsh's.
+#[derive(Default)]
+pub(super) struct ForwardingEntries {
+    pub neighbours: BTreeSet<Neighbour>,
+    pub floods: BTreeSet<Flood>,
+    pub port_macs: BTreeSet<PortMac>,
+}
+
+fn address(ip: IpAddr) -> NeighbourAddress {
+    match ip {
+        IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
+        IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
+    }
+}
+
+/// An entry's destination and link-layer address.
+fn parts(m: &NeighbourMessage) -> (Option<IpAddr>, Option<Mac>) {
+    let (mut dst, mut mac) = (None, None);
+    for a in &m.attributes {
+        match a {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => dst = Some(IpAddr::V4(*v4)),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => dst = Some(IpAddr::V6(*v6)),
+            // A bridge entry's remote endpoint, which the parser does not know the family of.
+            NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+                dst = <[u8; 4]>::try_from(b.as_slice()).ok().map(IpAddr::from);
+            }
+            NeighbourAttribute::LinkLayerAddress(l) => mac = <Mac>::try_from(l.as_slice()).ok(),
+            _ => {}
+        }
+    }
+    (dst, mac)
+}
