@@ -51,6 +51,9 @@ command -v ping >/dev/null || need+=(iputils-ping)
 command -v nft >/dev/null || need+=(nftables)
 command -v script >/dev/null || need+=(bsdutils)
 command -v iptables-nft >/dev/null || need+=(iptables)
+# FRR for the EVPN fabric tests; as root only (its daemons drop to their own user, which a
+# user namespace of one's own does not have: there the tests check vpcsh says so).
+if [ "$(id -u)" = 0 ] && [ ! -x /usr/lib/frr/bgpd ]; then need+=(frr); fi
 
 if [ "$(id -u)" != 0 ]; then
   if [ ${#need[@]} -gt 0 ]; then

@@ -83,13 +83,17 @@ pub(crate) fn status(target: &Target, json: bool) -> Result<ExitCode, Failure> {
         })
         .collect();
     let processes = runner.state().processes.clone();
-    let healthy = objects.iter().all(|(_, s)| s.status == "ok");
+    let nodes = session::node_statuses(&runner);
+    let healthy = objects.iter().all(|(_, s)| s.status == "ok") && nodes.iter().all(|n| n.ok);
     if json {
         let value = json!({
             "objects": objects.iter().map(|(o, s)| json!({
                 "object": o.to_string(), "kind": o.kind(), "name": o.name(), "status": s.status,
                 "why": s.why, "repairs": s.repairs,
                 "stack": match o { Owner::Vpc(v) => runner.state().stack_of(v), _ => None },
+            })).collect::<Vec<_>>(),
+            "nodes": nodes.iter().map(|n| json!({
+                "name": n.name, "underlay": n.underlay, "state": n.state, "routes": n.routes, "ok": n.ok,
             })).collect::<Vec<_>>(),
             "host_firewall": plan.host_firewall.iter().map(|(c, p)| json!({
                 "family": c.family, "table": c.table, "chain": c.chain, "rules_in": c.rules_in,
@@ -118,6 +122,16 @@ pub(crate) fn status(target: &Target, json: bool) -> Result<ExitCode, Failure> {
             }
             s.why.iter().for_each(|why| println!("           {why}"));
             s.repairs.iter().for_each(|r| println!("           needs: {r}"));
+        }
+        for n in &nodes {
+            let routes = n.routes.map(|r| format!(", {r} routes received")).unwrap_or_default();
+            println!(
+                "{:<8} node {} {}: {}{routes}",
+                if n.ok { "ok" } else { "down" },
+                n.name,
+                n.underlay,
+                n.state
+            );
         }
         host_firewall_lines(&plan).iter().for_each(|l| println!("{l}"));
         for p in &processes {

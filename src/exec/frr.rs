@@ -1,10 +1,12 @@
 //! FRR's daemons as processes vpcsh owns: each node's zebra and bgpd, with their files in a
 //! directory of their own so that several nodes (sandboxes) share one machine.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use super::netns::RUNTIME_DIR;
 use crate::plan::kernel::RoutingDaemon;
@@ -20,10 +22,22 @@ pub(crate) fn missing() -> Option<String> {
     if let Some(absent) = daemons.iter().map(|d| daemon_path(*d)).find(|p| !p.exists()) {
         return Some(format!("FRR is not installed ({} is missing)", absent.display()));
     }
-    if nix::unistd::User::from_name(USER).ok().flatten().is_none() {
+    let Some(user) = nix::unistd::User::from_name(USER).ok().flatten() else {
         return Some(format!("FRR's user `{USER}` does not exist"));
+    };
+    if !mapped(user.uid.as_raw()) {
+        return Some(format!("FRR's user `{USER}` does not exist in this user namespace (rootless vpcsh)"));
     }
     None
+}
+
+/// Whether a user id exists in the user namespace vpcsh runs in.
+fn mapped(uid: u32) -> bool {
+    let Ok(map) = fs::read_to_string("/proc/self/uid_map") else { return true };
+    map.lines().any(|line| {
+        let f: Vec<u64> = line.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        f.len() == 3 && (f[0]..f[0] + f[2]).contains(&u64::from(uid))
+    })
 }
 
 fn daemon_path(daemon: RoutingDaemon) -> PathBuf {
@@ -71,4 +85,36 @@ pub(super) fn command(ns: &str, daemon: RoutingDaemon, config: &str) -> io::Resu
         "-P".into(),
         "0".into(),
     ])
+}
+
+/// One BGP neighbour as a node's bgpd sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct BgpPeer {
+    /// `Established`, or where the session is stuck (`Connect`, `Active`, ...).
+    pub state: String,
+    /// EVPN routes received from it.
+    pub routes: u64,
+}
+
+/// The EVPN sessions of the FRR in namespace `ns`, by neighbour address, as its `vtysh`
+/// reports them (`show bgp l2vpn evpn summary json`).
+pub(crate) fn bgp_peers(ns: &str) -> io::Result<BTreeMap<String, BgpPeer>> {
+    let out = Command::new("vtysh")
+        .arg("--vty_socket")
+        .arg(run_dir(ns))
+        .args(["-c", "show bgp l2vpn evpn summary json"])
+        .output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+    }
+    let summary: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| io::Error::other(format!("vtysh said: {e}")))?;
+    let peers = summary["peers"].as_object().cloned().unwrap_or_default();
+    Ok(peers
+        .into_iter()
+        .map(|(addr, p)| {
+            let state = p["state"].as_str().unwrap_or("unknown").to_string();
+            (addr, BgpPeer { state, routes: p["pfxRcd"].as_u64().unwrap_or(0) })
+        })
+        .collect())
 }

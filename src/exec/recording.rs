@@ -62,13 +62,18 @@ impl Backend for Recording {
             Op::DeleteNetns { ns } => {
                 self.state.namespaces.remove(ns);
             }
-            Op::CreateVeth { name, master, peer_ns, peer, mtu, peer_mac, .. } => {
+            Op::CreateVeth { name, master, peer_ns, peer, mtu, peer_mac, peer_master, .. } => {
                 let n = self.state.namespaces.get_mut(op.ns()).ok_or_else(missing)?;
                 let near = Link { master: master.clone(), mtu: *mtu, ..link(LinkKind::VethPeer) };
                 n.links.insert(name.clone(), near);
                 let far = self.state.namespaces.get_mut(peer_ns).ok_or_else(missing)?;
-                far.links
-                    .insert(peer.clone(), Link { mtu: *mtu, mac: *peer_mac, ..link(LinkKind::VethPeer) });
+                let far_end = Link {
+                    master: peer_master.clone(),
+                    mtu: *mtu,
+                    mac: *peer_mac,
+                    ..link(LinkKind::VethPeer)
+                };
+                far.links.insert(peer.clone(), far_end);
             }
             _ => apply_in(self.state.namespaces.get_mut(op.ns()).ok_or_else(missing)?, op),
         }

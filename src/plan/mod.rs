@@ -504,4 +504,6 @@ fn owner_of<'a>(ns: &'a Netns, dev: &str) -> &'a Owner {
 }
 
 #[cfg(test)]
+mod fabric_tests;
+#[cfg(test)]
 mod tests;

@@ -4,6 +4,7 @@
 
 mod admin;
 mod effects;
+mod fabric;
 mod runner;
 mod script;
 mod stacks;
@@ -21,6 +22,7 @@ pub(crate) use admin::{
     unknown_vpc,
 };
 pub(crate) use effects::Interactive;
+pub(crate) use fabric::node_statuses;
 pub(crate) use runner::RuleCounter;
 pub(crate) use script::{network_of, run_script};
 pub(crate) use stacks::StackName;
