@@ -106,14 +106,16 @@ struct Probe {
 /// Every flow worth checking: host to host, host to and from the internet (in a sandbox),
 /// by ping and on the ports that matter (published and firewall-listed), over each family
 /// both ends have.
-fn flows(network: &Network, naming: &Naming, context: &Context) -> Vec<Probe> {
+fn flows(network: &Network, naming: &Naming, context: &Context, node: Option<&str>) -> Vec<Probe> {
     let hosts: Vec<_> = network.hosts().collect();
+    // In a fabric, packets start only from this node's hosts and its own internet.
+    let here = |h: &crate::model::Host| !network.is_fabric() || h.node.as_deref() == node;
     let mut out = Vec::new();
     let mut add = |flow: Flow, from_ns: String, to_addr: IpAddr| {
         let predicted = reach::explain(network, &flow, context);
         out.push(Probe { flow, from_ns, to_addr, predicted });
     };
-    for (fv, _, fh) in &hosts {
+    for (fv, _, fh) in hosts.iter().filter(|(_, _, h)| here(h)) {
         let from = Place::Host { vpc: fv.name.clone(), host: fh.name.clone() };
         let from_ns = naming.host_ns(&fv.name, &fh.name);
         for (tv, ts, th) in hosts.iter().filter(|(v, _, h)| v.name != fv.name || h.name != fh.name) {
@@ -143,7 +145,7 @@ fn flows(network: &Network, naming: &Naming, context: &Context) -> Vec<Probe> {
         }
     }
     if let Some(internet_ns) = naming.internet_ns() {
-        for (v, _, h) in &hosts {
+        for (v, _, h) in hosts.iter().filter(|(_, _, h)| here(h)) {
             let to = Place::Host { vpc: v.name.clone(), host: h.name.clone() };
             let from = Place::Internet(INTERNET_IP.into());
             // Unasked, the outside sees nothing: a ping to the host's own address.
@@ -225,7 +227,8 @@ pub(crate) fn verify(
         None => applied,
     };
     let naming = target.naming();
-    let mut probes = flows(&network, &naming, &context);
+    let node = session::this_node(target);
+    let mut probes = flows(&network, &naming, &context, node.as_deref());
     if let Some(n) = sample.filter(|n| *n < probes.len()) {
         // Every k-th flow: spread over all hosts, the same each run.
         let step = probes.len().div_ceil(n);

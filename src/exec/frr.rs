@@ -66,25 +66,40 @@ pub(super) fn command(ns: &str, daemon: RoutingDaemon, config: &str) -> io::Resu
     fs::write(&conf, config)?;
     nix::unistd::chown(&conf, Some(user.uid), Some(user.gid))?;
     let path = |name: &str| dir.join(name).display().to_string();
-    Ok(vec![
-        daemon_path(daemon).display().to_string(),
-        "-f".into(),
-        conf.display().to_string(),
-        "-i".into(),
-        path(&format!("{}.pid", daemon.name())),
-        "-z".into(),
-        path("zserv.api"),
-        "--vty_socket".into(),
-        dir.display().to_string(),
-        "-u".into(),
-        USER.into(),
-        "-g".into(),
-        USER.into(),
-        "-A".into(),
-        "127.0.0.1".into(),
-        "-P".into(),
-        "0".into(),
-    ])
+    // bgpd that finds no zebra socket tries again only 10 s later: it waits for zebra's
+    // socket first (both start together), for up to 5 s.
+    let wait_for_zebra = match daemon {
+        RoutingDaemon::Bgpd => vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            r#"i=0; while [ ! -S "$1" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; shift; exec "$@""#.into(),
+            "sh".into(),
+            path("zserv.api"),
+        ],
+        RoutingDaemon::Zebra => Vec::new(),
+    };
+    Ok(wait_for_zebra
+        .into_iter()
+        .chain([
+            daemon_path(daemon).display().to_string(),
+            "-f".into(),
+            conf.display().to_string(),
+            "-i".into(),
+            path(&format!("{}.pid", daemon.name())),
+            "-z".into(),
+            path("zserv.api"),
+            "--vty_socket".into(),
+            dir.display().to_string(),
+            "-u".into(),
+            USER.into(),
+            "-g".into(),
+            USER.into(),
+            "-A".into(),
+            "127.0.0.1".into(),
+            "-P".into(),
+            "0".into(),
+        ])
+        .collect())
 }
 
 /// One BGP neighbour as a node's bgpd sees it.

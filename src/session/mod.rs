@@ -19,7 +19,7 @@ use crate::state;
 
 pub(crate) use admin::{
     applied, apply_policy, blocking_chains, counters, definitions, destroy, reference, rules, status_plan,
-    unknown_vpc,
+    this_node, unknown_vpc,
 };
 pub(crate) use effects::Interactive;
 pub(crate) use fabric::node_statuses;

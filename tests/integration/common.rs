@@ -354,3 +354,62 @@ impl Drop for FakeHost {
         }
     }
 }
+
+/// Sandbox machines of one fabric; on drop each is destroyed, then the fabric namespace
+/// (by its exact name) if anything failed before its last machine left.
+pub(crate) struct Fabric {
+    pub name: String,
+    pub nodes: Vec<(String, Sandbox)>,
+}
+
+impl Fabric {
+    pub(crate) fn new(tag: &str, nodes: &[&str]) -> Self {
+        let name = unique(&format!("{tag}f"));
+        let nodes = nodes.iter().map(|n| (n.to_string(), Sandbox::new(&format!("{tag}{n}")))).collect();
+        Self { name, nodes }
+    }
+
+    pub(crate) fn node(&self, node: &str) -> &Sandbox {
+        &self.nodes.iter().find(|(n, _)| n == node).expect("a node of this fabric").1
+    }
+
+    /// vpcsh on one node's machine.
+    pub(crate) fn cmd(&self, node: &str, args: &[&str]) -> Command {
+        let mut cmd = self.node(node).cmd(&["--fabric", &self.name, "--node", node]);
+        cmd.args(args);
+        cmd
+    }
+
+    pub(crate) fn run(&self, node: &str, args: &[&str]) -> Run {
+        self.cmd(node, args).output().unwrap().into()
+    }
+
+    /// Applies `script` on every node, in order; each must succeed.
+    pub(crate) fn apply_everywhere(&self, script: &str) -> Vec<Run> {
+        let path = self.nodes[0].1.script(script);
+        self.nodes
+            .iter()
+            .map(|(node, _)| {
+                let run = self.run(node, &["apply", path.to_str().unwrap()]);
+                assert_eq!(run.code, 0, "apply on {node} failed: {run:?}");
+                run
+            })
+            .collect()
+    }
+
+    /// A host's namespace, on the machine it runs on.
+    pub(crate) fn host(&self, node: &str, vpc_host: &str) -> String {
+        self.node(node).ns(vpc_host)
+    }
+}
+
+impl Drop for Fabric {
+    fn drop(&mut self) {
+        for (_, sb) in self.nodes.drain(..) {
+            drop(sb);
+        }
+        if list_netns().contains(&self.name) {
+            let _ = Command::new("ip").args(["netns", "delete", &self.name]).output();
+        }
+    }
+}

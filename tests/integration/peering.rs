@@ -1,7 +1,8 @@
 //! Peering with real packets, and the isolation matrix: every ordered host pair of a
 //! generated topology probed and compared with what the model's own rules predict.
 //!
-//! Grow the matrix: `VPCSH_MATRIX_SEED=7 VPCSH_MATRIX_VPCS=8 cargo test --test integration matrix`.
+//! Grow the matrix: `VPCSH_MATRIX_SEED=7 VPCSH_MATRIX_VPCS=8 cargo test --test integration matrix`;
+//! spread it over more machines with `VPCSH_MATRIX_NODES=4` (and `VPCSH_MATRIX_CONTROL=evpn`).
 
 use std::sync::Mutex;
 use std::thread;
@@ -81,6 +82,8 @@ impl Rng {
 struct MatrixHost {
     vpc: usize,
     subnet: usize,
+    /// The node it is pinned to (always 0 on one machine).
+    node: usize,
     ns_suffix: String,
     ip: String,
     /// Set in the dual-stack mode.
@@ -98,10 +101,20 @@ struct MatrixPeering {
 /// an address unique across VPCs, and peerings with and without allow-lists wherever the
 /// rules permit them. Dual-stack: the same for IPv6 (the prefixes shared where the IPv4
 /// CIDRs are), allow-lists naming both families.
-fn generate(seed: u64, vpcs: usize, dual: bool) -> (String, Vec<MatrixHost>, Vec<MatrixPeering>) {
+fn generate(
+    seed: u64,
+    vpcs: usize,
+    dual: bool,
+    nodes: usize,
+) -> (String, Vec<MatrixHost>, Vec<MatrixPeering>) {
     let mut rng = Rng(seed);
     let cidr_of: Vec<u64> = (0..vpcs).map(|_| 1 + rng.next((vpcs as u64).div_ceil(2) + 1)).collect();
     let mut script = String::new();
+    if nodes > 1 {
+        for n in 0..nodes {
+            script += &format!("let n{n} = node(\"n{n}\", #{{ underlay: \"192.0.2.{}\" }});\n", 10 + n);
+        }
+    }
     let mut hosts = Vec::new();
     for (v, k) in cidr_of.iter().enumerate() {
         // IPv6 prefixes are routed, so each VPC has its own even where IPv4 CIDRs repeat.
@@ -114,10 +127,13 @@ fn generate(seed: u64, vpcs: usize, dual: bool) -> (String, Vec<MatrixHost>, Vec
                 Some(ip6) => (format!(", #{{ ipv6: \"fd00:{v}:0:{s}::/64\" }}"), format!(", ip6: \"{ip6}\"")),
                 None => (String::new(), String::new()),
             };
+            // Hosts of one VPC, and of peered VPCs, land on different nodes.
+            let node = (v + s) % nodes;
+            let pin = if nodes > 1 { format!(", node: n{node}") } else { String::new() };
             script += &format!(
-                "v{v}.subnet(\"s{s}\", \"10.{k}.{s}.0/24\"{subnet6}).host(\"h{s}\", #{{ ip: \"{ip}\"{host6} }});\n"
+                "v{v}.subnet(\"s{s}\", \"10.{k}.{s}.0/24\"{subnet6}).host(\"h{s}\", #{{ ip: \"{ip}\"{host6}{pin} }});\n"
             );
-            hosts.push(MatrixHost { vpc: v, subnet: s, ns_suffix: format!("v{v}.h{s}"), ip, ip6 });
+            hosts.push(MatrixHost { vpc: v, subnet: s, node, ns_suffix: format!("v{v}.h{s}"), ip, ip6 });
         }
     }
     let mut peerings: Vec<MatrixPeering> = Vec::new();
@@ -180,15 +196,69 @@ fn predicted(from: &MatrixHost, to: &MatrixHost, peerings: &[MatrixPeering]) -> 
 /// `VPCSH_MATRIX_IPV4_ONLY=1`) and compares each answer with what the model says.
 #[test]
 fn isolation_matrix_matches_the_model() {
+    matrix(1);
+}
+
+/// The same over sandbox machines of one fabric, each host pinned so that hosts of one VPC
+/// and of peered VPCs sit on different nodes: isolation and peering hold across machines.
+#[test]
+fn isolation_matrix_holds_across_nodes() {
+    matrix(2);
+}
+
+fn matrix(default_nodes: u64) {
     let env =
         |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let (seed, vpcs) = (env("VPCSH_MATRIX_SEED", 42), env("VPCSH_MATRIX_VPCS", 5) as usize);
     let dual = env("VPCSH_MATRIX_IPV4_ONLY", 0) == 0;
-    let (script, hosts, peerings) = generate(seed, vpcs, dual);
-    let sb = Sandbox::new("matrix");
-    sb.apply(&script);
+    let nodes = if default_nodes > 1 { env("VPCSH_MATRIX_NODES", default_nodes).max(2) } else { 1 } as usize;
+    let (mut script, hosts, peerings) = generate(seed, vpcs, dual, nodes);
     assert!(!peerings.is_empty(), "seed {seed} made no peering; pick another default");
-
+    // One machine, or a fabric of sandbox machines.
+    let mut fabric = None;
+    let mut single = None;
+    if nodes > 1 {
+        let control = std::env::var("VPCSH_MATRIX_CONTROL").unwrap_or_else(|_| "static".into());
+        script = format!("fabric(#{{ control: \"{control}\" }});\n{script}");
+        let names: Vec<String> = (0..nodes).map(|n| format!("n{n}")).collect();
+        let f = Fabric::new("mx", &names.iter().map(String::as_str).collect::<Vec<_>>());
+        f.apply_everywhere(&script);
+        if control == "evpn" {
+            // Every node's sessions up, and the routes they carry settled, before the first
+            // packet is judged.
+            let routes = || -> Option<u64> {
+                let mut total = 0;
+                for (node, _) in &f.nodes {
+                    let run = f.run(node, &["status", "--json"]);
+                    let json: serde_json::Value = serde_json::from_str(&run.stdout).ok()?;
+                    for n in json["nodes"].as_array()? {
+                        n["ok"].as_bool().filter(|ok| *ok)?;
+                        total += n["routes"].as_u64()?;
+                    }
+                }
+                Some(total)
+            };
+            let mut last = None;
+            let settled = (0..60).any(|_| {
+                thread::sleep(std::time::Duration::from_millis(500));
+                let now = routes();
+                let same = now.is_some() && now == last;
+                last = now;
+                same
+            });
+            assert!(settled, "EVPN sessions never all came up and settled");
+        }
+        fabric = Some(f);
+    } else {
+        let sb = Sandbox::new("matrix");
+        sb.apply(&script);
+        single = Some(sb);
+    }
+    let ns_of = |h: &MatrixHost| match (&fabric, &single) {
+        (Some(f), _) => f.host(&format!("n{}", h.node), &h.ns_suffix),
+        (None, Some(sb)) => sb.ns(&h.ns_suffix),
+        (None, None) => unreachable!("one of the two is set above"),
+    };
     let flows: Vec<(usize, usize, &str)> = (0..hosts.len())
         .flat_map(|i| (0..hosts.len()).filter(move |j| *j != i).map(move |j| (i, j)))
         .flat_map(|(i, j)| {
@@ -206,7 +276,7 @@ fn isolation_matrix_matches_the_model() {
                 loop {
                     let Some((i, j, addr)) = next.lock().unwrap().next() else { break };
                     let (from, to) = (&hosts[i], &hosts[j]);
-                    let got = in_ns(&sb.ns(&from.ns_suffix), &["ping", "-c1", "-W0.5", "-q", addr]).code == 0;
+                    let got = in_ns(&ns_of(from), &["ping", "-c1", "-W0.5", "-q", addr]).code == 0;
                     let want = predicted(from, to, &peerings);
                     if got != want {
                         mismatches.lock().unwrap().push(format!(
@@ -222,12 +292,18 @@ fn isolation_matrix_matches_the_model() {
         }
     });
     let mismatches = mismatches.into_inner().unwrap();
-    // vpcsh's own model agrees with the same packets.
-    let verify = sb.run(&["verify"]);
-    assert_eq!(verify.code, 0, "seed {seed}: verify disagrees\n{}\nscript:\n{script}", verify.stdout);
+    // vpcsh's own model agrees with the same packets, on every machine.
+    let verifies: Vec<Run> = match (&fabric, &single) {
+        (Some(f), _) => f.nodes.iter().map(|(node, _)| f.run(node, &["verify"])).collect(),
+        (None, Some(sb)) => vec![sb.run(&["verify"])],
+        (None, None) => unreachable!("one of the two is set above"),
+    };
+    for verify in verifies {
+        assert_eq!(verify.code, 0, "seed {seed}: verify disagrees\n{}\nscript:\n{script}", verify.stdout);
+    }
     assert!(
         mismatches.is_empty(),
-        "seed {seed}, {vpcs} VPCs: {} of {checked} flows differ from the model\n{}\nscript:\n{script}",
+        "seed {seed}, {vpcs} VPCs on {nodes} node(s): {} of {checked} flows differ from the model\n{}\nscript:\n{script}",
         mismatches.len(),
         mismatches.join("\n")
     );
