@@ -397,6 +397,32 @@ impl Fabric {
             .collect()
     }
 
+    /// Waits until every node's BGP EVPN sessions are up and the routes they carry have
+    /// settled (the same count twice, half a second apart), for up to 30 s.
+    pub(crate) fn wait_for_evpn(&self) {
+        let routes = || -> Option<u64> {
+            let mut total = 0;
+            for (node, _) in &self.nodes {
+                let run = self.run(node, &["status", "--json"]);
+                let json: serde_json::Value = serde_json::from_str(&run.stdout).ok()?;
+                for n in json["nodes"].as_array()? {
+                    n["ok"].as_bool().filter(|ok| *ok)?;
+                    total += n["routes"].as_u64()?;
+                }
+            }
+            Some(total)
+        };
+        let mut last = None;
+        let settled = (0..60).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let now = routes();
+            let same = now.is_some() && now == last;
+            last = now;
+            same
+        });
+        assert!(settled, "EVPN sessions never all came up and settled");
+    }
+
     /// A host's namespace, on the machine it runs on.
     pub(crate) fn host(&self, node: &str, vpc_host: &str) -> String {
         self.node(node).ns(vpc_host)

@@ -53,13 +53,7 @@ fn evpn_fabric_learns_macs_and_endpoints_over_bgp() {
     assert!(plan.stdout.contains("start FRR bgpd in"), "{plan:?}");
     assert!(!plan.stdout.contains("flood"), "vpcsh configures what BGP should learn: {plan:?}");
     f.apply_everywhere(&script);
-    let w1 = f.host("n1", "prod.w1");
-    // Sessions come up within seconds (connect retry 1 s); then the first packets pass.
-    let converged = (0..100).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        get(&w1, "10.10.2.2", 80, "/").is_some() && get(&w1, "10.10.1.3", 80, "/").is_some()
-    });
-    assert!(converged, "EVPN never carried n1 to n2 and n3");
+    f.wait_for_evpn();
     stretched_subnets_work(&f, &script);
     let status = f.run("n1", &["status"]);
     for peer in ["n2 192.0.2.12", "n3 192.0.2.13"] {

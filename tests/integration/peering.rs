@@ -224,29 +224,7 @@ fn matrix(default_nodes: u64) {
         let f = Fabric::new("mx", &names.iter().map(String::as_str).collect::<Vec<_>>());
         f.apply_everywhere(&script);
         if control == "evpn" {
-            // Every node's sessions up, and the routes they carry settled, before the first
-            // packet is judged.
-            let routes = || -> Option<u64> {
-                let mut total = 0;
-                for (node, _) in &f.nodes {
-                    let run = f.run(node, &["status", "--json"]);
-                    let json: serde_json::Value = serde_json::from_str(&run.stdout).ok()?;
-                    for n in json["nodes"].as_array()? {
-                        n["ok"].as_bool().filter(|ok| *ok)?;
-                        total += n["routes"].as_u64()?;
-                    }
-                }
-                Some(total)
-            };
-            let mut last = None;
-            let settled = (0..60).any(|_| {
-                thread::sleep(std::time::Duration::from_millis(500));
-                let now = routes();
-                let same = now.is_some() && now == last;
-                last = now;
-                same
-            });
-            assert!(settled, "EVPN sessions never all came up and settled");
+            f.wait_for_evpn();
         }
         fabric = Some(f);
     } else {
