@@ -13,7 +13,7 @@ impl Network {
     /// The VPCs, subnets, hosts and workloads `self` and `other` both have, in `self`'s
     /// version but without NAT; no peerings, firewalls or published ports.
     pub(crate) fn common(&self, other: &Network) -> Network {
-        let mut out = Network::default();
+        let mut out = Network { nodes: other.nodes.clone(), control: other.control, ..Network::default() };
         for vpc in &self.vpcs {
             let Some(theirs) = other.vpc(&vpc.name) else { continue };
             let mut vpc = vpc.clone();

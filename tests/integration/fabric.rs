@@ -16,6 +16,8 @@ let app = prod.subnet("app", "10.10.2.0/24", #{ nodes: [n2, n3] });
 let w1 = web.host("w1", #{ node: n1 });
 let w2 = web.host("w2", #{ node: n2 });
 let a3 = app.host("a3", #{ node: n3 });
+nat(app);
+publish(w2, 80, 8080);
 serve(w2, 80);
 serve(a3, 80);
 let dev = vpc("dev", "10.10.0.0/16");
@@ -133,8 +135,13 @@ fn stretched_subnets_work(f: &Fabric, script: &str) {
     let df = |size: &str| in_ns(&w1, &["ping", "-c1", "-W1", "-M", "do", "-s", size, "10.10.1.3"]).code == 0;
     assert!(df("1422"), "a 1450-byte packet did not cross");
     assert!(!df("1423"), "a packet larger than the inner MTU was sent");
-    // Each node's public hosts reach the internet through its own uplink.
+    // Internet, NAT and published ports are each node's own: a public host and a NAT'd
+    // one leave through their node's uplink; a port is published where its host runs.
     assert!(ping(&f.host("n2", "prod.w2"), "198.51.100.1"));
+    assert!(ping(&f.host("n3", "prod.a3"), "198.51.100.1"), "nat() on n3");
+    let outside = |node: &str| f.node(node).ns("internet");
+    assert_eq!(get(&outside("n2"), "198.51.100.2", 8080, "/").as_deref(), Some("prod/w2\n"));
+    assert_eq!(get(&outside("n1"), "198.51.100.2", 8080, "/"), None, "n1 publishes a host it does not run");
 
     // From outside: the kernel's own view of the segment.
     let list = f.run("n1", &["list", "--json"]);
@@ -268,4 +275,63 @@ fn a_fabric_script_says_which_node_is_missing_or_unknown() {
     // `check` validates the whole script on any machine, without a node.
     let check = vpcsh().args(["check", script]).output().unwrap();
     assert_eq!(check.status.code(), Some(0), "{:?}", Run::from(check));
+}
+
+/// `VPCSH_CAMPAIGN=1`: a node killed after every kernel operation of its apply, in both
+/// control planes; after each kill the next apply converges, packets cross, and a third
+/// apply has nothing to do.
+#[test]
+fn a_node_killed_after_every_step_converges() {
+    if std::env::var_os("VPCSH_CAMPAIGN").is_none() {
+        return;
+    }
+    for control in ["static", "evpn"] {
+        let f = Fabric::new("fc", &["n1", "n2"]);
+        let script = f.nodes[0].1.script(&format!(
+            r#"fabric(#{{ control: "{control}" }});
+let n1 = node("n1", #{{ underlay: "192.0.2.41" }});
+let n2 = node("n2", #{{ underlay: "192.0.2.42" }});
+let v = vpc("v", "10.6.0.0/16");
+let s = v.subnet("s", "10.6.1.0/24", #{{ public: true }});
+let t = v.subnet("t", "10.6.2.0/24");
+s.host("h1", #{{ node: n1 }}); s.host("h2", #{{ node: n2 }}); t.host("h3", #{{ node: n2 }});
+serve(s, 80);
+"#
+        ));
+        let script = script.to_str().unwrap();
+        assert_eq!(f.run("n1", &["apply", script]).code, 0);
+        let full = f.run("n2", &["apply", script]);
+        let steps: usize = full
+            .stdout
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .split(", ")
+            .filter_map(|p| p.split_whitespace().next()?.parse::<usize>().ok())
+            .sum();
+        assert_eq!(f.run("n2", &["destroy"]).code, 0);
+        for after in 1..steps {
+            let killed: Run = f
+                .cmd("n2", &["apply", script])
+                .env("VPCSH_CRASH_AFTER", after.to_string())
+                .output()
+                .unwrap()
+                .into();
+            assert_ne!(killed.code, 0, "{control}: not killed after {after} of {steps} steps");
+            let run = f.run("n2", &["apply", script]);
+            assert_eq!(run.code, 0, "{control}, killed after {after}: {run:?}");
+            if control == "evpn" {
+                f.wait_for_evpn();
+            }
+            assert!(ping(&f.host("n2", "v.h2"), "10.6.1.2"), "{control}, killed after {after}: h2 to h1");
+            assert!(ping(&f.host("n2", "v.h3"), "10.6.1.2"), "{control}, killed after {after}: h3 to h1");
+            let again = f.run("n2", &["apply", script]);
+            assert!(
+                again.stdout.contains("0 created, 0 changed, 0 deleted"),
+                "{control}, {after}: {again:?}"
+            );
+            assert_eq!(f.run("n2", &["destroy"]).code, 0);
+        }
+        println!("{control}: {} crash points of {steps} converged", steps - 1);
+    }
 }
