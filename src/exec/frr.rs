@@ -109,27 +109,31 @@ pub(crate) struct BgpPeer {
     pub state: String,
     /// EVPN routes received from it.
     pub routes: u64,
+    /// It has sent all it had (End-of-RIB for EVPN): what it advertises is all here.
+    pub synced: bool,
 }
 
 /// The EVPN sessions of the FRR in namespace `ns`, by neighbour address, as its `vtysh`
-/// reports them (`show bgp l2vpn evpn summary json`).
+/// reports them (`show bgp neighbors json`).
 pub(crate) fn bgp_peers(ns: &str) -> io::Result<BTreeMap<String, BgpPeer>> {
     let out = Command::new("vtysh")
         .arg("--vty_socket")
         .arg(run_dir(ns))
-        .args(["-c", "show bgp l2vpn evpn summary json"])
+        .args(["-c", "show bgp neighbors json"])
         .output()?;
     if !out.status.success() {
         return Err(io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()));
     }
-    let summary: serde_json::Value =
+    let neighbours: serde_json::Value =
         serde_json::from_slice(&out.stdout).map_err(|e| io::Error::other(format!("vtysh said: {e}")))?;
-    let peers = summary["peers"].as_object().cloned().unwrap_or_default();
-    Ok(peers
+    let neighbours = neighbours.as_object().cloned().unwrap_or_default();
+    Ok(neighbours
         .into_iter()
-        .map(|(addr, p)| {
-            let state = p["state"].as_str().unwrap_or("unknown").to_string();
-            (addr, BgpPeer { state, routes: p["pfxRcd"].as_u64().unwrap_or(0) })
+        .map(|(addr, n)| {
+            let state = n["bgpState"].as_str().unwrap_or("unknown").to_string();
+            let routes = n["addressFamilyInfo"]["l2VpnEvpn"]["acceptedPrefixCounter"].as_u64().unwrap_or(0);
+            let synced = n["gracefulRestartInfo"]["endOfRibRecv"]["l2VpnEvpn"].as_bool().unwrap_or(false);
+            (addr, BgpPeer { state, routes, synced })
         })
         .collect())
 }

@@ -36,6 +36,9 @@ pub(crate) fn node_statuses(runner: &Runner) -> Vec<NodeStatus> {
                 None => ("static".to_string(), None, true),
                 Some(Err(e)) => (format!("no answer from FRR ({e})"), None, false),
                 Some(Ok(peers)) => match peers.get(&underlay) {
+                    Some(p) if p.state == "Established" && !p.synced => {
+                        ("BGP Established, still sending its routes".to_string(), Some(p.routes), false)
+                    }
                     Some(p) => (format!("BGP {}", p.state), Some(p.routes), p.state == "Established"),
                     None => ("not a BGP neighbour".to_string(), None, false),
                 },

@@ -397,8 +397,9 @@ impl Fabric {
             .collect()
     }
 
-    /// Waits until every node's BGP EVPN sessions are up and the routes they carry have
-    /// settled (the same count twice, half a second apart), for up to 30 s.
+    /// Waits until every node's BGP EVPN sessions are up and each peer has sent all its
+    /// routes (`status` says so once End-of-RIB came), and the counts are steady, for up
+    /// to 30 s.
     pub(crate) fn wait_for_evpn(&self) {
         let routes = || -> Option<u64> {
             let mut total = 0;
