@@ -169,18 +169,7 @@ fn apply_in(n: &mut Netns, op: &Op) {
 
 /// A link as vpcsh makes it, up and in its group.
 fn recorded_link(kind: LinkKind) -> Link {
-    Link {
-        kind,
-        master: None,
-        up: true,
-        owner: Owner::Unclaimed,
-        ours: true,
-        route_localnet: false,
-        impairment: None,
-        mtu: None,
-        mac: None,
-        learning: None,
-    }
+    Link::made(kind, None, Owner::Unclaimed)
 }
 
 /// A fabric operation on one namespace's recorded state.

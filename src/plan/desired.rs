@@ -583,18 +583,7 @@ fn netns_with_lo(owner: &Owner) -> Netns {
 }
 
 fn link(kind: LinkKind, master: Option<String>, owner: &Owner) -> Link {
-    Link {
-        kind,
-        master,
-        up: true,
-        owner: owner.clone(),
-        ours: true,
-        route_localnet: false,
-        impairment: None,
-        mtu: None,
-        mac: None,
-        learning: None,
-    }
+    Link::made(kind, master, owner.clone())
 }
 
 fn net(ip: Ipv4Addr, prefix: u8) -> Ipv4Network {

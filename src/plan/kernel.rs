@@ -218,6 +218,22 @@ pub(crate) struct Link {
 }
 
 impl Link {
+    /// A link as vpcsh makes it: up, in its group, with the kernel's defaults for the rest.
+    pub(crate) fn made(kind: LinkKind, master: Option<String>, owner: Owner) -> Link {
+        Link {
+            kind,
+            master,
+            up: true,
+            owner,
+            ours: true,
+            route_localnet: false,
+            impairment: None,
+            mtu: None,
+            mac: None,
+            learning: None,
+        }
+    }
+
     /// Whether an observed link has the MTU and MAC wanted of it (where any is).
     pub(crate) fn same_lower_layer(&self, observed: &Link) -> bool {
         (self.mtu.is_none() || self.mtu == observed.mtu) && (self.mac.is_none() || self.mac == observed.mac)
