@@ -277,9 +277,14 @@ fn a_fabric_script_says_which_node_is_missing_or_unknown() {
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("--fabric NAME"), "{run:?}");
     assert!(sb.namespaces().is_empty(), "a refused apply made {:?}", sb.namespaces());
-    // `check` validates the whole script on any machine, without a node.
-    let check = vpcsh().args(["check", script]).output().unwrap();
-    assert_eq!(check.status.code(), Some(0), "{:?}", Run::from(check));
+    // `check` validates the whole script on any machine, without a node; the gallery's
+    // fabric example too.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fabric/three-nodes.rhai");
+    for script in [script, example] {
+        let check: Run = vpcsh().args(["check", script]).output().unwrap().into();
+        assert_eq!(check.code, 0, "{check:?}");
+        assert!(check.stdout.contains(": ok ("), "{check:?}");
+    }
 }
 
 /// `VPCSH_CAMPAIGN=1`: a node killed after every kernel operation of its apply, in both
