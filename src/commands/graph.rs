@@ -84,13 +84,16 @@ fn subnet_label(network: &Network, vpc: &Vpc, s: &crate::model::Subnet) -> Strin
     };
     let lock =
         if guarded(network, &vpc.name, &Protected::Subnet(s.name.clone())) { ", firewall" } else { "" };
-    format!("{} {} ({kind}{lock})", s.name, s.cidr)
+    let vni = s.vni.map_or(String::new(), |v| format!(", vni {v}"));
+    format!("{} {} ({kind}{lock}{vni})", s.name, s.cidr)
 }
 
 fn host_label(network: &Network, vpc: &Vpc, h: &crate::model::Host) -> String {
     let lock = if guarded(network, &vpc.name, &Protected::Host(h.name.clone())) { " (firewall)" } else { "" };
     let impaired = h.impairment.map_or(String::new(), |i| format!(" [{i}]"));
-    format!("{} {}{lock}{impaired}", h.name, h.ip)
+    // In a fabric, where it runs.
+    let node = h.node.as_ref().map_or(String::new(), |n| format!(" @{n}"));
+    format!("{} {}{node}{lock}{impaired}", h.name, h.ip)
 }
 
 /// A peering's label: what crosses, and what the link does when impaired.

@@ -285,6 +285,9 @@ fn a_fabric_script_says_which_node_is_missing_or_unknown() {
         assert_eq!(check.code, 0, "{check:?}");
         assert!(check.stdout.contains(": ok ("), "{check:?}");
     }
+    // Its picture says where each host runs and which segment each subnet is.
+    let graph: Run = vpcsh().args(["graph", example, "--format", "mermaid"]).output().unwrap().into();
+    assert!(graph.stdout.contains("w1 10.10.1.2 @n1") && graph.stdout.contains(", vni "), "{graph:?}");
 }
 
 /// `VPCSH_CAMPAIGN=1`: a node killed after every kernel operation of its apply, in both
