@@ -235,6 +235,14 @@ pub(crate) use crate::plan::desired::RESOLVER;
 /// sandbox has a `/run` of its own).
 pub(crate) const RUNTIME_DIR: &str = "/run/vpcsh";
 
+/// Waits for, then holds until dropped, the turn of one vpcsh run among all that change
+/// the simulated fabric `name` (its switch and ports are shared by several sandboxes).
+pub(crate) fn fabric_turn(name: &str) -> io::Result<nix::fcntl::Flock<File>> {
+    fs::create_dir_all(RUNTIME_DIR)?;
+    let file = File::create(Path::new(RUNTIME_DIR).join(format!("fabric-{name}.lock")))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e.into())
+}
+
 /// The `resolv.conf` commands vpcsh runs in its namespaces see (the same for all: the
 /// resolver is at one address in every VPC).
 const RESOLV_CONF: &str = "/run/vpcsh/resolv.conf";

@@ -271,6 +271,17 @@ impl Runner {
 
     /// Makes the kernel match `network` and records the result.
     pub(crate) fn converge(&mut self, network: &Network, bare: bool) -> Result<Summary, EffectError> {
+        // Sandbox machines of one fabric change its shared namespace one at a time, from
+        // observing it to leaving it.
+        let fabric =
+            self.fabric.clone().or_else(|| self.store.state.fabric.clone()).filter(|_| self.naming.sandbox);
+        let _turn = match &fabric {
+            Some(name) => Some(
+                netns::fabric_turn(name)
+                    .map_err(|e| op_failure(OpError::new(format!("waiting for the fabric {name}"), &e)))?,
+            ),
+            None => None,
+        };
         let (plan, desired) = self.plan_for(network, bare)?;
         report_host_firewall(&plan);
         if plan.is_empty() {

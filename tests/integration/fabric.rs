@@ -179,6 +179,28 @@ fn each_node_destroys_its_part_and_the_last_removes_the_fabric() {
 }
 
 #[test]
+fn nodes_applied_at_the_same_time_share_the_fabric() {
+    let f = Fabric::new("fs", &["n1", "n2", "n3"]);
+    let path = f.nodes[0].1.script(TWO_VPCS);
+    let path = path.to_str().unwrap();
+    let fabric = &f;
+    let runs: Vec<Run> = std::thread::scope(|s| {
+        let handles: Vec<_> = fabric
+            .nodes
+            .iter()
+            .map(|(node, _)| s.spawn(move || fabric.run(node, &["apply", path])))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for run in &runs {
+        assert_eq!(run.code, 0, "{run:?}");
+    }
+    assert_eq!(get(&f.host("n1", "prod.w1"), "10.10.2.2", 80, "/").as_deref(), Some("prod/a3\n"));
+    let ports = ip(&f.name, &["-o", "link"]);
+    assert!(["n-n1", "n-n2", "n-n3"].iter().all(|p| ports.contains(p)), "{ports}");
+}
+
+#[test]
 fn peerings_cross_nodes() {
     let f = Fabric::new("fp", &["n1", "n2"]);
     f.apply_everywhere(
