@@ -243,6 +243,30 @@ pub(crate) fn fabric_turn(name: &str) -> io::Result<nix::fcntl::Flock<File>> {
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e.into())
 }
 
+/// Where vpcsh records the fabrics it made: outside any one sandbox's state, as several
+/// sandboxes share a fabric, and only a recorded one is joined when it exists already.
+fn fabric_record(name: &str) -> PathBuf {
+    Path::new(RUNTIME_DIR).join("fabrics").join(name)
+}
+
+pub(crate) fn fabric_recorded(name: &str) -> bool {
+    fabric_record(name).exists()
+}
+
+/// Records a fabric before it is made, so that a crash cannot leave it unowned.
+pub(crate) fn record_fabric(name: &str) -> io::Result<()> {
+    let path = fabric_record(name);
+    fs::create_dir_all(path.parent().expect("a record has a directory"))?;
+    fs::write(path, "")
+}
+
+/// Forgets a fabric once its namespace is gone.
+pub(crate) fn forget_fabric(name: &str) {
+    if !exists(name) {
+        let _ = fs::remove_file(fabric_record(name));
+    }
+}
+
 /// The `resolv.conf` commands vpcsh runs in its namespaces see (the same for all: the
 /// resolver is at one address in every VPC).
 const RESOLV_CONF: &str = "/run/vpcsh/resolv.conf";

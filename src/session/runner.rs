@@ -7,7 +7,7 @@ use crate::exec::process::{Journal, ProcessRecord};
 use crate::exec::{self, Backend, OpError, System, faults, netns};
 use crate::model::Network;
 use crate::plan::desired::FABRIC_BRIDGE;
-use crate::plan::kernel::{KernelState, LinkKind, Netns, Nft, Owner};
+use crate::plan::kernel::{KernelState, LinkKind, Nft, Owner};
 use crate::plan::naming::{HOST_NS, Naming, UPLINK_IFNAME};
 use crate::plan::{self, Plan, Summary, desired};
 use crate::script::EffectError;
@@ -230,7 +230,7 @@ impl Runner {
         let computed = started.elapsed();
         let mut observed = self.observe(&desired)?;
         // Other machines may still use the fabric: the last to leave removes it (see
-        // `leave_fabric`), never a plan.
+        // `leave_fabric_now`), never a plan.
         if let Some(fabric) = &self.store.state.fabric
             && !desired.namespaces.contains_key(fabric)
         {
@@ -246,7 +246,8 @@ impl Runner {
         if let Some(foreign) = desired.namespaces.keys().find(|n| {
             *n != HOST_NS
                 && !owned.contains(*n)
-                && observed.namespaces.get(*n).is_some_and(|ns| !is_fabric(ns, &desired.namespaces[*n]))
+                && observed.namespaces.contains_key(*n)
+                && !(desired.namespaces[*n].owner == Owner::Fabric && netns::fabric_recorded(n))
         }) {
             return Err(EffectError::Failed {
                 message: format!("namespace {foreign} already exists and vpcsh did not make it"),
@@ -296,10 +297,26 @@ impl Runner {
         });
         let before = self.store.state.namespaces.clone();
         self.store.state.namespaces.extend(creating);
+        // Likewise the fabric this machine joins and the node it is, so a crash cannot leave
+        // it on the fabric unrecorded (a later destroy must leave, not delete, the fabric).
+        let joins = desired.namespaces.values().any(|ns| ns.owner == Owner::Fabric);
+        let was_node = self.store.state.node.clone();
+        if network.is_fabric() {
+            self.store.state.node = self.node.clone().or_else(|| was_node.clone());
+        }
+        let fabric =
+            desired.namespaces.iter().find(|(_, ns)| ns.owner == Owner::Fabric).map(|(n, _)| n.clone());
+        if let Some(fabric) = &fabric {
+            self.store.state.fabric = Some(fabric.clone());
+            if !netns::fabric_recorded(fabric) {
+                netns::record_fabric(fabric)
+                    .map_err(|e| op_failure(OpError::new(format!("recording the fabric {fabric}"), &e)))?;
+            }
+        }
         self.save()?;
         let result = exec::apply(self.backend.as_mut(), &plan);
-        let desired_fabric =
-            desired.namespaces.iter().find(|(_, ns)| ns.owner == Owner::Fabric).map(|(name, _)| name.clone());
+        // A rolled-back first join took the fabric's namespace away again.
+        fabric.iter().for_each(|f| netns::forget_fabric(f));
         let wanted: BTreeSet<String> = desired.namespaces.into_keys().collect();
         self.store.state.namespaces =
             before.union(&wanted).filter(|n| *n != HOST_NS && netns::exists(n)).cloned().collect();
@@ -307,7 +324,9 @@ impl Runner {
         self.store.state.processes = self.backend.processes();
         if result.is_ok() {
             self.record_applied(&plan, network);
-            self.record_fabric(&desired_fabric);
+            if !joins {
+                self.leave_fabric(was_node.as_deref());
+            }
         }
         self.save()?;
         released.map_err(op_failure)?;
@@ -327,27 +346,22 @@ impl Runner {
         })
     }
 
-    /// Remembers the fabric and node this machine is part of; once it is part of none, leaves
-    /// the fabric, removing it when no other machine is linked to it any more.
-    fn record_fabric(&mut self, desired_fabric: &Option<String>) {
-        let was = self.store.state.node.take();
-        if self.store.state.network.is_fabric() {
-            self.store.state.node = self.node.clone().or(was.clone());
-        }
-        if desired_fabric.is_some() {
-            self.store.state.fabric.clone_from(desired_fabric);
-            return;
+    /// A machine no longer part of a fabric leaves the one it joined, if any: see
+    /// `leave_fabric_now`.
+    fn leave_fabric(&mut self, node: Option<&str>) {
+        if !self.store.state.network.is_fabric() {
+            self.store.state.node = None;
         }
         let Some(fabric) = self.store.state.fabric.take() else { return };
         self.store.state.namespaces.remove(&fabric);
-        if let Err(e) = self.leave_fabric(&fabric, was.as_deref()) {
+        if let Err(e) = self.leave_fabric_now(&fabric, node) {
             tracing::warn!("could not leave the fabric {fabric}: {e}");
         }
     }
 
     /// Takes this machine's port off the fabric's switch (its far end may outlive the
     /// machine's namespace for a while), and removes the fabric once no port is left.
-    fn leave_fabric(&mut self, fabric: &str, node: Option<&str>) -> Result<(), OpError> {
+    fn leave_fabric_now(&mut self, fabric: &str, node: Option<&str>) -> Result<(), OpError> {
         let names = BTreeSet::from([fabric.to_string()]);
         let Some(ns) = self.backend.observe(&names)?.namespaces.remove(fabric) else { return Ok(()) };
         let mine = node.map(crate::model::names::fabric_port_ifname);
@@ -367,9 +381,9 @@ impl Runner {
             steps = vec![plan::Op::DeleteNetns { ns: fabric.into() }];
         }
         let steps = steps.into_iter().map(|op| plan::Step { op, owner: Owner::Fabric, undo: None }).collect();
-        exec::apply(self.backend.as_mut(), &Plan { steps, ..Plan::default() })
-            .map(|_| ())
-            .map_err(|e| e.failed)
+        let left = exec::apply(self.backend.as_mut(), &Plan { steps, ..Plan::default() });
+        netns::forget_fabric(fabric);
+        left.map(|_| ()).map_err(|e| e.failed)
     }
 
     /// Stops processes vpcsh started whose namespaces were deleted behind its back: with
@@ -460,12 +474,6 @@ impl Runner {
             notes: Vec::new(),
         })
     }
-}
-
-/// Whether an observed namespace is the simulated fabric wanted as `want`: vpcsh's switch is
-/// in it, made by whichever machine joined first.
-fn is_fabric(observed: &Netns, want: &Netns) -> bool {
-    want.owner == Owner::Fabric && observed.links.get(FABRIC_BRIDGE).is_some_and(|l| l.ours)
 }
 
 /// The supervisor's journal: process records go into the state file before a process runs.

@@ -260,6 +260,31 @@ fn kill_and_recover(f: &Fabric, script: &str, after: usize, control: &str) {
 }
 
 #[test]
+fn a_machine_killed_while_joining_leaves_the_fabric_to_the_others() {
+    let f = Fabric::new("fj", &["n1", "n2"]);
+    let script = f.nodes[0].1.script(
+        r#"
+let n1 = node("n1", #{ underlay: "192.0.2.51" });
+let n2 = node("n2", #{ underlay: "192.0.2.52" });
+let s = vpc("v", "10.8.0.0/16").subnet("s", "10.8.1.0/24");
+s.host("h1", #{ node: n1 }); s.host("h2", #{ node: n2 });
+"#,
+    );
+    let script = script.to_str().unwrap();
+    // n1 dies right after making the fabric's namespace; n2 joins what it made.
+    let killed: Run = f.cmd("n1", &["apply", script]).env("VPCSH_CRASH_AFTER", "3").output().unwrap().into();
+    assert_ne!(killed.code, 0, "{killed:?}");
+    assert!(list_netns().contains(&f.name), "the kill came before the fabric was made");
+    let joined = f.run("n2", &["apply", script]);
+    assert_eq!(joined.code, 0, "{joined:?}");
+    // n1 cleaning up after its crash leaves the fabric, which n2 still uses.
+    assert_eq!(f.run("n1", &["destroy"]).code, 0);
+    assert!(ip(&f.name, &["-o", "link"]).contains("n-n2"), "n2 lost its port");
+    assert_eq!(f.run("n1", &["apply", script]).code, 0);
+    assert!(ping(&f.host("n1", "v.h1"), "10.8.1.3"), "h1 to h2 once n1 is back");
+}
+
+#[test]
 fn a_failed_step_rolls_back_only_this_nodes_part() {
     let f = Fabric::new("fr", &["n1", "n2"]);
     let path = f.nodes[0].1.script(
