@@ -148,12 +148,6 @@ pub(crate) fn applied(target: &Target) -> Result<Network, Failure> {
     Ok(state.map(|s| s.network).unwrap_or_default())
 }
 
-/// The node of a fabric this machine is: `--node`, else the one it applied as.
-pub(crate) fn this_node(target: &Target) -> Option<String> {
-    let recorded = || crate::state::peek(&target.dir()).ok().flatten().and_then(|s| s.node);
-    target.node.clone().or_else(recorded)
-}
-
 /// The script API reference (every function and property, from the engine's own doc
 /// comments) as Markdown.
 pub(crate) fn reference() -> String {

@@ -111,7 +111,8 @@ pub(super) struct Probes {
     /// The network last applied: where it says a flow is blocked, a sandbox's answer is
     /// certain, and the default wait is shorter.
     model: Option<Network>,
-    /// `--node`: in a network spread over nodes, only this node's hosts run probes here.
+    /// The node this machine is: in a network spread over nodes, only its hosts run probes
+    /// here.
     node: Option<String>,
 }
 
@@ -122,7 +123,7 @@ impl Probes {
             configured: target.probe_timeout,
             slack: Duration::ZERO,
             model: None,
-            node: target.node.clone(),
+            node: super::fabric::this_node(target),
         }
     }
 

@@ -3,7 +3,14 @@
 use crate::exec::frr;
 use crate::model::fabric::Control;
 
+use super::Target;
 use super::runner::Runner;
+
+/// The node of a fabric this machine is: `--node`, else the one it applied as.
+pub(crate) fn this_node(target: &Target) -> Option<String> {
+    let recorded = || crate::state::peek(&target.dir()).ok().flatten().and_then(|s| s.node);
+    target.node.clone().or_else(recorded)
+}
 
 /// Another node of the fabric, as seen from this one.
 #[derive(Clone, Debug)]

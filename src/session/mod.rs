@@ -19,10 +19,10 @@ use crate::state;
 
 pub(crate) use admin::{
     applied, apply_policy, blocking_chains, counters, definitions, destroy, reference, rules, status_plan,
-    this_node, unknown_vpc,
+    unknown_vpc,
 };
 pub(crate) use effects::Interactive;
-pub(crate) use fabric::node_statuses;
+pub(crate) use fabric::{node_statuses, this_node};
 pub(crate) use runner::RuleCounter;
 pub(crate) use script::{network_of, run_script};
 pub(crate) use stacks::StackName;
