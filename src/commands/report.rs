@@ -153,13 +153,7 @@ pub(crate) fn list(target: &Target, json: bool) -> Result<(), Failure> {
     let naming = target.naming();
     let here = state.node.as_deref();
     if json {
-        let mut doc = list_json(&network, &naming, &stack_of);
-        if network.is_fabric() {
-            doc["nodes"] = json!(network.nodes.iter().map(|n| json!({
-                "name": n.name, "underlay": n.underlay.to_string(), "this": Some(n.name.as_str()) == here,
-            })).collect::<Vec<_>>());
-        }
-        println!("{}", super::document("list", doc));
+        println!("{}", super::document("list", list_json(&network, &naming, &stack_of, here)));
         return Ok(());
     }
     if network.vpcs.is_empty() {
@@ -252,8 +246,14 @@ pub(crate) fn counters(target: &Target, json: bool) -> Result<ExitCode, Failure>
     Ok(ExitCode::SUCCESS)
 }
 
-/// `list --json`: VPCs with their subnets and hosts, and peerings.
-fn list_json(network: &Network, naming: &Naming, stack_of: &dyn Fn(&str) -> String) -> Value {
+/// `list --json`: VPCs with their subnets and hosts, peerings, and in a fabric its nodes
+/// (`here`: the one this machine is).
+fn list_json(
+    network: &Network,
+    naming: &Naming,
+    stack_of: &dyn Fn(&str) -> String,
+    here: Option<&str>,
+) -> Value {
     let impaired = |i: Option<crate::model::impair::Impairment>| i.map(|i| i.to_string());
     let vpcs: Vec<Value> = network
         .vpcs
@@ -287,7 +287,14 @@ fn list_json(network: &Network, naming: &Naming, stack_of: &dyn Fn(&str) -> Stri
             })
         })
         .collect();
-    json!({ "vpcs": vpcs, "peerings": peerings })
+    let mut doc = json!({ "vpcs": vpcs, "peerings": peerings });
+    if network.is_fabric() {
+        doc["nodes"] =
+            json!(network.nodes.iter().map(|n| json!({
+            "name": n.name, "underlay": n.underlay.to_string(), "this": Some(n.name.as_str()) == here,
+        })).collect::<Vec<_>>());
+    }
+    doc
 }
 
 /// What an impaired link does, after what it links.

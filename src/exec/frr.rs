@@ -18,17 +18,22 @@ const USER: &str = "frr";
 
 /// Why FRR cannot run here, if it cannot.
 pub(crate) fn missing() -> Option<String> {
+    runs_as().err()
+}
+
+/// The user FRR's daemons run as, or why FRR cannot run here.
+fn runs_as() -> Result<nix::unistd::User, String> {
     let daemons = [RoutingDaemon::Zebra, RoutingDaemon::Bgpd];
     if let Some(absent) = daemons.iter().map(|d| daemon_path(*d)).find(|p| !p.exists()) {
-        return Some(format!("FRR is not installed ({} is missing)", absent.display()));
+        return Err(format!("FRR is not installed ({} is missing)", absent.display()));
     }
     let Some(user) = nix::unistd::User::from_name(USER).ok().flatten() else {
-        return Some(format!("FRR's user `{USER}` does not exist"));
+        return Err(format!("FRR's user `{USER}` does not exist"));
     };
     if !mapped(user.uid.as_raw()) {
-        return Some(format!("FRR's user `{USER}` does not exist in this user namespace (rootless vpcsh)"));
+        return Err(format!("FRR's user `{USER}` does not exist in this user namespace (rootless vpcsh)"));
     }
-    None
+    Ok(user)
 }
 
 /// Whether a user id exists in the user namespace vpcsh runs in.
@@ -53,11 +58,8 @@ pub(crate) fn run_dir(ns: &str) -> PathBuf {
 /// Writes a daemon's configuration and returns its command line: in the foreground (vpcsh
 /// supervises it), no TCP vty, logging to its standard output.
 pub(super) fn command(ns: &str, daemon: RoutingDaemon, config: &str) -> io::Result<Vec<String>> {
-    if let Some(why) = missing() {
-        return Err(io::Error::new(io::ErrorKind::NotFound, format!("{why}: `apt-get install frr`")));
-    }
-    let user =
-        nix::unistd::User::from_name(USER).ok().flatten().ok_or_else(|| io::Error::other("no FRR user"))?;
+    let user = runs_as()
+        .map_err(|why| io::Error::new(io::ErrorKind::NotFound, format!("{why}: `apt-get install frr`")))?;
     let dir = run_dir(ns);
     fs::create_dir_all(&dir)?;
     nix::unistd::chown(&dir, Some(user.uid), Some(user.gid))?;

@@ -42,9 +42,9 @@ const EINVAL: i32 = nix::errno::Errno::EINVAL as i32;
 use crate::plan::Op;
 use crate::plan::kernel::LINK_GROUP;
 use crate::plan::kernel::{Addr, ForeignChain, KernelState, Link, LinkKind, Mac, Netns, Owner, Route};
+use crate::plan::naming::HOST_NS;
 
 mod overlay;
-use crate::plan::naming::HOST_NS;
 
 /// A namespace vpcsh is talking to: its fd (to put veth peers into it) and a socket in it.
 struct Space {
@@ -354,21 +354,7 @@ impl Netlink {
             }
             None => (RouteNetlinkMessage::DelQueueDiscipline(message), 0),
         };
-        let mut req = NetlinkMessage::from(request);
-        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-        let mut handle = self.space(ns)?.handle.clone();
-        let result = self.rt.block_on(async move {
-            let mut replies = handle.request(req).map_err(io_err)?;
-            while let Some(reply) = futures::StreamExt::next(&mut replies).await {
-                if let NetlinkPayload::Error(e) = reply.payload
-                    && let Some(code) = e.code
-                {
-                    return Err(io::Error::from_raw_os_error(-code.get()));
-                }
-            }
-            Ok(())
-        });
-        match result {
+        match self.request_acked(ns, request, flags) {
             // Deleting a default queue: there was nothing to take away.
             Err(e) if impairment.is_none() && matches!(e.raw_os_error(), Some(ENOENT | EINVAL)) => Ok(()),
             Err(e) if e.raw_os_error() == Some(ENOENT) => Err(io::Error::new(
@@ -378,6 +364,24 @@ impl Netlink {
             )),
             other => other,
         }
+    }
+
+    /// One request that rtnetlink has no builder for, and its acknowledgement.
+    fn request_acked(&mut self, ns: &str, payload: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
+        let mut handle = self.space(ns)?.handle.clone();
+        let mut req = NetlinkMessage::from(payload);
+        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+        self.rt.block_on(async {
+            let mut replies = handle.request(req).map_err(io_err)?;
+            while let Some(reply) = futures::StreamExt::next(&mut replies).await {
+                if let NetlinkPayload::Error(e) = reply.payload
+                    && e.code.is_some()
+                {
+                    return Err(e.to_io());
+                }
+            }
+            Ok(())
+        })
     }
 
     fn create_bridge(&mut self, ns: &str, name: &str, mac: Option<Mac>) -> io::Result<()> {

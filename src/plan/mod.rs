@@ -392,8 +392,9 @@ fn diff_addrs_and_routes(p: &mut Phases, ns: &str, want: &Netns, have: &Netns) {
     }
 }
 
-/// Static neighbours and VXLAN flood entries: added with the routes, and only vpcsh's own
-/// (on links it manages) ever deleted.
+/// Static neighbours, VXLAN flood entries and pinned port MACs: added with the routes, and
+/// only vpcsh's own (on links it manages; not an EVPN device's floods, which FRR makes)
+/// ever deleted.
 fn diff_forwarding_entries(p: &mut Phases, ns: &str, want: &Netns, have: &Netns) {
     let managed = |dev: &str| want.links.get(dev).is_some_and(|l| l.kind != LinkKind::Loopback);
     for n in want.neighbours.difference(&have.neighbours) {
@@ -406,7 +407,6 @@ fn diff_forwarding_entries(p: &mut Phases, ns: &str, want: &Netns, have: &Netns)
     for f in want.floods.difference(&have.floods) {
         p.routes.push(step(owner_of(want, &f.dev), Op::AddFlood { ns: ns.into(), flood: f.clone() }));
     }
-    // An EVPN device's flood list is FRR's.
     let evpn =
         |dev: &str| want.links.get(dev).is_some_and(|l| matches!(l.kind, LinkKind::Vxlan { evpn: true, .. }));
     for f in have.floods.difference(&want.floods).filter(|f| managed(&f.dev) && !evpn(&f.dev)) {

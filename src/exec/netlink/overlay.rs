@@ -1,21 +1,20 @@
 //! The fabric's kernel objects over netlink: VXLAN devices whose socket stays in the
-//! underlay's namespace, static neighbours for remote hosts, and flood entries.
+//! underlay's namespace, static neighbours for remote hosts, flood entries, pinned port
+//! MACs and port learning.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use netlink_packet_route::link::{InfoBridgePort, InfoData, InfoPortData, InfoPortKind, InfoVxlan, LinkInfo};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::route::RouteType;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use rtnetlink::packet_core::{
-    NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
-};
+use rtnetlink::packet_core::{NLM_F_APPEND, NLM_F_CREATE, NLM_F_REPLACE};
 use rtnetlink::{Handle, LinkUnspec, LinkVxlan};
 
 use super::{LINK_GROUP, Mac, Netlink, io_err};
@@ -55,7 +54,7 @@ impl Netlink {
             .build();
         // Port settings are a change of an existing link (RTM_NEWLINK without CREATE):
         // RTM_SETLINK leaves them alone.
-        self.send(ns, RouteNetlinkMessage::NewLink(msg), 0)
+        self.request_acked(ns, RouteNetlinkMessage::NewLink(msg), 0)
     }
 
     /// Creates a VXLAN device in `ns` from `underlay_ns`: the kernel binds its UDP socket
@@ -94,69 +93,63 @@ impl Netlink {
 
     /// Adds (or replaces) or deletes a permanent neighbour entry.
     pub(super) fn set_neighbour(&mut self, ns: &str, n: &Neighbour, add: bool) -> io::Result<()> {
-        let index = self.index(ns, &n.dev)?;
-        let mut msg = NeighbourMessage::default();
-        msg.header.family = if n.ip.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
-        msg.header.ifindex = index;
-        msg.header.state = NeighbourState::Permanent;
-        msg.header.kind = RouteType::Unspec;
-        msg.attributes.push(NeighbourAttribute::Destination(address(n.ip)));
-        msg.attributes.push(NeighbourAttribute::LinkLayerAddress(n.mac.to_vec()));
-        self.neighbour_request(ns, msg, add, NLM_F_REPLACE)
+        let family = if n.ip.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+        let entry = Entry { family, state: NeighbourState::Permanent, flags: NeighbourFlags::empty() };
+        let attributes = vec![
+            NeighbourAttribute::Destination(address(n.ip)),
+            NeighbourAttribute::LinkLayerAddress(n.mac.to_vec()),
+        ];
+        self.set_entry(ns, &n.dev, (entry, attributes), add, NLM_F_REPLACE)
     }
 
     /// Adds or deletes an all-zeros entry of a VXLAN device towards one remote endpoint;
     /// entries for the same (zero) MAC are appended, one per endpoint.
     pub(super) fn set_flood(&mut self, ns: &str, f: &Flood, add: bool) -> io::Result<()> {
-        let index = self.index(ns, &f.dev)?;
-        let mut msg = NeighbourMessage::default();
-        msg.header.family = AddressFamily::Bridge;
-        msg.header.ifindex = index;
-        msg.header.state = NeighbourState::Permanent;
-        msg.header.flags = NeighbourFlags::Own;
-        msg.header.kind = RouteType::Unspec;
-        msg.attributes.push(NeighbourAttribute::LinkLayerAddress(vec![0; 6]));
-        msg.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(f.dst)));
-        self.neighbour_request(ns, msg, add, NLM_F_APPEND)
+        let entry = Entry {
+            family: AddressFamily::Bridge,
+            state: NeighbourState::Permanent,
+            flags: NeighbourFlags::Own,
+        };
+        let attributes = vec![
+            NeighbourAttribute::LinkLayerAddress(vec![0; 6]),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(f.dst)),
+        ];
+        self.set_entry(ns, &f.dev, (entry, attributes), add, NLM_F_APPEND)
     }
 
     /// Adds or deletes a static entry of a bridge's forwarding table on one of its ports.
     pub(super) fn set_port_mac(&mut self, ns: &str, e: &PortMac, add: bool) -> io::Result<()> {
-        let index = self.index(ns, &e.dev)?;
+        let entry = Entry {
+            family: AddressFamily::Bridge,
+            state: NeighbourState::Noarp,
+            flags: NeighbourFlags::Controller,
+        };
+        let attributes = vec![NeighbourAttribute::LinkLayerAddress(e.mac.to_vec())];
+        self.set_entry(ns, &e.dev, (entry, attributes), add, NLM_F_REPLACE)
+    }
+
+    /// Adds (with `mode`: replace or append) or deletes one entry of `dev`'s neighbour or
+    /// forwarding table.
+    fn set_entry(
+        &mut self,
+        ns: &str,
+        dev: &str,
+        (entry, attributes): (Entry, Vec<NeighbourAttribute>),
+        add: bool,
+        mode: u16,
+    ) -> io::Result<()> {
         let mut msg = NeighbourMessage::default();
-        msg.header.family = AddressFamily::Bridge;
-        msg.header.ifindex = index;
-        msg.header.state = NeighbourState::Noarp;
-        msg.header.flags = NeighbourFlags::Controller;
+        msg.header.family = entry.family;
+        msg.header.ifindex = self.index(ns, dev)?;
+        msg.header.state = entry.state;
+        msg.header.flags = entry.flags;
         msg.header.kind = RouteType::Unspec;
-        msg.attributes.push(NeighbourAttribute::LinkLayerAddress(e.mac.to_vec()));
-        self.neighbour_request(ns, msg, add, NLM_F_REPLACE)
-    }
-
-    fn neighbour_request(&mut self, ns: &str, msg: NeighbourMessage, add: bool, mode: u16) -> io::Result<()> {
+        msg.attributes = attributes;
         if add {
-            self.send(ns, RouteNetlinkMessage::NewNeighbour(msg), NLM_F_CREATE | mode)
+            self.request_acked(ns, RouteNetlinkMessage::NewNeighbour(msg), NLM_F_CREATE | mode)
         } else {
-            self.send(ns, RouteNetlinkMessage::DelNeighbour(msg), 0)
+            self.request_acked(ns, RouteNetlinkMessage::DelNeighbour(msg), 0)
         }
-    }
-
-    /// One request and its acknowledgement.
-    fn send(&mut self, ns: &str, payload: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
-        let mut handle = self.space(ns)?.handle.clone();
-        let mut req = NetlinkMessage::from(payload);
-        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-        self.rt.block_on(async {
-            let mut replies = handle.request(req).map_err(io_err)?;
-            while let Some(reply) = replies.next().await {
-                if let NetlinkPayload::Error(e) = reply.payload
-                    && e.code.is_some()
-                {
-                    return Err(e.to_io());
-                }
-            }
-            Ok(())
-        })
     }
 
     /// The permanent neighbours on vpcsh's links and the flood entries of VXLAN devices.
@@ -189,10 +182,11 @@ impl Netlink {
                 (AddressFamily::Bridge, Some(IpAddr::V4(dst)), Some(mac)) if mac == [0; 6] => {
                     out.floods.insert(Flood { dev: dev.clone(), dst });
                 }
-                // The bridge's own entries (static) rather than the port device's (`self`).
+                // The bridge's own static entries: not the port device's (`self`), nor what
+                // FRR installs (`extern_learn`).
                 (AddressFamily::Bridge, None, Some(mac))
                     if m.header.state == NeighbourState::Noarp
-                        && !m.header.flags.contains(NeighbourFlags::Own) =>
+                        && !m.header.flags.intersects(NeighbourFlags::Own | NeighbourFlags::ExtLearned) =>
                 {
                     out.port_macs.insert(PortMac { dev: dev.clone(), mac });
                 }
@@ -201,6 +195,13 @@ impl Netlink {
         }
         Ok(out)
     }
+}
+
+/// What a neighbour or forwarding entry is, besides its addresses.
+struct Entry {
+    family: AddressFamily,
+    state: NeighbourState,
+    flags: NeighbourFlags,
 }
 
 /// What a namespace's neighbour and bridge tables hold of vpcsh's.
