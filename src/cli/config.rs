@@ -111,7 +111,7 @@ fn parse(path: &Path, text: &str) -> Result<Config, Failure> {
         let message = format!("config file: {}", e.message().trim_end());
         let mut fault = Fault::new(message, span, "here");
         fault.help = Some("each key is the name of a vpcsh option (`vpcsh --help`), without `--`".into());
-        let sources = vec![Source { name: path.display().to_string(), text: text.to_string() }];
+        let sources = vec![Source::new(path.display().to_string(), text)];
         Failure::Script { error: ScriptError::from(fault), sources }
     })
 }

@@ -15,7 +15,7 @@ use netlink_packet_route::address::{
 };
 use netlink_packet_route::link::{
     AfSpecInet, AfSpecInet6, AfSpecUnspec, Inet6DevConf, InetDevConf, InfoData, InfoKind, InfoVeth,
-    LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
+    LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol};
 use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcOption};
@@ -30,9 +30,6 @@ use super::reaper::Doomed;
 use super::{OpError, netns, qdisc};
 use crate::model::impair::Impairment;
 
-/// Below this many namespaces per reader, one reader is faster than starting another.
-const PARALLEL_FROM: usize = 64;
-
 /// The family name of iptables-legacy chains (see `ForeignChain`).
 const LEGACY: &str = super::iptables_legacy::FAMILY;
 const ENODEV: i32 = nix::errno::Errno::ENODEV as i32;
@@ -41,9 +38,10 @@ const ENOENT: i32 = nix::errno::Errno::ENOENT as i32;
 const EINVAL: i32 = nix::errno::Errno::EINVAL as i32;
 use crate::plan::Op;
 use crate::plan::kernel::LINK_GROUP;
-use crate::plan::kernel::{Addr, ForeignChain, KernelState, Link, LinkKind, Mac, Netns, Owner, Route};
+use crate::plan::kernel::{Addr, ForeignChain, KernelState, Link, LinkKind, Mac, Owner, Route};
 use crate::plan::naming::HOST_NS;
 
+mod observe;
 mod overlay;
 
 /// A namespace vpcsh is talking to: its fd (to put veth peers into it) and a socket in it.
@@ -77,6 +75,8 @@ pub(crate) struct Netlink {
     netns_dir_ready: bool,
     /// Namespaces deleted and not yet handed to a reaper.
     deleted: Doomed,
+    /// Link indexes by name of namespaces observed but not opened yet.
+    known_index: HashMap<String, HashMap<String, u32>>,
 }
 
 fn io_err(e: rtnetlink::Error) -> io::Error {
@@ -89,7 +89,13 @@ fn io_err(e: rtnetlink::Error) -> io::Error {
 impl Netlink {
     pub(crate) fn new() -> io::Result<Self> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
-        Ok(Self { rt, spaces: HashMap::new(), netns_dir_ready: false, deleted: Doomed::default() })
+        Ok(Self {
+            rt,
+            spaces: HashMap::new(),
+            netns_dir_ready: false,
+            deleted: Doomed::default(),
+            known_index: HashMap::new(),
+        })
     }
 
     /// Wraps a netlink socket opened inside a namespace into an rtnetlink handle.
@@ -120,7 +126,8 @@ impl Netlink {
         let sockets = netns::run_in_each(&fds, || Ok((Socket::new(NETLINK_ROUTE)?, Nft::open().ok())))?;
         for ((ns, fd), (socket, nft)) in missing.into_iter().zip(fds).zip(sockets) {
             let handle = self.connect(socket);
-            self.spaces.insert(ns.into(), Space { fd, handle, nft, index: HashMap::new(), fresh: false });
+            let index = self.known_index.remove(ns).unwrap_or_default();
+            self.spaces.insert(ns.into(), Space { fd, handle, nft, index, fresh: false });
         }
         Ok(())
     }
@@ -153,6 +160,7 @@ impl Netlink {
         let switches: HashMap<&str, (bool, bool)> =
             wanted.iter().map(|(ns, f, v6)| (*ns, (*f, *v6))).collect();
         let names: Vec<&str> = wanted.iter().map(|(ns, ..)| *ns).collect();
+        self.known_index.retain(|ns, _| !names.contains(&ns.as_str()));
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
         let made = netns::create_all(
             &names,
@@ -190,6 +198,7 @@ impl Netlink {
     /// Removes a namespace's name, keeping it open for a reaper (its sockets close here).
     fn delete_netns(&mut self, ns: &str) -> io::Result<()> {
         // Opened before its name goes (after, nothing could reach it); kept only once it has.
+        self.known_index.remove(ns);
         let held = self.spaces.remove(ns).map(|space| space.fd);
         let held = held.or_else(|| netns::exists(ns).then(|| netns::open(ns).ok()).flatten());
         netns::remove(ns)?;
@@ -494,77 +503,6 @@ impl Netlink {
             self.rt.block_on(handle.link().get().match_index(oif).execute().try_collect()).map_err(io_err)?;
         Ok(links.first().and_then(link_name))
     }
-
-    fn observe_ns(&mut self, ns: &str) -> io::Result<Netns> {
-        let handle = self.space(ns)?.handle.clone();
-        let (links, sysctls, addrs, routes, qdiscs) = self
-            .rt
-            .block_on(async {
-                // Without counters: a third of what the kernel would fill in for each link.
-                let links: Vec<LinkMessage> = handle
-                    .link()
-                    .get()
-                    .set_filter_mask(AddressFamily::Unspec, vec![LinkExtentMask::SkipStats])
-                    .execute()
-                    .try_collect()
-                    .await?;
-                // Queues are read only where a link names one that impairs: most namespaces
-                // have none, and a dump per namespace would cost every observation.
-                let qdiscs: Vec<TcMessage> = if links.iter().any(impaired_queue) {
-                    handle.qdisc().get().execute().try_collect().await?
-                } else {
-                    Vec::new()
-                };
-                let addrs: Vec<_> = handle.address().get().execute().try_collect().await?;
-                let mut routes: Vec<RouteMessage> = handle
-                    .route()
-                    .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-                    .execute()
-                    .try_collect()
-                    .await?;
-                let sysctls = sysctls_of(&links);
-                if sysctls.ipv6 {
-                    let routes6: Vec<RouteMessage> = handle
-                        .route()
-                        .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
-                        .execute()
-                        .try_collect()
-                        .await?;
-                    routes.extend(routes6);
-                }
-                Ok::<_, rtnetlink::Error>((links, sysctls, addrs, routes, qdiscs))
-            })
-            .map_err(io_err)?;
-        let forwarding =
-            sysctls.ipv4_forwarding && (!with_ipv6(ns) || !sysctls.ipv6 || sysctls.ipv6_forwarding);
-        let names: HashMap<u32, String> =
-            links.iter().filter_map(|l| Some((l.header.index, link_name(l)?))).collect();
-        let mut out = Netns { forwarding, ipv6: Some(sysctls.ipv6), ..Netns::default() };
-        out.links = links
-            .iter()
-            .filter_map(|l| Some((names.get(&l.header.index)?.clone(), link_of(l, &names))))
-            .collect();
-        for (index, impairment) in qdiscs.iter().filter_map(impairment_of) {
-            if let Some(link) = names.get(&index).and_then(|name| out.links.get_mut(name)) {
-                link.impairment = Some(impairment);
-            }
-        }
-        out.addrs = addrs.iter().filter_map(|a| addr_of(a, &names)).collect();
-        // Only a namespace with a bridge (a router, or a machine with EVPN segments) has
-        // entries vpcsh makes: hosts skip the dumps.
-        if out.links.values().any(|l| matches!(l.kind, LinkKind::Vxlan { .. } | LinkKind::Bridge)) {
-            let entries = self.forwarding_entries(&handle, &names)?;
-            (out.neighbours, out.floods, out.port_macs) =
-                (entries.neighbours, entries.floods, entries.port_macs);
-        }
-        out.routes = routes.iter().filter_map(|r| route_of(r, &names)).collect();
-        let space = self.space(ns)?;
-        space.index = names.into_iter().map(|(i, n)| (n, i)).collect();
-        if let Some(nft) = &mut space.nft {
-            out.nft = nft.observe()?.map(crate::plan::kernel::Nft::Seen);
-        }
-        Ok(out)
-    }
 }
 
 /// A namespace's forwarding and IPv6 switches, as its loopback device carries them: writing
@@ -800,50 +738,21 @@ fn route_message(route: &Route) -> RouteMessage {
 
 impl Netlink {
     /// The network state of those of `namespaces` that exist (no processes: see `System`).
+    /// What is learnt of each link's index is kept for the applies that may follow.
     pub(crate) fn observe(&mut self, namespaces: &BTreeSet<String>) -> Result<KernelState, OpError> {
         let present: Vec<&String> = namespaces.iter().filter(|ns| netns::exists(ns)).collect();
         self.spaces.retain(|ns, _| !namespaces.contains(ns) || present.contains(&ns));
-        // Every namespace is read on its own sockets: a large network is read on every core,
-        // a second reader with its own runtime taking half (its sockets close after; applying
-        // to one of those namespaces opens it again).
-        let helpers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4) - 1;
-        let chunk = present.len().div_ceil(helpers + 1).max(PARALLEL_FROM);
-        let mut parts = present.chunks(chunk);
-        let mine = parts.next().unwrap_or_default();
+        // Only what this observation saw: a namespace made again since has other indexes.
+        self.known_index.clear();
         let mut state = KernelState::default();
-        std::thread::scope(|s| {
-            let others: Vec<_> = parts
-                .map(|part| {
-                    s.spawn(move || {
-                        let mut reader =
-                            Netlink::new().map_err(|e| OpError::new("reading namespaces", &e))?;
-                        reader.observe_each(part)
-                    })
-                })
-                .collect();
-            state.namespaces = self.observe_each(mine)?;
-            for other in others {
-                let part = other.join().map_err(|_| {
-                    OpError::new("reading namespaces", &io::Error::other("a reader panicked"))
-                })??;
-                state.namespaces.extend(part);
+        for (ns, seen) in observe::observe_all(&present)? {
+            match self.spaces.get_mut(&ns) {
+                Some(space) => space.index = seen.index,
+                None => _ = self.known_index.insert(ns.clone(), seen.index),
             }
-            Ok::<_, OpError>(())
-        })?;
+            state.namespaces.insert(ns, seen.netns);
+        }
         Ok(state)
-    }
-
-    fn observe_each(&mut self, namespaces: &[&String]) -> Result<BTreeMap<String, Netns>, OpError> {
-        let names: Vec<&str> = namespaces.iter().map(|ns| ns.as_str()).collect();
-        self.open_spaces(&names).map_err(|e| OpError::new("opening sockets in namespaces", &e))?;
-        namespaces
-            .iter()
-            .map(|ns| {
-                let observed =
-                    self.observe_ns(ns).map_err(|e| OpError::new(format!("observing netns {ns}"), &e))?;
-                Ok(((*ns).clone(), observed))
-            })
-            .collect()
     }
 
     pub(crate) fn apply(&mut self, op: &Op) -> Result<(), OpError> {

@@ -215,18 +215,22 @@ pub(crate) fn set_forwarding(on: bool, with_ipv6: bool) -> io::Result<()> {
 /// whose link-local address is still tentative sends no neighbour solicitations, so
 /// forwarding would wait a second.
 pub(crate) fn set_ipv6(on: bool) -> io::Result<()> {
-    match fs::read_dir("/proc/sys/net/ipv6/conf") {
-        // A kernel without IPv6: off is all there is.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-        Ok(confs) if on => {
-            for conf in confs {
-                fs::write(conf?.path().join("accept_dad"), "0")?;
-            }
+    // A kernel without IPv6 has none of these files: off is all there is.
+    let absent = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+    if on {
+        // Listing a sysctl directory makes an entry for each file in it: only done for on.
+        let confs = match fs::read_dir("/proc/sys/net/ipv6/conf") {
+            Err(e) if absent(&e) => return Ok(()),
+            confs => confs?,
+        };
+        for conf in confs {
+            fs::write(conf?.path().join("accept_dad"), "0")?;
         }
-        Ok(_) => {}
     }
-    fs::write("/proc/sys/net/ipv6/conf/all/disable_ipv6", if on { "0" } else { "1" })
+    match fs::write("/proc/sys/net/ipv6/conf/all/disable_ipv6", if on { "0" } else { "1" }) {
+        Err(e) if absent(&e) => Ok(()),
+        other => other,
+    }
 }
 
 pub(crate) use crate::plan::desired::RESOLVER;

@@ -7,7 +7,10 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use netlink_sys::Socket;
 use rtnetlink::LinkUnspec;
-use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
+use rtnetlink::packet_core::{
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer, NetlinkMessage,
+    NetlinkPayload,
+};
 
 use crate::plan::kernel::LINK_GROUP;
 
@@ -53,6 +56,47 @@ pub(crate) fn request(
             if msg.header.length == 0 {
                 return Err(io::Error::other("a netlink message of no length"));
             }
+        }
+    }
+}
+
+/// A dump over a plain netlink socket, each message handed to `each` as its type and the
+/// bytes after its header, unparsed: a reader that needs a few attributes of each skips
+/// decoding the rest (most of a link's message is its IPv6 settings and statistics).
+pub(crate) fn dump_raw(
+    socket: &Socket,
+    message: RouteNetlinkMessage,
+    mut each: impl FnMut(u16, &[u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut req = NetlinkMessage::from(message);
+    req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    req.finalize();
+    let mut buf = vec![0; req.buffer_len()];
+    req.serialize(&mut buf);
+    socket.send(&buf, 0)?;
+    let mut reply = Vec::with_capacity(64 * 1024);
+    loop {
+        reply.clear();
+        socket.recv(&mut reply, 0)?;
+        let mut at = 0;
+        while at < reply.len() {
+            let msg = NetlinkBuffer::new_checked(&reply[at..]).map_err(io::Error::other)?;
+            let len = msg.length() as usize;
+            match msg.message_type() {
+                NLMSG_DONE => return Ok(()),
+                NLMSG_ERROR => {
+                    let error = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&reply[at..at + len])
+                        .map_err(io::Error::other)?;
+                    if let NetlinkPayload::Error(e) = error.payload
+                        && e.code.is_some()
+                    {
+                        return Err(e.to_io());
+                    }
+                }
+                kind => each(kind, msg.payload())?,
+            }
+            // Messages start on 4-byte boundaries.
+            at += len.div_ceil(4) * 4;
         }
     }
 }

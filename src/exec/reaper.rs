@@ -4,10 +4,11 @@
 //! in it in one batch that holds the routing lock for seconds (about 9 s for the 1,000
 //! devices of 500 subnets on a 2-core VM): any bring-up that follows stalls behind it. So a
 //! namespace vpcsh deletes is first handed, still open, to a reaper (`vpcsh __reap`), which
-//! deletes vpcsh's devices in it a few per request — each request holds the lock briefly,
-//! and none runs while a vpcsh apply is at work — and then lets go of the emptied
-//! namespace, which the kernel reaps at once. The name is free from the start. A reaper that is killed, or that
-//! cannot start, only leaves the kernel to do what it would have done anyway.
+//! deletes vpcsh's devices in it one per request — each request holds the lock briefly,
+//! and none starts while a vpcsh apply is at work — and then lets go of the emptied
+//! namespaces one by one, which the kernel reaps at once. The name is free from the start.
+//! A reaper that is killed, or that cannot start, only leaves the kernel to do what it
+//! would have done anyway.
 
 use std::fs::{self, File};
 use std::io;
@@ -25,16 +26,22 @@ use crate::plan::kernel::LINK_GROUP;
 /// The command vpcsh runs itself as to reap namespaces.
 pub(crate) const REAP_COMMAND: &str = "__reap";
 
-/// Devices deleted in one request. Each request waits once for the kernel's deferred frees
-/// (tens of milliseconds) and holds the routing lock for about 16 ms per device: measured
-/// at 10 × 50, one at a time takes 29 s and stalls others up to 26 ms, 16 at a time 13 s
-/// and 270 ms, 4 at a time 16 s and 75 ms.
-const AT_ONCE: usize = 4;
+/// Devices deleted in one request, by the number of namespaces to reap. Each request waits
+/// once for the kernel's deferred frees (tens of milliseconds) and holds the routing lock
+/// for about 16 ms per device; a bring-up that starts meanwhile waits for the request under
+/// way. Measured at 10 × 50: one at a time takes 43 s and stalls others up to 26 ms, 4 at a
+/// time 16 s and 75 ms, 16 at a time 13 s and 270 ms. At 1 × 10 a bring-up right after a
+/// destroy took up to 126 ms with 4 at a time against 62 ms one at a time (40 ms on a quiet
+/// kernel): small networks, small requests; large ones, a reaper that does not linger.
+fn at_once(namespaces: usize) -> usize {
+    if namespaces < 64 { 1 } else { 4 }
+}
 
 /// The link group devices join just before they are deleted together (vpcsh's own, plus one).
 const REAPING: u32 = LINK_GROUP + 1;
 
-/// Applies hold it shared while they work; the reaper takes it alone for each request.
+/// Applies hold it shared while they work; before each request the reaper checks that it
+/// could take it alone.
 const KERNEL_LOCK: &str = "/run/vpcsh/kernel.lock";
 
 /// Below this many namespaces the kernel's own teardown stalls less (about 10 ms a device)
@@ -108,31 +115,48 @@ pub(crate) fn reap(fds: &[RawFd]) -> io::Result<()> {
     // SAFETY: the parent passed these descriptors open, for this process alone.
     let spaces: Vec<OwnedFd> = fds.iter().map(|fd| unsafe { OwnedFd::from_raw_fd(*fd) }).collect();
     let lock = kernel_lock();
-    // A namespace that cannot be emptied is left to the kernel; the others still are.
-    let failures: Vec<io::Error> = spaces.iter().filter_map(|ns| empty(ns, lock.as_ref()).err()).collect();
+    let at_once = at_once(spaces.len());
+    let mut failures = Vec::new();
+    for ns in spaces {
+        // A namespace that cannot be emptied is left to the kernel; the others still are.
+        if let Err(e) = empty(&ns, at_once, lock.as_ref()) {
+            failures.push(e);
+        }
+        // Let go as soon as emptied, and not while an apply works: the kernel's teardown of
+        // what is left (`lo`, tables) holds the routing lock too.
+        if let Some(lock) = &lock {
+            wait_turn(lock);
+        }
+        drop(ns);
+    }
     failures.into_iter().next().map_or(Ok(()), Err)
 }
 
 /// Deletes vpcsh's devices in one namespace, a few per request, each request in its turn.
-fn empty(ns: &OwnedFd, lock: Option<&File>) -> io::Result<()> {
+fn empty(ns: &OwnedFd, at_once: usize, lock: Option<&File>) -> io::Result<()> {
     // The reaper is a process of its own, on one thread: it may move between namespaces.
     setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)?;
     let socket = Socket::new(NETLINK_ROUTE)?;
-    for some in own_links(&socket)?.chunks(AT_ONCE) {
-        let _turn = lock.map(wait_turn);
+    for some in own_links(&socket)?.chunks(at_once) {
+        if let Some(lock) = lock {
+            wait_turn(lock);
+        }
         delete_links_now(&socket, some, REAPING)?;
     }
     Ok(())
 }
 
-/// Waits until no apply is at work, and holds the lock for one request.
-fn wait_turn(file: &File) -> Option<Flock<File>> {
+/// Waits until no apply is at work. The lock is only looked at, not kept for the request:
+/// an apply that starts meanwhile waits for the routing lock the request holds, not for
+/// the deferred frees after it; and a reaper that kept the lock, taking it again at once
+/// after each request, would keep a waiting apply out for several.
+fn wait_turn(file: &File) {
     loop {
-        let mine = file.try_clone().ok()?;
+        let Ok(mine) = file.try_clone() else { return };
         match Flock::lock(mine, FlockArg::LockExclusiveNonblock) {
-            Ok(held) => return Some(held),
+            Ok(_free) => return,
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => std::thread::sleep(Duration::from_millis(20)),
-            Err(_) => return None,
+            Err(_) => return,
         }
     }
 }

@@ -128,7 +128,7 @@ impl Interpreter {
     }
 
     fn eval(&mut self, name: &str, text: &str) -> Result<rhai::Dynamic, ScriptError> {
-        self.shared.borrow_mut().sources.push(Source { name: name.into(), text: text.into() });
+        self.shared.borrow_mut().sources.push(Source::new(name, text));
         let mut ast = self
             .engine
             .compile_with_scope(&self.scope, text)

@@ -36,7 +36,7 @@ impl ModuleResolver for Resolver {
         if let Some(shared) = engine.default_tag().clone().try_cast::<SharedRef>() {
             let mut shared = shared.borrow_mut();
             if !shared.sources.iter().any(|s| s.name == path) {
-                shared.sources.push(Source { name: path.into(), text: (*text).into() });
+                shared.sources.push(Source::new(path, *text));
             }
         }
         let mut ast =

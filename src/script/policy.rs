@@ -305,7 +305,7 @@ fn policy_file(ctx: &NativeCallContext, path: &str) -> Res<Map> {
         Err(e) => e,
     };
     let call = span(&shared, ctx);
-    shared.sources.push(Source { name: full.display().to_string(), text: text.clone() });
+    shared.sources.push(Source::new(full.display().to_string(), text.clone()));
     let id = shared.sources.len() as u32 - 1;
     let (at, len) = json_token_before(&text, offset(&text, e.line(), e.column().max(1)));
     let message = e.to_string().split(" at line").next().unwrap_or_default().to_string();

@@ -10,6 +10,24 @@ use crate::model::Span;
 pub(crate) struct Source {
     pub name: String,
     pub text: String,
+    /// Where each line starts: every declaration asks for its span, so finding a line must
+    /// not mean reading the text from the top (a 10,000-subnet script would read it 10,000
+    /// times).
+    line_starts: Vec<usize>,
+}
+
+impl Source {
+    pub(crate) fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
+        let text = text.into();
+        let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
+        Self { name: name.into(), text, line_starts }
+    }
+
+    /// Byte offset of a 1-based line and character column.
+    fn offset(&self, line: usize, column: usize) -> usize {
+        let Some(&start) = self.line_starts.get(line.saturating_sub(1)) else { return self.text.len() };
+        offset(&self.text[start..], 1, column) + start
+    }
 }
 
 /// Where a span starts, as `NAME:LINE:COLUMN`.
@@ -33,7 +51,7 @@ pub(crate) fn span_at(sources: &[Source], source: Option<&str>, pos: Position) -
     let (Some(line), Some(col)) = (pos.line(), pos.position()) else {
         return Span { source: id as u32, start: src.text.len(), len: 0 };
     };
-    let (start, len) = widen(&src.text, offset(&src.text, line, col));
+    let (start, len) = widen(&src.text, src.offset(line, col));
     Span { source: id as u32, start, len }
 }
 
@@ -134,6 +152,17 @@ mod tests {
         let text = "let a = 1;\nlet é = vpc(\"x\");";
         assert_eq!(offset(text, 2, 1), 11);
         assert_eq!(&text[offset(text, 2, 9)..offset(text, 2, 12)], "vpc");
+    }
+
+    #[test]
+    fn indexed_lines_give_the_same_offsets() {
+        let text = "let a = 1;\n\nlet é = vpc(\"x\");\nlast";
+        let source = Source::new("t", text);
+        for line in 0..7 {
+            for column in 0..20 {
+                assert_eq!(source.offset(line, column), offset(text, line, column), "{line}:{column}");
+            }
+        }
     }
 
     #[test]

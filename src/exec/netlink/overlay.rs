@@ -7,7 +7,6 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 
-use futures::TryStreamExt;
 use netlink_packet_route::link::{InfoBridgePort, InfoData, InfoPortData, InfoPortKind, InfoVxlan, LinkInfo};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -15,7 +14,7 @@ use netlink_packet_route::neighbour::{
 use netlink_packet_route::route::RouteType;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::packet_core::{NLM_F_APPEND, NLM_F_CREATE, NLM_F_REPLACE};
-use rtnetlink::{Handle, LinkUnspec, LinkVxlan};
+use rtnetlink::{LinkUnspec, LinkVxlan};
 
 use super::{LINK_GROUP, Mac, Netlink, io_err};
 use crate::model::fabric::VXLAN_PORT;
@@ -151,50 +150,36 @@ impl Netlink {
             self.request_acked(ns, RouteNetlinkMessage::DelNeighbour(msg), 0)
         }
     }
+}
 
-    /// The permanent neighbours on vpcsh's links and the flood entries of VXLAN devices.
-    pub(super) fn forwarding_entries(
-        &mut self,
-        handle: &Handle,
-        names: &HashMap<u32, String>,
-    ) -> io::Result<ForwardingEntries> {
-        // IPv4 and IPv6 neighbours in one dump; bridge forwarding entries need their own.
-        let all: Vec<NeighbourMessage> = self
-            .rt
-            .block_on(async {
-                let mut all: Vec<NeighbourMessage> =
-                    handle.neighbours().get().execute().try_collect().await?;
-                let bridge = handle.neighbours().get().set_address_family(AddressFamily::Bridge).execute();
-                all.extend(bridge.try_collect::<Vec<_>>().await?);
-                Ok::<_, rtnetlink::Error>(all)
-            })
-            .map_err(io_err)?;
-        let mut out = ForwardingEntries::default();
-        for m in &all {
-            let Some(dev) = names.get(&m.header.ifindex) else { continue };
-            let (dst, lladdr) = parts(m);
-            match (m.header.family, dst, lladdr) {
-                (AddressFamily::Inet | AddressFamily::Inet6, Some(ip), Some(mac))
-                    if m.header.state == NeighbourState::Permanent =>
-                {
-                    out.neighbours.insert(Neighbour { dev: dev.clone(), ip, mac });
-                }
-                (AddressFamily::Bridge, Some(IpAddr::V4(dst)), Some(mac)) if mac == [0; 6] => {
-                    out.floods.insert(Flood { dev: dev.clone(), dst });
-                }
-                // The bridge's own static entries: not the port device's (`self`), nor what
-                // FRR installs (`extern_learn`).
-                (AddressFamily::Bridge, None, Some(mac))
-                    if m.header.state == NeighbourState::Noarp
-                        && !m.header.flags.intersects(NeighbourFlags::Own | NeighbourFlags::ExtLearned) =>
-                {
-                    out.port_macs.insert(PortMac { dev: dev.clone(), mac });
-                }
-                _ => {}
+/// The permanent neighbours on vpcsh's links, the flood entries of VXLAN devices and the
+/// bridges' pinned MACs, among a namespace's neighbour and bridge forwarding entries.
+pub(super) fn entries_of(all: &[NeighbourMessage], names: &HashMap<u32, String>) -> ForwardingEntries {
+    let mut out = ForwardingEntries::default();
+    for m in all {
+        let Some(dev) = names.get(&m.header.ifindex) else { continue };
+        let (dst, lladdr) = parts(m);
+        match (m.header.family, dst, lladdr) {
+            (AddressFamily::Inet | AddressFamily::Inet6, Some(ip), Some(mac))
+                if m.header.state == NeighbourState::Permanent =>
+            {
+                out.neighbours.insert(Neighbour { dev: dev.clone(), ip, mac });
             }
+            (AddressFamily::Bridge, Some(IpAddr::V4(dst)), Some(mac)) if mac == [0; 6] => {
+                out.floods.insert(Flood { dev: dev.clone(), dst });
+            }
+            // The bridge's own static entries: not the port device's (`self`), nor what FRR
+            // installs (`extern_learn`).
+            (AddressFamily::Bridge, None, Some(mac))
+                if m.header.state == NeighbourState::Noarp
+                    && !m.header.flags.intersects(NeighbourFlags::Own | NeighbourFlags::ExtLearned) =>
+            {
+                out.port_macs.insert(PortMac { dev: dev.clone(), mac });
+            }
+            _ => {}
         }
-        Ok(out)
     }
+    out
 }
 
 /// What a neighbour or forwarding entry is, besides its addresses.

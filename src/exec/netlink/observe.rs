@@ -1,0 +1,244 @@
+//! Reading namespaces as they are: links, addresses, routes, queues, forwarding entries and
+//! vpcsh's nftables table, over plain blocking sockets on threads that enter each namespace
+//! in turn, decoding only the parts of each message the planner compares.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsFd;
+
+use netlink_packet_route::link::{
+    AfSpecInet, AfSpecInet6, AfSpecUnspec, LinkAttribute, LinkExtentMask, LinkFlags, LinkHeader, LinkMessage,
+};
+use netlink_packet_route::neighbour::NeighbourMessage;
+use netlink_packet_route::route::RouteMessage;
+use netlink_packet_route::tc::TcMessage;
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{Socket, protocols::NETLINK_ROUTE};
+use nix::sched::{CloneFlags, setns};
+use rtnetlink::RouteMessageBuilder;
+use rtnetlink::packet_core::{NlaBuffer, NlasIterator, Parseable, ParseableParametrized};
+
+use super::super::nft::Nft;
+use super::super::plain_netlink::dump_raw;
+use super::super::{OpError, netns};
+use super::{
+    addr_of, impaired_queue, impairment_of, link_name, link_of, overlay, route_of, sysctls_of, with_ipv6,
+};
+use crate::plan::kernel::{LinkKind, Netns};
+
+/// Below this many namespaces per reader, one reader is faster than starting another.
+const PARALLEL_FROM: usize = 64;
+
+/// `struct ifinfomsg`, before a link message's attributes.
+const LINK_HEADER_LEN: usize = 16;
+const RTM_NEWLINK: u16 = 16;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+/// The link attributes the planner reads (`IFLA_*`): address, name, MTU, queue, master,
+/// link info, group. `IFLA_AF_SPEC` is read in part (see `af_spec`).
+const KEPT: [u16; 7] = [1, 3, 4, 6, 10, 18, 27];
+const IFLA_AF_SPEC: u16 = 26;
+
+/// What one namespace holds, and the index of each of its links by name.
+pub(super) struct Observed {
+    pub netns: Netns,
+    pub index: HashMap<String, u32>,
+}
+
+/// Reads the namespaces `present` on every core (up to four readers, each taking a share in
+/// turn); none of them is changed.
+pub(super) fn observe_all(present: &[&String]) -> Result<BTreeMap<String, Observed>, OpError> {
+    let readers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+    let share = present.len().div_ceil(readers).max(PARALLEL_FROM);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = present.chunks(share).map(|part| s.spawn(move || read_each(part))).collect();
+        let mut all = BTreeMap::new();
+        for part in parts {
+            let part = part
+                .join()
+                .map_err(|_| OpError::new("reading namespaces", &io::Error::other("a reader panicked")))??;
+            all.extend(part);
+        }
+        Ok(all)
+    })
+}
+
+/// Reads each namespace on this thread, which enters them one after another (so it must be a
+/// thread of its own).
+fn read_each(namespaces: &[&String]) -> Result<Vec<(String, Observed)>, OpError> {
+    namespaces
+        .iter()
+        .map(|ns| {
+            let failed = |e: io::Error| OpError::new(format!("observing netns {ns}"), &e);
+            let fd = netns::open(ns).map_err(failed)?;
+            setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| failed(e.into()))?;
+            Ok(((*ns).clone(), read_here(ns).map_err(failed)?))
+        })
+        .collect()
+}
+
+/// The namespace the calling thread is in, which vpcsh knows as `ns`.
+fn read_here(ns: &str) -> io::Result<Observed> {
+    let socket = Socket::new(NETLINK_ROUTE)?;
+    let links = links(&socket)?;
+    // Queues are read only where a link names one that impairs: most namespaces have none.
+    let qdiscs: Vec<TcMessage> = if links.iter().any(impaired_queue) {
+        dump(&socket, RouteNetlinkMessage::GetQueueDiscipline(TcMessage::default()), |m| match m {
+            RouteNetlinkMessage::NewQueueDiscipline(q) => Some(q),
+            _ => None,
+        })?
+    } else {
+        Vec::new()
+    };
+    let addrs = dump(&socket, RouteNetlinkMessage::GetAddress(Default::default()), |m| match m {
+        RouteNetlinkMessage::NewAddress(a) => Some(a),
+        _ => None,
+    })?;
+    let sysctls = sysctls_of(&links);
+    let mut routes = route_dump(&socket, RouteMessageBuilder::<Ipv4Addr>::new().build())?;
+    if sysctls.ipv6 {
+        routes.extend(route_dump(&socket, RouteMessageBuilder::<Ipv6Addr>::new().build())?);
+    }
+
+    let forwarding = sysctls.ipv4_forwarding && (!with_ipv6(ns) || !sysctls.ipv6 || sysctls.ipv6_forwarding);
+    let names: HashMap<u32, String> =
+        links.iter().filter_map(|l| Some((l.header.index, link_name(l)?))).collect();
+    let mut out = Netns { forwarding, ipv6: Some(sysctls.ipv6), ..Netns::default() };
+    out.links = links
+        .iter()
+        .filter_map(|l| Some((names.get(&l.header.index)?.clone(), link_of(l, &names))))
+        .collect();
+    for (index, impairment) in qdiscs.iter().filter_map(impairment_of) {
+        if let Some(link) = names.get(&index).and_then(|name| out.links.get_mut(name)) {
+            link.impairment = Some(impairment);
+        }
+    }
+    out.addrs = addrs.iter().filter_map(|a| addr_of(a, &names)).collect();
+    // Only a namespace with a bridge (a router, or a machine with EVPN segments) has entries
+    // vpcsh makes: hosts skip the dumps.
+    if out.links.values().any(|l| matches!(l.kind, LinkKind::Vxlan { .. } | LinkKind::Bridge)) {
+        let entries = overlay::entries_of(&neighbours(&socket)?, &names);
+        (out.neighbours, out.floods, out.port_macs) = (entries.neighbours, entries.floods, entries.port_macs);
+    }
+    out.routes = routes.iter().filter_map(|r| route_of(r, &names)).collect();
+    // A kernel without nftables has no table to see.
+    if let Ok(mut nft) = Nft::open() {
+        out.nft = nft.observe()?.map(crate::plan::kernel::Nft::Seen);
+    }
+    let index = names.into_iter().map(|(i, n)| (n, i)).collect();
+    Ok(Observed { netns: out, index })
+}
+
+/// A dump's messages of the kind `pick` keeps, decoded whole.
+fn dump<T>(
+    socket: &Socket,
+    request: RouteNetlinkMessage,
+    pick: impl Fn(RouteNetlinkMessage) -> Option<T>,
+) -> io::Result<Vec<T>> {
+    let mut out = Vec::new();
+    dump_raw(socket, request, |kind, payload| {
+        let message = RouteNetlinkMessage::parse_with_param(payload, kind).map_err(io::Error::other)?;
+        out.extend(pick(message));
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+fn route_dump(socket: &Socket, request: RouteMessage) -> io::Result<Vec<RouteMessage>> {
+    dump(socket, RouteNetlinkMessage::GetRoute(request), |m| match m {
+        RouteNetlinkMessage::NewRoute(r) => Some(r),
+        _ => None,
+    })
+}
+
+/// IPv4 and IPv6 neighbours in one dump; bridge forwarding entries need their own.
+fn neighbours(socket: &Socket) -> io::Result<Vec<NeighbourMessage>> {
+    let pick = |m| match m {
+        RouteNetlinkMessage::NewNeighbour(n) => Some(n),
+        _ => None,
+    };
+    let mut all = dump(socket, RouteNetlinkMessage::GetNeighbour(NeighbourMessage::default()), pick)?;
+    let mut bridge = NeighbourMessage::default();
+    bridge.header.family = AddressFamily::Bridge;
+    all.extend(dump(socket, RouteNetlinkMessage::GetNeighbour(bridge), pick)?);
+    Ok(all)
+}
+
+/// Every link, without counters (a third of what the kernel would fill in for each), and
+/// with only the attributes the planner reads decoded.
+fn links(socket: &Socket) -> io::Result<Vec<LinkMessage>> {
+    let mut request = LinkMessage::default();
+    request.attributes.push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+    let mut out = Vec::new();
+    dump_raw(socket, RouteNetlinkMessage::GetLink(request), |kind, payload| {
+        if kind == RTM_NEWLINK {
+            out.push(link_message(payload)?);
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+fn link_message(payload: &[u8]) -> io::Result<LinkMessage> {
+    let header = LinkHeader::parse(payload).map_err(io::Error::other)?;
+    let attrs = payload.get(LINK_HEADER_LEN..).unwrap_or_default();
+    let loopback = header.flags.contains(LinkFlags::Loopback);
+    let mut attributes = Vec::new();
+    for nla in NlasIterator::new(attrs) {
+        let nla = nla.map_err(io::Error::other)?;
+        if KEPT.contains(&nla.kind()) {
+            attributes.push(
+                LinkAttribute::parse_with_param(&nla, header.interface_family).map_err(io::Error::other)?,
+            );
+        } else if nla.kind() == IFLA_AF_SPEC {
+            attributes.push(LinkAttribute::AfSpecUnspec(af_spec(&nla, loopback)?));
+        }
+    }
+    let mut link = LinkMessage::default();
+    (link.header, link.attributes) = (header, attributes);
+    Ok(link)
+}
+
+/// A link's IPv4 settings, and its IPv6 ones only for `lo` (which carries the namespace's
+/// switches): the IPv6 part is most of a link's message.
+fn af_spec(nla: &NlaBuffer<&[u8]>, loopback: bool) -> io::Result<Vec<AfSpecUnspec>> {
+    let mut out = Vec::new();
+    for family in NlasIterator::new(nla.value()) {
+        let family = family.map_err(io::Error::other)?;
+        let inner = NlasIterator::new(family.value());
+        match family.kind() {
+            AF_INET => out.push(AfSpecUnspec::Inet(
+                inner.map(|i| AfSpecInet::parse(&i?)).collect::<Result<_, _>>().map_err(io::Error::other)?,
+            )),
+            AF_INET6 if loopback => out.push(AfSpecUnspec::Inet6(
+                inner.map(|i| AfSpecInet6::parse(&i?)).collect::<Result<_, _>>().map_err(io::Error::other)?,
+            )),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtnetlink::packet_core::Emitable;
+
+    /// A link message decoded in part keeps every attribute the planner reads.
+    #[test]
+    fn partial_decoding_keeps_what_the_planner_reads() {
+        let mut whole = rtnetlink::LinkBridge::new("br-x").mtu(1400).address(vec![2, 0, 0, 0, 0, 1]).build();
+        whole.attributes.push(LinkAttribute::Group(crate::plan::kernel::LINK_GROUP));
+        whole.attributes.push(LinkAttribute::Controller(7));
+        whole.attributes.push(LinkAttribute::TxQueueLen(1000));
+        let mut bytes = vec![0; whole.buffer_len()];
+        whole.emit(&mut bytes);
+        let part = link_message(&bytes).unwrap();
+        let kept: Vec<_> =
+            whole.attributes.iter().filter(|a| !matches!(a, LinkAttribute::TxQueueLen(_))).collect();
+        assert_eq!(part.attributes.iter().collect::<Vec<_>>(), kept);
+        assert_eq!(part.header, whole.header);
+    }
+}
