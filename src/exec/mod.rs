@@ -20,6 +20,7 @@ mod qdisc;
 pub(crate) mod reaper;
 #[cfg(test)]
 pub(crate) mod recording;
+mod sysctl;
 mod system;
 pub(crate) mod userns;
 

@@ -303,9 +303,9 @@ impl Netlink {
             Op::SetLink { ns, name, up, master } => self.set_link(ns, name, *up, master.as_deref()),
             Op::DeleteLink { ns, name } => self.delete_link(ns, name),
             Op::SetRouteLocalnet { ns, name, on } => {
-                let path = format!("/proc/sys/net/ipv4/conf/{name}/route_localnet");
+                let path = format!("net/ipv4/conf/{name}/route_localnet");
                 let value = if *on { "1" } else { "0" };
-                netns::run_in(&self.space(ns)?.fd, move || std::fs::write(path, value))
+                netns::run_in(&self.space(ns)?.fd, move || super::sysctl::write(&path, value))
             }
             Op::SetImpairment { ns, name, impairment } => self.set_impairment(ns, name, impairment.as_ref()),
             Op::AddAddr { ns, addr } => {

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, setns, unshare};
 
+use super::sysctl;
 use crate::plan::naming::HOST_NS;
 
 pub(crate) const NETNS_DIR: &str = "/run/netns";
@@ -191,16 +192,14 @@ pub(crate) fn remove(name: &str) -> io::Result<()> {
 /// and IPv6 from the link dump instead: every lookup under /proc/sys/net walks a chain as
 /// long as the number of namespaces, which made observing 5,000 of them quadratic.)
 pub(crate) fn forwards_ipv4() -> io::Result<bool> {
-    Ok(fs::read_to_string("/proc/sys/net/ipv4/ip_forward")?.trim() == "1")
+    Ok(sysctl::read("net/ipv4/ip_forward")?.trim() == "1")
 }
-
-const IPV6_FORWARDING: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
 
 pub(crate) fn set_forwarding(on: bool, with_ipv6: bool) -> io::Result<()> {
     let value = if on { "1" } else { "0" };
-    fs::write("/proc/sys/net/ipv4/ip_forward", value)?;
+    sysctl::write("net/ipv4/ip_forward", value)?;
     if with_ipv6 {
-        match fs::write(IPV6_FORWARDING, value) {
+        match sysctl::write("net/ipv6/conf/all/forwarding", value) {
             // A kernel without IPv6 has nothing to forward.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             other => other?,
@@ -219,15 +218,15 @@ pub(crate) fn set_ipv6(on: bool) -> io::Result<()> {
     let absent = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
     if on {
         // Listing a sysctl directory makes an entry for each file in it: only done for on.
-        let confs = match fs::read_dir("/proc/sys/net/ipv6/conf") {
+        let confs = match sysctl::list("net/ipv6/conf") {
             Err(e) if absent(&e) => return Ok(()),
             confs => confs?,
         };
         for conf in confs {
-            fs::write(conf?.path().join("accept_dad"), "0")?;
+            sysctl::write(&format!("net/ipv6/conf/{conf}/accept_dad"), "0")?;
         }
     }
-    match fs::write("/proc/sys/net/ipv6/conf/all/disable_ipv6", if on { "0" } else { "1" }) {
+    match sysctl::write("net/ipv6/conf/all/disable_ipv6", if on { "0" } else { "1" }) {
         Err(e) if absent(&e) => Ok(()),
         other => other,
     }

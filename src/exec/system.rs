@@ -59,6 +59,10 @@ impl System {
 
 impl Backend for System {
     fn observe(&mut self, namespaces: &BTreeSet<String>) -> Result<KernelState, OpError> {
+        // Reapers wait while the kernel is read too: each of their requests holds the routing
+        // lock for tens of milliseconds, and a no-op re-apply, which changes nothing, would
+        // otherwise read 500 namespaces between them.
+        let _reading = self.working.is_none().then(Working::start);
         let mut state = self.netlink.observe(namespaces)?;
         for (name, ns) in &mut state.namespaces {
             ns.processes = self.supervisor.present_in(name).cloned().collect();
