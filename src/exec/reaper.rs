@@ -4,11 +4,11 @@
 //! in it in one batch that holds the routing lock for seconds (about 9 s for the 1,000
 //! devices of 500 subnets on a 2-core VM): any bring-up that follows stalls behind it. So a
 //! namespace vpcsh deletes is first handed, still open, to a reaper (`vpcsh __reap`), which
-//! deletes vpcsh's devices in it one per request — each request holds the lock briefly,
-//! and none starts while a vpcsh apply is at work — and then lets go of the emptied
-//! namespaces one by one, which the kernel reaps at once. The name is free from the start.
-//! A reaper that is killed, or that cannot start, only leaves the kernel to do what it
-//! would have done anyway.
+//! deletes vpcsh's devices in it one per request (four in a large network) — each request
+//! holds the lock briefly, and none starts while a vpcsh apply is at work — and then lets
+//! go of the emptied namespaces one by one, which the kernel reaps at once. The name is
+//! free from the start. A reaper that is killed, or that cannot start, only leaves the
+//! kernel to do what it would have done anyway.
 
 use std::fs::{self, File};
 use std::io;
