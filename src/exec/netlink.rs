@@ -8,20 +8,14 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 
 use futures::TryStreamExt;
 use ipnetwork::IpNetwork;
-use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_packet_route::address::{
-    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
-};
-use netlink_packet_route::link::{
-    AfSpecInet, AfSpecInet6, AfSpecUnspec, Inet6DevConf, InetDevConf, InfoData, InfoKind, InfoVeth,
-    LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
-};
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol};
-use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcOption};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
+use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage};
+use netlink_packet_route::route::{RouteAttribute, RouteHeader, RouteMessage};
+use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage};
 use netlink_sys::{Socket, TokioSocket, protocols::NETLINK_ROUTE};
 use rtnetlink::packet_core::{
-    DefaultNla, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload, Nla,
+    DefaultNla, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
 };
 use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
 
@@ -38,7 +32,7 @@ const ENOENT: i32 = nix::errno::Errno::ENOENT as i32;
 const EINVAL: i32 = nix::errno::Errno::EINVAL as i32;
 use crate::plan::Op;
 use crate::plan::kernel::LINK_GROUP;
-use crate::plan::kernel::{Addr, ForeignChain, KernelState, Link, LinkKind, Mac, Owner, Route};
+use crate::plan::kernel::{Addr, ForeignChain, KernelState, Mac, Route};
 use crate::plan::naming::HOST_NS;
 
 mod observe;
@@ -505,136 +499,12 @@ impl Netlink {
     }
 }
 
-/// A namespace's forwarding and IPv6 switches, as its loopback device carries them: writing
-/// `all` sets every device, `lo` included, and a dump of `lo` costs nothing extra.
-#[derive(Clone, Copy, Default)]
-struct Sysctls {
-    ipv4_forwarding: bool,
-    ipv6: bool,
-    ipv6_forwarding: bool,
-}
-
-fn sysctls_of(links: &[LinkMessage]) -> Sysctls {
-    let Some(lo) = links.iter().find(|l| l.header.flags.contains(LinkFlags::Loopback)) else {
-        return Sysctls::default();
-    };
-    let (v4, v6) = devconf(lo);
-    Sysctls {
-        ipv4_forwarding: v4.is_some_and(|c| c.forwarding != 0),
-        ipv6: v6.is_some_and(|c| c.disable_ipv6 == 0),
-        ipv6_forwarding: v6.is_some_and(|c| c.forwarding != 0),
-    }
-}
-
-/// A link's IPv4 and IPv6 settings, as its dump carries them (none for a family the kernel
-/// keeps none of for it).
-fn devconf(l: &LinkMessage) -> (Option<&InetDevConf>, Option<&Inet6DevConf>) {
-    let (mut v4, mut v6) = (None, None);
-    for attr in &l.attributes {
-        let LinkAttribute::AfSpecUnspec(specs) = attr else { continue };
-        for spec in specs {
-            match spec {
-                AfSpecUnspec::Inet(inet) => {
-                    v4 =
-                        inet.iter().find_map(|i| if let AfSpecInet::DevConf(c) = i { Some(c) } else { None });
-                }
-                AfSpecUnspec::Inet6(inet6) => {
-                    v6 = inet6
-                        .iter()
-                        .find_map(|i| if let AfSpecInet6::DevConf(c) = i { Some(c) } else { None });
-                }
-                _ => {}
-            }
-        }
-    }
-    (v4, v6)
-}
-
-/// A link as the planner compares it: kind, master, up, and whether it is vpcsh's.
-fn link_of(l: &LinkMessage, names: &HashMap<u32, String>) -> Link {
-    let mut group = 0;
-    let mut master = None;
-    let (mut mtu, mut mac, mut learning) = (None, None, None);
-    let mut kind = if l.header.flags.contains(LinkFlags::Loopback) {
-        LinkKind::Loopback
-    } else {
-        LinkKind::Other(String::new())
-    };
-    for attr in &l.attributes {
-        match attr {
-            LinkAttribute::Group(g) => group = *g,
-            LinkAttribute::Controller(i) => master = names.get(i).cloned(),
-            LinkAttribute::Mtu(m) => mtu = Some(*m),
-            LinkAttribute::Address(a) => mac = <Mac>::try_from(a.as_slice()).ok(),
-            LinkAttribute::LinkInfo(infos) => {
-                for info in infos {
-                    match info {
-                        LinkInfo::Kind(k) => {
-                            kind = match k {
-                                InfoKind::Bridge => LinkKind::Bridge,
-                                InfoKind::Veth => LinkKind::VethPeer,
-                                InfoKind::Vxlan => overlay::vxlan_kind(infos),
-                                other => LinkKind::Other(other.to_string()),
-                            };
-                        }
-                        LinkInfo::PortData(port) => learning = overlay::port_learning(port),
-                        _ => {}
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    let up = l.header.flags.contains(LinkFlags::Up);
-    let route_localnet = devconf(l).0.is_some_and(|c| c.route_localnet != 0);
-    Link {
-        kind,
-        master,
-        up,
-        owner: Owner::Unclaimed,
-        ours: group == LINK_GROUP,
-        route_localnet,
-        impairment: None,
-        mtu,
-        mac,
-        learning,
-    }
-}
-
 /// A locally administered unicast MAC, the same for the same bridge in the same namespace.
 fn bridge_mac(ns: &str, name: &str) -> Vec<u8> {
     let hash = crate::model::fnv::fnv1a(format!("{ns}/{name}").as_bytes());
     let mut mac = hash.to_be_bytes()[2..].to_vec();
     mac[0] = (mac[0] & 0xfc) | 0x02;
     mac
-}
-
-/// Whether a link's root queue (as its dump names it) is one an impairment makes.
-fn impaired_queue(l: &LinkMessage) -> bool {
-    l.attributes.iter().any(|a| matches!(a, LinkAttribute::Qdisc(kind) if qdisc::is_impairment(kind)))
-}
-
-/// A link's root netem queue: the link's index and what the queue does.
-fn impairment_of(q: &TcMessage) -> Option<(u32, crate::model::impair::Impairment)> {
-    if q.header.parent != TcHandle::ROOT {
-        return None;
-    }
-    let kind = q.attributes.iter().find_map(|a| match a {
-        TcAttribute::Kind(k) => Some(k.as_str()),
-        _ => None,
-    })?;
-    let options = q.attributes.iter().find_map(|a| match a {
-        TcAttribute::Options(options) => options.iter().find_map(|o| match o {
-            TcOption::Other(nla) => {
-                let mut value = vec![0; nla.value_len()];
-                nla.emit_value(&mut value);
-                Some(value)
-            }
-            _ => None,
-        }),
-        _ => None,
-    })?;
-    Some((u32::try_from(q.header.index).ok()?, qdisc::parse(kind, &options)?))
 }
 
 /// The address of an address message: IFA_LOCAL for IPv4, IFA_ADDRESS for IPv6 (which
@@ -650,49 +520,6 @@ fn address_of(a: &AddressMessage) -> Option<IpAddr> {
             _ => None,
         })
     })
-}
-
-/// An address on a named link, of the kind vpcsh adds: every IPv4 address, and static
-/// global IPv6 ones (not the kernel's link-local or loopback, nor what SLAAC configures).
-fn addr_of(a: &AddressMessage, names: &HashMap<u32, String>) -> Option<Addr> {
-    let dev = names.get(&a.header.index)?;
-    let ip = address_of(a)?;
-    let ours = match a.header.family {
-        AddressFamily::Inet => true,
-        AddressFamily::Inet6 => {
-            let permanent = a.header.flags.contains(AddressHeaderFlags::Permanent)
-                || a.attributes
-                    .iter()
-                    .any(|x| matches!(x, AddressAttribute::Flags(f) if f.contains(AddressFlags::Permanent)));
-            a.header.scope == AddressScope::Universe && permanent
-        }
-        _ => false,
-    };
-    let net = IpNetwork::new(ip, a.header.prefix_len).ok()?;
-    ours.then(|| Addr { dev: dev.clone(), net })
-}
-
-/// A static route of the main table, the kind vpcsh adds.
-fn route_of(r: &RouteMessage, names: &HashMap<u32, String>) -> Option<Route> {
-    if r.header.table != RouteHeader::RT_TABLE_MAIN || r.header.protocol != RouteProtocol::Static {
-        return None;
-    }
-    let v6 = r.header.address_family == AddressFamily::Inet6;
-    let mut dst: IpAddr = if v6 { Ipv6Addr::UNSPECIFIED.into() } else { Ipv4Addr::UNSPECIFIED.into() };
-    let mut via = None;
-    let mut dev = String::new();
-    for attr in &r.attributes {
-        match attr {
-            RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = (*ip).into(),
-            RouteAttribute::Destination(RouteAddress::Inet6(ip)) => dst = (*ip).into(),
-            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => via = Some((*ip).into()),
-            RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => via = Some((*ip).into()),
-            RouteAttribute::Oif(i) => dev = names.get(i).cloned().unwrap_or_default(),
-            _ => {}
-        }
-    }
-    let dst = IpNetwork::new(dst, r.header.destination_prefix_length).ok()?;
-    Some(Route { dst, via: via?, dev })
 }
 
 /// Whether vpcsh manages IPv6 forwarding in `ns`: everywhere but the real host.

@@ -4,28 +4,31 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
 
+use ipnetwork::IpNetwork;
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
+};
 use netlink_packet_route::link::{
-    AfSpecInet, AfSpecInet6, AfSpecUnspec, LinkAttribute, LinkExtentMask, LinkFlags, LinkHeader, LinkMessage,
+    AfSpecInet, AfSpecInet6, AfSpecUnspec, Inet6DevConf, InetDevConf, InfoKind, LinkAttribute,
+    LinkExtentMask, LinkFlags, LinkHeader, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::neighbour::NeighbourMessage;
-use netlink_packet_route::route::RouteMessage;
-use netlink_packet_route::tc::TcMessage;
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol};
+use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcOption};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, protocols::NETLINK_ROUTE};
 use nix::sched::{CloneFlags, setns};
 use rtnetlink::RouteMessageBuilder;
-use rtnetlink::packet_core::{NlaBuffer, NlasIterator, Parseable, ParseableParametrized};
+use rtnetlink::packet_core::{Nla, NlaBuffer, NlasIterator, Parseable, ParseableParametrized};
 
 use super::super::nft::Nft;
 use super::super::plain_netlink::dump_raw;
-use super::super::{OpError, netns};
-use super::{
-    addr_of, impaired_queue, impairment_of, link_name, link_of, overlay, route_of, sysctls_of, with_ipv6,
-};
-use crate::plan::kernel::{LinkKind, Netns};
+use super::super::{OpError, netns, qdisc};
+use super::{address_of, link_name, overlay, with_ipv6};
+use crate::plan::kernel::{Addr, LINK_GROUP, Link, LinkKind, Mac, Netns, Owner, Route};
 
 /// Below this many namespaces per reader, one reader is faster than starting another.
 const PARALLEL_FROM: usize = 64;
@@ -221,6 +224,173 @@ fn af_spec(nla: &NlaBuffer<&[u8]>, loopback: bool) -> io::Result<Vec<AfSpecUnspe
     Ok(out)
 }
 
+/// A namespace's forwarding and IPv6 switches, as its loopback device carries them: writing
+/// `all` sets every device, `lo` included, and a dump of `lo` costs nothing extra.
+#[derive(Clone, Copy, Default)]
+struct Sysctls {
+    ipv4_forwarding: bool,
+    ipv6: bool,
+    ipv6_forwarding: bool,
+}
+
+fn sysctls_of(links: &[LinkMessage]) -> Sysctls {
+    let Some(lo) = links.iter().find(|l| l.header.flags.contains(LinkFlags::Loopback)) else {
+        return Sysctls::default();
+    };
+    let (v4, v6) = devconf(lo);
+    Sysctls {
+        ipv4_forwarding: v4.is_some_and(|c| c.forwarding != 0),
+        ipv6: v6.is_some_and(|c| c.disable_ipv6 == 0),
+        ipv6_forwarding: v6.is_some_and(|c| c.forwarding != 0),
+    }
+}
+
+/// A link's IPv4 and IPv6 settings, as its dump carries them (none for a family the kernel
+/// keeps none of for it).
+fn devconf(l: &LinkMessage) -> (Option<&InetDevConf>, Option<&Inet6DevConf>) {
+    let (mut v4, mut v6) = (None, None);
+    for attr in &l.attributes {
+        let LinkAttribute::AfSpecUnspec(specs) = attr else { continue };
+        for spec in specs {
+            match spec {
+                AfSpecUnspec::Inet(inet) => {
+                    v4 =
+                        inet.iter().find_map(|i| if let AfSpecInet::DevConf(c) = i { Some(c) } else { None });
+                }
+                AfSpecUnspec::Inet6(inet6) => {
+                    v6 = inet6
+                        .iter()
+                        .find_map(|i| if let AfSpecInet6::DevConf(c) = i { Some(c) } else { None });
+                }
+                _ => {}
+            }
+        }
+    }
+    (v4, v6)
+}
+
+/// A link as the planner compares it: kind, master, up, and whether it is vpcsh's.
+fn link_of(l: &LinkMessage, names: &HashMap<u32, String>) -> Link {
+    let mut group = 0;
+    let mut master = None;
+    let (mut mtu, mut mac, mut learning) = (None, None, None);
+    let mut kind = if l.header.flags.contains(LinkFlags::Loopback) {
+        LinkKind::Loopback
+    } else {
+        LinkKind::Other(String::new())
+    };
+    for attr in &l.attributes {
+        match attr {
+            LinkAttribute::Group(g) => group = *g,
+            LinkAttribute::Controller(i) => master = names.get(i).cloned(),
+            LinkAttribute::Mtu(m) => mtu = Some(*m),
+            LinkAttribute::Address(a) => mac = <Mac>::try_from(a.as_slice()).ok(),
+            LinkAttribute::LinkInfo(infos) => {
+                for info in infos {
+                    match info {
+                        LinkInfo::Kind(k) => {
+                            kind = match k {
+                                InfoKind::Bridge => LinkKind::Bridge,
+                                InfoKind::Veth => LinkKind::VethPeer,
+                                InfoKind::Vxlan => overlay::vxlan_kind(infos),
+                                other => LinkKind::Other(other.to_string()),
+                            };
+                        }
+                        LinkInfo::PortData(port) => learning = overlay::port_learning(port),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let up = l.header.flags.contains(LinkFlags::Up);
+    let route_localnet = devconf(l).0.is_some_and(|c| c.route_localnet != 0);
+    Link {
+        kind,
+        master,
+        up,
+        owner: Owner::Unclaimed,
+        ours: group == LINK_GROUP,
+        route_localnet,
+        impairment: None,
+        mtu,
+        mac,
+        learning,
+    }
+}
+
+/// Whether a link's root queue (as its dump names it) is one an impairment makes.
+fn impaired_queue(l: &LinkMessage) -> bool {
+    l.attributes.iter().any(|a| matches!(a, LinkAttribute::Qdisc(kind) if qdisc::is_impairment(kind)))
+}
+
+/// A link's root netem queue: the link's index and what the queue does.
+fn impairment_of(q: &TcMessage) -> Option<(u32, crate::model::impair::Impairment)> {
+    if q.header.parent != TcHandle::ROOT {
+        return None;
+    }
+    let kind = q.attributes.iter().find_map(|a| match a {
+        TcAttribute::Kind(k) => Some(k.as_str()),
+        _ => None,
+    })?;
+    let options = q.attributes.iter().find_map(|a| match a {
+        TcAttribute::Options(options) => options.iter().find_map(|o| match o {
+            TcOption::Other(nla) => {
+                let mut value = vec![0; nla.value_len()];
+                nla.emit_value(&mut value);
+                Some(value)
+            }
+            _ => None,
+        }),
+        _ => None,
+    })?;
+    Some((u32::try_from(q.header.index).ok()?, qdisc::parse(kind, &options)?))
+}
+
+/// An address on a named link, of the kind vpcsh adds: every IPv4 address, and static
+/// global IPv6 ones (not the kernel's link-local or loopback, nor what SLAAC configures).
+fn addr_of(a: &AddressMessage, names: &HashMap<u32, String>) -> Option<Addr> {
+    let dev = names.get(&a.header.index)?;
+    let ip = address_of(a)?;
+    let ours = match a.header.family {
+        AddressFamily::Inet => true,
+        AddressFamily::Inet6 => {
+            let permanent = a.header.flags.contains(AddressHeaderFlags::Permanent)
+                || a.attributes
+                    .iter()
+                    .any(|x| matches!(x, AddressAttribute::Flags(f) if f.contains(AddressFlags::Permanent)));
+            a.header.scope == AddressScope::Universe && permanent
+        }
+        _ => false,
+    };
+    let net = IpNetwork::new(ip, a.header.prefix_len).ok()?;
+    ours.then(|| Addr { dev: dev.clone(), net })
+}
+
+/// A static route of the main table, the kind vpcsh adds.
+fn route_of(r: &RouteMessage, names: &HashMap<u32, String>) -> Option<Route> {
+    if r.header.table != RouteHeader::RT_TABLE_MAIN || r.header.protocol != RouteProtocol::Static {
+        return None;
+    }
+    let v6 = r.header.address_family == AddressFamily::Inet6;
+    let mut dst: IpAddr = if v6 { Ipv6Addr::UNSPECIFIED.into() } else { Ipv4Addr::UNSPECIFIED.into() };
+    let mut via = None;
+    let mut dev = String::new();
+    for attr in &r.attributes {
+        match attr {
+            RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = (*ip).into(),
+            RouteAttribute::Destination(RouteAddress::Inet6(ip)) => dst = (*ip).into(),
+            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => via = Some((*ip).into()),
+            RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => via = Some((*ip).into()),
+            RouteAttribute::Oif(i) => dev = names.get(i).cloned().unwrap_or_default(),
+            _ => {}
+        }
+    }
+    let dst = IpNetwork::new(dst, r.header.destination_prefix_length).ok()?;
+    Some(Route { dst, via: via?, dev })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,5 +410,32 @@ mod tests {
             whole.attributes.iter().filter(|a| !matches!(a, LinkAttribute::TxQueueLen(_))).collect();
         assert_eq!(part.attributes.iter().collect::<Vec<_>>(), kept);
         assert_eq!(part.header, whole.header);
+    }
+
+    /// Of a link's settings, the IPv4 ones are kept for every link and the IPv6 ones for
+    /// `lo` only: what `link_of` and `sysctls_of` read comes through either way.
+    #[test]
+    fn ipv6_settings_are_decoded_for_loopback_only() {
+        let (mut v4, mut v6) = (InetDevConf::default(), Inet6DevConf::default());
+        (v4.route_localnet, v4.forwarding, v6.forwarding) = (1, 1, 1);
+        let spec = vec![
+            AfSpecUnspec::Inet(vec![AfSpecInet::DevConf(v4)]),
+            AfSpecUnspec::Inet6(vec![AfSpecInet6::DevConf(v6)]),
+        ];
+        let decoded = |flags: LinkFlags| {
+            let mut link = LinkMessage::default();
+            link.header.flags = flags;
+            link.attributes.push(LinkAttribute::AfSpecUnspec(spec.clone()));
+            let mut bytes = vec![0; link.buffer_len()];
+            link.emit(&mut bytes);
+            link_message(&bytes).unwrap()
+        };
+        let veth = decoded(LinkFlags::Up);
+        assert_eq!(devconf(&veth), (Some(&v4), None));
+        assert!(link_of(&veth, &HashMap::new()).route_localnet);
+        let lo = decoded(LinkFlags::Up | LinkFlags::Loopback);
+        assert_eq!(devconf(&lo), (Some(&v4), Some(&v6)));
+        let switches = sysctls_of(&[lo]);
+        assert!(switches.ipv4_forwarding && switches.ipv6 && switches.ipv6_forwarding);
     }
 }
