@@ -9,12 +9,14 @@ use netlink_sys::Socket;
 use rtnetlink::LinkUnspec;
 use rtnetlink::packet_core::{
     NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer, NetlinkMessage,
-    NetlinkPayload,
+    NetlinkPayload, ParseableParametrized,
 };
 
 use crate::plan::kernel::LINK_GROUP;
 
 const ENODEV: i32 = nix::errno::Errno::ENODEV as i32;
+/// Message types below this are netlink's own, not the routing family's.
+const NLMSG_MIN_TYPE: u16 = 0x10;
 
 /// Brings `lo` (index 1 in a new namespace) up over a netlink socket not yet handed to the
 /// runtime: it runs on the thread that made the namespace, beside the others being made.
@@ -29,47 +31,38 @@ pub(crate) fn request(
     message: RouteNetlinkMessage,
     flags: u16,
 ) -> io::Result<Vec<RouteNetlinkMessage>> {
+    let mut answers = Vec::new();
+    exchange(socket, message, flags, |kind, payload| {
+        answers.push(RouteNetlinkMessage::parse_with_param(payload, kind).map_err(io::Error::other)?);
+        Ok(())
+    })?;
+    Ok(answers)
+}
+
+/// A dump, each message handed to `each` as its type and the bytes after its header,
+/// unparsed: a reader that needs a few attributes of each skips decoding the rest (most of
+/// a link's message is its IPv6 settings and statistics).
+pub(crate) fn dump_raw(
+    socket: &Socket,
+    message: RouteNetlinkMessage,
+    each: impl FnMut(u16, &[u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    exchange(socket, message, NLM_F_DUMP, each)
+}
+
+/// Sends one request and hands each message of its answer to `each`, until the dump is
+/// done or the request acknowledged (an error ends it too).
+fn exchange(
+    socket: &Socket,
+    message: RouteNetlinkMessage,
+    flags: u16,
+    mut each: impl FnMut(u16, &[u8]) -> io::Result<()>,
+) -> io::Result<()> {
     let mut req = NetlinkMessage::from(message);
     // A dump ends with its DONE message; an acknowledgement after it would be read as the
     // answer to the next request.
     let ack = if flags & NLM_F_DUMP == 0 { NLM_F_ACK } else { 0 };
     req.header.flags = NLM_F_REQUEST | ack | flags;
-    req.finalize();
-    let mut buf = vec![0; req.buffer_len()];
-    req.serialize(&mut buf);
-    socket.send(&buf, 0)?;
-    let mut answers = Vec::new();
-    loop {
-        let mut reply = Vec::with_capacity(64 * 1024);
-        socket.recv(&mut reply, 0)?;
-        let mut at = 0;
-        while at < reply.len() {
-            let msg =
-                NetlinkMessage::<RouteNetlinkMessage>::deserialize(&reply[at..]).map_err(io::Error::other)?;
-            at += msg.header.length as usize;
-            match msg.payload {
-                NetlinkPayload::Error(e) => return e.code.map_or(Ok(answers), |_| Err(e.to_io())),
-                NetlinkPayload::Done(_) => return Ok(answers),
-                NetlinkPayload::InnerMessage(inner) => answers.push(inner),
-                _ => {}
-            }
-            if msg.header.length == 0 {
-                return Err(io::Error::other("a netlink message of no length"));
-            }
-        }
-    }
-}
-
-/// A dump over a plain netlink socket, each message handed to `each` as its type and the
-/// bytes after its header, unparsed: a reader that needs a few attributes of each skips
-/// decoding the rest (most of a link's message is its IPv6 settings and statistics).
-pub(crate) fn dump_raw(
-    socket: &Socket,
-    message: RouteNetlinkMessage,
-    mut each: impl FnMut(u16, &[u8]) -> io::Result<()>,
-) -> io::Result<()> {
-    let mut req = NetlinkMessage::from(message);
-    req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     req.finalize();
     let mut buf = vec![0; req.buffer_len()];
     req.serialize(&mut buf);
@@ -80,6 +73,7 @@ pub(crate) fn dump_raw(
         socket.recv(&mut reply, 0)?;
         let mut at = 0;
         while at < reply.len() {
+            // Checked: the length it claims fits, and is at least a header's.
             let msg = NetlinkBuffer::new_checked(&reply[at..]).map_err(io::Error::other)?;
             let len = msg.length() as usize;
             match msg.message_type() {
@@ -87,12 +81,13 @@ pub(crate) fn dump_raw(
                 NLMSG_ERROR => {
                     let error = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&reply[at..at + len])
                         .map_err(io::Error::other)?;
-                    if let NetlinkPayload::Error(e) = error.payload
-                        && e.code.is_some()
-                    {
-                        return Err(e.to_io());
-                    }
+                    return match error.payload {
+                        NetlinkPayload::Error(e) if e.code.is_some() => Err(e.to_io()),
+                        _ => Ok(()),
+                    };
                 }
+                // Netlink's own control messages (no-op, overrun) carry nothing to read.
+                kind if kind < NLMSG_MIN_TYPE => {}
                 kind => each(kind, msg.payload())?,
             }
             // Messages start on 4-byte boundaries.

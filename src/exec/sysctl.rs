@@ -6,35 +6,37 @@
 //! shared `net` directory): with the 5,000 namespaces of a destroyed network still being
 //! reaped, making a new namespace spent 6 ms in that walk, three quarters of its time. A
 //! procfs instance mounted nowhere (`fsopen`/`fsmount`: nothing on the machine sees it) has
-//! dentries of its own; each thread uses one for a few namespaces, then a fresh one, so its
-//! chains stay short. Where the kernel refuses (no new mount API, or a user namespace that
-//! may not mount procfs), `/proc/sys` is used as before.
+//! dentries of its own; all threads share one (a lookup sees the calling thread's
+//! namespace), replaced by a fresh one every few lookups, so its chains stay short. Where
+//! the kernel refuses (no new mount API, or a user namespace that may not mount procfs),
+//! `/proc/sys` is used as before.
 
-use std::cell::RefCell;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use nix::fcntl::{OFlag, openat};
 use nix::libc;
 use nix::sys::stat::Mode;
 
-/// Namespaces a procfs instance serves before the next thread's lookup takes a fresh one.
+/// Lookups a procfs instance serves before a fresh one replaces it.
 const FRESH_EVERY: usize = 32;
 
 const FSOPEN_CLOEXEC: libc::c_uint = 1;
 const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
 const FSMOUNT_CLOEXEC: libc::c_uint = 1;
 
-/// Set once the kernel has refused a procfs instance: every thread then uses /proc.
-static REFUSED: AtomicBool = AtomicBool::new(false);
-
-thread_local! {
-    /// This thread's procfs instance and how many lookups it has served.
-    static INSTANCE: RefCell<Option<(OwnedFd, usize)>> = const { RefCell::new(None) };
+/// The procfs instance in use and the lookups it has served.
+enum Instance {
+    None,
+    Mounted(Arc<OwnedFd>, usize),
+    /// The kernel would not make one: every lookup goes through /proc.
+    Refused,
 }
+
+static INSTANCE: Mutex<Instance> = Mutex::new(Instance::None);
 
 /// Writes `value` to the sysctl at `path` (relative to /proc/sys, as `net/ipv4/ip_forward`).
 pub(crate) fn write(path: &str, value: &str) -> io::Result<()> {
@@ -57,10 +59,8 @@ pub(crate) fn list(path: &str) -> io::Result<Vec<String>> {
 
 fn open(path: &str, flags: OFlag) -> io::Result<File> {
     let relative = PathBuf::from("sys").join(path);
-    let opened = INSTANCE.with_borrow_mut(|instance| {
-        let (proc, uses) = fresh(instance)?;
-        *uses += 1;
-        Some(openat(&*proc, &relative, flags | OFlag::O_CLOEXEC, Mode::empty()).map_err(io::Error::from))
+    let opened = instance().map(|proc| {
+        openat(&*proc, &relative, flags | OFlag::O_CLOEXEC, Mode::empty()).map_err(io::Error::from)
     });
     match opened {
         // Not allowed through an instance of vpcsh's own (a procfs mounted with other
@@ -78,23 +78,30 @@ fn through_proc(relative: &Path, flags: OFlag) -> io::Result<File> {
         .open(Path::new("/proc").join(relative))
 }
 
-/// This thread's procfs instance, a new one when it has none or has served enough.
-fn fresh(instance: &mut Option<(OwnedFd, usize)>) -> Option<&mut (OwnedFd, usize)> {
-    if REFUSED.load(Ordering::Relaxed) {
-        return None;
+/// The procfs instance to look up through, a new one when there is none or it has served
+/// enough; `None` where the kernel refuses one.
+fn instance() -> Option<Arc<OwnedFd>> {
+    let mut current = INSTANCE.lock().unwrap_or_else(PoisonError::into_inner);
+    match &mut *current {
+        Instance::Refused => return None,
+        Instance::Mounted(proc, uses) if *uses < FRESH_EVERY => {
+            *uses += 1;
+            return Some(Arc::clone(proc));
+        }
+        _ => {}
     }
-    if instance.as_ref().is_none_or(|(_, uses)| *uses >= FRESH_EVERY) {
-        match mount_proc() {
-            Ok(proc) => *instance = Some((proc, 0)),
-            Err(e) => {
-                tracing::debug!("no procfs instance of vpcsh's own ({e}): sysctls through /proc");
-                REFUSED.store(true, Ordering::Relaxed);
-                *instance = None;
-                return None;
-            }
+    match mount_proc() {
+        Ok(proc) => {
+            let proc = Arc::new(proc);
+            *current = Instance::Mounted(Arc::clone(&proc), 1);
+            Some(proc)
+        }
+        Err(e) => {
+            tracing::debug!("no procfs instance of vpcsh's own ({e}): sysctls through /proc");
+            *current = Instance::Refused;
+            None
         }
     }
-    instance.as_mut()
 }
 
 /// A new procfs instance, mounted nowhere: the returned descriptor is its root.
@@ -148,7 +155,8 @@ mod tests {
             && fs::read_to_string("/proc/self/uid_map")
                 .is_ok_and(|m| m.split_whitespace().eq(["0", "0", "4294967295"]));
         if machine_root {
-            assert!(INSTANCE.with_borrow(Option::is_some), "sysctls went through /proc");
+            let used = matches!(*INSTANCE.lock().unwrap(), Instance::Mounted(..));
+            assert!(used, "sysctls went through /proc");
         }
     }
 }

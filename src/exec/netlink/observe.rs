@@ -22,10 +22,10 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, protocols::NETLINK_ROUTE};
 use nix::sched::{CloneFlags, setns};
 use rtnetlink::RouteMessageBuilder;
-use rtnetlink::packet_core::{Nla, NlaBuffer, NlasIterator, Parseable, ParseableParametrized};
+use rtnetlink::packet_core::{NLM_F_DUMP, Nla, NlaBuffer, NlasIterator, Parseable, ParseableParametrized};
 
 use super::super::nft::Nft;
-use super::super::plain_netlink::dump_raw;
+use super::super::plain_netlink::{dump_raw, request};
 use super::super::{OpError, netns, qdisc};
 use super::{address_of, link_name, overlay, with_ipv6};
 use crate::plan::kernel::{Addr, LINK_GROUP, Link, LinkKind, Mac, Netns, Owner, Route};
@@ -137,16 +137,10 @@ fn read_here(ns: &str) -> io::Result<Observed> {
 /// A dump's messages of the kind `pick` keeps, decoded whole.
 fn dump<T>(
     socket: &Socket,
-    request: RouteNetlinkMessage,
+    message: RouteNetlinkMessage,
     pick: impl Fn(RouteNetlinkMessage) -> Option<T>,
 ) -> io::Result<Vec<T>> {
-    let mut out = Vec::new();
-    dump_raw(socket, request, |kind, payload| {
-        let message = RouteNetlinkMessage::parse_with_param(payload, kind).map_err(io::Error::other)?;
-        out.extend(pick(message));
-        Ok(())
-    })?;
-    Ok(out)
+    Ok(request(socket, message, NLM_F_DUMP)?.into_iter().filter_map(pick).collect())
 }
 
 fn route_dump(socket: &Socket, request: RouteMessage) -> io::Result<Vec<RouteMessage>> {
