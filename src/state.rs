@@ -199,8 +199,13 @@ fn write(path: &Path, state: &State) -> Result<(), StateError> {
             _ => File::open(dir).and_then(|d| d.sync_all()).map_err(write_err),
         };
     }
-    let tmp = path.with_extension("json.tmp");
     let json = serde_json::to_vec_pretty(state).expect("state serialises");
+    // A run that changed nothing (a no-op re-apply) leaves the file alone: reading it back is
+    // far cheaper than the two fsyncs of writing it.
+    if fs::read(path).is_ok_and(|on_disk| on_disk == json) {
+        return Ok(());
+    }
+    let tmp = path.with_extension("json.tmp");
     let mut f = File::create(&tmp).map_err(write_err)?;
     f.write_all(&json).and_then(|()| f.sync_all()).map_err(write_err)?;
     fs::rename(&tmp, path).map_err(write_err)?;
@@ -228,6 +233,27 @@ mod tests {
         let store = Store::open(&dir).unwrap();
         assert!(store.state.namespaces.contains("t.prod"));
         drop(store);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Saving what the file already says writes nothing (a no-op re-apply); a change is
+    /// written (through a new file renamed over the old).
+    #[test]
+    fn an_unchanged_state_is_not_written_again() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = temp_dir("unchanged");
+        let mut store = Store::open(&dir).unwrap();
+        store.state.namespaces.insert("t.prod".into());
+        store.save().unwrap();
+        let inode = || fs::metadata(dir.join("state.json")).unwrap().ino();
+        let first = inode();
+        store.save().unwrap();
+        assert_eq!(inode(), first, "rewritten although nothing changed");
+        store.state.namespaces.insert("t.dev".into());
+        store.save().unwrap();
+        assert_ne!(inode(), first, "a change was not written");
+        drop(store);
+        assert!(Store::open(&dir).unwrap().state.namespaces.contains("t.dev"));
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -567,12 +567,12 @@ impl Netlink {
     /// The network state of those of `namespaces` that exist (no processes: see `System`).
     /// What is learnt of each link's index is kept for the applies that may follow.
     pub(crate) fn observe(&mut self, namespaces: &BTreeSet<String>) -> Result<KernelState, OpError> {
-        let present: Vec<&String> = namespaces.iter().filter(|ns| netns::exists(ns)).collect();
-        self.spaces.retain(|ns, _| !namespaces.contains(ns) || present.contains(&ns));
+        let seen = observe::observe_all(&namespaces.iter().collect::<Vec<_>>())?;
+        self.spaces.retain(|ns, _| !namespaces.contains(ns) || seen.contains_key(ns));
         // Only what this observation saw: a namespace made again since has other indexes.
         self.known_index.clear();
         let mut state = KernelState::default();
-        for (ns, seen) in observe::observe_all(&present)? {
+        for (ns, seen) in seen {
             match self.spaces.get_mut(&ns) {
                 Some(space) => space.index = seen.index,
                 None => _ = self.known_index.insert(ns.clone(), seen.index),

@@ -32,7 +32,9 @@ pub(crate) fn exists(name: &str) -> bool {
 
 /// A file under /run/netns with no namespace mounted on it.
 pub(crate) fn is_stale(name: &str) -> bool {
-    name != HOST_NS && path(name).exists() && !exists(name)
+    name != HOST_NS
+        && nix::sys::statfs::statfs(&path(name))
+            .is_ok_and(|s| s.filesystem_type() != nix::sys::statfs::NSFS_MAGIC)
 }
 
 /// The kernel's identity of the namespace (its inode), if it exists.

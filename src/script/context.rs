@@ -26,6 +26,9 @@ pub(crate) struct Shared {
     previous_ips: HashMap<(String, String, String), Ipv4Addr>,
     /// The IPv6 /64 of each subnet last applied, by VPC and subnet name, for the same reason.
     previous_cidr6s: HashMap<(String, String), Ipv6Network>,
+    /// Whether the run did more than declare: applied, probed, ran a command or asserted.
+    /// A batch run whose held-back pass did none of that need not run the script again.
+    pub acted: bool,
 }
 
 impl Shared {
@@ -39,7 +42,14 @@ impl Shared {
             .iter()
             .flat_map(|v| v.subnets.iter().filter_map(|s| Some(((v.name.clone(), s.name.clone()), s.cidr6?))))
             .collect();
-        Self { decls: Declarations::default(), sources: Vec::new(), effects, previous_ips, previous_cidr6s }
+        Self {
+            decls: Declarations::default(),
+            sources: Vec::new(),
+            effects,
+            previous_ips,
+            previous_cidr6s,
+            acted: false,
+        }
     }
 
     /// The IPv6 /64 a subnet had when last applied.
@@ -216,6 +226,7 @@ fn summary_map(s: Summary) -> Map {
 /// Applies what is declared so far; errors point at the call that asked.
 pub(super) fn run_apply(ctx: &NativeCallContext, sh: &SharedRef) -> Res<Map> {
     let mut shared = sh.borrow_mut();
+    shared.acted = true;
     let span = span(&shared, ctx);
     let decls = shared.decls.clone();
     match shared.effects.apply(&decls) {

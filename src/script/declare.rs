@@ -429,7 +429,8 @@ mod api {
     #[rhai_fn(return_raw)]
     pub fn assert(ctx: NativeCallContext, cond: bool, message: &str) -> Res<()> {
         let sh = shared(&ctx);
-        let shared = sh.borrow();
+        let mut shared = sh.borrow_mut();
+        shared.acted = true;
         if cond || shared.effects.held_back() {
             return Ok(());
         }

@@ -17,7 +17,7 @@ mod reference;
 mod span;
 mod stdlib;
 
-use std::cell::RefCell;
+use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
 
 use rhai::{AST, Engine, Scope};
@@ -63,8 +63,11 @@ pub(crate) struct Interpreter {
     /// Functions defined so far, kept for later inputs (REPL).
     functions: AST,
     shared: SharedRef,
-    /// The API's functions and properties, read from the engine once.
-    reference: Reference,
+    /// The API's functions and properties, read from the engine once, when first needed
+    /// (a diagnostic, the REPL's help): reading them costs more than a short script's run.
+    reference: OnceCell<Reference>,
+    /// Whether a quiet run printed (and so must run again to be seen).
+    printed: Rc<Cell<bool>>,
 }
 
 impl Interpreter {
@@ -98,13 +101,32 @@ impl Interpreter {
         engine.set_module_resolver(modules::Resolver::new());
         // Plugin functions reach the declarations through the engine's tag.
         engine.set_default_tag(rhai::Dynamic::from(shared.clone()));
-        let reference = Reference::of(&engine);
-        Self { engine, scope: Scope::new(), functions: AST::empty(), shared, reference }
+        Self {
+            engine,
+            scope: Scope::new(),
+            functions: AST::empty(),
+            shared,
+            reference: OnceCell::new(),
+            printed: Rc::default(),
+        }
     }
 
     /// Silences `print` and `debug` (the validation pass of a batch run).
     pub(crate) fn quiet(&mut self) {
-        self.engine.on_print(|_| {}).on_debug(|_, _, _| {});
+        let (printed, debugged) = (self.printed.clone(), self.printed.clone());
+        self.engine.on_print(move |_| printed.set(true)).on_debug(move |_, _, _| debugged.set(true));
+    }
+
+    /// Whether the script run so far only declared: it printed nothing (while quiet), and
+    /// applied, probed, ran and asserted nothing. Running it again would declare the same.
+    pub(crate) fn only_declared(&self) -> bool {
+        !self.printed.get() && !self.shared.borrow().acted
+    }
+
+    /// From now on effects go to `effects`: a held-back run that only declared goes on to
+    /// apply what it found (see `only_declared`).
+    pub(crate) fn set_effects(&mut self, effects: Box<dyn Effects>) {
+        self.shared.borrow_mut().effects = effects;
     }
 
     /// Runs a script text in this interpreter's scope.
@@ -142,7 +164,7 @@ impl Interpreter {
             let shared = self.shared.borrow();
             let cx = errors::EvalContext {
                 sources: &shared.sources,
-                reference: &self.reference,
+                reference: self.reference(),
                 functions: &self.functions,
             };
             errors::from_eval(&cx, *e, name)
@@ -182,7 +204,7 @@ impl Interpreter {
 
     /// The script API, from the engine's metadata.
     pub(crate) fn reference(&self) -> &Reference {
-        &self.reference
+        self.reference.get_or_init(|| Reference::of(&self.engine))
     }
 
     /// The names of the variables the session has defined.
@@ -287,5 +309,28 @@ pub(crate) mod tests {
 
     pub(crate) fn interpreter() -> Interpreter {
         Interpreter::new(Box::new(Inert), Network::default())
+    }
+
+    /// A held-back run that only declared can stand for the run for real; one that printed,
+    /// asserted, applied, probed or ran a command cannot.
+    #[test]
+    fn only_a_run_that_declares_stands_for_the_real_one() {
+        let declares =
+            "let v = vpc(\"v\", \"10.9.0.0/16\"); let a = v.subnet(\"s\", \"10.9.1.0/24\").host(\"a\");";
+        let cases = [
+            ("", true),
+            ("print(\"hi\");", false),
+            ("debug(1);", false),
+            ("assert(true, \"holds\");", false),
+            ("apply();", false),
+            ("ping(a, a);", false),
+            ("exec(a, \"true\");", false),
+        ];
+        for (then, only) in cases {
+            let mut run = interpreter();
+            run.quiet();
+            run.run("t.rhai", &format!("{declares} {then}")).unwrap();
+            assert_eq!(run.only_declared(), only, "{then}");
+        }
     }
 }

@@ -118,12 +118,17 @@ pub(super) struct Probes {
 
 impl Probes {
     pub(super) fn of(target: &Target) -> Self {
+        Self::on_node(target, super::fabric::this_node(target))
+    }
+
+    /// Probes for a run that has read the state already, and so knows this machine's node.
+    pub(super) fn on_node(target: &Target, node: Option<String>) -> Self {
         Self {
             naming: target.naming(),
             configured: target.probe_timeout,
             slack: Duration::ZERO,
             model: None,
-            node: super::fabric::this_node(target),
+            node,
         }
     }
 

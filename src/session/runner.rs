@@ -198,9 +198,13 @@ impl Runner {
 
     /// Observes every namespace vpcsh owns here or wants.
     fn observe(&mut self, desired: &KernelState) -> Result<KernelState, EffectError> {
+        let names: BTreeSet<String> =
+            self.store.state.namespaces.iter().chain(desired.namespaces.keys()).cloned().collect();
+        let mut observed = self.backend.observe(&names).map_err(op_failure)?;
         // A run killed between creating a namespace's file and mounting onto it left the
-        // bare file: no namespace, only a name in the way of creating it.
-        for name in self.store.state.namespaces.iter().filter(|n| netns::is_stale(n)) {
+        // bare file: no namespace (so not observed), only a name in the way of creating it.
+        let unseen = self.store.state.namespaces.iter().filter(|n| !observed.namespaces.contains_key(*n));
+        for name in unseen.filter(|n| netns::is_stale(n)) {
             tracing::warn!(
                 "removing {}: a namespace file nothing is mounted on",
                 netns::path(name).display()
@@ -208,9 +212,6 @@ impl Runner {
             netns::remove(name)
                 .map_err(|e| op_failure(OpError::new(format!("removing stale {name}"), &e)))?;
         }
-        let names: BTreeSet<String> =
-            self.store.state.namespaces.iter().chain(desired.namespaces.keys()).cloned().collect();
-        let mut observed = self.backend.observe(&names).map_err(op_failure)?;
         let machine = self.naming.machine_ns();
         if let Some(ns) = observed.namespaces.get_mut(&machine) {
             ns.host_firewall = self.backend.host_firewall(&machine).map_err(op_failure)?;
@@ -220,11 +221,11 @@ impl Runner {
 
     /// The plan that makes the kernel match `network`.
     pub(crate) fn plan(&mut self, network: &Network, bare: bool) -> Result<Plan, EffectError> {
-        self.plan_for(network, bare).map(|(plan, _)| plan)
+        self.plan_for(network, bare).map(|planned| planned.plan)
     }
 
-    /// The plan, and the desired state it leads to.
-    fn plan_for(&mut self, network: &Network, bare: bool) -> Result<(Plan, KernelState), EffectError> {
+    /// The plan, with the desired state it leads to and the namespaces it found.
+    fn plan_for(&mut self, network: &Network, bare: bool) -> Result<Planned, EffectError> {
         let started = std::time::Instant::now();
         let mut desired = self.desired(network, bare)?;
         let computed = started.elapsed();
@@ -265,9 +266,15 @@ impl Runner {
         {
             want.forwarding = have.forwarding && !self.store.state.host_forwarding_set;
         }
-        let previous_network = self.store.state.network.clone();
+        let present = observed.namespaces.keys().cloned().collect();
+        // A re-apply of what was applied wanted the same before: computed once.
+        let previous_network = &self.store.state.network;
+        if !bare && !network.vpcs.is_empty() && previous_network == network {
+            return Ok(Planned { plan: plan::plan_from(&desired, &observed, &desired), desired, present });
+        }
+        let previous_network = previous_network.clone();
         let previous = self.desired(&previous_network, false).unwrap_or_default();
-        Ok((plan::plan_from(&desired, &observed, &previous), desired))
+        Ok(Planned { plan: plan::plan_from(&desired, &observed, &previous), desired, present })
     }
 
     /// Makes the kernel match `network` and records the result.
@@ -283,10 +290,10 @@ impl Runner {
             ),
             None => None,
         };
-        let (plan, desired) = self.plan_for(network, bare)?;
+        let Planned { plan, desired, present } = self.plan_for(network, bare)?;
         report_host_firewall(&plan);
         if plan.is_empty() {
-            self.release_orphans()?;
+            self.release_orphans(&present)?;
             return Ok(Summary::default());
         }
         require_privilege()?;
@@ -387,13 +394,14 @@ impl Runner {
     }
 
     /// Stops processes vpcsh started whose namespaces were deleted behind its back: with
-    /// nothing else to change, no step of a plan would.
-    fn release_orphans(&mut self) -> Result<(), EffectError> {
+    /// nothing else to change, no step of a plan would. `present`: the namespaces the plan
+    /// found.
+    fn release_orphans(&mut self, present: &BTreeSet<String>) -> Result<(), EffectError> {
         let before = self.backend.processes();
         if before.is_empty() {
             return Ok(());
         }
-        self.store.state.namespaces.retain(|n| *n != HOST_NS && netns::exists(n));
+        self.store.state.namespaces.retain(|n| *n != HOST_NS && present.contains(n));
         let released = self.backend.release(&self.store.state.namespaces);
         if self.backend.processes() != before {
             self.store.state.processes = self.backend.processes();
@@ -474,6 +482,15 @@ impl Runner {
             notes: Vec::new(),
         })
     }
+}
+
+/// A plan, with what it was made from.
+struct Planned {
+    plan: Plan,
+    /// The kernel state the plan leads to.
+    desired: KernelState,
+    /// The namespaces that existed when it was made.
+    present: BTreeSet<String>,
 }
 
 /// The supervisor's journal: process records go into the state file before a process runs.

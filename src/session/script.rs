@@ -33,29 +33,41 @@ pub(crate) fn run_script(
         Some(r) => r.state().clone(),
         None => state::peek(&target.dir()).map_err(runner::state_failure)?.unwrap_or_default(),
     };
-    let check = check_script(target, &stack, &applied, (&name, &text), ui)?;
-    let network = check.network;
+    let Checked { network, would_run, deletions, declarer } =
+        check_script(target, &stack, &applied, (&name, &text), ui)?;
     let Some(mut runner) = runner else {
         let hosts = network.hosts().count();
         let subnets = network.vpcs.iter().map(|v| v.subnets.len()).sum();
         return Ok(Outcome::Checked { vpcs: network.vpcs.len(), subnets, hosts });
     };
-    let deletions = check.deletions;
     if mode != Mode::Apply {
         let plan = runner.plan_stack(&stack, &network)?;
-        return Ok(Outcome::Planned { plan, would_run: check.would_run, deleting: deletions.vpcs });
+        return Ok(Outcome::Planned { plan, would_run, deleting: deletions.vpcs });
     }
     if !deletions.vpcs.is_empty() && !ui.confirm_deletes(&deletions) {
         return Err(refused_deletes(&deletions));
     }
-    let keep = applied.network.common(&network);
-    let probes = effects::Probes::of(target);
+    // Only an `apply()` in the middle of the script needs `keep`, so only a run that runs
+    // the script again does.
+    let keep = if declarer.is_some() { Network::default() } else { applied.network.common(&network) };
+    let probes = effects::Probes::on_node(target, target.node.clone().or_else(|| applied.node.clone()));
     let live = Live { probes, runner, stack, total: Summary::default(), keep };
-    let mut live = Interpreter::new(Box::new(live), applied.network);
-    match live.run(&name, &text) {
-        Ok(()) | Err(ScriptError::Exit(0)) => {}
-        Err(e) => return Err(Failure::script(e, &live)),
-    }
+    // A script that only declares would declare the same again: the first pass applies
+    // what it found, instead of running the script twice.
+    let mut live = match declarer {
+        Some(mut declarer) => {
+            declarer.set_effects(Box::new(live));
+            declarer
+        }
+        None => {
+            let mut live = Interpreter::new(Box::new(live), applied.network);
+            match live.run(&name, &text) {
+                Ok(()) | Err(ScriptError::Exit(0)) => {}
+                Err(e) => return Err(Failure::script(e, &live)),
+            }
+            live
+        }
+    };
     live.apply().map(Outcome::Applied).map_err(|e| Failure::script(e, &live))
 }
 
@@ -83,6 +95,9 @@ struct Checked {
     network: Network,
     would_run: Vec<String>,
     deletions: Deletions,
+    /// The held-back interpreter, when the script only declared (see
+    /// `Interpreter::only_declared`): it holds all a run for real would.
+    declarer: Option<Interpreter>,
 }
 
 /// Runs a script with effects held back and validates all it declares, against the other
@@ -126,7 +141,9 @@ fn check_script(
         .collect();
     let deletions =
         Deletions { stack: stack.name.clone(), all: !had.is_empty() && vpcs.len() == had.len(), vpcs };
-    Ok(Checked { network, would_run: check.would_run(), deletions })
+    let would_run = check.would_run();
+    let declarer = check.only_declared().then_some(check);
+    Ok(Checked { network, would_run, deletions, declarer })
 }
 
 fn declares_nothing(stack: &str) -> Problem {

@@ -20,6 +20,7 @@ use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, Rou
 use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcOption};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, protocols::NETLINK_ROUTE};
+use nix::errno::Errno;
 use nix::sched::{CloneFlags, setns};
 use rtnetlink::RouteMessageBuilder;
 use rtnetlink::packet_core::{NLM_F_DUMP, Nla, NlaBuffer, NlasIterator, Parseable, ParseableParametrized};
@@ -50,13 +51,13 @@ pub(super) struct Observed {
     pub index: HashMap<String, u32>,
 }
 
-/// Reads the namespaces `present` on every core (up to four readers, each taking a share in
-/// turn); none of them is changed.
-pub(super) fn observe_all(present: &[&String]) -> Result<BTreeMap<String, Observed>, OpError> {
+/// Reads those of `namespaces` that exist on every core (up to four readers, each taking a
+/// share in turn); none of them is changed.
+pub(super) fn observe_all(namespaces: &[&String]) -> Result<BTreeMap<String, Observed>, OpError> {
     let readers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
-    let share = present.len().div_ceil(readers).max(PARALLEL_FROM);
+    let share = namespaces.len().div_ceil(readers).max(PARALLEL_FROM);
     std::thread::scope(|s| {
-        let parts: Vec<_> = present.chunks(share).map(|part| s.spawn(move || read_each(part))).collect();
+        let parts: Vec<_> = namespaces.chunks(share).map(|part| s.spawn(move || read_each(part))).collect();
         let mut all = BTreeMap::new();
         for part in parts {
             let part = part
@@ -68,23 +69,32 @@ pub(super) fn observe_all(present: &[&String]) -> Result<BTreeMap<String, Observ
     })
 }
 
-/// Reads each namespace on this thread, which enters them one after another (so it must be a
-/// thread of its own).
+/// Reads each namespace that exists on this thread, which enters them one after another (so
+/// it must be a thread of its own).
 fn read_each(namespaces: &[&String]) -> Result<Vec<(String, Observed)>, OpError> {
-    namespaces
-        .iter()
-        .map(|ns| {
-            let failed = |e: io::Error| OpError::new(format!("observing netns {ns}"), &e);
-            let fd = netns::open(ns).map_err(failed)?;
-            setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| failed(e.into()))?;
-            Ok(((*ns).clone(), read_here(ns).map_err(failed)?))
-        })
-        .collect()
+    let mut out = Vec::with_capacity(namespaces.len());
+    for ns in namespaces {
+        let failed = |e: io::Error| OpError::new(format!("observing netns {ns}"), &e);
+        let fd = match netns::open(ns) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            opened => opened.map_err(failed)?,
+        };
+        match setns(fd.as_fd(), CloneFlags::CLONE_NEWNET) {
+            // A bare file with no namespace mounted on it (see `netns::is_stale`): none.
+            Err(Errno::EINVAL) => continue,
+            entered => entered.map_err(|e| failed(e.into()))?,
+        }
+        out.push(((*ns).clone(), read_here(ns).map_err(failed)?));
+    }
+    Ok(out)
 }
 
 /// The namespace the calling thread is in, which vpcsh knows as `ns`.
 fn read_here(ns: &str) -> io::Result<Observed> {
     let socket = Socket::new(NETLINK_ROUTE)?;
+    // Dumps then honour their requests' filters: route dumps send only the main table's
+    // static routes (what the planner compares), not the local table the kernel keeps.
+    socket.set_netlink_get_strict_chk(true)?;
     let links = links(&socket)?;
     // Queues are read only where a link names one that impairs: most namespaces have none.
     let qdiscs: Vec<TcMessage> = if links.iter().any(impaired_queue) {
