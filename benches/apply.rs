@@ -8,10 +8,11 @@
 //!
 //! `cargo bench --bench apply` (as root); `-- --quick` for one small round without the
 //! baseline (a smoke test: it prints, it asserts no time). Env: BENCH_SIZES ("1x10,4x25,10x50";
-//! VxS each; 10x500 is the large one), BENCH_ROUNDS (3), BENCH_FIXTURES (50), BENCH_BASELINE=0 to skip the baseline, BENCH_FIREWALL=1 to put
-//! a firewall on every subnet, BENCH_SETTLE (15) seconds to wait after each teardown: the
-//! kernel destroys unmounted namespaces asynchronously, and a bring-up started while it does
-//! runs several times slower, whichever tool it is.
+//! VxS each; 10x500 is the large one), BENCH_ROUNDS (3), BENCH_FIXTURES (50), BENCH_BASELINE=0
+//! to skip the baseline, BENCH_FIREWALL=1 to put a firewall on every subnet, BENCH_SETTLE (15)
+//! seconds to wait after each teardown, once vpcsh's reapers are done: the kernel destroys
+//! unmounted namespaces asynchronously, and a bring-up started while it does runs several
+//! times slower, whichever tool it is.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -112,6 +113,27 @@ struct Figures {
     bl_down: f64,
 }
 
+/// Lets the kernel finish what teardowns left: waits for vpcsh's reapers (the tail of a
+/// 10 × 50 destroy takes ~16 s), then the settle time. A round that starts among them measures
+/// them too, and the next size's first round would pay for this one's last.
+fn settle(setup: &Setup) {
+    if setup.settle.is_zero() {
+        return;
+    }
+    let reaping = || {
+        let procs = std::fs::read_dir("/proc").into_iter().flatten().flatten();
+        procs.filter_map(|p| std::fs::read(p.path().join("cmdline")).ok()).any(|cmdline| {
+            let mut argv = cmdline.split(|b| *b == 0);
+            argv.next() == Some(VPCSH.as_bytes()) && argv.next() == Some(b"__reap".as_slice())
+        })
+    };
+    let start = Instant::now();
+    while reaping() && start.elapsed() < std::time::Duration::from_secs(300) {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    std::thread::sleep(setup.settle);
+}
+
 /// Measures V VPCs × S subnets, round by round, side by side.
 fn measure(v: usize, s: usize, setup: &Setup) -> Figures {
     let script_path = setup.tmp.join(format!("topology-{v}x{s}.rhai"));
@@ -130,13 +152,13 @@ fn measure(v: usize, s: usize, setup: &Setup) -> Figures {
         // At once, while the kernel still tears the last namespaces down.
         up_again.push(vpcsh(&sandbox, &state, &["apply", script]).0);
         vpcsh(&sandbox, &state, &["destroy"]);
-        std::thread::sleep(setup.settle);
+        settle(setup);
         if let Some(baseline_script) = &setup.baseline {
             let bl_state = setup.tmp.join(format!("baseline-{v}x{s}-{round}.state"));
             let (v, s) = (v.to_string(), s.to_string());
             bl_up.push(baseline(baseline_script, &bl_state, &[&v, &s], "up_ms").unwrap_or(f64::NAN));
             bl_down.push(baseline(baseline_script, &bl_state, &["--down"], "down_ms").unwrap_or(f64::NAN));
-            std::thread::sleep(setup.settle);
+            settle(setup);
         }
         let baseline = match (bl_up.last(), bl_down.last()) {
             (Some(u), Some(d)) => format!("baseline up {u:.1} ms, down {d:.1} ms"),
@@ -221,7 +243,7 @@ fn probes_and_fixtures(setup: &Setup, n: usize, fixtures: usize) -> (f64, f64, f
             path
         })
         .collect();
-    std::thread::sleep(setup.settle);
+    settle(setup);
     let start = Instant::now();
     let run = Command::new(VPCSH).args(["test", "-j", "2"]).args(&paths).output().unwrap();
     let secs = start.elapsed().as_secs_f64();
@@ -313,7 +335,7 @@ fn main() {
         table.push(((v, s), measure(v, s, &setup)));
     }
     print_table(&table);
-    let fixtures = if quick { 4 } else { env_num("BENCH_FIXTURES", 50) };
+    let fixtures = if quick { 4 } else { env_num("BENCH_FIXTURES", 50) }.max(1);
     let (blocked, answered, secs) = probes_and_fixtures(&setup, if quick { 3 } else { 20 }, fixtures);
     println!(
         "\nprobes in a sandbox: a blocked ping answers in {blocked:.1} ms, an answered one in {answered:.2} ms"

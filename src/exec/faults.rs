@@ -59,6 +59,10 @@ impl Backend for Injecting {
         self.inner.observe(namespaces)
     }
 
+    fn prefetch(&mut self, namespaces: &BTreeSet<String>) {
+        self.inner.prefetch(namespaces);
+    }
+
     fn apply(&mut self, op: &Op) -> Result<(), OpError> {
         if self.target.as_ref().is_some_and(|t| t.matches(op)) {
             self.target = None;

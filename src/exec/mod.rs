@@ -37,6 +37,9 @@ pub(crate) use system::System;
 pub(crate) trait Backend {
     /// The kernel state of those of `namespaces` that exist.
     fn observe(&mut self, namespaces: &BTreeSet<String>) -> Result<KernelState, OpError>;
+    /// Starts reading `namespaces` in the background, for the next `observe` to use; a
+    /// change made in between is seen as one made just after. Nothing unless overridden.
+    fn prefetch(&mut self, _namespaces: &BTreeSet<String>) {}
     fn apply(&mut self, op: &Op) -> Result<(), OpError>;
     /// Applies operations that do not depend on one another (see `Op::batches`), at once
     /// where the backend can; what became of each, in order. One by one unless overridden,

@@ -71,6 +71,14 @@ pub(crate) struct Netlink {
     deleted: Doomed,
     /// Link indexes by name of namespaces observed but not opened yet.
     known_index: HashMap<String, HashMap<String, u32>>,
+    /// A reading started ahead of the next observation (see `prefetch`).
+    prefetched: Option<Prefetch>,
+}
+
+/// Namespaces being read in the background, and the thread reading them.
+struct Prefetch {
+    namespaces: BTreeSet<String>,
+    reading: std::thread::JoinHandle<Result<BTreeMap<String, observe::Observed>, OpError>>,
 }
 
 fn io_err(e: rtnetlink::Error) -> io::Error {
@@ -89,6 +97,7 @@ impl Netlink {
             netns_dir_ready: false,
             deleted: Doomed::default(),
             known_index: HashMap::new(),
+            prefetched: None,
         })
     }
 
@@ -567,7 +576,18 @@ impl Netlink {
     /// The network state of those of `namespaces` that exist (no processes: see `System`).
     /// What is learnt of each link's index is kept for the applies that may follow.
     pub(crate) fn observe(&mut self, namespaces: &BTreeSet<String>) -> Result<KernelState, OpError> {
-        let seen = observe::observe_all(&namespaces.iter().collect::<Vec<_>>())?;
+        let seen = match self.prefetched.take() {
+            Some(ahead) => {
+                let mut seen = ahead.reading.join().map_err(|_| {
+                    OpError::new("reading namespaces", &io::Error::other("a reader panicked"))
+                })??;
+                seen.retain(|ns, _| namespaces.contains(ns));
+                let rest: Vec<&String> = namespaces.difference(&ahead.namespaces).collect();
+                seen.extend(observe::observe_all(&rest)?);
+                seen
+            }
+            None => observe::observe_all(&namespaces.iter().collect::<Vec<_>>())?,
+        };
         self.spaces.retain(|ns, _| !namespaces.contains(ns) || seen.contains_key(ns));
         // Only what this observation saw: a namespace made again since has other indexes.
         self.known_index.clear();
@@ -580,6 +600,17 @@ impl Netlink {
             state.namespaces.insert(ns, seen.netns);
         }
         Ok(state)
+    }
+
+    /// Starts reading `namespaces` on a thread of its own, holding `hold` meanwhile, for the
+    /// next `observe` to use: the reading overlaps whatever the caller does until then.
+    pub(crate) fn prefetch(&mut self, namespaces: &BTreeSet<String>, hold: impl Send + 'static) {
+        let names = namespaces.clone();
+        let reading = std::thread::spawn(move || {
+            let _held = hold;
+            observe::observe_all(&names.iter().collect::<Vec<_>>())
+        });
+        self.prefetched = Some(Prefetch { namespaces: namespaces.clone(), reading });
     }
 
     pub(crate) fn apply(&mut self, op: &Op) -> Result<(), OpError> {

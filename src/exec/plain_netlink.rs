@@ -1,7 +1,9 @@
 //! Netlink requests over a plain socket, waiting for each answer: for the threads that make
 //! namespaces and for the reaper, which have no async runtime.
 
+use std::cell::Cell;
 use std::io;
+use std::ops::{Deref, DerefMut};
 
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
@@ -17,6 +19,46 @@ use crate::plan::kernel::LINK_GROUP;
 const ENODEV: i32 = nix::errno::Errno::ENODEV as i32;
 /// Message types below this are netlink's own, not the routing family's.
 const NLMSG_MIN_TYPE: u16 = 0x10;
+
+/// What one receive may bring: the kernel fills a dump's datagrams up to this size.
+const REPLY_CAPACITY: usize = 64 * 1024;
+
+thread_local! {
+    static REPLY: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// A thread's buffer for netlink answers, handed back when dropped: observing hundreds of
+/// namespaces with a new 64 KiB buffer per dump made the allocator grow and shrink its heap
+/// hundreds of times.
+pub(crate) struct ReplyBuffer(Vec<u8>);
+
+impl ReplyBuffer {
+    pub(crate) fn take() -> Self {
+        let mut buffer = REPLY.take();
+        buffer.clear();
+        buffer.reserve(REPLY_CAPACITY);
+        Self(buffer)
+    }
+}
+
+impl Deref for ReplyBuffer {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.0
+    }
+}
+
+impl DerefMut for ReplyBuffer {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.0
+    }
+}
+
+impl Drop for ReplyBuffer {
+    fn drop(&mut self) {
+        REPLY.set(std::mem::take(&mut self.0));
+    }
+}
 
 /// Brings `lo` (index 1 in a new namespace) up over a netlink socket not yet handed to the
 /// runtime: it runs on the thread that made the namespace, beside the others being made.
@@ -67,10 +109,10 @@ fn exchange(
     let mut buf = vec![0; req.buffer_len()];
     req.serialize(&mut buf);
     socket.send(&buf, 0)?;
-    let mut reply = Vec::with_capacity(64 * 1024);
+    let mut reply = ReplyBuffer::take();
     loop {
         reply.clear();
-        socket.recv(&mut reply, 0)?;
+        socket.recv(&mut *reply, 0)?;
         let mut at = 0;
         while at < reply.len() {
             // Checked: the length it claims fits, and is at least a header's.

@@ -58,6 +58,11 @@ impl System {
 }
 
 impl Backend for System {
+    fn prefetch(&mut self, namespaces: &BTreeSet<String>) {
+        // The reading holds off reapers as `observe` does, for as long as it lasts.
+        self.netlink.prefetch(namespaces, Working::start());
+    }
+
     fn observe(&mut self, namespaces: &BTreeSet<String>) -> Result<KernelState, OpError> {
         // Reapers wait while the kernel is read too: each of their requests holds the routing
         // lock for tens of milliseconds, and a no-op re-apply, which changes nothing, would

@@ -196,6 +196,15 @@ impl Runner {
         Ok(chains.into_iter().filter(|(c, open)| !c.writable && !open).map(|(c, _)| c.to_string()).collect())
     }
 
+    /// Starts reading the namespaces vpcsh owns here, while the caller works out what it
+    /// wants (a script's run): the next plan uses what was read. A machine of a fabric reads
+    /// only once it has its turn at the shared namespace, which others change meanwhile.
+    pub(crate) fn prefetch(&mut self) {
+        if self.fabric.is_none() && self.store.state.fabric.is_none() {
+            self.backend.prefetch(&self.store.state.namespaces);
+        }
+    }
+
     /// Observes every namespace vpcsh owns here or wants.
     fn observe(&mut self, desired: &KernelState) -> Result<KernelState, EffectError> {
         let names: BTreeSet<String> =

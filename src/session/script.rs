@@ -25,10 +25,12 @@ pub(crate) fn run_script(
     let stack = StackName::for_script(target, path)?;
     let (name, text) = (path.display().to_string(), read(path)?);
     // `check` needs no privileges: it only peeks at the state, without locking it.
-    let runner = match mode {
+    let mut runner = match mode {
         Mode::Check => None,
         _ => Some(Runner::open(target)?),
     };
+    // The kernel is read on the other cores while the script runs.
+    runner.iter_mut().for_each(Runner::prefetch);
     let applied = match &runner {
         Some(r) => r.state().clone(),
         None => state::peek(&target.dir()).map_err(runner::state_failure)?.unwrap_or_default(),

@@ -9,9 +9,10 @@ mod foreign;
 use std::io;
 use std::os::fd::AsRawFd;
 
+use ipnetwork::IpNetwork;
 use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
 
-use ipnetwork::IpNetwork;
+use super::plain_netlink::ReplyBuffer;
 
 use crate::plan::nft::{
     Action, Chain, ChainType, FLOW_LOG_GROUP, Hook, IfName, Match, Proto, Rule, Ruleset, TABLE,
@@ -492,10 +493,10 @@ impl Nft {
 
     /// Reads messages, handing (seq, type, payload) to `each` until it returns true.
     fn receive(&mut self, mut each: impl FnMut(u32, u16, &[u8]) -> bool) -> io::Result<()> {
-        let mut buf = Vec::with_capacity(1 << 16);
+        let mut buf = ReplyBuffer::take();
         loop {
             buf.clear();
-            let n = self.socket.recv(&mut buf, 0)?;
+            let n = self.socket.recv(&mut *buf, 0)?;
             let mut data = &buf[..n];
             while data.len() >= 16 {
                 let len = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]) as usize;
