@@ -1,5 +1,5 @@
 //! Netlink requests over a plain socket, waiting for each answer: for the threads that make
-//! namespaces and for the reaper, which have no async runtime.
+//! namespaces or read them and for the reaper, which have no async runtime.
 
 use std::cell::Cell;
 use std::io;
