@@ -26,15 +26,19 @@ pub(crate) fn path(name: &str) -> PathBuf {
 /// Whether the namespace exists: its file is a mounted namespace. A bare file under
 /// /run/netns (a run killed between creating the file and mounting onto it) is none.
 pub(crate) fn exists(name: &str) -> bool {
-    // A mounted namespace file lives on the namespace filesystem.
-    nix::sys::statfs::statfs(&path(name)).is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
+    on_nsfs(name) == Some(true)
 }
 
 /// A file under /run/netns with no namespace mounted on it.
 pub(crate) fn is_stale(name: &str) -> bool {
-    name != HOST_NS
-        && nix::sys::statfs::statfs(&path(name))
-            .is_ok_and(|s| s.filesystem_type() != nix::sys::statfs::NSFS_MAGIC)
+    name != HOST_NS && on_nsfs(name) == Some(false)
+}
+
+/// Whether what is at the namespace's name lives on the namespace filesystem (a mounted
+/// namespace does, a bare file does not); `None` when nothing is there.
+fn on_nsfs(name: &str) -> Option<bool> {
+    use nix::sys::statfs::{NSFS_MAGIC, statfs};
+    statfs(&path(name)).ok().map(|s| s.filesystem_type() == NSFS_MAGIC)
 }
 
 /// The kernel's identity of the namespace (its inode), if it exists.
