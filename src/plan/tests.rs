@@ -109,6 +109,23 @@ fn a_fresh_network_is_created_in_dependency_order() {
 }
 
 #[test]
+fn each_bridge_is_made_just_before_its_first_port_and_portless_ones_last() {
+    let mut network = base();
+    let mut empty = network.vpcs[0].subnets[1].clone();
+    (empty.name, empty.cidr, empty.hosts) = ("empty".into(), "10.0.3.0/24".parse().unwrap(), Vec::new());
+    empty.gateway = crate::model::ipam::gateway(empty.cidr);
+    network.vpcs[0].subnets.push(empty);
+    let p = plan(&want(&network), &KernelState::default());
+    let web = position(&p, "create bridge b-web in t.prod");
+    assert_eq!(lines(&p)[web + 1], "create veth h-w1 in t.prod (master b-web) <-> eth0 in t.prod.w1");
+    let app = position(&p, "create bridge b-app in t.prod");
+    assert_eq!(lines(&p)[app + 1], "create veth h-app in t.prod (master b-app) <-> eth0 in t.prod.app");
+    let empty = position(&p, "create bridge b-empty in t.prod");
+    let last_veth = lines(&p).iter().rposition(|l| l.starts_with("create veth")).unwrap();
+    assert!(empty > last_veth, "{:#?}", lines(&p));
+}
+
+#[test]
 fn an_applied_network_plans_to_nothing() {
     let mut backend = Recording::default();
     let first = converge(&mut backend, &base());
