@@ -117,7 +117,8 @@ struct Phases {
     netns: Vec<Step>,
     /// Rules go in before links come up, so no packet passes before its policy is there.
     rulesets: Vec<Step>,
-    bridges: Vec<Step>,
+    /// By namespace and name, for the links that join them (see `bridges_beside_their_ports`).
+    bridges: BTreeMap<(String, String), Step>,
     veths: Vec<Step>,
     changes: Vec<Step>,
     addrs: Vec<Step>,
@@ -194,15 +195,8 @@ pub(crate) fn plan_from(desired: &KernelState, observed: &KernelState, previous:
 /// waits in the kernel's linkwatch queue, which every veth pair coming up walks under the
 /// routing lock; made all first, 5,000 bridges waited there through the whole bring-up.
 /// Beside their ports, a veth pair of a 10 × 500 bring-up costs 0.73–0.76 ms, not 1.0.
-fn bridges_beside_their_ports(bridges: Vec<Step>, links: Vec<Step>) -> Vec<Step> {
-    let mut at: BTreeMap<(String, String), usize> = BTreeMap::new();
-    for (i, bridge) in bridges.iter().enumerate() {
-        if let Op::CreateBridge { ns, name, .. } = &bridge.op {
-            at.insert((ns.clone(), name.clone()), i);
-        }
-    }
-    let mut waiting: Vec<Option<Step>> = bridges.into_iter().map(Some).collect();
-    let mut steps = Vec::with_capacity(waiting.len() + links.len());
+fn bridges_beside_their_ports(mut bridges: BTreeMap<(String, String), Step>, links: Vec<Step>) -> Vec<Step> {
+    let mut steps = Vec::with_capacity(bridges.len() + links.len());
     for link in links {
         let masters: [Option<(&String, &String)>; 2] = match &link.op {
             Op::CreateVeth { ns, master, peer_ns, peer_master, .. } => {
@@ -211,14 +205,12 @@ fn bridges_beside_their_ports(bridges: Vec<Step>, links: Vec<Step>) -> Vec<Step>
             Op::CreateVxlan { ns, master, .. } => [master.as_ref().map(|m| (ns, m)), None],
             _ => [None, None],
         };
-        for (ns, name) in masters.into_iter().flatten() {
-            if let Some(&i) = at.get(&(ns.clone(), name.clone())) {
-                steps.extend(waiting[i].take());
-            }
+        for (ns, master) in masters.into_iter().flatten() {
+            steps.extend(bridges.remove(&(ns.clone(), master.clone())));
         }
         steps.push(link);
     }
-    steps.extend(waiting.into_iter().flatten());
+    steps.extend(bridges.into_values());
     steps
 }
 
@@ -337,7 +329,10 @@ fn diff_link(p: &mut Phases, scope: &Scope, name: &str, wl: &kernel::Link, hl: O
                         };
                         p.veths.push(step(&wl.owner, op));
                     }
-                    _ => p.bridges.push(step(&wl.owner, Op::CreateBridge { ns, name, mac: wl.mac })),
+                    _ => {
+                        let op = Op::CreateBridge { ns: ns.clone(), name: name.clone(), mac: wl.mac };
+                        p.bridges.insert((ns, name), step(&wl.owner, op));
+                    }
                 }
             }
         },
