@@ -35,6 +35,7 @@ use crate::plan::kernel::LINK_GROUP;
 use crate::plan::kernel::{Addr, ForeignChain, KernelState, Mac, Route};
 use crate::plan::naming::HOST_NS;
 
+mod links;
 mod observe;
 mod overlay;
 

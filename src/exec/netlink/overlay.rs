@@ -7,7 +7,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 
-use netlink_packet_route::link::{InfoBridgePort, InfoData, InfoPortData, InfoPortKind, InfoVxlan, LinkInfo};
+use netlink_packet_route::link::{InfoBridgePort, InfoPortData, InfoPortKind};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
@@ -18,30 +18,7 @@ use rtnetlink::{LinkUnspec, LinkVxlan};
 
 use super::{LINK_GROUP, Mac, Netlink, io_err};
 use crate::model::fabric::VXLAN_PORT;
-use crate::plan::kernel::{Flood, LinkKind, Neighbour, PortMac};
-
-/// The observed kind of a VXLAN link, from its link info.
-pub(super) fn vxlan_kind(infos: &[LinkInfo]) -> LinkKind {
-    let (mut vni, mut local) = (0, Ipv4Addr::UNSPECIFIED);
-    for info in infos {
-        if let LinkInfo::Data(InfoData::Vxlan(data)) = info {
-            for d in data {
-                match d {
-                    InfoVxlan::Id(id) => vni = *id,
-                    InfoVxlan::Local(ip) => local = *ip,
-                    _ => {}
-                }
-            }
-        }
-    }
-    LinkKind::Vxlan { vni, local, underlay_ns: String::new(), evpn: false }
-}
-
-/// Whether a bridge port learns, from its port data.
-pub(super) fn port_learning(port: &InfoPortData) -> Option<bool> {
-    let InfoPortData::BridgePort(attrs) = port else { return None };
-    attrs.iter().find_map(|a| if let InfoBridgePort::Learning(on) = a { Some(*on) } else { None })
-}
+use crate::plan::kernel::{Flood, Neighbour, PortMac};
 
 impl Netlink {
     /// Turns source-MAC learning on or off on one bridge port.
