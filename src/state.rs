@@ -126,17 +126,23 @@ pub(crate) fn peek(dir: &Path) -> Result<Option<State>, StateError> {
 }
 
 fn parse(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
-    // The version first, so a newer file says so rather than failing to parse.
+    /// A newer file says so rather than failing to parse.
     #[derive(Deserialize)]
     struct Versioned {
         version: u32,
     }
     let parse_err = |source| StateError::Parse { path: path.to_path_buf(), source };
-    let Versioned { version } = serde_json::from_slice(bytes).map_err(parse_err)?;
-    if version != VERSION {
-        return Err(StateError::Version { path: path.to_path_buf(), found: version });
+    let version_err = |found| StateError::Version { path: path.to_path_buf(), found };
+    // Read whole at once: a file of this version parses, and only one that does not is
+    // read again for the version it says it has.
+    match serde_json::from_slice::<State>(bytes) {
+        Ok(state) if state.version == VERSION => Ok(state),
+        Ok(state) => Err(version_err(state.version)),
+        Err(e) => match serde_json::from_slice::<Versioned>(bytes) {
+            Ok(Versioned { version }) if version != VERSION => Err(version_err(version)),
+            _ => Err(parse_err(e)),
+        },
     }
-    serde_json::from_slice(bytes).map_err(parse_err)
 }
 
 impl Store {
