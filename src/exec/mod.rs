@@ -12,6 +12,7 @@ mod iptables_legacy;
 mod netlink;
 pub(crate) mod netns;
 pub(crate) mod nft;
+mod nla;
 mod plain_netlink;
 pub(crate) mod probe;
 pub(crate) mod process;

@@ -6,13 +6,12 @@ use std::io;
 use std::net::Ipv4Addr;
 
 use netlink_packet_route::link::{Inet6DevConf, InetDevConf};
-use rtnetlink::packet_core::{NlaBuffer, NlasIterator};
 
+use super::super::nla::{attributes, text};
 use crate::plan::kernel::Mac;
 
 /// `struct ifinfomsg`: family, type, index, flags, change.
 const HEADER_LEN: usize = 16;
-const NLA_HEADER_LEN: usize = 4;
 const IFF_UP: u32 = 1;
 const IFF_LOOPBACK: u32 = 1 << 3;
 
@@ -74,7 +73,7 @@ pub(super) fn decode(payload: &[u8]) -> io::Result<SeenLink> {
         loopback: flags & IFF_LOOPBACK != 0,
         ..SeenLink::default()
     };
-    for attr in nested(&payload[HEADER_LEN..]) {
+    for attr in attributes(&payload[HEADER_LEN..]) {
         let (kind, value) = attr?;
         match kind {
             IFLA_ADDRESS => link.mac = Mac::try_from(value).ok(),
@@ -96,7 +95,7 @@ pub(super) fn decode(payload: &[u8]) -> io::Result<SeenLink> {
 fn link_info(value: &[u8], link: &mut SeenLink) -> io::Result<()> {
     let (mut data, mut port) = (None, None);
     let mut port_kind = None;
-    for info in nested(value) {
+    for info in attributes(value) {
         match info? {
             (IFLA_INFO_KIND, kind) => link.kind = Some(text(kind)),
             (IFLA_INFO_DATA, value) => data = Some(value),
@@ -107,7 +106,7 @@ fn link_info(value: &[u8], link: &mut SeenLink) -> io::Result<()> {
     }
     if let (Some("vxlan"), Some(data)) = (link.kind.as_deref(), data) {
         let (mut vni, mut local) = (0, Ipv4Addr::UNSPECIFIED);
-        for attr in nested(data) {
+        for attr in attributes(data) {
             match attr? {
                 (IFLA_VXLAN_ID, id) => vni = u32_of(id)?,
                 (IFLA_VXLAN_LOCAL, ip) => local = <[u8; 4]>::try_from(ip).map_or(local, Ipv4Addr::from),
@@ -117,7 +116,7 @@ fn link_info(value: &[u8], link: &mut SeenLink) -> io::Result<()> {
         link.vxlan = Some((vni, local));
     }
     if let (Some("bridge"), Some(port)) = (port_kind.as_deref(), port) {
-        for attr in nested(port) {
+        for attr in attributes(port) {
             if let (IFLA_BRPORT_LEARNING, on) = attr? {
                 link.learning = on.first().map(|on| *on != 0);
             }
@@ -127,7 +126,7 @@ fn link_info(value: &[u8], link: &mut SeenLink) -> io::Result<()> {
 }
 
 fn af_spec(value: &[u8], link: &mut SeenLink) -> io::Result<()> {
-    for family in nested(value) {
+    for family in attributes(value) {
         match family? {
             (AF_INET, settings) => {
                 if let Some(conf) = attr_of(settings, IFLA_INET_CONF)? {
@@ -145,32 +144,15 @@ fn af_spec(value: &[u8], link: &mut SeenLink) -> io::Result<()> {
     Ok(())
 }
 
-/// The attributes among `bytes`: each one's kind and value.
-fn nested(bytes: &[u8]) -> impl Iterator<Item = io::Result<(u16, &[u8])>> {
-    NlasIterator::new(bytes).map(|nla| {
-        let nla: NlaBuffer<&[u8]> = nla.map_err(io::Error::other)?;
-        let (kind, end) = (nla.kind(), usize::from(nla.length()));
-        // The buffer runs on to the end of `bytes`; checked, the attribute's length is
-        // within it and covers its header.
-        Ok((kind, &nla.into_inner()[NLA_HEADER_LEN..end]))
-    })
-}
-
 /// The value of the attribute of kind `kind` among `bytes`, if there is one.
 fn attr_of(bytes: &[u8], kind: u16) -> io::Result<Option<&[u8]>> {
-    for attr in nested(bytes) {
+    for attr in attributes(bytes) {
         let (found, value) = attr?;
         if found == kind {
             return Ok(Some(value));
         }
     }
     Ok(None)
-}
-
-/// A string attribute, without its terminating NUL.
-fn text(value: &[u8]) -> String {
-    let end = value.iter().position(|b| *b == 0).unwrap_or(value.len());
-    String::from_utf8_lossy(&value[..end]).into_owned()
 }
 
 fn u32_of(value: &[u8]) -> io::Result<u32> {

@@ -12,6 +12,7 @@ use std::os::fd::AsRawFd;
 use ipnetwork::IpNetwork;
 use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
 
+use super::nla::{self, text};
 use super::plain_netlink::ReplyBuffer;
 
 use crate::plan::nft::{
@@ -43,7 +44,6 @@ const NLM_F_APPEND: u16 = 0x800;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLA_F_NESTED: u16 = 0x8000;
-const NLA_TYPE_MASK: u16 = 0x3fff;
 
 const NFTA_TABLE_NAME: u16 = 1;
 const NFTA_CHAIN_TABLE: u16 = 1;
@@ -397,23 +397,10 @@ fn table_message_in(family: u8, msg: u16, flags: u16, seq: u32) -> Vec<u8> {
     m.finish()
 }
 
-/// Attributes of one message body (after the nfgenmsg), as (type, payload).
-fn attrs(mut body: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
-    while body.len() >= 4 {
-        let len = u16::from_ne_bytes([body[0], body[1]]) as usize;
-        let ty = u16::from_ne_bytes([body[2], body[3]]) & NLA_TYPE_MASK;
-        if len < 4 || len > body.len() {
-            break;
-        }
-        out.push((ty, &body[4..len]));
-        body = body.get((len + 3) & !3..).unwrap_or_default();
-    }
-    out
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes.split(|b| *b == 0).next().unwrap_or_default()).into_owned()
+/// The attributes of one message body (after the nfgenmsg), as (type, payload), as far as
+/// they are whole.
+fn attrs(body: &[u8]) -> Vec<(u16, &[u8])> {
+    nla::attributes(body).map_while(Result::ok).collect()
 }
 
 fn be32(bytes: &[u8]) -> u32 {
