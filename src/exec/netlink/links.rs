@@ -38,7 +38,7 @@ const IFLA_INET_CONF: u16 = 1;
 const IFLA_INET6_CONF: u16 = 2;
 
 /// What the planner reads of one link.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Debug, Default, PartialEq)]
 pub(super) struct SeenLink {
     pub index: u32,
     pub up: bool,
