@@ -89,6 +89,27 @@ pub(crate) struct Store {
     path: PathBuf,
     _lock: File,
     pub state: State,
+    /// What the file holds, as this store last read or wrote it, while the file is still
+    /// the one it read or wrote.
+    on_disk: Option<(State, FileId)>,
+}
+
+/// Which file a path names, and its size and time of change: a write through a new file
+/// renamed over the old one (the only way state is written) changes it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    changed: (i64, i64),
+}
+
+impl FileId {
+    fn of(path: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(path).ok()?;
+        Some(Self { dev: m.dev(), ino: m.ino(), len: m.len(), changed: (m.ctime(), m.ctime_nsec()) })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -159,12 +180,16 @@ impl Store {
             .map_err(dir_err)?;
         lock.lock().map_err(dir_err)?;
         let path = dir.join("state.json");
+        let id = FileId::of(&path);
         let state = match fs::read(&path) {
             Ok(bytes) => parse(&path, &bytes)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => State { version: VERSION, ..State::default() },
             Err(source) => return Err(StateError::Read { path, source }),
         };
-        Ok(Self { path, _lock: lock, state })
+        // Taken before the read, the file's identity can only be older than what was read:
+        // at worst a later save compares bytes it need not have.
+        let on_disk = id.map(|id| (state.clone(), id));
+        Ok(Self { path, _lock: lock, state, on_disk })
     }
 
     pub(crate) fn dir(&self) -> &Path {
@@ -177,8 +202,20 @@ impl Store {
     }
 
     /// Writes the state atomically and durably; an empty state removes the file instead.
-    pub(crate) fn save(&self) -> Result<(), StateError> {
-        write(&self.path, &self.state)
+    /// A save that would write what the file already holds writes nothing: known without
+    /// serialising when the file is still the one this store read or wrote, and the state
+    /// what it was then (others, such as the process journal, write through a new file).
+    pub(crate) fn save(&mut self) -> Result<(), StateError> {
+        if let Some((saved, id)) = &self.on_disk
+            && *saved == self.state
+            && FileId::of(&self.path) == Some(*id)
+        {
+            return Ok(());
+        }
+        self.on_disk = None;
+        write(&self.path, &self.state)?;
+        self.on_disk = FileId::of(&self.path).map(|id| (self.state.clone(), id));
+        Ok(())
     }
 }
 
@@ -208,7 +245,8 @@ fn write(path: &Path, state: &State) -> Result<(), StateError> {
     let json = serde_json::to_vec_pretty(state).expect("state serialises");
     // A run that changed nothing (a no-op re-apply) leaves the file alone: reading it back is
     // far cheaper than the two fsyncs of writing it.
-    if fs::read(path).is_ok_and(|on_disk| on_disk == json) {
+    let same = fs::read(path).is_ok_and(|on_disk| on_disk == json);
+    if same {
         return Ok(());
     }
     let tmp = path.with_extension("json.tmp");
@@ -260,6 +298,26 @@ mod tests {
         assert_ne!(inode(), first, "a change was not written");
         drop(store);
         assert!(Store::open(&dir).unwrap().state.namespaces.contains("t.dev"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A file another writer replaced (as the process journal does) is written again by a
+    /// save even when this store's state did not change since it read the file.
+    #[test]
+    fn a_file_replaced_by_another_writer_is_saved_over() {
+        let dir = temp_dir("replaced");
+        let mut store = Store::open(&dir).unwrap();
+        store.state.namespaces.insert("t.prod".into());
+        store.save().unwrap();
+        let mut other = store.state.clone();
+        other.namespaces.insert("t.other".into());
+        let path = dir.join("state.json");
+        fs::write(dir.join("other.json"), serde_json::to_vec_pretty(&other).unwrap()).unwrap();
+        fs::rename(dir.join("other.json"), &path).unwrap();
+        store.save().unwrap();
+        let on_disk = peek(&dir).unwrap().unwrap();
+        assert_eq!(on_disk.namespaces, store.state.namespaces, "the other writer's file was left");
+        drop(store);
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -133,6 +133,44 @@ struct Phases {
     del_netns: Vec<Step>,
 }
 
+impl Phases {
+    /// Adds `later`'s steps after this one's, phase by phase.
+    fn append(&mut self, later: Phases) {
+        let Phases {
+            clear,
+            netns,
+            rulesets,
+            bridges,
+            veths,
+            changes,
+            addrs,
+            routes,
+            processes,
+            del_processes,
+            del_routes,
+            del_addrs,
+            del_links,
+            del_rulesets,
+            del_netns,
+        } = later;
+        self.clear.extend(clear);
+        self.netns.extend(netns);
+        self.rulesets.extend(rulesets);
+        self.bridges.extend(bridges);
+        self.veths.extend(veths);
+        self.changes.extend(changes);
+        self.addrs.extend(addrs);
+        self.routes.extend(routes);
+        self.processes.extend(processes);
+        self.del_processes.extend(del_processes);
+        self.del_routes.extend(del_routes);
+        self.del_addrs.extend(del_addrs);
+        self.del_links.extend(del_links);
+        self.del_rulesets.extend(del_rulesets);
+        self.del_netns.extend(del_netns);
+    }
+}
+
 /// Plans the operations that make `observed` into `desired`. Only namespaces present in
 /// `observed` are ever deleted: the caller observes exactly what it owns.
 #[cfg(test)]
@@ -143,24 +181,37 @@ pub(crate) fn plan(desired: &KernelState, observed: &KernelState) -> Plan {
 /// `plan`, knowing what was wanted before (`previous`): a replaced ruleset that is still
 /// what was wanted then can be put back if a later step fails.
 pub(crate) fn plan_from(desired: &KernelState, observed: &KernelState, previous: &KernelState) -> Plan {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+    let share = desired.namespaces.len().div_ceil(cores).max(PARALLEL_PLAN_FROM);
+    plan_in_shares(desired, observed, previous, share)
+}
+
+/// `plan_from`, the wanted namespaces diffed in shares of `share` (on a thread each, when
+/// there is more than one): the plan is the same whatever the share.
+fn plan_in_shares(
+    desired: &KernelState,
+    observed: &KernelState,
+    previous: &KernelState,
+    share: usize,
+) -> Plan {
+    let wanted: Vec<(&String, &Netns)> = desired.namespaces.iter().collect();
+    let diff_share = |share: &[(&String, &Netns)]| diff_namespaces(share, desired, observed, previous);
+    let shares: Vec<(Phases, Vec<(kernel::ForeignChain, Passage)>)> = if wanted.len() > share {
+        std::thread::scope(|s| {
+            let running: Vec<_> = wanted.chunks(share).map(|c| s.spawn(move || diff_share(c))).collect();
+            let joined =
+                running.into_iter().map(|r| r.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+            joined.collect()
+        })
+    } else {
+        vec![diff_share(&wanted)]
+    };
+    // Each share's phases, appended in order, are the phases of the whole diffed in order.
     let mut p = Phases::default();
     let mut host_firewall = Vec::new();
-    let empty = Netns::default();
-    for (name, want) in &desired.namespaces {
-        let have = observed.namespaces.get(name);
-        if have.is_none() {
-            p.netns.push(step(
-                &want.owner,
-                Op::CreateNetns {
-                    ns: name.clone(),
-                    forwarding: want.forwarding,
-                    ipv6: want.ipv6.unwrap_or(true),
-                },
-            ));
-        }
-        diff_netns(&mut p, name, want, have.unwrap_or(&empty), have.is_none(), desired, observed);
-        diff_ruleset(&mut p, name, want, have.unwrap_or(&empty), previous.namespaces.get(name));
-        host_firewall.extend(diff_host_firewall(&mut p, name, want, have.unwrap_or(&empty)));
+    for (phases, firewall) in shares {
+        p.append(phases);
+        host_firewall.extend(firewall);
     }
     for (name, have) in &observed.namespaces {
         if !desired.namespaces.contains_key(name) {
@@ -188,6 +239,40 @@ pub(crate) fn plan_from(desired: &KernelState, observed: &KernelState, previous:
     .flatten()
     .collect();
     Plan { steps, host_firewall }
+}
+
+/// Below this many namespaces per thread, planning on one thread is faster than starting
+/// another.
+const PARALLEL_PLAN_FROM: usize = 128;
+
+/// The phases that make `wanted` (some of `desired`'s namespaces) as desired, and the host
+/// firewall passages they need.
+fn diff_namespaces(
+    wanted: &[(&String, &Netns)],
+    desired: &KernelState,
+    observed: &KernelState,
+    previous: &KernelState,
+) -> (Phases, Vec<(kernel::ForeignChain, Passage)>) {
+    let mut p = Phases::default();
+    let mut host_firewall = Vec::new();
+    let empty = Netns::default();
+    for &(name, want) in wanted {
+        let have = observed.namespaces.get(name);
+        if have.is_none() {
+            p.netns.push(step(
+                &want.owner,
+                Op::CreateNetns {
+                    ns: name.clone(),
+                    forwarding: want.forwarding,
+                    ipv6: want.ipv6.unwrap_or(true),
+                },
+            ));
+        }
+        diff_netns(&mut p, name, want, have.unwrap_or(&empty), have.is_none(), desired, observed);
+        diff_ruleset(&mut p, name, want, have.unwrap_or(&empty), previous.namespaces.get(name));
+        host_firewall.extend(diff_host_firewall(&mut p, name, want, have.unwrap_or(&empty)));
+    }
+    (p, host_firewall)
 }
 
 /// The link creates in order, each bridge just before the first link that joins it, and

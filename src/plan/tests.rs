@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use super::kernel::KernelState;
 use super::naming::Naming;
-use super::{Op, Plan, desired, plan};
+use super::{Op, Plan, desired, plan, plan_in_shares};
 use crate::exec::{self, Backend, recording::Recording};
 use crate::model::{Host, Network, Subnet, Vpc};
 
@@ -123,6 +123,40 @@ fn each_bridge_is_made_just_before_its_first_port_and_portless_ones_last() {
     let empty = position(&p, "create bridge b-empty in t.prod");
     let last_veth = lines(&p).iter().rposition(|l| l.starts_with("create veth")).unwrap();
     assert!(empty > last_veth, "{:#?}", lines(&p));
+}
+
+/// Planning in shares on threads (as large networks are) gives the plan of planning on one.
+#[test]
+fn a_plan_made_in_shares_is_the_plan_made_whole() {
+    let mut network = base();
+    let template = network.vpcs[0].subnets[1].clone();
+    for i in 3..=40 {
+        let mut subnet = template.clone();
+        subnet.name = format!("s{i}");
+        subnet.cidr = format!("10.0.{i}.0/24").parse().unwrap();
+        subnet.gateway = crate::model::ipam::gateway(subnet.cidr);
+        subnet.hosts[0].name = format!("h{i}");
+        subnet.hosts[0].ip = format!("10.0.{i}.2").parse().unwrap();
+        network.vpcs[0].subnets.push(subnet);
+    }
+    let mut dev = network.vpcs[0].clone();
+    dev.name = "dev".into();
+    network.vpcs.push(dev);
+    let wanted = want(&network);
+    // Half of it there already, with drift, and a namespace no longer wanted.
+    let mut observed = KernelState::default();
+    for (name, ns) in wanted.namespaces.iter().step_by(2) {
+        observed.namespaces.insert(name.clone(), ns.clone());
+    }
+    let mut router = wanted.namespaces["t.dev"].clone();
+    router.links.get_mut("h-h3").unwrap().up = false;
+    observed.namespaces.insert("t.dev".into(), router);
+    observed.namespaces.insert("t.gone".into(), wanted.namespaces["t.prod.h3"].clone());
+    let whole = plan_in_shares(&wanted, &observed, &KernelState::default(), usize::MAX);
+    assert!(whole.steps.len() > 100 && whole.summary().deleted > 0, "{:#?}", lines(&whole));
+    for share in [1, 7, 16] {
+        assert_eq!(lines(&plan_in_shares(&wanted, &observed, &KernelState::default(), share)), lines(&whole));
+    }
 }
 
 #[test]

@@ -484,7 +484,7 @@ impl Runner {
         Ok(summary)
     }
 
-    fn save(&self) -> Result<(), EffectError> {
+    fn save(&mut self) -> Result<(), EffectError> {
         self.store.save().map_err(|e| EffectError::Failed {
             message: e.to_string(),
             help: None,
