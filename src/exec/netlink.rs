@@ -178,7 +178,7 @@ impl Netlink {
                 netns::set_ipv6(ipv6)?;
                 let socket = Socket::new(NETLINK_ROUTE)?;
                 super::plain_netlink::set_lo_up(&socket)?;
-                Ok((socket, Nft::open().ok(), netns::open(ns)?))
+                Ok((socket, Nft::open().ok(), netns::open_own()?))
             },
             super::interrupted,
         );

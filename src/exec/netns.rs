@@ -145,7 +145,7 @@ pub(crate) fn create_all<T: Send>(
                 let worker = s.spawn(move || {
                     chunk
                         .iter()
-                        .map(|name| (!stop()).then(|| create_here(&path(name), || f(name))))
+                        .map(|name| (!stop()).then(|| create_here(name, || f(name))))
                         .collect::<Vec<_>>()
                 });
                 (chunk.len(), worker)
@@ -162,19 +162,30 @@ pub(crate) fn create_all<T: Send>(
     })
 }
 
-/// Moves the calling thread into a new network namespace, names it `target` and runs `f`
-/// there; on any failure the half-made namespace is removed again.
-fn create_here<T>(target: &Path, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+/// Moves the calling thread into a new network namespace, runs `f` there, then names it
+/// `name`. Named last, a namespace found by its name is always one set up as made: a run
+/// killed before leaves no namespace (at worst a bare file, see `is_stale`), never one
+/// with the kernel's defaults, some of which (duplicate address detection) observation
+/// cannot see.
+fn create_here<T>(name: &str, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
     unshare(CloneFlags::CLONE_NEWNET)?;
-    File::create_new(target)?;
-    let made = mount(Some("/proc/thread-self/ns/net"), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .map_err(io::Error::from)
-        .and_then(|()| f());
-    if made.is_err() {
-        let _ = umount2(target, MntFlags::MNT_DETACH);
-        let _ = fs::remove_file(target);
+    let made = f()?;
+    let target = path(name);
+    File::create_new(&target)?;
+    if let Err(e) = mount(Some(OWN), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>) {
+        let _ = fs::remove_file(&target);
+        return Err(e.into());
     }
-    made
+    super::faults::named(name);
+    Ok(made)
+}
+
+/// The calling thread's network namespace.
+const OWN: &str = "/proc/thread-self/ns/net";
+
+/// Opens the calling thread's namespace (one being made has no name yet).
+pub(crate) fn open_own() -> io::Result<OwnedFd> {
+    File::open(OWN).map(OwnedFd::from)
 }
 
 /// Removes a namespace's name; the kernel destroys it, with its devices, once nothing

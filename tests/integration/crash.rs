@@ -165,6 +165,32 @@ fn random_kills_campaign() {
     assert!(killed * 2 > kills, "most kills should land inside an apply: {killed} of {kills}");
 }
 
+/// A namespace has its name only once it is set up as made: killed the moment the host's
+/// namespace is named, the next apply finds it without duplicate address detection (which
+/// it cannot see, and which would hold the host's IPv6 back a second or two after every
+/// device the repair makes).
+#[test]
+fn a_namespace_killed_as_it_is_named_is_already_set_up() {
+    let sb = Sandbox::new("crashnamed");
+    let script = sb.script(EVERYTHING);
+    let w1 = sb.ns("prod.w1");
+    let run: Run = sb
+        .cmd(&["apply", script.to_str().unwrap()])
+        .env("VPCSH_CRASH_WHEN_NAMED", &w1)
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(run.code, -1, "vpcsh was not killed: {run:?}");
+    assert!(sb.namespaces().contains(&w1), "the namespace was not named: {:?}", sb.namespaces());
+    let sysctl = |key: &str| in_ns(&w1, &["sysctl", "-n", key]).stdout.trim().to_string();
+    assert_eq!(sysctl("net.ipv6.conf.default.accept_dad"), "0", "named before it was set up");
+    assert_eq!(sysctl("net.ipv6.conf.all.disable_ipv6"), "0");
+    converges(&sb, &script, "killed as a namespace was named");
+    assert_eq!(sysctl("net.ipv6.conf.eth0.accept_dad"), "0", "the repair's device does address detection");
+    assert_eq!(sb.run(&["destroy"]).code, 0);
+    nothing_left(&sb, "killed as a namespace was named");
+}
+
 #[test]
 fn a_namespace_file_with_nothing_mounted_is_no_namespace() {
     // What a run killed between creating a namespace's file and mounting onto it leaves.
