@@ -3,9 +3,8 @@
 //!   names it: `add-route`, `create-veth`, ...), in namespace NS when given, fail as the
 //!   kernel would (EEXIST), to test rollback;
 //! - `VPCSH_CRASH_AFTER=N` kills vpcsh (SIGKILL, no cleanup of any kind) right after its
-//!   N-th kernel operation, to test that every crash point leaves what the next run finishes;
-//! - `VPCSH_CRASH_WHEN_NAMED=NS` kills it the moment namespace NS gets its name, inside the
-//!   operation that makes it.
+//!   N-th kernel operation, to test that every crash point leaves what the next run finishes
+//!   (kills inside an operation are `kill_point`'s).
 //!
 //! Unset, the backend is used as it is.
 
@@ -18,15 +17,6 @@ use crate::plan::kernel::{ForeignChain, KernelState};
 
 const ENV: &str = "VPCSH_INJECT_FAULT";
 const CRASH_ENV: &str = "VPCSH_CRASH_AFTER";
-const NAMED_ENV: &str = "VPCSH_CRASH_WHEN_NAMED";
-
-/// Kills vpcsh when `VPCSH_CRASH_WHEN_NAMED` names `ns`, which has just got its name.
-pub(crate) fn named(ns: &str) {
-    static WHEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    if WHEN.get_or_init(|| std::env::var(NAMED_ENV).ok()).as_deref() == Some(ns) {
-        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
-    }
-}
 
 /// Which operation fails: its kind, and optionally its namespace.
 #[derive(Debug, PartialEq, Eq)]

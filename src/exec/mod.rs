@@ -9,6 +9,7 @@ pub(crate) mod capture;
 pub(crate) mod faults;
 pub(crate) mod frr;
 mod iptables_legacy;
+mod kill_point;
 mod netlink;
 pub(crate) mod netns;
 pub(crate) mod nft;

@@ -176,7 +176,7 @@ fn create_here<T>(name: &str, f: impl FnOnce() -> io::Result<T>) -> io::Result<T
         let _ = fs::remove_file(&target);
         return Err(e.into());
     }
-    super::faults::named(name);
+    super::kill_point::named(name);
     Ok(made)
 }
 
