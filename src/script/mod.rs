@@ -36,7 +36,9 @@ pub(crate) mod limits {
     pub(crate) const MAX_OPERATIONS: u64 = 10_000_000;
     pub(crate) const MAX_CALL_LEVELS: usize = 64;
     pub(crate) const MAX_EXPR_DEPTH: usize = 64;
-    pub(crate) const MAX_STRING_SIZE: usize = 1 << 20;
+    /// Small enough that a loop adding to a string one piece at a time (each addition
+    /// copies it) reaches the limit within about a second.
+    pub(crate) const MAX_STRING_SIZE: usize = 256 << 10;
     pub(crate) const MAX_ARRAY_SIZE: usize = 100_000;
     pub(crate) const MAX_MAP_SIZE: usize = 10_000;
 }

@@ -18,6 +18,7 @@ mod internet;
 mod ipv6;
 mod kernel;
 mod layers;
+mod mangled;
 mod names;
 mod peering;
 mod reaper;
