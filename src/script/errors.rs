@@ -116,9 +116,20 @@ fn convert(cx: &EvalContext, e: EvalAltResult, source: Option<&str>) -> ScriptEr
             .help("look for unbounded recursion")
             .into(),
         EvalAltResult::ErrorDataTooLarge(what, _) => {
-            Fault::new(format!("{what} grew too large"), span, "too large")
+            // Rhai names the value ("Length of string", "Size of array", "Size of object map").
+            let (value, limit) = if what.contains("string") {
+                ("a string", format!("{} bytes", limits::MAX_STRING_SIZE))
+            } else if what.contains("array") {
+                ("an array", format!("{} items", limits::MAX_ARRAY_SIZE))
+            } else if what.contains("map") {
+                ("a map", format!("{} entries", limits::MAX_MAP_SIZE))
+            } else {
+                ("a value", "its limit".to_string())
+            };
+            Fault::new(format!("{value} grew past {limit}"), span, "too large")
                 .help(format!(
-                    "strings hold at most {} bytes, arrays {} items, maps {} entries",
+                    "strings hold at most {} bytes, arrays {} items, maps {} entries; look for a loop \
+                     that keeps adding to one",
                     limits::MAX_STRING_SIZE,
                     limits::MAX_ARRAY_SIZE,
                     limits::MAX_MAP_SIZE
