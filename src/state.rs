@@ -245,8 +245,7 @@ fn write(path: &Path, state: &State) -> Result<(), StateError> {
     let json = serde_json::to_vec_pretty(state).expect("state serialises");
     // A run that changed nothing (a no-op re-apply) leaves the file alone: reading it back is
     // far cheaper than the two fsyncs of writing it.
-    let same = fs::read(path).is_ok_and(|on_disk| on_disk == json);
-    if same {
+    if fs::read(path).is_ok_and(|on_disk| on_disk == json) {
         return Ok(());
     }
     let tmp = path.with_extension("json.tmp");
