@@ -194,3 +194,28 @@ fn the_ipv4_only_tables_of_an_earlier_vpcsh_are_taken_over() {
     assert_eq!(in_ns(&router, &["nft", "list", "tables"]).stdout.trim(), "table inet vpcsh");
     assert!(ping(&router, "10.5.1.2"));
 }
+
+#[test]
+fn ipv6_turned_back_on_by_hand_in_an_ipv4_only_host_is_still_read() {
+    // An IPv4-only namespace is read with IPv4's dumps alone while IPv6 is off on all its
+    // devices: one device turned back on must have its IPv6 address and route seen.
+    let sb = Sandbox::new("v6byhand");
+    let script = "let v = vpc(\"v\", \"10.6.0.0/16\");\nv.subnet(\"s\", \"10.6.1.0/24\").host(\"h1\");";
+    sb.apply(script);
+    let h1 = sb.ns("v.h1");
+    assert_eq!(in_ns(&h1, &["sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=0"]).code, 0);
+    assert_eq!(in_ns(&h1, &["ip", "-6", "addr", "add", "fd66::5/64", "dev", "eth0", "nodad"]).code, 0);
+    let route = ["ip", "-6", "route", "add", "fd67::/64", "via", "fd66::1", "dev", "eth0", "proto", "static"];
+    assert_eq!(in_ns(&h1, &route).code, 0);
+    let off = in_ns(&h1, &["cat", "/proc/sys/net/ipv6/conf/lo/disable_ipv6"]).stdout;
+    assert_eq!(off.trim(), "1", "the namespace's switch stays off");
+
+    let plan = sb.run(&["plan", sb.script(script).to_str().unwrap()]);
+    assert!(plan.stdout.contains("fd66::5/64") && plan.stdout.contains("fd67::/64"), "{plan:?}");
+    let status = sb.run(&["status"]);
+    assert!(status.code == 1 && status.stdout.contains("drifted  host v/h1"), "{status:?}");
+    sb.apply(script);
+    assert!(!ip(&h1, &["-6", "addr", "show", "dev", "eth0"]).contains("fd66::5"));
+    assert!(!ip(&h1, &["-6", "route"]).contains("fd67::"));
+    assert_eq!(sb.run(&["status"]).code, 0, "nothing left to repair");
+}

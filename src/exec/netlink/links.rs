@@ -36,6 +36,8 @@ const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 const IFLA_INET_CONF: u16 = 1;
 const IFLA_INET6_CONF: u16 = 2;
+/// The place of `disable_ipv6` among a device's IPv6 settings (`DEVCONF_DISABLE_IPV6`).
+const DEVCONF_DISABLE_IPV6: usize = 26;
 
 /// What the planner reads of one link.
 #[derive(Debug, Default, PartialEq)]
@@ -61,6 +63,9 @@ pub(super) struct SeenLink {
     /// Read for `lo` only, which carries the namespace's IPv6 switches: the IPv6 settings
     /// are the largest part of every link's message.
     pub ipv6: Option<Inet6DevConf>,
+    /// Whether IPv6 is on for it. The kernel keeps no IPv6 address or gateway route on a
+    /// device where it is off, or that has no IPv6 settings at all.
+    pub ipv6_on: bool,
 }
 
 /// Decodes one `RTM_NEWLINK` message (its payload, after the netlink header).
@@ -133,8 +138,13 @@ fn af_spec(value: &[u8], link: &mut SeenLink) -> io::Result<()> {
                     link.ipv4 = Some(InetDevConf::parse(conf).map_err(io::Error::other)?);
                 }
             }
-            (AF_INET6, settings) if link.loopback => {
-                if let Some(conf) = attr_of(settings, IFLA_INET6_CONF)? {
+            (AF_INET6, settings) => {
+                let conf = attr_of(settings, IFLA_INET6_CONF)?;
+                // Settings the kernel did not send, or sent too short, count as on: the
+                // namespace is then read whole.
+                let disabled = conf.and_then(|c| c.get(DEVCONF_DISABLE_IPV6 * 4..)?.get(..4));
+                link.ipv6_on = disabled.is_none_or(|d| u32_at(d, 0) == 0);
+                if let (true, Some(conf)) = (link.loopback, conf) {
                     link.ipv6 = Some(Inet6DevConf::parse(conf).map_err(io::Error::other)?);
                 }
             }
@@ -274,19 +284,39 @@ mod tests {
         assert_eq!(decode(&bytes_of(&unbridged)).unwrap().learning, None);
     }
 
-    /// IPv4 settings are kept for every link, IPv6 ones for `lo` only.
+    /// IPv4 settings are kept for every link, IPv6 ones for `lo` only; whether IPv6 is on,
+    /// for every link.
     #[test]
     fn ipv6_settings_are_decoded_for_loopback_only() {
         let (mut v4, mut v6) = (InetDevConf::default(), Inet6DevConf::default());
         (v4.route_localnet, v4.forwarding, v6.forwarding, v6.disable_ipv6) = (1, 1, 1, 1);
-        let spec = LinkAttribute::AfSpecUnspec(vec![
-            AfSpecUnspec::Inet(vec![AfSpecInet::DevConf(v4)]),
-            AfSpecUnspec::Inet6(vec![AfSpecInet6::DevConf(v6)]),
-        ]);
-        let veth = decode(&bytes_of(&link(LinkFlags::Up, vec![spec.clone()]))).unwrap();
-        assert_eq!((veth.ipv4, veth.ipv6, veth.loopback), (Some(v4), None, false));
-        let lo = decode(&bytes_of(&link(LinkFlags::Up | LinkFlags::Loopback, vec![spec]))).unwrap();
-        assert_eq!((lo.ipv4, lo.ipv6, lo.loopback), (Some(v4), Some(v6), true));
+        let spec = |v6| {
+            LinkAttribute::AfSpecUnspec(vec![
+                AfSpecUnspec::Inet(vec![AfSpecInet::DevConf(v4)]),
+                AfSpecUnspec::Inet6(vec![AfSpecInet6::DevConf(v6)]),
+            ])
+        };
+        let veth = decode(&bytes_of(&link(LinkFlags::Up, vec![spec(v6)]))).unwrap();
+        assert_eq!((veth.ipv4, veth.ipv6, veth.loopback, veth.ipv6_on), (Some(v4), None, false, false));
+        let lo = decode(&bytes_of(&link(LinkFlags::Up | LinkFlags::Loopback, vec![spec(v6)]))).unwrap();
+        assert_eq!((lo.ipv4, lo.ipv6, lo.loopback, lo.ipv6_on), (Some(v4), Some(v6), true, false));
+        let mut on = v6;
+        on.disable_ipv6 = 0;
+        assert!(decode(&bytes_of(&link(LinkFlags::Up, vec![spec(on)]))).unwrap().ipv6_on);
+    }
+
+    /// A link without IPv6 settings has no IPv6; one whose settings are cut short is
+    /// taken to have it, so that its namespace is read whole.
+    #[test]
+    fn ipv6_is_on_unless_its_settings_say_off() {
+        let v4_only = LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet(vec![AfSpecInet::DevConf(
+            InetDevConf::default(),
+        )])]);
+        assert!(!decode(&bytes_of(&link(LinkFlags::Up, vec![v4_only]))).unwrap().ipv6_on);
+        let cut = LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::Token(
+            std::net::Ipv6Addr::LOCALHOST,
+        )])]);
+        assert!(decode(&bytes_of(&link(LinkFlags::Up, vec![cut]))).unwrap().ipv6_on);
     }
 
     #[test]

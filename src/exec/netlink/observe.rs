@@ -112,13 +112,21 @@ fn read_here(ns: &str) -> io::Result<Observed> {
     } else {
         Vec::new()
     };
-    let addrs = dump(&socket, RouteNetlinkMessage::GetAddress(Default::default()), |m| match m {
+    // The kernel keeps no IPv6 address or gateway route on a device where IPv6 is off: where
+    // it is off on every one, IPv4's dumps show all there is, and a dump of one family's
+    // addresses does not take the routing lock that all families' does.
+    let ipv6_anywhere = links.iter().any(|l| l.ipv6_on);
+    let mut addresses = AddressMessage::default();
+    if !ipv6_anywhere {
+        addresses.header.family = AddressFamily::Inet;
+    }
+    let addrs = dump(&socket, RouteNetlinkMessage::GetAddress(addresses), |m| match m {
         RouteNetlinkMessage::NewAddress(a) => Some(a),
         _ => None,
     })?;
     let sysctls = sysctls_of(&links);
     let mut routes = route_dump(&socket, RouteMessageBuilder::<Ipv4Addr>::new().build())?;
-    if sysctls.ipv6 {
+    if ipv6_anywhere {
         routes.extend(route_dump(&socket, RouteMessageBuilder::<Ipv6Addr>::new().build())?);
     }
 
