@@ -392,3 +392,28 @@ fn a_host_added_later_leaves_the_gateways_mac_alone() {
     assert_eq!(mac(), before, "the gateway's MAC stayed");
     assert!(ping(&sb.ns("v.a"), "10.91.1.1"), "a's ARP cache still holds");
 }
+
+#[test]
+fn a_runs_namespace_names_are_links_of_one_file_that_goes_with_them() {
+    // Names are links, not files of their own (see `netns::make_name_file`): under each
+    // mounted namespace, the bare file has as many links as the run made names.
+    let sb = Sandbox::new("links");
+    sb.apply(TWO_SUBNETS);
+    let names = sb.namespaces();
+    assert!(names.len() >= 6, "{names:?}");
+    let beneath = |name: &str| {
+        let path = format!("/run/netns/{name}");
+        // In a mount namespace of its own, the name's mount taken off shows the file.
+        let script = format!("umount -l {path} && stat -c '%h %i' {path}");
+        let out = std::process::Command::new("unshare").args(["-m", "sh", "-c", &script]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let first = beneath(&names[0]);
+    assert_eq!(first, format!("{} {}", names.len(), first.split(' ').nth(1).unwrap()), "{names:?}");
+    assert!(names.iter().all(|n| beneath(n) == first), "every name is a link of one file");
+    assert!(in_ns(&names[0], &["true"]).code == 0, "and each is a namespace");
+    assert_eq!(sb.run(&["destroy"]).code, 0);
+    let left: Vec<String> = list_netns().into_iter().filter(|n| names.contains(n)).collect();
+    assert!(left.is_empty(), "{left:?}");
+}
