@@ -62,6 +62,11 @@ impl Doomed {
         self.spaces.push(ns);
     }
 
+    /// How many are held.
+    pub(crate) fn len(&self) -> usize {
+        self.spaces.len()
+    }
+
     /// Starts a reaper for the namespaces deleted so far, when there are enough of them to
     /// stall the kernel. Otherwise, or if none starts, they are let go: the kernel reaps
     /// them itself.
