@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::exec::netns::{self, NETNS_DIR};
 use crate::exec::reaper::Doomed;
 use crate::exec::{interrupted, stop_on_signals};
+use crate::plan::naming::Naming;
 
 /// Destroyed fixtures' namespaces held open at most, before a reaper takes them mid-run.
 /// The kernel tears down a namespace let go at once, holding the routing lock for about
@@ -84,11 +85,11 @@ impl Fixture<'_> {
     /// The sandbox's namespaces, opened so that destroying it removes their names but
     /// leaves taking them apart for later (a namespace not found is simply not held).
     fn hold(&self) -> Vec<OwnedFd> {
-        let inside = format!("{}.", self.sandbox);
+        let naming = Naming::sandbox(&self.sandbox);
         let Ok(names) = std::fs::read_dir(NETNS_DIR) else { return Vec::new() };
         names
             .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-            .filter(|name| *name == self.sandbox || name.starts_with(&inside))
+            .filter(|name| naming.owns(name))
             .filter_map(|name| netns::open(&name).ok())
             .collect()
     }

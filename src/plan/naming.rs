@@ -41,6 +41,11 @@ impl Naming {
     pub(crate) fn machine_ns(&self) -> String {
         if self.sandbox { self.prefix.clone() } else { HOST_NS.to_string() }
     }
+    /// Whether `ns` is one of the namespaces these names give (the machine's own excepted).
+    pub(crate) fn owns(&self, ns: &str) -> bool {
+        (self.sandbox && ns == self.prefix)
+            || ns.strip_prefix(&self.prefix).is_some_and(|rest| rest.starts_with('.'))
+    }
     pub(crate) fn internet_ns(&self) -> Option<String> {
         self.sandbox.then(|| format!("{}.internet", self.prefix))
     }
@@ -61,5 +66,23 @@ impl Naming {
     }
     pub(crate) fn machine_uplink(vpc: &str) -> String {
         names::machine_uplink_ifname(vpc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_naming_owns_its_prefix_and_what_is_under_it_only() {
+        let sandbox = Naming::sandbox("t-1");
+        for ns in ["t-1", "t-1.internet", "t-1.v", "t-1.v.h"] {
+            assert!(sandbox.owns(ns), "{ns}");
+        }
+        for ns in ["t-10", "t-10.v", "t-1x.v", "t", "x.t-1.v"] {
+            assert!(!sandbox.owns(ns), "{ns}");
+        }
+        let host = Naming::real_host("vpcsh");
+        assert!(host.owns("vpcsh.v") && !host.owns("vpcsh") && !host.owns(HOST_NS));
     }
 }
