@@ -4,7 +4,7 @@
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitCode};
 
-use crate::exec::netns;
+use crate::exec::{guest, netns};
 use crate::model::Network;
 use crate::session::{self, Failure, Target};
 use crate::state::{self, State};
@@ -95,7 +95,7 @@ pub(crate) fn exec(target: &Target, who: &str, command: &[String]) -> Result<Exi
     })?;
     let mut cmd = Command::new(&command[0]);
     cmd.args(&command[1..]);
-    netns::enter_on_exec(&mut cmd, fd, &ns);
+    guest::enter_on_exec(&mut cmd, fd, &ns);
     // As shells do: 127 when there is no such command, 126 when it cannot be run.
     let status = match cmd.status() {
         Ok(status) => status,

@@ -8,6 +8,7 @@
 pub(crate) mod capture;
 pub(crate) mod faults;
 pub(crate) mod frr;
+pub(crate) mod guest;
 mod iptables_legacy;
 mod kill_point;
 mod netlink;

@@ -18,7 +18,7 @@ use nix::sys::time::TimeVal;
 use simple_dns::rdata::RData;
 use simple_dns::{CLASS, Packet, PacketFlag, QTYPE, TYPE};
 
-use super::netns;
+use super::{guest, netns};
 
 /// What `exec()` returns.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -246,7 +246,7 @@ pub(crate) fn exec(ns: &str, argv: &[String], timeout: Duration) -> io::Result<O
     let mut cmd = Command::new(&argv[0]);
     // A group of its own, so a timeout ends the whole command (a shell's children too).
     cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
-    netns::enter_on_exec(&mut cmd, fd, ns);
+    guest::enter_on_exec(&mut cmd, fd, ns);
     let mut child = cmd.spawn()?;
     let (mut out, mut err) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
     let readers = (

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 
-use super::netns;
+use super::{guest, netns};
 use crate::plan::kernel::Process;
 
 /// How long a stopped process gets between TERM and KILL.
@@ -307,7 +307,13 @@ fn spawn(
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c").arg(HELD).arg(&exit_file).args(&argv);
     cmd.stdin(wait).stdout(out.try_clone()?).stderr(out).process_group(0);
-    netns::enter_on_exec(&mut cmd, enter, ns);
+    match process {
+        // vpcsh's own servers see the machine's files, as vpcsh does.
+        Process::Http { .. } | Process::Dns { .. } | Process::FlowLog => {
+            guest::enter_net_on_exec(&mut cmd, enter)
+        }
+        Process::Routing { .. } | Process::Command { .. } => guest::enter_on_exec(&mut cmd, enter, ns),
+    }
     let child = cmd.spawn()?;
     let pid = child.id() as i32;
     let (_, start_time) = proc_stat(pid)

@@ -65,3 +65,53 @@ fn a_vpcs_resolver_follows_its_hosts() {
     let status = sb.run(&["status"]);
     assert!(status.stdout.contains("resolver"), "{status:?}");
 }
+
+/// Mount lines of `pid`'s mount namespace that are namespace names.
+fn names_mounted(pid: i64) -> Vec<String> {
+    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    mounts.lines().filter(|l| l.contains(" /run/netns/")).map(String::from).collect()
+}
+
+#[test]
+fn a_hosts_commands_have_mounts_of_their_own_without_the_machines_namespace_names() {
+    let sb = Sandbox::new("mounts");
+    let script = format!("{LAB}\nrun(w1, \"sleep 303\");");
+    sb.apply(&script);
+    let status: serde_json::Value = serde_json::from_str(&sb.run(&["status", "--json"]).stdout).unwrap();
+    let pid = status["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["argv"].to_string().contains("sleep 303"))
+        .and_then(|p| p["pid"].as_i64())
+        .unwrap();
+    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    assert!(mounts.contains(" /etc/resolv.conf "), "the VPC's resolver is bound: {mounts}");
+    assert_eq!(names_mounted(pid), Vec::<String>::new(), "a workload holds the machine's names");
+
+    // A namespace made after the workload started does not reach into it either.
+    sb.apply(&format!("{script}\nweb.host(\"w3\");"));
+    assert!(list_netns().contains(&sb.ns("prod.w3")));
+    assert!(running(pid), "the workload was restarted");
+    assert_eq!(names_mounted(pid), Vec::<String>::new(), "a later name reached the workload");
+
+    // Inside: no names, and vpcsh's working directory.
+    let cwd = std::env::current_dir().unwrap();
+    let inside = sb.run(&["exec", "prod/w1", "--", "sh", "-c", "ls -A /run/netns | wc -l; pwd"]);
+    assert_eq!(inside.stdout, format!("0\n{}\n", cwd.display()), "{inside:?}");
+
+    // What one command mounts stays its own: not on the machine, not in another host.
+    let dir = sb.dir.0.join("mnt");
+    std::fs::create_dir_all(&dir).unwrap();
+    let line = format!(" {} ", dir.display());
+    let mount = format!("mount -t tmpfs none {0} && grep -c '{line}' /proc/self/mountinfo", dir.display());
+    let mounted = sb.run(&["exec", "prod/w1", "--", "sh", "-c", &mount]);
+    assert_eq!(mounted.stdout.trim(), "1", "{mounted:?}");
+    let leaked = std::fs::read_to_string("/proc/self/mountinfo").unwrap().contains(&line);
+    if leaked {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&dir).status();
+    }
+    assert!(!leaked, "a command's mount reached the machine");
+    let other = sb.run(&["exec", "prod/w2", "--", "grep", "-c", &line, "/proc/self/mountinfo"]);
+    assert_eq!(other.stdout.trim(), "0", "a command's mount reached another host: {other:?}");
+}
