@@ -8,6 +8,8 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+
 use crate::exec::netns::{self, NETNS_DIR};
 use crate::exec::reaper::Doomed;
 use crate::exec::{interrupted, stop_on_signals};
@@ -18,6 +20,15 @@ use crate::plan::naming::Naming;
 /// 10 ms a device: a fixture running meanwhile stalls (a fixture of two hosts ran in 90 ms
 /// 1.5 s after the last one's destroy, and in 110-135 ms right after it).
 const HELD_AT_MOST: usize = 500;
+
+/// A file in a kept fixture's state directory: its sandbox is there to be looked at, not
+/// left over.
+const KEPT: &str = "kept";
+
+/// A fixture's state directory in `state_dir`, for its sandbox.
+fn state_of(state_dir: &Path, sandbox: &str) -> PathBuf {
+    state_dir.join(format!("vpcsh-test-{sandbox}"))
+}
 
 pub(super) struct Options {
     pub scripts: Vec<PathBuf>,
@@ -184,12 +195,15 @@ fn run_one(opts: &Options, i: usize, script: &Path, doomed: &Mutex<Doomed>) -> (
         Some(prefix) => format!("{prefix}-{i}"),
         None => format!("test-{}-{i}", std::process::id()),
     };
-    let state = opts.state_dir.join(format!("vpcsh-test-{sandbox}"));
+    let state = state_of(&opts.state_dir, &sandbox);
     let fixture = Fixture { script, sandbox: sandbox.clone(), state: state.clone() };
     let start = Instant::now();
     let verdict = fixture.run();
     let secs = start.elapsed().as_secs_f64();
     let keep = opts.keep && matches!(verdict, Verdict::Failed(_));
+    if keep {
+        let _ = std::fs::write(state.join(KEPT), "");
+    }
     let teardown = (!keep).then(|| {
         let mut doomed = doomed.lock().expect("doomed");
         fixture.hold().into_iter().for_each(|ns| doomed.push(ns));
@@ -201,8 +215,34 @@ fn run_one(opts: &Options, i: usize, script: &Path, doomed: &Mutex<Doomed>) -> (
     (Outcome { script: script.to_path_buf(), sandbox, verdict, secs, kept: keep.then_some(state) }, teardown)
 }
 
+/// Destroys the sandboxes of runs that ended without tearing them down (killed): those
+/// named `test-PID-N` whose PID is gone, unless kept with `--keep`. A fixture's apply may
+/// outlive its run; its destroy waits for it.
+fn destroy_leftovers(state_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(state_dir) else { return };
+    let left_by_the_dead = |sandbox: &str| {
+        let pid = sandbox.strip_prefix("test-").and_then(|rest| rest.split_once('-'));
+        let pid = pid.and_then(|(pid, _)| pid.parse::<i32>().ok());
+        let gone =
+            |pid: i32| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) == Err(Errno::ESRCH);
+        pid.is_some_and(|pid| pid > 0 && gone(pid))
+    };
+    let leftovers: Vec<String> = entries
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter_map(|name| Some(name.strip_prefix("vpcsh-test-")?.to_string()))
+        .filter(|sandbox| left_by_the_dead(sandbox))
+        .filter(|sandbox| !state_of(state_dir, sandbox).join(KEPT).exists())
+        .collect();
+    for sandbox in leftovers {
+        eprintln!("vpcsh test: destroying sandbox `{sandbox}`, left by a run that was killed");
+        let state = state_of(state_dir, &sandbox);
+        Fixture { script: Path::new(""), sandbox, state }.destroy().wait();
+    }
+}
+
 pub(super) fn run(opts: Options) -> ExitCode {
     stop_on_signals();
+    destroy_leftovers(&opts.state_dir);
     let queue = Mutex::new(opts.scripts.iter().enumerate());
     let outcomes = Mutex::new(Vec::new());
     // Handed to a reaper when dropped, once every fixture is done.

@@ -331,3 +331,48 @@ fn the_gallery_passes_as_test_fixtures() {
     assert!(run.stdout.trim_end().ends_with(&format!("{} passed, 0 failed", fixtures.len())), "{run:?}");
     assert!(list_netns().iter().all(|n| !n.starts_with(&prefix)), "cleaned up");
 }
+
+#[test]
+fn a_killed_vpcsh_tests_sandboxes_are_destroyed_by_the_next_run() {
+    let state = TempDir::new("vkilled");
+    let script = state.0.join("sleeps.rhai");
+    std::fs::write(
+        &script,
+        "let w = vpc(\"p\", \"10.1.0.0/16\").subnet(\"s\", \"10.1.1.0/24\");\nexec(w, \"sleep 2\");\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let mut cmd = vpcsh();
+        cmd.arg("test").args(args).current_dir(FIXTURES).env("TMPDIR", &state.0);
+        cmd
+    };
+    let mut killed =
+        run(&[script.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let pid = killed.id();
+    // Should the next run not destroy it, the test does (before the state goes with `state`).
+    struct Leftover(String, std::path::PathBuf);
+    impl Drop for Leftover {
+        fn drop(&mut self) {
+            let _ = vpcsh().args(["--sandbox", &self.0, "--state-dir"]).arg(&self.1).arg("destroy").output();
+        }
+    }
+    let _leftover = Leftover(format!("test-{pid}-0"), state.0.join(format!("vpcsh-test-test-{pid}-0")));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while test_sandboxes(pid).len() < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    assert!(!test_sandboxes(pid).is_empty(), "the killed run's fixture never started");
+    // One kept with --keep by the same (dead) run stays.
+    let kept_dir = state.0.join(format!("vpcsh-test-test-{pid}-1"));
+    std::fs::create_dir_all(&kept_dir).unwrap();
+    std::fs::write(kept_dir.join("kept"), "").unwrap();
+
+    let next: Run = run(&["passes.rhai"]).output().unwrap().into();
+    assert_eq!(next.code, 0, "{next:?}");
+    assert!(next.stderr.contains(&format!("`test-{pid}-0`, left by a run that was killed")), "{next:?}");
+    assert!(test_sandboxes(pid).is_empty(), "the killed run's sandbox is left: {:?}", test_sandboxes(pid));
+    assert!(!state.0.join(format!("vpcsh-test-test-{pid}-0")).exists(), "its state is left");
+    assert!(kept_dir.exists(), "a kept sandbox was taken for a leftover");
+}
