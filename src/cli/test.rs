@@ -54,11 +54,23 @@ struct Fixture<'a> {
     state: PathBuf,
 }
 
+/// vpcsh run on the sandbox `sandbox` whose state is in `state`.
+fn vpcsh_on(sandbox: &str, state: &Path) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap_or_else(|_| "vpcsh".into()));
+    cmd.arg("--sandbox").arg(sandbox).arg("--state-dir").arg(state);
+    cmd
+}
+
+/// Starts destroying a sandbox.
+fn destroy(sandbox: &str, state: &Path) -> Teardown {
+    let child =
+        vpcsh_on(sandbox, state).arg("destroy").stdout(Stdio::null()).stderr(Stdio::null()).spawn().ok();
+    Teardown { child, state: state.to_path_buf() }
+}
+
 impl Fixture<'_> {
     fn vpcsh(&self) -> Command {
-        let mut cmd = Command::new(std::env::current_exe().unwrap_or_else(|_| "vpcsh".into()));
-        cmd.arg("--sandbox").arg(&self.sandbox).arg("--state-dir").arg(&self.state);
-        cmd
+        vpcsh_on(&self.sandbox, &self.state)
     }
 
     /// Applies the script; a Ctrl-C stops it (by its pid) and reports an interruption.
@@ -107,8 +119,7 @@ impl Fixture<'_> {
 
     /// Starts destroying the sandbox; the job goes on to its next fixture meanwhile.
     fn destroy(&self) -> Teardown {
-        let child = self.vpcsh().arg("destroy").stdout(Stdio::null()).stderr(Stdio::null()).spawn().ok();
-        Teardown { child, state: self.state.clone() }
+        destroy(&self.sandbox, &self.state)
     }
 }
 
@@ -235,8 +246,7 @@ fn destroy_leftovers(state_dir: &Path) {
         .collect();
     for sandbox in leftovers {
         eprintln!("vpcsh test: destroying sandbox `{sandbox}`, left by a run that was killed");
-        let state = state_of(state_dir, &sandbox);
-        Fixture { script: Path::new(""), sandbox, state }.destroy().wait();
+        destroy(&sandbox, &state_of(state_dir, &sandbox)).wait();
     }
 }
 

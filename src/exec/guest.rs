@@ -67,7 +67,7 @@ const RESOLV_CONF: &str = "/run/vpcsh/resolv.conf";
 
 /// What a command's child needs, prepared before the fork: between fork and exec nothing
 /// may allocate.
-pub(crate) struct Entry {
+struct Entry {
     /// The prepared view, or `None` where it could not be made (the child then copies the
     /// machine's view and trims it itself).
     view: Option<&'static OwnedFd>,
@@ -77,7 +77,7 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    pub(crate) fn prepare() -> Entry {
+    fn prepare() -> Entry {
         let cwd = std::env::current_dir()
             .ok()
             .and_then(|d| CString::new(d.into_os_string().into_encoded_bytes()).ok());
@@ -85,7 +85,7 @@ impl Entry {
     }
 
     /// Runs in the child, after the fork: gives it a mount namespace of its own.
-    pub(crate) fn enter(&self) -> io::Result<()> {
+    fn enter(&self) -> io::Result<()> {
         let Some(view) = self.view else {
             unshare(CloneFlags::CLONE_NEWNS)?;
             return trim(self.resolv.as_ref());

@@ -109,6 +109,19 @@ pub(crate) struct Sandbox {
 }
 
 impl Sandbox {
+    /// The `status --json` records of the processes whose command mentions `needle`.
+    pub(crate) fn status_processes(&self, needle: &str) -> Vec<serde_json::Value> {
+        let status: serde_json::Value =
+            serde_json::from_str(&self.run(&["status", "--json"]).stdout).unwrap();
+        status["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["argv"].to_string().contains(needle))
+            .cloned()
+            .collect()
+    }
+
     pub(crate) fn new(tag: &str) -> Self {
         let name = unique(tag);
         let dir = TempDir::new(&format!("{tag}-state"));

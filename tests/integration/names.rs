@@ -77,14 +77,7 @@ fn a_hosts_commands_have_mounts_of_their_own_without_the_machines_namespace_name
     let sb = Sandbox::new("mounts");
     let script = format!("{LAB}\nrun(w1, \"sleep 303\");");
     sb.apply(&script);
-    let status: serde_json::Value = serde_json::from_str(&sb.run(&["status", "--json"]).stdout).unwrap();
-    let pid = status["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["argv"].to_string().contains("sleep 303"))
-        .and_then(|p| p["pid"].as_i64())
-        .unwrap();
+    let pid = sb.status_processes("sleep 303")[0]["pid"].as_i64().unwrap();
     let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
     assert!(mounts.contains(" /etc/resolv.conf "), "the VPC's resolver is bound: {mounts}");
     assert_eq!(names_mounted(pid), Vec::<String>::new(), "a workload holds the machine's names");

@@ -78,15 +78,7 @@ fn every_effect_works_against_real_namespaces() {
 fn removing_run_from_the_script_stops_the_process() {
     let sb = Sandbox::new("unrun");
     sb.apply(&format!("{TOPOLOGY}\nrun(db, \"sleep 302; true\");"));
-    let status: serde_json::Value = serde_json::from_str(&sb.run(&["status", "--json"]).stdout).unwrap();
-    let pid = status["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["argv"].to_string().contains("sleep"))
-        .unwrap()["pid"]
-        .as_i64()
-        .unwrap();
+    let pid = sb.status_processes("sleep")[0]["pid"].as_i64().unwrap();
     let run = sb.apply(TOPOLOGY);
     assert!(run.stdout.contains("1 deleted"), "{run:?}");
     assert!(!running(pid));
@@ -143,18 +135,6 @@ fn default_probe_timeouts_give_no_false_unreachable_under_load() {
     assert!(run.stdout.contains("missed 0"), "{run:?}");
 }
 
-/// The `status --json` records of the processes whose command mentions `needle`.
-fn records(sb: &Sandbox, needle: &str) -> Vec<serde_json::Value> {
-    let status: serde_json::Value = serde_json::from_str(&sb.run(&["status", "--json"]).stdout).unwrap();
-    status["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["argv"].to_string().contains(needle))
-        .cloned()
-        .collect()
-}
-
 #[test]
 fn a_command_that_ends_stays_ended_until_asked_to_restart() {
     let sb = Sandbox::new("ends");
@@ -163,7 +143,7 @@ fn a_command_that_ends_stays_ended_until_asked_to_restart() {
     std::thread::sleep(Duration::from_millis(200));
     let again = sb.apply(&script);
     assert_eq!(again.stdout.trim(), "0 created, 0 changed, 0 deleted", "not restarted: {again:?}");
-    let ended = records(&sb, "exit 3");
+    let ended = sb.status_processes("exit 3");
     assert_eq!(ended.len(), 1, "one record: {ended:?}");
     assert_eq!(ended[0]["condition"], "exited 3", "{ended:?}");
     assert_eq!(ended[0]["exit_code"], 3, "{ended:?}");
@@ -172,16 +152,16 @@ fn a_command_that_ends_stays_ended_until_asked_to_restart() {
     // Removing the call removes the record.
     let removed = sb.apply(TOPOLOGY);
     assert!(removed.stdout.contains("1 deleted"), "{removed:?}");
-    assert!(records(&sb, "exit 3").is_empty());
+    assert!(sb.status_processes("exit 3").is_empty());
 
     // With restart: true, every apply starts it again; its old record does not linger.
     let restarting = format!("{TOPOLOGY}\nrun(db, \"exit 0\", #{{ restart: true }});");
     sb.apply(&restarting);
-    let first = records(&sb, "exit 0");
+    let first = sb.status_processes("exit 0");
     std::thread::sleep(Duration::from_millis(200));
     let again = sb.apply(&restarting);
     assert_eq!(again.stdout.trim(), "1 created, 0 changed, 0 deleted", "restarted: {again:?}");
-    let second = records(&sb, "exit 0");
+    let second = sb.status_processes("exit 0");
     assert_eq!(second.len(), 1, "{second:?}");
     assert_ne!(first[0]["pid"], second[0]["pid"], "a new process");
 }
